@@ -1,0 +1,30 @@
+# The README's contract: `make demo` runs the main job, `make test` runs the tests.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test docs benchmark clean
+
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(PINS) -e ".[$(subst +,$(comma),$*)]"
+	touch $@
+
+comma := ,
+
+demo: $(VENV)/.installed-data+test
+	$(PY) -m captum_uncertainty demo --out out/demo
+
+test: $(VENV)/.installed-data+test
+	$(PY) -m pytest -q
+
+docs: $(VENV)/.installed-data+test+docs
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+benchmark: $(VENV)/.installed-data+test
+	$(PY) -m captum_uncertainty benchmark --out out/benchmark
+
+clean:
+	rm -rf out docs/_build docs/auto_tutorials

@@ -1,0 +1,29 @@
+"""captum-uncertainty: attribute the predictive uncertainty of Bayesian classifiers with Captum."""
+
+from captum_uncertainty.forward import (
+    Decomposition,
+    UncertaintyForward,
+    entropy_decomposition,
+    per_class_uncertainty,
+)
+from captum_uncertainty.posterior import (
+    DeepEnsemble,
+    MCDropout,
+    Posterior,
+    SampleCallable,
+    WeightSamples,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Decomposition",
+    "DeepEnsemble",
+    "MCDropout",
+    "Posterior",
+    "SampleCallable",
+    "UncertaintyForward",
+    "WeightSamples",
+    "entropy_decomposition",
+    "per_class_uncertainty",
+]

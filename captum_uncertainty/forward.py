@@ -1,0 +1,289 @@
+"""The entropy decomposition and :class:`UncertaintyForward`.
+
+Everything else in the package either computes these scalars, attributes them to input
+features, or judges an attribution. The decomposition lives here and nowhere else.
+
+For ``S`` posterior samples with class probabilities ``p_s = softmax(z_s)`` of one input:
+
+* total uncertainty     ``U_t = H[mean_s p_s]``            (predictive entropy)
+* aleatoric uncertainty ``U_a = mean_s H[p_s]``            (expected entropy)
+* epistemic uncertainty ``U_e = U_t - U_a``                (mutual information)
+
+and the per-class terms of Wang et al. (2023), Eq. 4:
+``U_{t,g_i} = -pbar_i log pbar_i``, ``U_{a,g_i} = mean_s -p_{s,i} log p_{s,i}``,
+``U_{e,g_i} = U_{t,g_i} - U_{a,g_i}``, each summing over ``i`` to its scalar.
+
+Numerics: from logits everything is computed in log space (``log_softmax`` per sample,
+``logsumexp - log S`` for the mean), so a saturated (one-hot) prediction gives exactly 0 and a
+finite gradient. Probabilities declared by the caller are converted with ``log(clamp_min(p,
+tiny))``; the clamp only ever multiplies an exact zero, so values are exact and gradients finite.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from captum_uncertainty.posterior import Posterior, as_posterior
+
+__all__ = [
+    "MEASURES",
+    "Decomposition",
+    "UncertaintyForward",
+    "entropy_decomposition",
+    "per_class_uncertainty",
+    "sample_log_probabilities",
+]
+
+MEASURES = ("total", "aleatoric", "epistemic")
+
+#: Largest deviation of a probability vector's sum from 1 that is accepted.
+PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+class Decomposition(NamedTuple):
+    """Total, aleatoric and epistemic uncertainty (same shape each)."""
+
+    total: Tensor
+    aleatoric: Tensor
+    epistemic: Tensor
+
+    def select(self, measure: str) -> Tensor:
+        """Return the tensor of one measure by name."""
+        return getattr(self, check_measure(measure))
+
+
+def check_measure(measure: Any) -> str:
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+    return measure
+
+
+def check_outputs(outputs: Any, name: str = "outputs") -> Tensor:
+    """Check a stack of sample outputs of shape ``(S, N, C)``."""
+    if not isinstance(outputs, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (S, N, C), got {type(outputs).__name__}")
+    if outputs.dim() != 3:
+        raise ValueError(f"{name} must have shape (S, N, C), got shape {tuple(outputs.shape)}")
+    if outputs.shape[0] == 0:
+        raise ValueError(f"{name} has no posterior samples (S = 0)")
+    if outputs.shape[2] < 2:
+        raise ValueError(f"{name} must have at least 2 classes, got C = {outputs.shape[2]}")
+    if not outputs.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {outputs.dtype}")
+    if not bool(torch.isfinite(outputs).all()):
+        raise ValueError(f"{name} contain NaN or inf values")
+    return outputs
+
+
+def looks_like_probabilities(outputs: Tensor) -> bool:
+    """True when every vector is non-negative and sums to 1 (within tolerance)."""
+    detached = outputs.detach()
+    if bool((detached < 0).any()) or bool((detached > 1).any()):
+        return False
+    return bool(((detached.sum(-1) - 1).abs() <= PROBABILITY_SUM_TOLERANCE).all())
+
+
+def sample_log_probabilities(outputs: Tensor, probabilities: bool = False, validate: bool = True) -> Tensor:
+    """Per-sample log-probabilities ``log p_s`` of shape ``(S, N, C)``.
+
+    Args:
+        outputs (Tensor): sample outputs of shape ``(S, N, C)``: logits, or probabilities when
+            ``probabilities=True``.
+        probabilities (bool): declares that ``outputs`` are probabilities (each ``(S, N)``
+            vector non-negative and summing to 1) rather than logits.
+        validate (bool): check shapes, finiteness and that the declaration matches the values:
+            logits that look exactly like probability vectors, or "probabilities" that do not
+            sum to 1, raise ``ValueError``.
+
+    Returns:
+        Tensor: ``log p_s`` with ``-inf`` replaced by ``log(tiny)`` for exact zeros.
+    """
+    if validate:
+        check_outputs(outputs)
+        if probabilities:
+            check_probabilities(outputs)
+        elif looks_like_probabilities(outputs):
+            raise ValueError(
+                "outputs look like probabilities (non-negative, summing to 1) but logits were "
+                "expected; pass probabilities=True if the members return probabilities"
+            )
+    if probabilities:
+        tiny = torch.finfo(outputs.dtype).tiny
+        return torch.log(outputs.clamp_min(tiny))
+    return torch.log_softmax(outputs, dim=-1)
+
+
+def check_probabilities(outputs: Tensor) -> None:
+    detached = outputs.detach()
+    if bool((detached < 0).any()) or bool((detached > 1).any()):
+        raise ValueError(
+            "probabilities=True but outputs have values outside [0, 1]; "
+            "pass probabilities=False if the members return logits"
+        )
+    deviation = float((detached.sum(-1) - 1).abs().max())
+    if deviation > PROBABILITY_SUM_TOLERANCE:
+        raise ValueError(
+            f"probabilities=True but output vectors do not sum to 1 (largest deviation {deviation:.3g}); "
+            "pass probabilities=False if the members return logits"
+        )
+
+
+def per_class_from_log_probabilities(log_p: Tensor) -> Decomposition:
+    """Wang et al. Eq. 4 from per-sample log-probabilities ``(S, N, C)``; terms ``(N, C)``."""
+    n_samples = log_p.shape[0]
+    p = log_p.exp()
+    aleatoric = -(p * log_p).mean(0)
+    log_mean = torch.logsumexp(log_p, dim=0) - math.log(n_samples)
+    total = -(log_mean.exp() * log_mean)
+    return Decomposition(total, aleatoric, total - aleatoric)
+
+
+def per_class_uncertainty(outputs: Tensor, probabilities: bool = False, validate: bool = True) -> Decomposition:
+    """Per-class uncertainty terms ``U_{g_i}`` of Wang et al. (2023), Eq. 4.
+
+    Args:
+        outputs (Tensor): sample outputs ``(S, N, C)``, logits unless ``probabilities=True``.
+        probabilities (bool): the outputs are probabilities, not logits.
+        validate (bool): check the outputs (see :func:`sample_log_probabilities`).
+
+    Returns:
+        Decomposition: ``total``, ``aleatoric`` and ``epistemic`` terms, each ``(N, C)``;
+        summed over the class dimension they give :func:`entropy_decomposition`.
+
+    Examples::
+
+        >>> logits = torch.randn(5, 3, 10)          # 5 members, 3 inputs, 10 classes
+        >>> terms = per_class_uncertainty(logits)
+        >>> torch.allclose(terms.total.sum(-1), entropy_decomposition(logits).total)
+        True
+    """
+    return per_class_from_log_probabilities(sample_log_probabilities(outputs, probabilities, validate))
+
+
+def entropy_decomposition(outputs: Tensor, probabilities: bool = False, validate: bool = True) -> Decomposition:
+    """Total, aleatoric and epistemic uncertainty of each input, in nats.
+
+    Args:
+        outputs (Tensor): sample outputs ``(S, N, C)`` for ``S`` posterior samples, ``N``
+            inputs and ``C`` classes; logits unless ``probabilities=True``.
+        probabilities (bool): the outputs are probabilities, not logits.
+        validate (bool): check the outputs (see :func:`sample_log_probabilities`).
+
+    Returns:
+        Decomposition: ``total = H[mean_s p_s]``, ``aleatoric = mean_s H[p_s]`` and
+        ``epistemic = total - aleatoric``, each of shape ``(N,)``. Epistemic is
+        non-negative up to rounding (Jensen's inequality).
+
+    Examples::
+
+        >>> logits = torch.tensor([[[2.0, 0.0]], [[0.0, 2.0]]])   # two members disagree
+        >>> d = entropy_decomposition(logits)
+        >>> d.total, d.aleatoric, d.epistemic                     # doctest: +SKIP
+    """
+    terms = per_class_uncertainty(outputs, probabilities, validate)
+    return Decomposition(*(term.sum(-1) for term in terms))
+
+
+PosteriorLike = Union[Posterior, Sequence[nn.Module], nn.ModuleList]
+
+
+class UncertaintyForward(nn.Module):
+    r"""A Bayesian classifier's uncertainty as a Captum forward function.
+
+    Wraps posterior samples (a deep ensemble, MC-dropout masks, weight samples or any
+    callable returning samples) and returns one scalar per input: the total, aleatoric or
+    epistemic uncertainty of its posterior predictive distribution. Because the output has
+    shape ``(N,)``, Captum's own attribution methods (``IntegratedGradients``, ``Saliency``,
+    ``NoiseTunnel``, ``Lime``, ``KernelShap``, ...) attribute *uncertainty* with
+    ``target=None`` and no change to Captum.
+
+    Args:
+        posterior (Posterior or sequence of nn.Module): where the samples come from. A plain
+            list (or ``nn.ModuleList``) of modules is a deep ensemble
+            (:class:`~captum_uncertainty.posterior.DeepEnsemble`); for MC dropout, weight samples
+            or sample-returning callables pass a
+            :class:`~captum_uncertainty.posterior.Posterior`.
+        measure (str): ``"total"`` (predictive entropy), ``"aleatoric"`` (expected entropy)
+            or ``"epistemic"`` (mutual information). Default: ``"total"``.
+        probabilities (bool): the samples are probability vectors rather than logits.
+            Default: ``False`` (logits).
+        validate (bool): check inputs (finite values, device and dtype) and sample outputs
+            (shape, class count, finiteness, logits vs probabilities) on every call.
+            Default: ``True``.
+
+    Examples::
+
+        >>> uf = UncertaintyForward([m1, m2, m3], measure="epistemic")
+        >>> u = uf(x)                    # (N,) mutual information
+        >>> p = uf.predictive(x)         # (S, N, C) member probabilities
+        >>> total, aleatoric, epistemic = uf.decompose(x)
+        >>> from captum.attr import IntegratedGradients
+        >>> attributions = IntegratedGradients(uf).attribute(x, baselines=x * 0)
+    """
+
+    def __init__(
+        self,
+        posterior: PosteriorLike,
+        measure: str = "total",
+        *,
+        probabilities: bool = False,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.posterior = as_posterior(posterior)
+        self.measure = check_measure(measure)
+        if not isinstance(probabilities, bool):
+            raise TypeError(f"probabilities must be a bool, got {type(probabilities).__name__}")
+        self.probabilities = probabilities
+        self.validate = bool(validate)
+
+    @property
+    def num_samples(self) -> int:
+        """Number of posterior samples ``S``."""
+        return self.posterior.num_samples
+
+    def with_measure(self, measure: str) -> "UncertaintyForward":
+        """A new forward sharing this posterior, returning another measure."""
+        return UncertaintyForward(
+            self.posterior, measure, probabilities=self.probabilities, validate=self.validate
+        )
+
+    def sample_outputs(self, *inputs: Any) -> Tensor:
+        """Raw sample outputs ``(S, N, C)`` (logits, or probabilities if declared)."""
+        if self.validate:
+            self.posterior.check_inputs(inputs)
+        return self.posterior(*inputs)
+
+    def log_probabilities(self, *inputs: Any) -> Tensor:
+        """Per-sample log-probabilities ``(S, N, C)``."""
+        return sample_log_probabilities(self.sample_outputs(*inputs), self.probabilities, self.validate)
+
+    def predictive(self, *inputs: Any) -> Tensor:
+        """Per-sample class probabilities of shape ``(S, N, C)``.
+
+        Their mean over the first dimension is the posterior predictive distribution.
+        """
+        return self.log_probabilities(*inputs).exp()
+
+    def per_class(self, *inputs: Any) -> Decomposition:
+        """Per-class terms ``U_{g_i}`` (Wang et al. Eq. 4), each ``(N, C)``."""
+        return per_class_from_log_probabilities(self.log_probabilities(*inputs))
+
+    def decompose(self, *inputs: Any) -> Decomposition:
+        """All three measures, each ``(N,)``, from one pass through the posterior."""
+        return Decomposition(*(term.sum(-1) for term in self.per_class(*inputs)))
+
+    def forward(self, *inputs: Any) -> Tensor:
+        """The chosen measure for each input, shape ``(N,)``."""
+        return self.decompose(*inputs).select(self.measure)
+
+    def extra_repr(self) -> str:
+        kind = "probabilities" if self.probabilities else "logits"
+        return f"measure={self.measure!r}, samples={self.num_samples}, members return {kind}"
+
+
+ForwardLike = Callable[..., Tensor]

@@ -1,0 +1,655 @@
+"""Where posterior samples come from.
+
+Every source is a :class:`Posterior`: an ``nn.Module`` whose ``forward(*inputs)`` returns the
+raw outputs of its ``S`` samples stacked as ``(S, N, C)`` (logits, or probabilities when the
+:class:`~captum_uncertainty.UncertaintyForward` says so). Sources:
+
+* :class:`DeepEnsemble`: a list of member modules, run in a loop or batched with
+  ``torch.func.vmap`` (chosen by ``strategy``, see its docstring for the measured trade-off);
+* :class:`MCDropout`: one module with ``nn.Dropout`` layers and ``S`` dropout masks sampled once
+  (seeded) and reused on every call until :meth:`MCDropout.resample`;
+* :class:`WeightSamples`: explicit weight samples (state dicts or a model factory);
+* :class:`SampleCallable`: any callable that already returns samples, by output layout.
+
+No source ever leaves the user's modules changed: ``training`` flags are restored, temporary
+hooks removed and parameters untouched, also when a call raises.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Posterior",
+    "DeepEnsemble",
+    "MCDropout",
+    "WeightSamples",
+    "SampleCallable",
+    "as_posterior",
+    "preserved_modes",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def preserved_modes(modules: Sequence[nn.Module], eval_mode: bool = True) -> Iterator[None]:
+    """Run a block with ``modules`` in eval mode, restoring every submodule's flag after."""
+    saved = [(sub, sub.training) for module in modules for sub in module.modules()]
+    try:
+        if eval_mode:
+            for module in modules:
+                module.eval()
+        yield
+    finally:
+        for sub, flag in saved:
+            sub.training = flag
+
+
+def first_parameter(modules: Sequence[nn.Module]) -> Optional[Tensor]:
+    for module in modules:
+        for tensor in itertools.chain(module.parameters(), module.buffers()):
+            if tensor.is_floating_point():
+                return tensor
+    return None
+
+
+def batch_size_of(inputs: Tuple[Any, ...]) -> int:
+    for item in inputs:
+        if isinstance(item, Tensor) and item.dim() > 0:
+            return item.shape[0]
+    raise ValueError("inputs must contain at least one tensor with a batch dimension")
+
+
+def check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
+    """A member's output must be an ``(N, C)`` floating tensor."""
+    if isinstance(output, (tuple, list)):
+        raise TypeError(
+            f"posterior sample {index} returned a {type(output).__name__}, expected a (N, C) tensor; "
+            "for models returning (output, kl) tuples use SampleCallable(model, layout='output_kl')"
+        )
+    if not isinstance(output, Tensor):
+        raise TypeError(f"posterior sample {index} returned {type(output).__name__}, expected a (N, C) tensor")
+    if output.dim() != 2 or output.shape[0] != batch_size:
+        raise ValueError(
+            f"posterior sample {index} returned shape {tuple(output.shape)}, expected (N, C) with N = {batch_size}"
+        )
+    return output
+
+
+def stack_sample_outputs(outputs: Sequence[Tensor], batch_size: int) -> Tensor:
+    """Stack per-sample ``(N, C)`` outputs, checking every sample has the same class count."""
+    checked = [check_member_output(out, s, batch_size) for s, out in enumerate(outputs)]
+    classes = [out.shape[1] for out in checked]
+    if len(set(classes)) > 1:
+        detail = ", ".join(f"sample {s}: C={c}" for s, c in enumerate(classes))
+        raise ValueError(f"posterior samples return different class counts ({detail})")
+    return torch.stack(checked)
+
+
+def per_sample_slices(inputs: Tuple[Any, ...], sample: int) -> Tuple[Any, ...]:
+    return tuple(x[sample] if isinstance(x, Tensor) else x for x in inputs)
+
+
+def expand_to_samples(inputs: Tuple[Any, ...], num_samples: int) -> Tuple[Any, ...]:
+    """Give every tensor input a leading sample dimension (a view, no copy)."""
+    return tuple(x.unsqueeze(0).expand(num_samples, *x.shape) if isinstance(x, Tensor) else x for x in inputs)
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+class Posterior(nn.Module):
+    """Base class of posterior sample sources.
+
+    Subclasses implement :attr:`num_samples`, :meth:`forward_per_sample` and
+    :meth:`sample_module`. ``forward(*inputs)`` returns the ``(S, N, C)`` raw outputs of all
+    samples on the same inputs; ``forward_per_sample(*inputs)`` takes inputs with a leading
+    sample dimension ``(S, N, ...)`` and feeds ``inputs[s]`` to sample ``s`` only, which lets
+    gradient methods (UA-Backprop, FullGrad) get per-sample input gradients from one backward
+    pass.
+    """
+
+    #: Name of the sample being run (an ``int``), or ``None`` when all samples run as one
+    #: batch in sample-major row order; read by hook-based methods such as FullGrad.
+    current_sample: Optional[int] = None
+
+    @property
+    def num_samples(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample_modules(self) -> List[nn.Module]:
+        """The user's modules this posterior runs (for state checks and layer hooks)."""
+        return []
+
+    def forward(self, *inputs: Any) -> Tensor:
+        return self.forward_per_sample(*expand_to_samples(inputs, self.num_samples))
+
+    def forward_per_sample(self, *inputs: Any) -> Tensor:
+        """Outputs ``(S, N, C)`` where sample ``s`` sees ``inputs[s]`` (inputs are ``(S, N, ...)``).
+
+        The generic version runs the whole posterior once per sample and keeps sample ``s``;
+        it is exact for any source whose samples are fixed between calls, at ``S`` times the cost.
+        """
+        outputs = [self(*per_sample_slices(inputs, s))[s] for s in range(self.num_samples)]
+        return torch.stack(outputs)
+
+    def sample_module(self, sample: int) -> nn.Module:
+        """An ``nn.Module`` computing sample ``sample``'s raw ``(N, C)`` output."""
+        self.check_sample_index(sample)
+        return SampleView(self, sample)
+
+    def check_sample_index(self, sample: int) -> None:
+        if not isinstance(sample, int) or not 0 <= sample < self.num_samples:
+            raise ValueError(f"sample must be an int in [0, {self.num_samples}), got {sample!r}")
+
+    def check_inputs(self, inputs: Tuple[Any, ...]) -> None:
+        """Clear errors for empty, non-finite, wrong-device or wrong-dtype inputs."""
+        if not inputs:
+            raise ValueError("inputs must contain at least one tensor")
+        reference = first_parameter(self.sample_modules())
+        for position, item in enumerate(inputs):
+            if not isinstance(item, Tensor):
+                continue
+            name = f"inputs[{position}]"
+            if item.dim() == 0 or item.shape[0] == 0:
+                raise ValueError(f"{name} must have a non-empty batch dimension, got shape {tuple(item.shape)}")
+            if item.is_floating_point() and not bool(torch.isfinite(item).all()):
+                raise ValueError(f"{name} contains NaN or inf values")
+            if reference is None:
+                continue
+            if item.device != reference.device:
+                raise ValueError(
+                    f"{name} is on device {item.device} but the model parameters are on {reference.device}"
+                )
+            if item.is_floating_point() and item.dtype != reference.dtype:
+                raise TypeError(f"{name} has dtype {item.dtype} but the model parameters are {reference.dtype}")
+
+    @contextmanager
+    def running(self, sample: Optional[int]) -> Iterator[None]:
+        """Mark which sample the forward calls inside the block belong to."""
+        previous = self.current_sample
+        self.current_sample = sample
+        try:
+            yield
+        finally:
+            self.current_sample = previous
+
+
+class SampleView(nn.Module):
+    """One posterior sample as a module returning ``(N, C)`` (keeps the user's layers as submodules)."""
+
+    def __init__(self, posterior: Posterior, sample: int) -> None:
+        super().__init__()
+        self.posterior = posterior
+        self.sample = sample
+
+    def forward(self, *inputs: Any) -> Tensor:
+        return self.posterior.forward_single(self.sample, *inputs) if hasattr(
+            self.posterior, "forward_single"
+        ) else self.posterior(*inputs)[self.sample]
+
+
+# ----------------------------------------------------------------------------- ensembles
+
+
+def same_architecture(members: Sequence[nn.Module]) -> bool:
+    """Same class and the same parameter/buffer names, shapes and dtypes."""
+
+    def signature(module: nn.Module) -> List[Tuple[str, Tuple[int, ...], torch.dtype]]:
+        named = itertools.chain(module.named_parameters(), module.named_buffers())
+        return [(name, tuple(t.shape), t.dtype) for name, t in named]
+
+    first = members[0]
+    return all(type(m) is type(first) and signature(m) == signature(first) for m in members[1:])
+
+
+def check_members(members: Any, name: str = "posterior") -> List[nn.Module]:
+    if isinstance(members, nn.Module) and not isinstance(members, nn.ModuleList):
+        raise TypeError(f"{name} must be a sequence of nn.Module members, got a single {type(members).__name__}")
+    try:
+        members = list(members)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of nn.Module members, got {type(members).__name__}") from None
+    if not members:
+        raise ValueError(f"{name} is an empty ensemble: pass at least one member module")
+    for index, member in enumerate(members):
+        if not isinstance(member, nn.Module):
+            raise TypeError(f"{name}[{index}] is a {type(member).__name__}, expected an nn.Module")
+    return members
+
+
+class DeepEnsemble(Posterior):
+    r"""A deep ensemble: every member module is one posterior sample.
+
+    Members run in eval mode during each call (BatchNorm uses its running statistics,
+    dropout is off) and get their ``training`` flags back afterwards.
+
+    Args:
+        members (sequence of nn.Module): the member models, each mapping the inputs to
+            ``(N, C)`` outputs (logits unless the :class:`UncertaintyForward` declares
+            probabilities).
+        strategy (str): how the members run. ``"loop"`` calls them one after another;
+            ``"vmap"`` stacks same-architecture members' weights and runs them as one
+            ``torch.func.vmap`` call; ``"auto"`` times both on the first call for each input
+            shape and keeps the faster one (falling back to the loop when the members differ
+            in architecture or vmap fails). Default: ``"loop"``, because on CPU the measured
+            vmap forward+backward of the MNIST CNN ensemble is slower than the loop (see
+            ``benchmarks/RESULTS.md``).
+
+    Examples::
+
+        >>> posterior = DeepEnsemble([m1, m2, m3, m4, m5])
+        >>> posterior(x).shape            # (5, N, C)
+    """
+
+    STRATEGIES = ("loop", "vmap", "auto")
+
+    def __init__(self, members: Sequence[nn.Module], strategy: str = "loop") -> None:
+        super().__init__()
+        self.members = nn.ModuleList(check_members(members, "members"))
+        if strategy not in self.STRATEGIES:
+            raise ValueError(f"strategy must be one of {self.STRATEGIES}, got {strategy!r}")
+        if strategy == "vmap" and not same_architecture(self.members):
+            raise ValueError("strategy='vmap' needs members of the same architecture; use strategy='loop'")
+        self.strategy = strategy
+        self._chosen: Dict[Tuple[Any, ...], str] = {}
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.members)
+
+    def sample_modules(self) -> List[nn.Module]:
+        return list(self.members)
+
+    def sample_module(self, sample: int) -> nn.Module:
+        self.check_sample_index(sample)
+        return self.members[sample]
+
+    def forward(self, *inputs: Any) -> Tensor:
+        return self._run(inputs, per_sample=False)
+
+    def forward_per_sample(self, *inputs: Any) -> Tensor:
+        return self._run(inputs, per_sample=True)
+
+    def _run(self, inputs: Tuple[Any, ...], per_sample: bool) -> Tensor:
+        strategy = self._strategy_for(inputs, per_sample)
+        with preserved_modes(self.members):
+            if strategy == "vmap":
+                return self._run_vmap(inputs, per_sample)
+            return self._run_loop(inputs, per_sample)
+
+    def _run_loop(self, inputs: Tuple[Any, ...], per_sample: bool) -> Tensor:
+        batch = batch_size_of(per_sample_slices(inputs, 0) if per_sample else inputs)
+        outputs = []
+        for s, member in enumerate(self.members):
+            with self.running(s):
+                outputs.append(member(*(per_sample_slices(inputs, s) if per_sample else inputs)))
+        return stack_sample_outputs(outputs, batch)
+
+    def _run_vmap(self, inputs: Tuple[Any, ...], per_sample: bool) -> Tensor:
+        from torch.func import functional_call, stack_module_state, vmap
+
+        params, buffers = stack_module_state(list(self.members))
+        base = self.members[0]
+
+        def call(p: Dict[str, Tensor], b: Dict[str, Tensor], *args: Any) -> Tensor:
+            return functional_call(base, (p, b), args)
+
+        in_dims = (0, 0) + tuple(0 if per_sample and isinstance(x, Tensor) else None for x in inputs)
+        out = vmap(call, in_dims=in_dims, randomness="error")(params, buffers, *inputs)
+        batch = batch_size_of(per_sample_slices(inputs, 0) if per_sample else inputs)
+        if out.dim() != 3 or out.shape[1] != batch:
+            raise ValueError(f"members returned shape {tuple(out.shape[1:])}, expected (N, C) with N = {batch}")
+        return out
+
+    def _strategy_for(self, inputs: Tuple[Any, ...], per_sample: bool) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        if len(self.members) == 1 or not same_architecture(self.members):
+            return "loop"
+        key = (per_sample,) + tuple((tuple(x.shape), x.dtype, x.device) for x in inputs if isinstance(x, Tensor))
+        if key not in self._chosen:
+            self._chosen[key] = self._measure(inputs, per_sample)
+        return self._chosen[key]
+
+    def _measure(self, inputs: Tuple[Any, ...], per_sample: bool) -> str:
+        timings = {}
+        for candidate in ("loop", "vmap"):
+            runner = self._run_vmap if candidate == "vmap" else self._run_loop
+            try:
+                with preserved_modes(self.members), torch.no_grad():
+                    runner(inputs, per_sample)  # warm-up
+                    start = time.perf_counter()
+                    runner(inputs, per_sample)
+                    timings[candidate] = time.perf_counter() - start
+            except Exception:  # vmap cannot run these members: keep the loop
+                timings[candidate] = float("inf")
+        return min(timings, key=timings.__getitem__)
+
+
+class WeightSamples(DeepEnsemble):
+    r"""Explicit weight samples of one architecture, e.g. from SWAG, Laplace or HMC.
+
+    Each sample is a private copy of ``model`` with one state dict loaded, so the user's
+    model is never modified.
+
+    Args:
+        model (nn.Module): the architecture; its own weights are not used.
+        state_dicts (sequence of dict): one state dict per posterior sample (``strict``
+            loading: every key must match).
+        strategy (str): as in :class:`DeepEnsemble`.
+
+    Examples::
+
+        >>> posterior = WeightSamples(model, [sd1, sd2, sd3])
+        >>> posterior = WeightSamples.from_factory(sample_model, num_samples=10)
+    """
+
+    def __init__(self, model: nn.Module, state_dicts: Sequence[Dict[str, Tensor]], strategy: str = "loop") -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        state_dicts = list(state_dicts)
+        if not state_dicts:
+            raise ValueError("state_dicts is empty: pass at least one weight sample")
+        copies = []
+        for index, state in enumerate(state_dicts):
+            if not isinstance(state, dict):
+                raise TypeError(f"state_dicts[{index}] is a {type(state).__name__}, expected a dict")
+            member = copy.deepcopy(model)
+            try:
+                member.load_state_dict(state, strict=True)
+            except RuntimeError as error:
+                raise ValueError(f"state_dicts[{index}] does not fit the model: {error}") from None
+            copies.append(member)
+        super().__init__(copies, strategy=strategy)
+
+    @classmethod
+    def from_factory(cls, factory: Callable[[], Any], num_samples: int, strategy: str = "loop") -> "DeepEnsemble":
+        """Draw ``num_samples`` models from ``factory``.
+
+        ``factory()`` may return one model per call, or an iterable (e.g. a generator)
+        yielding models, of which the first ``num_samples`` are taken.
+        """
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        first = factory()
+        if isinstance(first, nn.Module):
+            models = [first] + [factory() for _ in range(num_samples - 1)]
+        else:
+            models = list(itertools.islice(first, num_samples))
+            if len(models) < num_samples:
+                raise ValueError(f"factory yielded {len(models)} models, fewer than num_samples={num_samples}")
+        return DeepEnsemble(check_members(models, "factory models"), strategy=strategy)
+
+
+# ----------------------------------------------------------------------------- MC dropout
+
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+
+
+def dropout_mask_shape(module: nn.Module, feature_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """Element-wise masks for ``nn.Dropout``, channel masks for ``nn.DropoutNd``."""
+    if isinstance(module, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
+        return feature_shape[:1] + (1,) * (len(feature_shape) - 1)
+    return feature_shape
+
+
+class MCDropout(Posterior):
+    r"""Monte Carlo dropout with ``S`` frozen dropout masks.
+
+    The masks (one per sample and ``nn.Dropout`` layer, shared by every input row) are drawn
+    once from a seeded generator on the first call and reused on every later call until
+    :meth:`resample`. So the ``S`` subnetworks are the same for every point of an
+    integration path and every ``internal_batch_size`` chunk, which makes path methods exact
+    for a fixed posterior sample. All samples run as one batch of ``S * N`` rows.
+
+    During a call the model is in eval mode (BatchNorm uses running statistics, dropout
+    layers are identities) and the masks are applied by temporary forward hooks on the
+    dropout modules; flags and hooks are restored afterwards. Only dropout *modules*
+    (``nn.Dropout``, ``nn.Dropout1d/2d/3d``) are sampled: functional ``F.dropout`` calls
+    inside ``forward`` are not seen.
+
+    Args:
+        model (nn.Module): a network containing dropout modules.
+        num_samples (int): the number of masks ``S``. Default: 20.
+        seed (int): seed of the mask generator. Default: 0.
+
+    Examples::
+
+        >>> posterior = MCDropout(model, num_samples=30, seed=0)
+        >>> uf = UncertaintyForward(posterior, measure="epistemic")
+        >>> posterior.resample()          # draw new masks
+    """
+
+    def __init__(self, model: nn.Module, num_samples: int = 20, seed: int = 0) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        self.model = model
+        self.dropouts = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
+        if not self.dropouts:
+            raise ValueError("model has no nn.Dropout modules: MC dropout needs at least one")
+        self._num_samples = num_samples
+        self.seed = seed
+        self._draws = 0
+        self._masks: Dict[int, Tensor] = {}
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def num_samples(self) -> int:
+        return self._num_samples
+
+    def sample_modules(self) -> List[nn.Module]:
+        return [self.model]
+
+    def resample(self, seed: Optional[int] = None) -> None:
+        """Forget the masks; the next call draws new ones (from ``seed`` if given)."""
+        if seed is not None:
+            self._generator = torch.Generator().manual_seed(seed)
+        self._masks = {}
+        self._draws += 1
+
+    def forward_single(self, sample: int, *inputs: Any) -> Tensor:
+        """Sample ``sample``'s ``(N, C)`` output."""
+        self.check_sample_index(sample)
+        return self._run(expand_to_samples(inputs, 1), [sample])[0]
+
+    def forward_per_sample(self, *inputs: Any) -> Tensor:
+        return self._run(inputs, list(range(self.num_samples)))
+
+    def _run(self, inputs: Tuple[Any, ...], samples: List[int]) -> Tensor:
+        count = len(samples)
+        batch = batch_size_of(per_sample_slices(inputs, 0))
+        flat = tuple(x.reshape(count * batch, *x.shape[2:]) if isinstance(x, Tensor) else x for x in inputs)
+        handles = [d.register_forward_hook(self._mask_hook(d, samples, batch)) for d in self.dropouts]
+        try:
+            with preserved_modes([self.model]), self.running(samples[0] if count == 1 else None):
+                out = self.model(*flat)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != count * batch:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"model returned {shape}, expected a (N, C) tensor")
+        return out.reshape(count, batch, -1)
+
+    def _mask_hook(self, module: nn.Module, samples: List[int], batch: int) -> Callable[..., Tensor]:
+        def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
+            masks = self._masks_for(module, tuple(output.shape[1:]), output)[samples]
+            grouped = output.reshape(len(samples), batch, *output.shape[1:])
+            return (grouped * masks.unsqueeze(1)).reshape(output.shape)
+
+        return hook
+
+    def _masks_for(self, module: nn.Module, feature_shape: Tuple[int, ...], like: Tensor) -> Tensor:
+        key = id(module)
+        shape = dropout_mask_shape(module, feature_shape)
+        if key not in self._masks:
+            keep = 1.0 - module.p
+            draw = torch.rand((self.num_samples,) + shape, generator=self._generator) < keep
+            scale = 1.0 / keep if keep > 0 else 0.0
+            self._masks[key] = draw.to(torch.float64) * scale
+        masks = self._masks[key]
+        if tuple(masks.shape[1:]) != shape:
+            raise ValueError(
+                f"a dropout layer's input shape changed from {tuple(masks.shape[1:])} to {shape} since the "
+                "masks were drawn; call resample() before using inputs of another size"
+            )
+        return masks.to(device=like.device, dtype=like.dtype)
+
+
+# ----------------------------------------------------------------------------- callables
+
+LAYOUTS = ("samples_first", "flat", "output_kl", "list")
+
+
+class SampleCallable(Posterior):
+    r"""Any callable that already returns posterior samples, normalised to ``(S, N, C)``.
+
+    No dependency on the libraries below; the ``layout`` says how the callable's output is
+    arranged, and an output that does not fit the declared layout is an error, never a
+    silent reshape.
+
+    * ``"samples_first"``: a ``(S, N, C)`` tensor, e.g. laplace-torch's
+      ``predictive_samples(x, n_samples=S)``.
+    * ``"flat"``: a ``(S * N, C)`` tensor, sample-major, e.g. torch-uncertainty's ensemble
+      output; needs ``num_samples``.
+    * ``"output_kl"``: one stochastic forward returning ``(output, kl)``, e.g. bayesian-torch
+      models; called ``num_samples`` times.
+    * ``"list"``: a list of ``S`` tensors ``(N, C)``.
+
+    Args:
+        fn (callable): maps the inputs to samples in the declared layout.
+        layout (str): one of the layouts above.
+        num_samples (int, optional): ``S``; required for ``"flat"`` and ``"output_kl"``,
+            otherwise read from the output (and checked if given).
+        seed (int, optional): if given, the global RNG is seeded with it (inside
+            ``torch.random.fork_rng``) at every call, so a stochastic callable draws the same
+            ``S`` samples on every call, as integration paths need.
+        modules (sequence of nn.Module, optional): the modules ``fn`` runs, used for device
+            and dtype checks and by hook-based methods.
+
+    Examples::
+
+        >>> posterior = SampleCallable(lambda x: la.predictive_samples(x, n_samples=20),
+        ...                            layout="samples_first")
+        >>> posterior = SampleCallable(bnn, layout="output_kl", num_samples=20, seed=0)
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        layout: str,
+        num_samples: Optional[int] = None,
+        seed: Optional[int] = None,
+        modules: Optional[Sequence[nn.Module]] = None,
+    ) -> None:
+        super().__init__()
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        if layout in ("flat", "output_kl") and num_samples is None:
+            raise ValueError(f"layout={layout!r} needs num_samples")
+        self.fn = fn
+        self.layout = layout
+        self._num_samples = num_samples
+        self.seed = seed
+        if modules is None and isinstance(fn, nn.Module):
+            modules = [fn]
+        self._modules_list = list(modules or [])
+
+    @property
+    def num_samples(self) -> int:
+        if self._num_samples is None:
+            raise ValueError("num_samples is not known until the first call; pass num_samples")
+        return self._num_samples
+
+    def sample_modules(self) -> List[nn.Module]:
+        return list(self._modules_list)
+
+    def forward(self, *inputs: Any) -> Tensor:
+        batch = batch_size_of(inputs)
+        if self.seed is None:
+            samples = self._collect(inputs, batch)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                samples = self._collect(inputs, batch)
+        if self._num_samples is None:
+            self._num_samples = samples.shape[0]
+        elif samples.shape[0] != self._num_samples:
+            raise ValueError(f"fn returned {samples.shape[0]} samples, expected num_samples={self._num_samples}")
+        return samples
+
+    def _collect(self, inputs: Tuple[Any, ...], batch: int) -> Tensor:
+        layout = self.layout
+        if layout == "output_kl":
+            return stack_sample_outputs([self._output_of_tuple(self.fn(*inputs), s) for s in range(self.num_samples)], batch)
+        out = self.fn(*inputs)
+        if layout == "list":
+            if not isinstance(out, (list, tuple)) or not all(isinstance(o, Tensor) for o in out):
+                raise TypeError(f"layout='list' expects a list of (N, C) tensors, got {type(out).__name__}")
+            return stack_sample_outputs(list(out), batch)
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"layout={layout!r} expects a tensor, got {type(out).__name__}"
+                + ("; for (output, kl) tuples use layout='output_kl'" if isinstance(out, tuple) else "")
+            )
+        if layout == "samples_first":
+            if out.dim() != 3 or out.shape[1] != batch:
+                raise ValueError(
+                    f"layout='samples_first' expects (S, N, C) with N = {batch}, got shape {tuple(out.shape)}"
+                    + ("; for (S * N, C) outputs use layout='flat'" if out.dim() == 2 else "")
+                )
+            return out
+        expected = self.num_samples * batch
+        if out.dim() != 2 or out.shape[0] != expected:
+            raise ValueError(
+                f"layout='flat' expects (S * N, C) = ({expected}, C) with S = {self.num_samples}, N = {batch}, "
+                f"got shape {tuple(out.shape)}"
+            )
+        return out.reshape(self.num_samples, batch, out.shape[1])
+
+    @staticmethod
+    def _output_of_tuple(out: Any, sample: int) -> Tensor:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(
+                f"layout='output_kl' expects fn to return an (output, kl) pair, got {type(out).__name__} "
+                f"(sample {sample})"
+            )
+        return out[0]
+
+
+# ----------------------------------------------------------------------------- coercion
+
+
+def as_posterior(posterior: Any) -> Posterior:
+    """Accept a :class:`Posterior` or a sequence of member modules (a deep ensemble)."""
+    if isinstance(posterior, Posterior):
+        return posterior
+    if isinstance(posterior, nn.Module) and not isinstance(posterior, nn.ModuleList):
+        raise TypeError(
+            f"posterior must be a Posterior or a list of nn.Module members, got a single "
+            f"{type(posterior).__name__}; wrap it as MCDropout(model, num_samples=...) or DeepEnsemble([model])"
+        )
+    if callable(posterior) and not isinstance(posterior, (list, tuple, nn.ModuleList)):
+        raise TypeError(
+            "posterior is a callable: wrap it as SampleCallable(fn, layout=...) to say how its samples are laid out"
+        )
+    if isinstance(posterior, (str, bytes)) or not hasattr(posterior, "__iter__"):
+        raise TypeError(f"posterior must be a Posterior or a list of nn.Module members, got {type(posterior).__name__}")
+    return DeepEnsemble(check_members(posterior, "posterior"))
