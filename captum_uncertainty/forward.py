@@ -22,7 +22,7 @@ tiny))``; the clamp only ever multiplies an exact zero, so values are exact and 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -132,13 +132,22 @@ def check_probabilities(outputs: Tensor) -> None:
         )
 
 
-def per_class_from_log_probabilities(log_p: Tensor) -> Decomposition:
-    """Wang et al. Eq. 4 from per-sample log-probabilities ``(S, N, C)``; terms ``(N, C)``."""
+def per_class_from_log_probabilities(log_p: Tensor, p: Optional[Tensor] = None) -> Decomposition:
+    """Wang et al. Eq. 4 from per-sample log-probabilities ``(S, N, C)``; terms ``(N, C)``.
+
+    ``p`` are the probabilities themselves when the caller has them (declared probabilities):
+    then exact zeros stay exact zeros instead of ``exp(log(tiny))``.
+    """
     n_samples = log_p.shape[0]
-    p = log_p.exp()
+    if p is None:
+        p = log_p.exp()
+        log_mean = torch.logsumexp(log_p, dim=0) - math.log(n_samples)
+        mean = log_mean.exp()
+    else:
+        mean = p.mean(0)
+        log_mean = torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
     aleatoric = -(p * log_p).mean(0)
-    log_mean = torch.logsumexp(log_p, dim=0) - math.log(n_samples)
-    total = -(log_mean.exp() * log_mean)
+    total = -(mean * log_mean)
     return Decomposition(total, aleatoric, total - aleatoric)
 
 
@@ -161,7 +170,8 @@ def per_class_uncertainty(outputs: Tensor, probabilities: bool = False, validate
         >>> torch.allclose(terms.total.sum(-1), entropy_decomposition(logits).total)
         True
     """
-    return per_class_from_log_probabilities(sample_log_probabilities(outputs, probabilities, validate))
+    log_p = sample_log_probabilities(outputs, probabilities, validate)
+    return per_class_from_log_probabilities(log_p, outputs if probabilities else None)
 
 
 def entropy_decomposition(outputs: Tensor, probabilities: bool = False, validate: bool = True) -> Decomposition:
@@ -271,7 +281,9 @@ class UncertaintyForward(nn.Module):
 
     def per_class(self, *inputs: Any) -> Decomposition:
         """Per-class terms ``U_{g_i}`` (Wang et al. Eq. 4), each ``(N, C)``."""
-        return per_class_from_log_probabilities(self.log_probabilities(*inputs))
+        outputs = self.sample_outputs(*inputs)
+        log_p = sample_log_probabilities(outputs, self.probabilities, self.validate)
+        return per_class_from_log_probabilities(log_p, outputs if self.probabilities else None)
 
     def decompose(self, *inputs: Any) -> Decomposition:
         """All three measures, each ``(N,)``, from one pass through the posterior."""

@@ -162,16 +162,15 @@ class Posterior(nn.Module):
             name = f"inputs[{position}]"
             if item.dim() == 0 or item.shape[0] == 0:
                 raise ValueError(f"{name} must have a non-empty batch dimension, got shape {tuple(item.shape)}")
+            if reference is not None:
+                if item.device != reference.device:
+                    raise ValueError(
+                        f"{name} is on device {item.device} but the model parameters are on {reference.device}"
+                    )
+                if item.is_floating_point() and item.dtype != reference.dtype:
+                    raise TypeError(f"{name} has dtype {item.dtype} but the model parameters are {reference.dtype}")
             if item.is_floating_point() and not bool(torch.isfinite(item).all()):
                 raise ValueError(f"{name} contains NaN or inf values")
-            if reference is None:
-                continue
-            if item.device != reference.device:
-                raise ValueError(
-                    f"{name} is on device {item.device} but the model parameters are on {reference.device}"
-                )
-            if item.is_floating_point() and item.dtype != reference.dtype:
-                raise TypeError(f"{name} has dtype {item.dtype} but the model parameters are {reference.dtype}")
 
     @contextmanager
     def running(self, sample: Optional[int]) -> Iterator[None]:

@@ -1,0 +1,335 @@
+"""Posterior sources: ensembles, MC dropout, weight samples, sample callables, and model-state invariance."""
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+from torch import nn
+
+from captum_uncertainty import (
+    DeepEnsemble,
+    MCDropout,
+    SampleCallable,
+    UncertaintyForward,
+    WeightSamples,
+    entropy_decomposition,
+)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, classes=4, dropout=0.5):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+        self.drop2d = nn.Dropout2d(0.25)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 3 * 3, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, classes))
+
+    def forward(self, x):
+        return self.head(self.drop2d(self.features(x)))
+
+
+def make_cnns(n=3, seed=0):
+    torch.manual_seed(seed)
+    models = [SmallCNN() for _ in range(n)]
+    for m in models:  # non-trivial BatchNorm statistics
+        m.features[1].running_mean.uniform_(-0.5, 0.5)
+        m.features[1].running_var.uniform_(0.5, 2.0)
+    return models
+
+
+def snapshot(models):
+    state = []
+    for model in models:
+        for name, sub in model.named_modules():
+            state.append(
+                (
+                    name,
+                    sub.training,
+                    len(sub._forward_hooks),
+                    len(sub._forward_pre_hooks),
+                    len(sub._backward_hooks),
+                )
+            )
+        for name, p in model.named_parameters():
+            state.append((name, p.requires_grad, p.detach().clone()))
+        for name, b in model.named_buffers():
+            state.append((name, b.detach().clone()))
+    return state
+
+
+def same_state(a, b):
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            if isinstance(u, torch.Tensor):
+                if not torch.equal(u, v):
+                    return False
+            elif u != v:
+                return False
+    return True
+
+
+x = torch.rand(6, 1, 8, 8)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_posteriors_raise_clear_errors():
+    with pytest.raises(ValueError, match="empty ensemble"):
+        UncertaintyForward([])
+    with pytest.raises(TypeError, match=r"posterior\[1\] is a str"):
+        UncertaintyForward([SmallCNN(), "model"])
+    with pytest.raises(TypeError, match="MCDropout"):
+        UncertaintyForward(SmallCNN())
+    with pytest.raises(TypeError, match="SampleCallable"):
+        UncertaintyForward(lambda x: x)
+
+
+def test_members_with_different_class_counts():
+    uf = UncertaintyForward([SmallCNN(classes=4), SmallCNN(classes=5)])
+    with pytest.raises(ValueError, match="different class counts"):
+        uf(x)
+
+
+def test_member_outputs_not_n_by_c():
+    flat = nn.Sequential(nn.Flatten(0))
+    with pytest.raises(ValueError, match=r"expected \(N, C\)"):
+        UncertaintyForward([flat])(x)
+    with pytest.raises(TypeError, match="output_kl"):
+        UncertaintyForward([TupleModel()])(x)
+
+
+class TupleModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = SmallCNN()
+
+    def forward(self, x):
+        return self.net(x), torch.tensor(0.0)
+
+
+def test_bad_inputs():
+    uf = UncertaintyForward(make_cnns())
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"inputs\[0\] contains NaN"):
+        uf(bad)
+    with pytest.raises(ValueError, match="inf"):
+        uf(x + float("inf"))
+    with pytest.raises(TypeError, match="dtype torch.float64"):
+        uf(x.double())
+    with pytest.raises(ValueError, match="device meta"):
+        uf(x.to("meta"))
+    with pytest.raises(ValueError, match="non-empty batch"):
+        uf(x[:0])
+
+
+# ------------------------------------------------------------------ ensembles
+
+
+def test_loop_and_vmap_ensembles_agree_in_values_and_gradients():
+    members = make_cnns(4)
+    xr = x.clone().requires_grad_()
+    outs = {}
+    grads = {}
+    for strategy in ("loop", "vmap", "auto"):
+        uf = UncertaintyForward(DeepEnsemble(members, strategy=strategy), "epistemic")
+        u = uf(xr)
+        (g,) = torch.autograd.grad(u.sum(), xr)
+        outs[strategy], grads[strategy] = u.detach(), g
+    for strategy in ("vmap", "auto"):
+        assert torch.allclose(outs[strategy], outs["loop"], atol=1e-6)
+        assert torch.allclose(grads[strategy], grads["loop"], atol=1e-6)
+
+
+def test_per_sample_forward_feeds_each_member_its_own_input():
+    members = make_cnns(3)
+    for strategy in ("loop", "vmap"):
+        posterior = DeepEnsemble(members, strategy=strategy)
+        inputs = torch.rand(3, 5, 1, 8, 8)
+        out = posterior.forward_per_sample(inputs)
+        with torch.no_grad():
+            expected = torch.stack([m.eval()(inputs[s]) for s, m in enumerate(members)])
+        assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_vmap_needs_same_architecture():
+    with pytest.raises(ValueError, match="same architecture"):
+        DeepEnsemble([SmallCNN(classes=4), SmallCNN(classes=5)], strategy="vmap")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        DeepEnsemble([SmallCNN()], strategy="fast")
+
+
+def test_ensemble_runs_members_in_eval_mode_and_restores_flags():
+    members = make_cnns(2)
+    for m in members:
+        m.train()
+    before = snapshot(members)
+    u_train_mode = UncertaintyForward(members)(x)
+    for m in members:
+        m.eval()
+    u_eval_mode = UncertaintyForward(members)(x)
+    for m in members:
+        m.train()
+    assert torch.equal(u_train_mode, u_eval_mode)  # BatchNorm/dropout in eval during the call
+    assert same_state(before, snapshot(members))
+
+
+def test_state_restored_after_error_inside_forward():
+    class Exploding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = SmallCNN()
+
+        def forward(self, x):
+            self.net(x)
+            raise RuntimeError("boom")
+
+    members = [SmallCNN(), Exploding()]
+    for m in members:
+        m.train()
+    before = snapshot(members)
+    with pytest.raises(RuntimeError, match="boom"):
+        UncertaintyForward(members)(x)
+    assert same_state(before, snapshot(members))
+
+
+# ------------------------------------------------------------------ MC dropout
+
+
+def test_mc_dropout_masks_are_frozen_seeded_and_resampled():
+    model = make_cnns(1)[0]
+    model.train()
+    before = snapshot([model])
+    uf = UncertaintyForward(MCDropout(model, num_samples=8, seed=3), "epistemic")
+    first, second = uf(x), uf(x)
+    assert torch.equal(first, second)
+    assert (first > 0).all()  # the masks differ between samples
+    again = UncertaintyForward(MCDropout(model, num_samples=8, seed=3), "epistemic")(x)
+    assert torch.equal(first, again)
+    uf.posterior.resample()
+    assert not torch.allclose(uf(x), first)
+    assert same_state(before, snapshot([model]))
+
+
+def test_mc_dropout_sample_is_a_fixed_subnetwork_shared_by_all_rows():
+    model = make_cnns(1)[0]
+    posterior = MCDropout(model, num_samples=5, seed=0)
+    together = posterior(x)
+    split = torch.cat([posterior(x[:2]), posterior(x[2:])], dim=1)
+    assert torch.allclose(together, split, atol=1e-6)  # internal_batch_size chunks see the same masks
+    for s in range(5):
+        assert torch.allclose(posterior.sample_module(s)(x), together[s], atol=1e-6)
+    # Sample s is the eval-mode network with dropout replaced by its mask (manual computation).
+    masks = [m.float() for m in posterior._masks.values()]
+    with torch.no_grad():
+        model.eval()
+        features = model.features(x) * masks[0][2]
+        hidden = model.head[2](model.head[1](model.head[0](features)))
+        manual = model.head[4](hidden * masks[1][2])
+    assert torch.allclose(manual, together[2], atol=1e-5)
+    assert masks[0].shape == (5, 4, 1, 1)  # Dropout2d: channel masks
+    assert masks[1].shape == (5, 16)
+
+
+def test_mc_dropout_ig_is_reproducible_and_exact():
+    model = make_cnns(1)[0]
+    model.train()
+    results = []
+    for _ in range(2):
+        uf = UncertaintyForward(MCDropout(model, num_samples=6, seed=1), "epistemic")
+        ig = IntegratedGradients(uf)
+        attr, delta = ig.attribute(
+            x, baselines=torch.zeros_like(x), n_steps=64, internal_batch_size=10, return_convergence_delta=True
+        )
+        results.append(attr)
+        assert delta.abs().max() < 1e-2  # a fixed posterior: the path integral converges
+    assert torch.equal(results[0], results[1])
+    assert model.training and model.head[3].training
+
+
+def test_mc_dropout_rejects_models_without_dropout_and_shape_changes():
+    with pytest.raises(ValueError, match="no nn.Dropout"):
+        MCDropout(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match="num_samples"):
+        MCDropout(SmallCNN(), num_samples=0)
+    posterior = MCDropout(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.LazyLinear(3)), num_samples=2)
+    posterior(torch.rand(2, 4))
+    with pytest.raises(ValueError, match="resample"):
+        posterior(torch.rand(2, 5))
+
+
+# ------------------------------------------------------------------ weight samples and callables
+
+
+def test_weight_samples_equal_an_ensemble_of_loaded_models_and_leave_model_alone():
+    models = make_cnns(3)
+    base = make_cnns(1, seed=9)[0]
+    before = snapshot([base])
+    posterior = WeightSamples(base, [m.state_dict() for m in models])
+    assert torch.allclose(posterior(x), DeepEnsemble(models)(x), atol=1e-6)
+    assert same_state(before, snapshot([base]))
+    with pytest.raises(ValueError, match=r"state_dicts\[0\] does not fit"):
+        WeightSamples(base, [{"nope": torch.zeros(1)}])
+    generated = WeightSamples.from_factory(lambda: iter(models), num_samples=2)
+    assert generated.num_samples == 2
+
+
+def test_sample_callable_layouts():
+    members = make_cnns(3)
+    ensemble = DeepEnsemble(members)
+    expected = ensemble(x)
+
+    def samples_first(inp):
+        return ensemble(inp)
+
+    def flat(inp):
+        return ensemble(inp).reshape(-1, 4)
+
+    def as_list(inp):
+        return list(ensemble(inp))
+
+    calls = iter(range(100))
+
+    def output_kl(inp):
+        return members[next(calls) % 3].eval()(inp), torch.tensor(1.0)
+
+    for posterior in (
+        SampleCallable(samples_first, "samples_first"),
+        SampleCallable(flat, "flat", num_samples=3),
+        SampleCallable(as_list, "list"),
+        SampleCallable(output_kl, "output_kl", num_samples=3),
+    ):
+        assert torch.allclose(posterior(x), expected, atol=1e-6)
+        assert posterior.num_samples == 3
+
+
+def test_sample_callable_wrong_layout_is_an_error_not_a_reshape():
+    ensemble = DeepEnsemble(make_cnns(3))
+    with pytest.raises(ValueError, match="layout='flat'"):
+        SampleCallable(lambda inp: ensemble(inp).reshape(-1, 4), "samples_first")(x)
+    with pytest.raises(ValueError, match=r"\(S \* N, C\)"):
+        SampleCallable(ensemble, "flat", num_samples=3)(x)
+    with pytest.raises(ValueError, match=r"\(S \* N, C\)"):
+        SampleCallable(lambda inp: ensemble(inp).reshape(-1, 4), "flat", num_samples=2)(x)
+    with pytest.raises(TypeError, match="output_kl"):
+        SampleCallable(lambda inp: (ensemble(inp), 0.0), "samples_first")(x)
+    with pytest.raises(TypeError, match="pair"):
+        SampleCallable(ensemble, "output_kl", num_samples=3)(x)
+    with pytest.raises(ValueError, match="needs num_samples"):
+        SampleCallable(ensemble, "flat")
+
+
+def test_seeded_stochastic_callable_draws_the_same_samples_every_call():
+    model = SmallCNN()
+    model.train()  # stochastic dropout in the callable itself, like a Bayes-by-backprop layer
+
+    def stochastic(inp):
+        return model(inp), torch.tensor(0.0)
+
+    posterior = SampleCallable(stochastic, "output_kl", num_samples=4, seed=0)
+    first = posterior(x)
+    assert torch.equal(first, posterior(x))
+    assert not torch.allclose(first[0], first[1])
+    d = entropy_decomposition(first)
+    assert (d.epistemic > 0).all()
