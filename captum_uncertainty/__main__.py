@@ -1,0 +1,134 @@
+"""Command line: ``python -m captum_uncertainty demo|benchmark``.
+
+* ``demo``: train (or load the cached) 5-CNN ensemble on bundled MNIST, print its test accuracy
+  and the ten most epistemically uncertain test digits with their three uncertainties, save a
+  picture of them with their posterior predictive histograms, then run the quick benchmark.
+* ``benchmark``: every attribution method on the most uncertain test digits, scored with the
+  papers' metrics; writes ``results.md`` and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments end the program with one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="captum_uncertainty", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    demo = commands.add_parser("demo", help="train the bundled ensemble, show its most uncertain digits, quick benchmark")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    demo.add_argument("--members", type=positive_int, default=5, help="ensemble size (default: 5)")
+    demo.add_argument("--no-benchmark", action="store_true", help="skip the quick benchmark")
+
+    bench = commands.add_parser("benchmark", help="run every attribution method and the papers' metrics")
+    bench.add_argument("--out", type=Path, default=Path("out/benchmark"), help="output folder (default: out/benchmark)")
+    bench.add_argument("--quick", action="store_true", help="a run of a few minutes (fewer images and steps)")
+    bench.add_argument("--images", type=positive_int, default=None, help="number of most uncertain test images")
+    bench.add_argument("--members", type=positive_int, default=5, help="ensemble size (default: 5)")
+    bench.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all)")
+    bench.add_argument("--seed", type=int, default=0, help="seed for data split, training and random maps")
+    bench.add_argument(
+        "--vae-latent-sizes",
+        default=None,
+        help="comma-separated latent sizes: run the VAE-sensitivity study (Perez supplement Table 1) instead",
+    )
+    return parser
+
+
+def run_demo(out: Path, members: int, benchmark: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import torch
+
+    from captum_uncertainty import UncertaintyForward
+    from captum_uncertainty.data import accuracy, load_mnist, train_ensemble
+    from captum_uncertainty.visualization import plot_posterior_predictive
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_mnist()
+    ensemble = train_ensemble(n_members=members, data=data)
+    uf = UncertaintyForward(ensemble, measure="epistemic")
+    print(f"test accuracy of the {members}-member ensemble: {accuracy(ensemble, data.x_test, data.y_test):.4f}")
+    with torch.no_grad():
+        decomposition = uf.decompose(data.x_test)
+        top = decomposition.epistemic.argsort(descending=True)[:10]
+        predictive = uf.predictive(data.x_test[top])
+    print("the ten most epistemically uncertain test digits (nats):")
+    print(f"{'index':>6} {'label':>5} {'pred':>4} {'total':>7} {'aleatoric':>9} {'epistemic':>9}")
+    predicted = predictive.mean(0).argmax(-1)
+    for rank, index in enumerate(top.tolist()):
+        print(
+            f"{index:>6} {int(data.y_test[index]):>5} {int(predicted[rank]):>4} "
+            f"{float(decomposition.total[index]):>7.3f} {float(decomposition.aleatoric[index]):>9.3f} "
+            f"{float(decomposition.epistemic[index]):>9.3f}"
+        )
+    fig = plot_posterior_predictive(
+        data.x_test[top],
+        predictive,
+        {name: getattr(decomposition, name)[top] for name in ("total", "aleatoric", "epistemic")},
+    )
+    picture = out / "most_uncertain_digits.png"
+    fig.savefig(picture, dpi=120)
+    print(f"saved {picture}")
+    if benchmark:
+        from captum_uncertainty.benchmark import run_benchmark
+
+        run_benchmark(out / "benchmark", quick=True, members=members)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            run_demo(args.out, args.members, benchmark=not args.no_benchmark)
+        else:
+            from captum_uncertainty.benchmark import run_benchmark, run_vae_study
+
+            if args.vae_latent_sizes:
+                run_vae_study(args.out, latent_sizes=parse_ints(args.vae_latent_sizes), seed=args.seed)
+            else:
+                methods: Optional[List[str]] = args.methods.split(",") if args.methods else None
+                run_benchmark(
+                    args.out, quick=args.quick, images=args.images, members=args.members, methods=methods, seed=args.seed
+                )
+    except (ValueError, TypeError) as error:
+        sys.stderr.write(f"captum_uncertainty: error: {error}\n")
+        return 2
+    return 0
+
+
+def parse_ints(text: str) -> List[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--vae-latent-sizes must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"--vae-latent-sizes must be positive integers, got {text!r}")
+    return values
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
