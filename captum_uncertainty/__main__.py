@@ -108,7 +108,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from captum_uncertainty.benchmark import run_benchmark, run_vae_study
 
             if args.vae_latent_sizes:
-                run_vae_study(args.out, latent_sizes=parse_ints(args.vae_latent_sizes), seed=args.seed)
+                run_vae_study(
+                    args.out,
+                    latent_sizes=parse_ints(args.vae_latent_sizes),
+                    seed=args.seed,
+                    images=args.images or (20 if args.quick else 100),
+                    members=args.members,
+                    vae_epochs=5 if args.quick else 20,
+                )
             else:
                 methods: Optional[List[str]] = args.methods.split(",") if args.methods else None
                 run_benchmark(
