@@ -173,6 +173,12 @@ class Posterior(nn.Module):
                 raise ValueError(f"{name} contains NaN or inf values")
 
     @contextmanager
+    def hookable(self) -> Iterator[None]:
+        """Run the user's modules as modules (no ``torch.func`` batching) inside the block, so
+        that forward hooks on their layers fire; a no-op for sources that always do."""
+        yield
+
+    @contextmanager
     def running(self, sample: Optional[int]) -> Iterator[None]:
         """Mark which sample the forward calls inside the block belong to."""
         previous = self.current_sample
@@ -275,6 +281,15 @@ class DeepEnsemble(Posterior):
 
     def forward(self, *inputs: Any) -> Tensor:
         return self._run(inputs, per_sample=False)
+
+    @contextmanager
+    def hookable(self) -> Iterator[None]:
+        previous = self.strategy
+        self.strategy = "loop"
+        try:
+            yield
+        finally:
+            self.strategy = previous
 
     def forward_per_sample(self, *inputs: Any) -> Tensor:
         return self._run(inputs, per_sample=True)

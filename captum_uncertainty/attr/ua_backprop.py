@@ -1,0 +1,287 @@
+"""UA-Backprop (Wang et al., 2023): uncertainty attribution by backpropagating U -> g -> z -> x."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Iterator, List, Optional, Tuple
+
+import torch
+from captum.attr import GradientAttribution
+from captum.log import log_usage
+from torch import Tensor
+
+from captum_uncertainty.attr._common import check_image_inputs, check_n_steps, check_uncertainty_forward, quadrature
+from captum_uncertainty.attr._gradients import bias_terms_by_sample, captured_layer_outputs, fullgrad_saliency
+from captum_uncertainty.attr.integrated_gradients import resolve_baselines
+from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward, per_class_uncertainty
+
+__all__ = ["UABackprop", "PATHS", "default_temperatures"]
+
+#: The z -> x options: Eq. 10 (FullGrad) and App. D.4's Eq. 20-22.
+PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients")
+
+#: Wang et al. App. B.1.2: (tau1, tau2) for grayscale (MNIST) and colour images.
+PAPER_TEMPERATURES = {1: (0.08, 0.3), 3: (0.55, 0.02)}
+
+
+def default_temperatures(channels: int) -> Tuple[float, float]:
+    """The paper's ``(tau1, tau2)`` for 1-channel (0.08, 0.3) and 3-channel (0.55, 0.02) images."""
+    if channels not in PAPER_TEMPERATURES:
+        raise ValueError(
+            f"the paper gives temperatures for 1- and 3-channel images only; inputs have {channels} channels: "
+            "pass tau1 and tau2 explicitly"
+        )
+    return PAPER_TEMPERATURES[channels]
+
+
+def check_temperature(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def logit_coefficients(g: Tensor, tau1: float, normalize: bool) -> Tensor:
+    """``c[s, n, j, i]``, the share of ``U_{g_j}`` that logit ``z_i`` receives (Eq. 7-8).
+
+    ``dg_j/dz_i / (g_j tau1) = (delta_ij - g_i) / tau1``, so Eq. 8's softmax over ``i`` is taken
+    of that (exact even where ``g_j`` underflows to 0). Without normalisation (App. D.7) the raw
+    softmax Jacobian ``dg_j/dz_i = g_j (delta_ij - g_i)`` is used.
+    """
+    eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    difference = eye - g.unsqueeze(-2)  # [..., j, i] = delta_ij - g_i
+    if normalize:
+        return torch.softmax(difference / tau1, dim=-1)
+    return g.unsqueeze(-1) * difference
+
+
+def pixel_distribution(relevance: Tensor, tau2: float, normalize: bool) -> Tensor:
+    """psi of Eq. 10: channel mean, then a softmax over pixels with temperature ``tau2``."""
+    mean = relevance.mean(1, keepdim=True)
+    if not normalize:
+        return mean
+    return torch.softmax(mean.flatten(1) / tau2, dim=1).view_as(mean)
+
+
+class UABackprop(GradientAttribution):
+    r"""UA-Backprop (Wang et al., 2023, Algorithm 1): attribute a Bayesian classifier's uncertainty.
+
+    The uncertainty ``U`` (the :class:`~captum_uncertainty.UncertaintyForward`'s measure) is
+    passed backwards through the softmax probabilities ``g``, the logits ``z`` of every posterior
+    sample ``s`` and the network to the input:
+
+    1. ``U -> g`` (Eq. 4): the per-class terms ``U_{g_j}`` of the decomposition, which sum to
+       ``U`` and are shared by all samples;
+    2. ``g -> z`` (Eq. 5, 7, 8): ``U_{z_i^s} = sum_j c_{j->i}^s U_{g_j}`` with
+       ``c_{j->i}^s = softmax_i((dg_j^s/dz_i^s) / (g_j^s tau1))``;
+    3. ``z -> x`` (Eq. 9-10): ``M(x) = 1/S sum_s sum_i U_{z_i^s} M_i^s(x)``, where each relevance
+       map ``M_i^s`` is psi(channel mean, then softmax over pixels with temperature ``tau2``) of:
+
+       * ``"fullgrad"`` (default, Eq. 10): ``|dz_i^s/dx * x| + sum_l |dz_i^s/db_l * b_l|`` over
+         every convolution and BatchNorm layer (implicit bias ``beta - mean gamma / sqrt(var +
+         eps)``), each term post-processed as in the FullGrad reference implementation the paper
+         uses (absolute value, per-map min-max, channel sum, bilinear resize to the input);
+       * ``"grad"`` (Eq. 20): ``dz_i^s/dx``;
+       * ``"inputgrad"`` (Eq. 21): ``x * dz_i^s/dx``;
+       * ``"integrated_gradients"`` (Eq. 22): ``(x - x0) * int_0^1 dz_i^s/dx(x0 + a(x - x0)) da``.
+
+       Eq. 20-22 put the signed relevance into psi (no absolute value), as written in the paper.
+
+    Properties: *completeness* (``sum M(x) = U(x)``, App. A.3, Eq. 19) for every measure and
+    path when ``normalize=True``, since every coefficient set and every pixel distribution sums
+    to one; *positivity* for the epistemic and aleatoric measures and for total uncertainty
+    (every ``U_{g_j} >= 0``: for epistemic by Jensen's inequality per class), so the map is a
+    distribution of ``U`` over pixels. ``normalize=False`` (App. D.7 ablation) uses the raw
+    softmax Jacobian as coefficients and the plain channel mean as relevance: neither property
+    then holds.
+
+    Cost: one forward pass of every sample plus one backward pass per class, all samples and
+    inputs batched into each pass (``n_steps`` times that for the IG path); the FullGrad bias
+    terms come from the same backward passes through forward hooks, and ``decompose=True``
+    reuses them for all three measures.
+
+    Args:
+        forward_func (UncertaintyForward): the uncertainty to explain; members must return
+            logits (or probabilities, whose logarithm is used as the logits).
+
+    Examples::
+
+        >>> uf = UncertaintyForward(models, measure="epistemic")
+        >>> maps = UABackprop(uf).attribute(x)                      # (N, 1, H, W), sums to uf(x)
+        >>> maps = UABackprop(uf).attribute(x, path="inputgrad", tau1=0.08, tau2=0.3)
+        >>> total, aleatoric, epistemic = UABackprop(uf).attribute(x, decompose=True)
+    """
+
+    def __init__(self, forward_func: UncertaintyForward) -> None:
+        super().__init__(check_uncertainty_forward(forward_func))
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @log_usage()
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: Tensor,
+        path: str = "fullgrad",
+        tau1: Optional[float] = None,
+        tau2: Optional[float] = None,
+        normalize: bool = True,
+        decompose: bool = False,
+        baselines: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+    ) -> Any:
+        r"""The uncertainty attribution map ``M(x)``.
+
+        Args:
+            inputs (Tensor): images ``(N, C, H, W)``.
+            path (str): the z -> x method: ``"fullgrad"`` (default), ``"grad"``, ``"inputgrad"`` or
+                ``"integrated_gradients"``.
+            tau1 (float, optional): temperature of the logit coefficients (Eq. 8). Default: the
+                paper's, 0.08 for 1-channel and 0.55 for 3-channel inputs.
+            tau2 (float, optional): temperature of the pixel softmax (Eq. 10). Default: 0.3 for
+                1-channel and 0.02 for 3-channel inputs.
+            normalize (bool): apply the two normalisations (default). ``False`` is the App. D.7
+                ablation (no completeness).
+            decompose (bool): return a :class:`~captum_uncertainty.Decomposition` of the total,
+                aleatoric and epistemic maps, from the same backward passes.
+            baselines (None, str or Tensor): reference ``x0`` of the IG path: ``None``/"black"
+                (zeros), ``"white"`` (ones), ``"black_white"`` (average) or a tensor.
+            n_steps (int): integration points of the IG path. Default: 50.
+            method (str): integration rule of the IG path (Captum's names). Default:
+                ``"gausslegendre"``.
+            internal_batch_size (int, optional): at most this many path points (inputs x steps)
+                per forward pass of the IG path.
+
+        Returns:
+            Tensor or Decomposition: maps ``(N, 1, H, W)`` summing to ``U(x)`` per input (with
+            ``normalize=True``); permute to ``(H, W, 1)`` for ``captum.attr.visualization``.
+        """
+        forward: UncertaintyForward = self.forward_func
+        check_image_inputs(inputs, "UABackprop")
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        check_n_steps(n_steps)
+        defaults = default_temperatures(inputs.shape[1]) if tau1 is None or tau2 is None else (tau1, tau2)
+        tau1 = check_temperature(defaults[0] if tau1 is None else tau1, "tau1")
+        tau2 = check_temperature(defaults[1] if tau2 is None else tau2, "tau2")
+        forward.posterior.check_inputs((inputs,))
+        inputs = inputs.detach()
+        measures = MEASURES if decompose else (forward.measure,)
+
+        maps = None
+        logit_shares = None
+        for index, (logits, relevance) in enumerate(class_relevances(forward, inputs, path, baselines, n_steps, method, internal_batch_size)):
+            if logit_shares is None:
+                logit_shares = logit_uncertainties(forward, logits, tau1, normalize, measures)
+                maps = torch.zeros((len(measures),) + tuple(relevance.shape[:2]) + (1,) + tuple(inputs.shape[2:]), dtype=inputs.dtype)
+            distribution = pixel_distribution(relevance.flatten(0, 1), tau2, normalize).view_as(maps[0])
+            maps = maps + logit_shares[..., index, None, None, None] * distribution.unsqueeze(0)
+        result = maps.mean(1)  # Eq. 9: average over samples
+        if decompose:
+            return Decomposition(*result)
+        return result[0]
+
+
+def logit_uncertainties(forward: UncertaintyForward, logits: Tensor, tau1: float, normalize: bool, measures) -> Tensor:
+    """``U_{z_i^s}`` for each measure, shape ``(M, S, N, C)`` (Eq. 4, 5, 8)."""
+    logits = logits.detach()
+    per_class = per_class_uncertainty(logits, probabilities=False, validate=False)
+    g = torch.softmax(logits, dim=-1)
+    coefficients = logit_coefficients(g, tau1, normalize)  # (S, N, j, i)
+    shares = [torch.einsum("snji,nj->sni", coefficients, per_class.select(m)) for m in measures]
+    return torch.stack(shares)
+
+
+def class_relevances(
+    forward: UncertaintyForward,
+    inputs: Tensor,
+    path: str,
+    baselines: Any,
+    n_steps: int,
+    method: str,
+    internal_batch_size: Optional[int],
+) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Yield, class by class, the logits ``(S, N, C)`` at ``x`` and the relevance ``(S, N, ...)`` of z_i.
+
+    Each class costs one backward pass through all samples and inputs at once.
+    """
+    if path == "integrated_gradients":
+        yield from integrated_relevances(forward, inputs, baselines, n_steps, method, internal_batch_size)
+        return
+    posterior = forward.posterior
+    num_samples = posterior.num_samples
+    shape = (num_samples,) + tuple(inputs.shape)
+    fullgrad = path == "fullgrad"
+    capture = captured_layer_outputs(posterior.sample_modules(), posterior, spatial_only=True) if fullgrad else nullcontext([])
+    with torch.enable_grad(), posterior.hookable(), capture as records:
+        points = inputs.unsqueeze(0).expand(shape).clone().requires_grad_(True)
+        logits = sample_logits(forward, points)
+        outputs = [record.output for record in records]
+        num_classes = logits.shape[-1]
+        for i in range(num_classes):
+            gradients = torch.autograd.grad(logits[..., i].sum(), [points] + outputs, retain_graph=i + 1 < num_classes, allow_unused=True)
+            input_gradient = gradients[0]
+            if path == "grad":
+                relevance = input_gradient
+            elif path == "inputgrad":
+                relevance = input_gradient * inputs
+            else:
+                bias_gradients = [g if g is not None else torch.zeros_like(o) for g, o in zip(gradients[1:], outputs)]
+                terms = bias_terms_by_sample(records, bias_gradients, num_samples)
+                relevance = fullgrad_saliency(
+                    (input_gradient * inputs).flatten(0, 1), terms, tuple(inputs.shape[2:])
+                ).view((num_samples, inputs.shape[0], 1) + tuple(inputs.shape[2:]))
+            yield logits, relevance.detach()
+
+
+def sample_logits(forward: UncertaintyForward, points: Tensor) -> Tensor:
+    """Sample ``s``'s logits on ``points[s]``: raw outputs, or log-probabilities for probability members."""
+    outputs = forward.posterior.forward_per_sample(points)
+    if forward.probabilities:
+        return torch.log(outputs.clamp_min(torch.finfo(outputs.dtype).tiny))
+    return outputs
+
+
+def integrated_relevances(
+    forward: UncertaintyForward,
+    inputs: Tensor,
+    baselines: Any,
+    n_steps: int,
+    method: str,
+    internal_batch_size: Optional[int],
+) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Eq. 22: ``(x - x0) * int dz_i^s/dx`` for every class, all samples, steps chunked."""
+    posterior = forward.posterior
+    num_samples, batch = posterior.num_samples, inputs.shape[0]
+    alphas, weights = quadrature(method, n_steps)
+    with torch.no_grad():
+        logits = sample_logits(forward, inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)))
+    num_classes = logits.shape[-1]
+    chunk = n_steps if internal_batch_size is None else max(1, internal_batch_size // batch)
+    relevances: List[Tensor] = []
+    references = resolve_baselines(baselines, inputs)
+    integrals = torch.zeros((num_classes, num_samples) + tuple(inputs.shape), dtype=inputs.dtype)
+    for reference in references:
+        for start in range(0, n_steps, chunk):
+            step_alphas = alphas[start : start + chunk].to(inputs.dtype)
+            step_weights = weights[start : start + chunk].to(inputs.dtype)
+            view = (-1,) + (1,) * inputs.dim()
+            points = reference.unsqueeze(0) + step_alphas.view(view) * (inputs - reference).unsqueeze(0)
+            points = points.reshape((-1,) + tuple(inputs.shape[1:]))  # (k * N, ...) step-major
+            with torch.enable_grad():
+                stacked = points.unsqueeze(0).expand((num_samples,) + tuple(points.shape)).clone().requires_grad_(True)
+                path_logits = sample_logits(forward, stacked)
+                for i in range(num_classes):
+                    (gradient,) = torch.autograd.grad(path_logits[..., i].sum(), stacked, retain_graph=i + 1 < num_classes)
+                    gradient = gradient.view((num_samples, len(step_alphas)) + tuple(inputs.shape))
+                    integrals[i] += (gradient * step_weights.view((1, -1) + (1,) * inputs.dim())).sum(1)
+        relevances.append(integrals * (inputs - reference))
+        integrals = torch.zeros_like(integrals)
+    relevance = torch.stack(relevances).mean(0)
+    for i in range(num_classes):
+        yield logits, relevance[i]

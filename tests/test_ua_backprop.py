@@ -1,0 +1,250 @@
+"""UABackprop against a literal per-(s, i) implementation of Wang et al. Eq. 4-10, completeness,
+positivity, decomposition, MC dropout, state invariance and bad input; FullGrad completeness."""
+
+import pytest
+import torch
+from captum.attr import NoiseTunnel
+from torch import nn
+
+from captum_uncertainty import MCDropout, UncertaintyForward
+from captum_uncertainty.attr.fullgrad import FullGrad
+from captum_uncertainty.attr.ua_backprop import UABackprop
+
+MEASURES = ("total", "aleatoric", "epistemic")
+
+
+def cnn(seed, channels=1, classes=4):
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(channels, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, classes),
+    ).double()
+    batchnorm = net[1]
+    batchnorm.running_mean.uniform_(-0.5, 0.5)
+    batchnorm.running_var.uniform_(0.5, 1.5)
+    batchnorm.weight.data.uniform_(0.5, 1.5)
+    batchnorm.bias.data.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def members():
+    return [cnn(seed) for seed in range(3)]
+
+
+@pytest.fixture(scope="module")
+def x():
+    torch.manual_seed(5)
+    return torch.rand(3, 1, 8, 8, dtype=torch.float64) * 2
+
+
+# ------------------------------------------------------------------ a literal reference
+def literal_per_class_terms(probabilities):
+    """Eq. 4 by hand: probabilities (S, C) of one input -> U_{t,g}, U_{a,g}, U_{e,g} of shape (C,)."""
+    mean = probabilities.mean(0)
+    total = -mean * torch.log(mean)
+    aleatoric = (-probabilities * torch.log(probabilities)).mean(0)
+    return {"total": total, "aleatoric": aleatoric, "epistemic": total - aleatoric}
+
+
+def literal_min_max(t):
+    return (t - t.min()) / (t.max() - t.min())
+
+
+def literal_fullgrad_relevance(member, image, i):
+    """|dz_i/dx * x| + sum_l |dz_i/db_l * b_l| for one image, post-processed like FullGrad's reference."""
+    outputs = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: outputs.__setitem__(mod, out))
+        for m in member.modules()
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
+    ]
+    point = image.unsqueeze(0).clone().requires_grad_()
+    z = member(point)[0, i]
+    for h in hooks:
+        h.remove()
+    layers = list(outputs)
+    grads = torch.autograd.grad(z, [point] + [outputs[m] for m in layers])
+    relevance = literal_min_max((grads[0] * image).abs()[0]).sum(0)
+    for layer, grad in zip(layers, grads[1:]):
+        if isinstance(layer, nn.BatchNorm2d):
+            bias = layer.bias - layer.running_mean * layer.weight / torch.sqrt(layer.running_var + layer.eps)
+        else:
+            bias = layer.bias
+        term = literal_min_max((grad[0] * bias.detach().view(-1, 1, 1)).abs()).sum(0, keepdim=True)
+        relevance = relevance + nn.functional.interpolate(
+            term.unsqueeze(0), size=image.shape[1:], mode="bilinear", align_corners=False
+        )[0, 0]
+    return relevance
+
+
+def literal_relevance(member, image, i, path):
+    if path == "fullgrad":
+        return literal_fullgrad_relevance(member, image, i)
+    point = image.unsqueeze(0).clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(member(point)[0, i], point)
+    gradient = gradient[0]
+    relevance = gradient if path == "grad" else gradient * image
+    return relevance.mean(0)  # psi: channel mean
+
+
+def literal_ua_backprop(members, image, measure, path, tau1, tau2):
+    """Wang et al. Eq. 4-10, one sample s and one class i at a time."""
+    with torch.no_grad():
+        logits = torch.stack([m(image.unsqueeze(0))[0] for m in members])
+    g = torch.softmax(logits, dim=1)
+    u_g = literal_per_class_terms(g)[measure]
+    S, C = g.shape
+    result = torch.zeros(image.shape[1:], dtype=image.dtype)
+    for s in range(S):
+        for i in range(C):
+            u_z = 0.0
+            for j in range(C):
+                # Eq. 7: dg_j/dz_k for all k; Eq. 8: softmax over k of dg_j/dz_k / (g_j tau1)
+                jac = torch.tensor([g[s, j] * ((1.0 if k == j else 0.0) - g[s, k]) for k in range(C)], dtype=g.dtype)
+                c = torch.softmax(jac / (g[s, j] * tau1), dim=0)[i]
+                u_z = u_z + c * u_g[j]
+            relevance = literal_relevance(members[s], image, i, path)
+            m_is = torch.softmax(relevance.flatten() / tau2, dim=0).view_as(relevance)
+            result = result + u_z * m_is
+    return result / S
+
+
+@pytest.mark.parametrize("path", ["grad", "inputgrad", "fullgrad"])
+@pytest.mark.parametrize("measure", MEASURES)
+def test_equals_literal_per_sample_per_class_implementation(members, x, path, measure):
+    uf = UncertaintyForward(members, measure=measure)
+    maps = UABackprop(uf).attribute(x, path=path, tau1=0.2, tau2=0.5)
+    assert maps.shape == (3, 1, 8, 8)
+    for n in range(x.shape[0]):
+        expected = literal_ua_backprop(members, x[n], measure, path, tau1=0.2, tau2=0.5)
+        assert torch.allclose(maps[n, 0], expected, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("path", ["fullgrad", "grad", "inputgrad", "integrated_gradients"])
+@pytest.mark.parametrize("measure", MEASURES)
+def test_completeness_every_measure_and_path(members, x, path, measure):
+    uf = UncertaintyForward(members, measure=measure)
+    maps = UABackprop(uf).attribute(x, path=path, n_steps=8)
+    with torch.no_grad():
+        u = uf(x)
+    assert torch.allclose(maps.flatten(1).sum(1), u, rtol=1e-5, atol=0)
+
+
+def test_positivity_and_decomposition(members, x):
+    uf = UncertaintyForward(members, measure="epistemic")
+    parts = UABackprop(uf).attribute(x, decompose=True)
+    assert (parts.epistemic >= 0).all() and (parts.aleatoric >= 0).all()
+    assert torch.allclose(parts.total, parts.aleatoric + parts.epistemic, atol=1e-12)
+    for name in MEASURES:
+        alone = UABackprop(uf.with_measure(name)).attribute(x)
+        assert torch.allclose(parts.select(name), alone, atol=1e-12)
+
+
+def test_ig_path_matches_hand_written_eq_22(members, x):
+    """Eq. 22 with a 2-point left Riemann rule (alphas 0 and 1/2) checked against manual gradients."""
+    uf = UncertaintyForward(members[:1], measure="total")
+    baseline = torch.zeros_like(x)
+    maps = UABackprop(uf).attribute(x[:1], path="integrated_gradients", tau1=0.3, tau2=0.4, n_steps=2, method="riemann_left")
+    with torch.no_grad():
+        g = torch.softmax(members[0](x[:1]), 1)[0]
+    u_g = -g * torch.log(g)
+    expected = torch.zeros(8, 8, dtype=x.dtype)
+    for i in range(4):
+        grads = []
+        for alpha in (0.0, 0.5):
+            point = (baseline[:1] + alpha * x[:1]).requires_grad_()
+            grads.append(torch.autograd.grad(members[0](point)[0, i], point)[0])
+        relevance = (x[:1] * (grads[0] + grads[1]) / 2)[0, 0]
+        u_z = sum(torch.softmax(((torch.arange(4) == j).double() - g) / 0.3, 0)[i] * u_g[j] for j in range(4))
+        expected += u_z * torch.softmax(relevance.flatten() / 0.4, 0).view(8, 8)
+    assert torch.allclose(maps[0, 0], expected, rtol=1e-6)
+
+
+def test_ablation_without_normalization_breaks_completeness(members, x):
+    uf = UncertaintyForward(members, measure="total")
+    maps = UABackprop(uf).attribute(x, path="grad", normalize=False)
+    with torch.no_grad():
+        u = uf(x)
+    assert not torch.allclose(maps.flatten(1).sum(1), u, rtol=1e-3)
+
+
+def test_mc_dropout_posterior_and_state_restored():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)
+    ).double()
+    model.train()
+    uf = UncertaintyForward(MCDropout(model, num_samples=4, seed=1), measure="epistemic")
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    hooks_before = sum(len(m._forward_hooks) for m in model.modules())
+    maps = UABackprop(uf).attribute(x)
+    with torch.no_grad():
+        u = uf(x)
+    assert torch.allclose(maps.flatten(1).sum(1), u, rtol=1e-5)
+    assert model.training and all(m.training for m in model.modules())
+    assert sum(len(m._forward_hooks) for m in model.modules()) == hooks_before
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+def test_ensemble_state_restored_after_error(members, x):
+    uf = UncertaintyForward(members, measure="total")
+    with pytest.raises(ValueError):
+        UABackprop(uf).attribute(x * float("nan"))
+    assert all(sum(len(m._forward_hooks) for m in member.modules()) == 0 for member in members)
+    assert all(not m.training for member in members for m in member.modules())
+
+
+def test_noise_tunnel_over_ua_backprop(members, x):
+    uf = UncertaintyForward(members, measure="total")
+    torch.manual_seed(0)
+    smooth = NoiseTunnel(UABackprop(uf)).attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.05, path="grad")
+    assert smooth.shape == (3, 1, 8, 8) and (smooth >= 0).all()
+
+
+def test_bad_input(members, x):
+    ua = UABackprop(UncertaintyForward(members))
+    with pytest.raises(ValueError, match="tau1"):
+        ua.attribute(x, tau1=0.0, tau2=0.3)
+    with pytest.raises(ValueError, match="tau2"):
+        ua.attribute(x, tau1=0.1, tau2=-1)
+    with pytest.raises(ValueError, match="path"):
+        ua.attribute(x, path="lrp")
+    with pytest.raises(ValueError, match="spatial layout"):
+        ua.attribute(x.flatten(1))
+    with pytest.raises(ValueError, match="n_steps"):
+        ua.attribute(x, path="integrated_gradients", n_steps=0)
+    with pytest.raises(ValueError, match="channels"):
+        ua.attribute(torch.rand(2, 2, 8, 8, dtype=torch.float64))
+    with pytest.raises(TypeError, match="UncertaintyForward"):
+        UABackprop(members)
+
+
+# ------------------------------------------------------------------ FullGrad
+def test_fullgrad_raw_terms_are_complete_on_a_relu_cnn(members, x):
+    for target in range(4):
+        terms = FullGrad(members[0]).raw_terms(x, target=target)
+        with torch.no_grad():
+            output = members[0](x)[:, target]
+        assert torch.allclose(terms.total(), output, rtol=1e-4, atol=1e-10)
+        assert len(terms.bias_terms) == 4  # conv, BatchNorm, conv, linear
+
+
+def test_fullgrad_map_matches_reference_post_processing_and_restores_state(members, x):
+    saliency = FullGrad(members[0]).attribute(x, target=2)
+    for n in range(x.shape[0]):
+        assert torch.allclose(saliency[n, 0], literal_fullgrad_relevance(members[0], x[n], 2), atol=1e-10)
+    uf = UncertaintyForward(members, measure="epistemic")
+    maps = FullGrad(uf).attribute(x)
+    assert maps.shape == (3, 1, 8, 8) and (maps >= 0).all()
+    assert all(sum(len(m._forward_hooks) for m in member.modules()) == 0 for member in members)
+    with pytest.raises(ValueError, match="target"):
+        FullGrad(members[0]).attribute(x)
+    with pytest.raises(ValueError, match="target"):
+        FullGrad(uf).attribute(x, target=1)
