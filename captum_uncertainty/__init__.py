@@ -1,5 +1,12 @@
 """captum-uncertainty: attribute the predictive uncertainty of Bayesian classifiers with Captum."""
 
+from captum_uncertainty.attr import (
+    BlurIntegratedGradients,
+    FullGrad,
+    GuidedIntegratedGradients,
+    UABackprop,
+    UncertaintyIntegratedGradients,
+)
 from captum_uncertainty.forward import (
     Decomposition,
     UncertaintyForward,
@@ -17,6 +24,11 @@ from captum_uncertainty.posterior import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlurIntegratedGradients",
+    "FullGrad",
+    "GuidedIntegratedGradients",
+    "UABackprop",
+    "UncertaintyIntegratedGradients",
     "Decomposition",
     "DeepEnsemble",
     "MCDropout",

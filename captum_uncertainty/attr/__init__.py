@@ -1,0 +1,21 @@
+"""Attribution methods for uncertainty, in the style of ``captum.attr`` (one module per method).
+
+Captum's own classes (``IntegratedGradients``, ``Saliency``, ``NoiseTunnel``, ``Lime``,
+``KernelShap``, ...) already work on an :class:`~captum_uncertainty.UncertaintyForward`; the
+classes here are the methods Captum lacks.
+"""
+
+from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients, gaussian_blur
+from captum_uncertainty.attr.fullgrad import FullGrad
+from captum_uncertainty.attr.guided_ig import GuidedIntegratedGradients
+from captum_uncertainty.attr.integrated_gradients import UncertaintyIntegratedGradients
+from captum_uncertainty.attr.ua_backprop import UABackprop
+
+__all__ = [
+    "BlurIntegratedGradients",
+    "FullGrad",
+    "GuidedIntegratedGradients",
+    "UABackprop",
+    "UncertaintyIntegratedGradients",
+    "gaussian_blur",
+]
