@@ -194,9 +194,6 @@ METHODS: Dict[str, Explainer] = {
     "Blur IG": blur_ig,
     "Guided IG": guided_ig,
     "LIME": lime,
-    "CLUE": clue,
-    "delta-CLUE": delta_clue,
-    "CF-path IG": counterfactual_path_ig,
     "Random": random_map,
 }
 
