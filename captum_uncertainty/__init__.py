@@ -2,6 +2,7 @@
 
 from captum_uncertainty.attr import (
     BlurIntegratedGradients,
+    ExplanationDistribution,
     FullGrad,
     GuidedIntegratedGradients,
     UABackprop,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlurIntegratedGradients",
+    "ExplanationDistribution",
     "FullGrad",
     "GuidedIntegratedGradients",
     "UABackprop",

@@ -6,6 +6,7 @@ classes here are the methods Captum lacks.
 """
 
 from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients, gaussian_blur
+from captum_uncertainty.attr.distribution import ExplanationDistribution
 from captum_uncertainty.attr.fullgrad import FullGrad
 from captum_uncertainty.attr.guided_ig import GuidedIntegratedGradients
 from captum_uncertainty.attr.integrated_gradients import UncertaintyIntegratedGradients
@@ -13,6 +14,7 @@ from captum_uncertainty.attr.ua_backprop import UABackprop
 
 __all__ = [
     "BlurIntegratedGradients",
+    "ExplanationDistribution",
     "FullGrad",
     "GuidedIntegratedGradients",
     "UABackprop",
