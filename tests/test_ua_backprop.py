@@ -1,13 +1,12 @@
 """UABackprop against a literal per-(s, i) implementation of Wang et al. Eq. 4-10, completeness,
-positivity, decomposition, MC dropout, state invariance and bad input; FullGrad completeness."""
+positivity, decomposition, MC dropout, state invariance and bad input (FullGrad: test_fullgrad.py)."""
 
 import pytest
 import torch
 from captum.attr import NoiseTunnel
 from torch import nn
 
-from captum_uncertainty import MCDropout, UncertaintyForward
-from captum_uncertainty.attr.fullgrad import FullGrad
+from captum_uncertainty import MCDropout, SampleCallable, UncertaintyForward
 from captum_uncertainty.attr.ua_backprop import UABackprop
 
 MEASURES = ("total", "aleatoric", "epistemic")
@@ -116,11 +115,12 @@ def literal_ua_backprop(members, image, measure, path, tau1, tau2):
     return result / S
 
 
+@pytest.mark.parametrize("classes_per_pass", [1, None])
 @pytest.mark.parametrize("path", ["grad", "inputgrad", "fullgrad"])
 @pytest.mark.parametrize("measure", MEASURES)
-def test_equals_literal_per_sample_per_class_implementation(members, x, path, measure):
+def test_equals_literal_per_sample_per_class_implementation(members, x, path, measure, classes_per_pass):
     uf = UncertaintyForward(members, measure=measure)
-    maps = UABackprop(uf).attribute(x, path=path, tau1=0.2, tau2=0.5)
+    maps = UABackprop(uf).attribute(x, path=path, tau1=0.2, tau2=0.5, classes_per_pass=classes_per_pass)
     assert maps.shape == (3, 1, 8, 8)
     for n in range(x.shape[0]):
         expected = literal_ua_backprop(members, x[n], measure, path, tau1=0.2, tau2=0.5)
@@ -137,14 +137,23 @@ def test_completeness_every_measure_and_path(members, x, path, measure):
     assert torch.allclose(maps.flatten(1).sum(1), u, rtol=1e-5, atol=0)
 
 
-def test_positivity_and_decomposition(members, x):
+@pytest.mark.parametrize("path", ["fullgrad", "grad", "inputgrad", "integrated_gradients"])
+def test_epistemic_map_is_positive(members, x, path):
+    """U_{e,g_j} >= 0 per class (Jensen), softmax coefficients and pixel distributions > 0."""
     uf = UncertaintyForward(members, measure="epistemic")
-    parts = UABackprop(uf).attribute(x, decompose=True)
+    maps = UABackprop(uf).attribute(x, path=path, n_steps=4)
+    assert (maps > 0).all()
+
+
+@pytest.mark.parametrize("path", ["fullgrad", "inputgrad", "integrated_gradients"])
+def test_decomposition_equals_separate_calls(members, x, path):
+    uf = UncertaintyForward(members, measure="epistemic")
+    parts = UABackprop(uf).attribute(x, path=path, decompose=True, n_steps=4)
     assert (parts.epistemic >= 0).all() and (parts.aleatoric >= 0).all()
-    assert torch.allclose(parts.total, parts.aleatoric + parts.epistemic, atol=1e-12)
+    assert torch.allclose(parts.total, parts.aleatoric + parts.epistemic, rtol=1e-12, atol=1e-15)
     for name in MEASURES:
-        alone = UABackprop(uf.with_measure(name)).attribute(x)
-        assert torch.allclose(parts.select(name), alone, atol=1e-12)
+        alone = UABackprop(uf.with_measure(name)).attribute(x, path=path, n_steps=4)
+        assert torch.allclose(parts.select(name), alone, rtol=1e-12, atol=1e-15)
 
 
 def test_ig_path_matches_hand_written_eq_22(members, x):
@@ -188,17 +197,65 @@ def test_mc_dropout_posterior_and_state_restored():
     with torch.no_grad():
         u = uf(x)
     assert torch.allclose(maps.flatten(1).sum(1), u, rtol=1e-5)
+    for path in ("fullgrad", "inputgrad"):  # one batched backward for all classes: same maps
+        one = UABackprop(uf).attribute(x, path=path)
+        assert torch.allclose(UABackprop(uf).attribute(x, path=path, classes_per_pass=None), one, atol=1e-14)
     assert model.training and all(m.training for m in model.modules())
     assert sum(len(m._forward_hooks) for m in model.modules()) == hooks_before
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
-def test_ensemble_state_restored_after_error(members, x):
-    uf = UncertaintyForward(members, measure="total")
-    with pytest.raises(ValueError):
-        UABackprop(uf).attribute(x * float("nan"))
+class FailingHead(nn.Module):
+    """A member that raises after its conv layers ran (with FullGrad's hooks in place)."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, inputs):
+        self.body[:4](inputs)
+        raise RuntimeError("member failed")
+
+
+def test_ensemble_state_restored_after_success_and_errors(members, x):
+    members[1].train()
+    members[2][0].weight.requires_grad_(False)
+    try:
+        failing = FailingHead(members[2])
+        snapshot = lambda: (  # noqa: E731
+            [m.training for member in members for m in member.modules()],
+            [p.requires_grad for member in members for p in member.parameters()],
+            sum(len(m._forward_hooks) for member in members for m in member.modules()),
+        )
+        before = snapshot()
+        UABackprop(UncertaintyForward(members, measure="total")).attribute(x)
+        assert snapshot() == before
+        with pytest.raises(ValueError):
+            UABackprop(UncertaintyForward(members, measure="total")).attribute(x * float("nan"))
+        assert snapshot() == before
+        with pytest.raises(RuntimeError, match="member failed"):
+            UABackprop(UncertaintyForward(members[:2] + [failing], measure="total")).attribute(x)
+        assert snapshot() == before
+        assert all(p.grad is None for member in members for p in member.parameters())
+    finally:
+        members[1].eval()
+        members[2][0].weight.requires_grad_(True)
+
+
+def test_fullgrad_path_needs_a_hookable_posterior(members, x):
+    def stacked(inputs):
+        return torch.stack([m(inputs) for m in members])
+
+    opaque = UABackprop(UncertaintyForward(SampleCallable(stacked, layout="samples_first", num_samples=3), measure="total"))
+    with pytest.raises(ValueError, match="path='fullgrad'"):
+        opaque.attribute(x)
+    listed = SampleCallable(stacked, layout="samples_first", num_samples=3, modules=members)
+    with pytest.raises(ValueError, match="path='fullgrad'"):
+        UABackprop(UncertaintyForward(listed, measure="total")).attribute(x)
     assert all(sum(len(m._forward_hooks) for m in member.modules()) == 0 for member in members)
-    assert all(not m.training for member in members for m in member.modules())
+    # the gradient paths work for any posterior and agree with the ensemble
+    expected = UABackprop(UncertaintyForward(members, measure="total")).attribute(x, path="inputgrad")
+    assert torch.allclose(opaque.attribute(x, path="inputgrad"), expected, atol=1e-12)
 
 
 def test_noise_tunnel_over_ua_backprop(members, x):
@@ -222,29 +279,8 @@ def test_bad_input(members, x):
         ua.attribute(x, path="integrated_gradients", n_steps=0)
     with pytest.raises(ValueError, match="channels"):
         ua.attribute(torch.rand(2, 2, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="classes_per_pass"):
+        ua.attribute(x, classes_per_pass=0)
+    assert not ua.has_convergence_delta() and ua.multiplies_by_inputs
     with pytest.raises(TypeError, match="UncertaintyForward"):
         UABackprop(members)
-
-
-# ------------------------------------------------------------------ FullGrad
-def test_fullgrad_raw_terms_are_complete_on_a_relu_cnn(members, x):
-    for target in range(4):
-        terms = FullGrad(members[0]).raw_terms(x, target=target)
-        with torch.no_grad():
-            output = members[0](x)[:, target]
-        assert torch.allclose(terms.total(), output, rtol=1e-4, atol=1e-10)
-        assert len(terms.bias_terms) == 4  # conv, BatchNorm, conv, linear
-
-
-def test_fullgrad_map_matches_reference_post_processing_and_restores_state(members, x):
-    saliency = FullGrad(members[0]).attribute(x, target=2)
-    for n in range(x.shape[0]):
-        assert torch.allclose(saliency[n, 0], literal_fullgrad_relevance(members[0], x[n], 2), atol=1e-10)
-    uf = UncertaintyForward(members, measure="epistemic")
-    maps = FullGrad(uf).attribute(x)
-    assert maps.shape == (3, 1, 8, 8) and (maps >= 0).all()
-    assert all(sum(len(m._forward_hooks) for m in member.modules()) == 0 for member in members)
-    with pytest.raises(ValueError, match="target"):
-        FullGrad(members[0]).attribute(x)
-    with pytest.raises(ValueError, match="target"):
-        FullGrad(uf).attribute(x, target=1)

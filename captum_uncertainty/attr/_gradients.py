@@ -37,15 +37,21 @@ def implicit_bias(module: nn.Module) -> Optional[Tensor]:
 class LayerOutput:
     """A biased layer's output during one forward, with the rows' sample layout."""
 
-    def __init__(self, module: nn.Module, output: Tensor, sample: Optional[int]) -> None:
+    def __init__(self, module: nn.Module, output: Tensor, sample: Optional[int], bias: Tensor) -> None:
         self.module = module
         self.output = output
         self.sample = sample
+        self.bias = bias  # read while the layer ran (BatchNorm's depends on its mode)
 
     def bias_term(self, gradient: Tensor) -> Tensor:
-        """``gradient * bias`` broadcast over the channel dimension (dim 1)."""
-        bias = implicit_bias(self.module)
-        shape = (1, -1) + (1,) * (gradient.dim() - 2)
+        """``gradient * bias`` broadcast over the layer's channel dimension.
+
+        ``gradient`` is shaped like the output, optionally with leading extra dimensions (e.g. the
+        classes of a batched backward pass); the channel dimension is the output's dim 1.
+        """
+        bias = self.bias
+        channel_dim = gradient.dim() - self.output.dim() + 1
+        shape = (1,) * channel_dim + (-1,) + (1,) * (gradient.dim() - channel_dim - 1)
         return gradient * bias.detach().to(gradient.dtype).view(shape)
 
 
@@ -62,9 +68,12 @@ def captured_layer_outputs(
     handles = []
 
     def hook(module: nn.Module, _inputs: object, output: Tensor) -> None:
-        if isinstance(output, Tensor) and output.requires_grad:
+        # the bias is checked when the layer runs: posteriors switch modules to eval mode
+        # inside their call, after the hooks were registered
+        bias = implicit_bias(module) if isinstance(output, Tensor) and output.requires_grad else None
+        if bias is not None:
             sample = getattr(posterior, "current_sample", None) if posterior is not None else None
-            records.append(LayerOutput(module, output, sample))
+            records.append(LayerOutput(module, output, sample, bias.detach()))
 
     try:
         seen = set()
@@ -73,7 +82,7 @@ def captured_layer_outputs(
                 if id(module) in seen or not isinstance(module, BIASED_LAYERS):
                     continue
                 seen.add(id(module))
-                if implicit_bias(module) is None:
+                if getattr(module, "bias", None) is None and not isinstance(module, nn.modules.batchnorm._BatchNorm):
                     continue
                 if spatial_only and isinstance(module, nn.Linear):
                     continue
@@ -84,12 +93,22 @@ def captured_layer_outputs(
             handle.remove()
 
 
-def min_max(maps: Tensor) -> Tensor:
-    """Per-row min-max normalisation over all but the first dimension (constant rows -> 0)."""
-    flat = maps.flatten(1)
-    low = flat.min(1, keepdim=True).values
-    span = (flat.max(1, keepdim=True).values - low).clamp_min(torch.finfo(maps.dtype).tiny)
-    return ((flat - low) / span).view_as(maps)
+def row_range(maps: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-row minimum and (positive) max - min, each ``(B, 1)``, in one pass."""
+    low, high = torch.aminmax(maps.flatten(1), dim=1, keepdim=True)
+    return low, (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
+
+
+def normalized_channel_sum(term: Tensor) -> Tensor:
+    """``min_max(|term|).sum(1, keepdim=True)`` without normalising every element.
+
+    The channel sum of ``(|t| - low) / span`` is ``(sum_c |t| - channels * low) / span``, so only
+    the ``(B, 1, H, W)`` channel sum is rescaled.
+    """
+    magnitude = term.abs()
+    low, span = row_range(magnitude)
+    view = (-1,) + (1,) * (term.dim() - 1)
+    return (magnitude.sum(1, keepdim=True) - term.shape[1] * low.view(view)) / span.view(view)
 
 
 def fullgrad_saliency(input_term: Tensor, bias_terms: Sequence[Tensor], size: Tuple[int, int]) -> Tensor:
@@ -100,21 +119,22 @@ def fullgrad_saliency(input_term: Tensor, bias_terms: Sequence[Tensor], size: Tu
     bilinear resizing to the input's spatial ``size``; the maps are then added. Non-spatial
     terms (linear layers) have no location and are left out of the map, as in the reference.
     """
-    saliency = min_max(input_term.abs()).sum(1, keepdim=True)
+    saliency = normalized_channel_sum(input_term)
     for term in bias_terms:
         if term.dim() != 4:
             continue
-        layer_map = min_max(term.abs()).sum(1, keepdim=True)
+        layer_map = normalized_channel_sum(term)
         saliency = saliency + F.interpolate(layer_map, size=size, mode="bilinear", align_corners=False)
     return saliency
 
 
 def bias_terms_by_sample(records: Sequence[LayerOutput], gradients: Sequence[Tensor], num_samples: int) -> List[Tensor]:
-    """Bias terms per layer, each arranged ``(S * N, ...)`` sample-major.
+    """Bias terms per layer, each arranged ``(..., S * N, ...)`` sample-major.
 
     Records made while one sample ran (``sample = s``) hold that sample's N rows; a record made
     with all samples batched (``sample = None``) already holds ``S * N`` rows. Layers are matched
-    across samples by their position in the forward pass of each sample.
+    across samples by their position in the forward pass of each sample. Gradients may carry
+    leading extra dimensions (classes of a batched backward); rows are concatenated after them.
     """
     per_sample: dict = {}
     stacked: List[Tensor] = []
@@ -128,5 +148,71 @@ def bias_terms_by_sample(records: Sequence[LayerOutput], gradients: Sequence[Ten
         counts = {len(terms) for terms in per_sample.values()}
         if len(per_sample) != num_samples or len(counts) != 1:
             raise ValueError("the posterior's samples do not share one layer structure; FullGrad terms need it")
-        stacked += [torch.cat([per_sample[s][k] for s in range(num_samples)]) for k in range(counts.pop())]
+        row_dim = gradients[0].dim() - records[0].output.dim()  # leading extra dimensions
+        stacked += [
+            torch.cat([per_sample[s][k] for s in range(num_samples)], dim=row_dim) for k in range(counts.pop())
+        ]
     return stacked
+
+
+def check_record_rows(records: Sequence[LayerOutput], batch: int, num_samples: int) -> None:
+    """Each hooked layer call must hold one sample's ``N`` rows, or all ``S * N`` sample-major rows.
+
+    Posteriors that run their modules per sample (:class:`DeepEnsemble`, :class:`WeightSamples`)
+    or as one sample-major batch (:class:`MCDropout`) satisfy this; opaque callables may not.
+    """
+    for record in records:
+        expected = batch if record.sample is not None else batch * num_samples
+        if record.output.shape[0] != expected:
+            raise ValueError(
+                f"path='fullgrad' hooks the posterior's layers, but a {type(record.module).__name__} layer saw "
+                f"{record.output.shape[0]} rows where {expected} were expected (N = {batch}, S = {num_samples}); "
+                "FullGrad bias terms need a DeepEnsemble, WeightSamples or MCDropout posterior: use "
+                "path='inputgrad', 'grad' or 'integrated_gradients' for this posterior"
+            )
+
+
+def check_classes_per_pass(classes_per_pass: Optional[int]) -> Optional[int]:
+    if classes_per_pass is not None and (
+        isinstance(classes_per_pass, bool) or not isinstance(classes_per_pass, int) or classes_per_pass < 1
+    ):
+        raise ValueError(f"classes_per_pass must be a positive int or None, got {classes_per_pass!r}")
+    return classes_per_pass
+
+
+def class_gradient_chunks(
+    outputs: Tensor, wrt: Sequence[Tensor], classes_per_pass: Optional[int] = None
+) -> Iterator[Tuple[int, int, List[Tensor]]]:
+    """Vector-Jacobian products of ``outputs`` (``(..., C)``) with every one-hot class vector.
+
+    Yields ``(start, stop, gradients)`` for consecutive class chunks, where ``gradients[t]`` is
+    ``(stop - start, *wrt[t].shape)``: the gradient of ``outputs[..., i].sum()`` with respect to
+    ``wrt[t]`` for ``i`` in ``[start, stop)`` (zeros where ``wrt[t]`` is unused). Every chunk is
+    ONE backward pass over all rows of ``outputs`` at once: a chunk of one class is a plain
+    backward, a larger chunk uses ``torch.autograd.grad(..., is_grads_batched=True)`` with the
+    chunk's one-hot vectors. ``classes_per_pass=None`` puts all ``C`` classes in one pass.
+    """
+    num_classes = outputs.shape[-1]
+    step = num_classes if classes_per_pass is None else min(classes_per_pass, num_classes)
+    eye = torch.eye(num_classes, dtype=outputs.dtype, device=outputs.device)
+    for start in range(0, num_classes, step):
+        stop = min(start + step, num_classes)
+        retain = stop < num_classes
+        if stop - start == 1:
+            grads = torch.autograd.grad(outputs[..., start].sum(), wrt, retain_graph=retain, allow_unused=True)
+            grads = tuple(None if g is None else g.unsqueeze(0) for g in grads)
+        else:
+            one_hot = eye[start:stop].view((stop - start,) + (1,) * (outputs.dim() - 1) + (num_classes,))
+            grads = torch.autograd.grad(
+                outputs,
+                wrt,
+                grad_outputs=one_hot.expand((stop - start,) + tuple(outputs.shape)),
+                retain_graph=retain,
+                allow_unused=True,
+                is_grads_batched=True,
+            )
+        filled = [
+            g if g is not None else torch.zeros((stop - start,) + tuple(t.shape), dtype=t.dtype, device=t.device)
+            for g, t in zip(grads, wrt)
+        ]
+        yield start, stop, filled

@@ -77,9 +77,14 @@ class FullGrad(GradientAttribution):
     reference implementation). Applied to an :class:`~captum_uncertainty.UncertaintyForward`, the
     target is the uncertainty itself and the bias terms come from every posterior sample.
 
-    Properties: the raw terms are complete for ReLU networks (not for entropy, which is not
-    piecewise linear); the map is non-negative. It is not a completeness-preserving attribution
-    once normalised.
+    Properties: the raw terms are *complete* for piecewise-linear networks (ReLU, max-pooling,
+    eval-mode BatchNorm: input term plus all bias terms, linear layers included, sum to the
+    output); not for entropy, which is not piecewise linear. The map is non-negative
+    (*positivity*) but, being min-max normalised, not complete.
+
+    A plain model runs as it is (call ``model.eval()`` first: a BatchNorm layer in training mode
+    has no fixed bias and is left out); a posterior runs its samples in eval mode. Hooks are
+    removed and the model's flags are untouched after every call, also when it raises.
 
     Args:
         forward_func (nn.Module or UncertaintyForward): a model (with ``target``) or an

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any, Iterator, List, Optional, Tuple
+from contextlib import closing, nullcontext
+from typing import Any, Generator, Optional, Sequence, Tuple
 
 import torch
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_uncertainty.attr._common import check_image_inputs, check_n_steps, check_uncertainty_forward, quadrature
-from captum_uncertainty.attr._gradients import bias_terms_by_sample, captured_layer_outputs, fullgrad_saliency
+from captum_uncertainty.attr._common import (
+    check_image_inputs,
+    check_n_steps,
+    check_uncertainty_forward,
+    quadrature,
+    steps_per_chunk,
+)
+from captum_uncertainty.attr._gradients import (
+    bias_terms_by_sample,
+    captured_layer_outputs,
+    check_classes_per_pass,
+    check_record_rows,
+    class_gradient_chunks,
+    fullgrad_saliency,
+)
 from captum_uncertainty.attr.integrated_gradients import resolve_baselines
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward, per_class_uncertainty
 
@@ -94,10 +107,22 @@ class UABackprop(GradientAttribution):
     softmax Jacobian as coefficients and the plain channel mean as relevance: neither property
     then holds.
 
-    Cost: one forward pass of every sample plus one backward pass per class, all samples and
-    inputs batched into each pass (``n_steps`` times that for the IG path); the FullGrad bias
-    terms come from the same backward passes through forward hooks, and ``decompose=True``
-    reuses them for all three measures.
+    Choices where the paper leaves room: ``U_{g_j}`` (Eq. 4) is computed once from all samples
+    and shared by every sample's coefficients, as stated below Eq. 4; Eq. 8's argument
+    ``(dg_j/dz_i) / (g_j tau1)`` is evaluated as ``(delta_ij - g_i) / tau1`` (the same number,
+    exact where ``g_j`` underflows); the 1/S of Eq. 9 is kept, so completeness uses
+    ``sum_i U_{z_i^s} = U`` for every ``s``.
+
+    Cost: one forward pass of all ``S`` samples (each on its own copy of ``x``, via
+    ``posterior.forward_per_sample``) plus ``C`` vector-Jacobian products, each ONE backward pass
+    through all samples and inputs at once; ``classes_per_pass=None`` folds the ``C`` products
+    into a single ``is_grads_batched`` backward instead (identical maps, slower on CPU and ``C``
+    times the memory). The FullGrad bias terms come from the same backward passes, through
+    temporary forward hooks on the conv / BatchNorm layers of ``posterior.sample_modules()``
+    (removed afterwards, also on error); they need a posterior that runs its modules per sample
+    (:class:`~captum_uncertainty.DeepEnsemble`, ``WeightSamples``) or as one sample-major batch
+    (:class:`~captum_uncertainty.MCDropout`). ``decompose=True`` reuses the passes for all three
+    measures. The IG path costs ``n_steps`` times as much.
 
     Args:
         forward_func (UncertaintyForward): the uncertainty to explain; members must return
@@ -134,6 +159,7 @@ class UABackprop(GradientAttribution):
         n_steps: int = 50,
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
+        classes_per_pass: Optional[int] = 1,
     ) -> Any:
         r"""The uncertainty attribution map ``M(x)``.
 
@@ -156,6 +182,12 @@ class UABackprop(GradientAttribution):
                 ``"gausslegendre"``.
             internal_batch_size (int, optional): at most this many path points (inputs x steps)
                 per forward pass of the IG path.
+            classes_per_pass (int or None): how many classes share one backward pass. Every
+                backward pass covers all posterior samples and inputs at once; ``1`` (default)
+                runs ``C`` such passes, ``None`` runs one pass for all ``C`` classes
+                (``torch.autograd.grad(..., is_grads_batched=True)``), values in between
+                chunk the classes. The results are identical; on CPU the default was measured
+                faster and needs ``C`` times less memory (``benchmarks/bench_ua_backprop.py``).
 
         Returns:
             Tensor or Decomposition: maps ``(N, 1, H, W)`` summing to ``U(x)`` per input (with
@@ -166,35 +198,43 @@ class UABackprop(GradientAttribution):
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         check_n_steps(n_steps)
+        check_classes_per_pass(classes_per_pass)
         defaults = default_temperatures(inputs.shape[1]) if tau1 is None or tau2 is None else (tau1, tau2)
         tau1 = check_temperature(defaults[0] if tau1 is None else tau1, "tau1")
         tau2 = check_temperature(defaults[1] if tau2 is None else tau2, "tau2")
         forward.posterior.check_inputs((inputs,))
         inputs = inputs.detach()
         measures = MEASURES if decompose else (forward.measure,)
-
-        maps = None
-        logit_shares = None
-        for index, (logits, relevance) in enumerate(class_relevances(forward, inputs, path, baselines, n_steps, method, internal_batch_size)):
-            if logit_shares is None:
-                logit_shares = logit_uncertainties(forward, logits, tau1, normalize, measures)
-                maps = torch.zeros((len(measures),) + tuple(relevance.shape[:2]) + (1,) + tuple(inputs.shape[2:]), dtype=inputs.dtype)
-            distribution = pixel_distribution(relevance.flatten(0, 1), tau2, normalize).view_as(maps[0])
-            maps = maps + logit_shares[..., index, None, None, None] * distribution.unsqueeze(0)
-        result = maps.mean(1)  # Eq. 9: average over samples
+        chunks = class_relevances(forward, inputs, path, baselines, n_steps, method, internal_batch_size, classes_per_pass)
+        with closing(chunks):
+            logits = next(chunks)
+            shares = logit_uncertainties(logits, tau1, normalize, measures)  # (M, S, N, C)
+            maps = torch.zeros((len(measures), inputs.shape[0], 1) + tuple(inputs.shape[2:]), dtype=inputs.dtype)
+            for start, stop, relevance in chunks:  # relevance (k, S, N, channels, H, W)
+                distribution = pixel_distribution(relevance.flatten(0, 2), tau2, normalize)
+                distribution = distribution.view(tuple(relevance.shape[:3]) + tuple(distribution.shape[1:]))
+                # Eq. 9: sum over classes of the chunk and over samples, weighted by U_{z_i^s}
+                maps = maps + torch.einsum("mskn,ksnchw->mnchw", shares[..., start:stop].transpose(-1, -2), distribution)
+        result = maps / logits.shape[0]  # Eq. 9: 1/S
         if decompose:
             return Decomposition(*result)
         return result[0]
 
 
-def logit_uncertainties(forward: UncertaintyForward, logits: Tensor, tau1: float, normalize: bool, measures) -> Tensor:
-    """``U_{z_i^s}`` for each measure, shape ``(M, S, N, C)`` (Eq. 4, 5, 8)."""
+def logit_uncertainties(logits: Tensor, tau1: float, normalize: bool, measures: Sequence[str]) -> Tensor:
+    """``U_{z_i^s}`` for each measure, shape ``(M, S, N, C)`` (Eq. 4, 5, 8).
+
+    Eq. 4's ``U_{g_j}`` is computed once from all samples (it is a term of the entropy of the
+    predictive mean and of the mean member entropy) and shared by every sample ``s``, as the
+    paper states below Eq. 4; only the coefficients ``c^s`` are per sample.
+    """
     logits = logits.detach()
     per_class = per_class_uncertainty(logits, probabilities=False, validate=False)
-    g = torch.softmax(logits, dim=-1)
-    coefficients = logit_coefficients(g, tau1, normalize)  # (S, N, j, i)
-    shares = [torch.einsum("snji,nj->sni", coefficients, per_class.select(m)) for m in measures]
-    return torch.stack(shares)
+    coefficients = logit_coefficients(torch.softmax(logits, dim=-1), tau1, normalize)  # (S, N, j, i)
+    return torch.stack([torch.einsum("snji,nj->sni", coefficients, per_class.select(m)) for m in measures])
+
+
+RelevanceChunks = Generator[Any, None, None]
 
 
 def class_relevances(
@@ -205,38 +245,41 @@ def class_relevances(
     n_steps: int,
     method: str,
     internal_batch_size: Optional[int],
-) -> Iterator[Tuple[Tensor, Tensor]]:
-    """Yield, class by class, the logits ``(S, N, C)`` at ``x`` and the relevance ``(S, N, ...)`` of z_i.
+    classes_per_pass: Optional[int],
+) -> RelevanceChunks:
+    """First yield the logits ``(S, N, C)`` at ``x``, then ``(start, stop, relevance)`` per class chunk.
 
-    Each class costs one backward pass through all samples and inputs at once.
+    ``relevance`` is ``(stop - start, S, N, channels, H, W)``: the relevance of logit ``z_i^s``
+    for each class ``i`` of the chunk, every sample ``s`` and input ``n``. Each chunk costs one
+    backward pass through all samples and inputs at once (see
+    :func:`~captum_uncertainty.attr._gradients.class_gradient_chunks`).
     """
     if path == "integrated_gradients":
-        yield from integrated_relevances(forward, inputs, baselines, n_steps, method, internal_batch_size)
+        yield from integrated_relevances(forward, inputs, baselines, n_steps, method, internal_batch_size, classes_per_pass)
         return
     posterior = forward.posterior
     num_samples = posterior.num_samples
-    shape = (num_samples,) + tuple(inputs.shape)
     fullgrad = path == "fullgrad"
+    if fullgrad and not posterior.sample_modules():
+        raise ValueError(
+            f"path='fullgrad' needs the posterior's modules to hook their layers, but {type(posterior).__name__} "
+            "lists none (pass modules=... to SampleCallable), or use path='inputgrad', 'grad' or "
+            "'integrated_gradients'"
+        )
     capture = captured_layer_outputs(posterior.sample_modules(), posterior, spatial_only=True) if fullgrad else nullcontext([])
     with torch.enable_grad(), posterior.hookable(), capture as records:
-        points = inputs.unsqueeze(0).expand(shape).clone().requires_grad_(True)
+        points = inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)).clone().requires_grad_(True)
         logits = sample_logits(forward, points)
-        outputs = [record.output for record in records]
-        num_classes = logits.shape[-1]
-        for i in range(num_classes):
-            gradients = torch.autograd.grad(logits[..., i].sum(), [points] + outputs, retain_graph=i + 1 < num_classes, allow_unused=True)
-            input_gradient = gradients[0]
-            if path == "grad":
-                relevance = input_gradient
-            elif path == "inputgrad":
-                relevance = input_gradient * inputs
-            else:
-                bias_gradients = [g if g is not None else torch.zeros_like(o) for g, o in zip(gradients[1:], outputs)]
-                terms = bias_terms_by_sample(records, bias_gradients, num_samples)
-                relevance = fullgrad_saliency(
-                    (input_gradient * inputs).flatten(0, 1), terms, tuple(inputs.shape[2:])
-                ).view((num_samples, inputs.shape[0], 1) + tuple(inputs.shape[2:]))
-            yield logits, relevance.detach()
+        check_record_rows(records, inputs.shape[0], num_samples)
+        yield logits.detach()
+        wrt = [points] + [record.output for record in records]
+        for start, stop, gradients in class_gradient_chunks(logits, wrt, classes_per_pass):
+            input_term = gradients[0] if path == "grad" else gradients[0] * inputs
+            if fullgrad:
+                terms = [t.flatten(0, 1) for t in bias_terms_by_sample(records, gradients[1:], num_samples)]
+                saliency = fullgrad_saliency(input_term.flatten(0, 2), terms, tuple(inputs.shape[2:]))
+                input_term = saliency.view(tuple(input_term.shape[:3]) + tuple(saliency.shape[1:]))
+            yield start, stop, input_term.detach()
 
 
 def sample_logits(forward: UncertaintyForward, points: Tensor) -> Tensor:
@@ -254,34 +297,36 @@ def integrated_relevances(
     n_steps: int,
     method: str,
     internal_batch_size: Optional[int],
-) -> Iterator[Tuple[Tensor, Tensor]]:
-    """Eq. 22: ``(x - x0) * int dz_i^s/dx`` for every class, all samples, steps chunked."""
+    classes_per_pass: Optional[int],
+) -> RelevanceChunks:
+    """Eq. 22: ``(x - x0) * int_0^1 dz_i^s/dx`` for every class and sample, path steps chunked.
+
+    Yields the logits at ``x``, then one chunk with all classes (averaged over the references
+    when ``baselines`` names several).
+    """
     posterior = forward.posterior
     num_samples, batch = posterior.num_samples, inputs.shape[0]
     alphas, weights = quadrature(method, n_steps)
     with torch.no_grad():
         logits = sample_logits(forward, inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)))
+    yield logits
     num_classes = logits.shape[-1]
-    chunk = n_steps if internal_batch_size is None else max(1, internal_batch_size // batch)
-    relevances: List[Tensor] = []
+    chunk = steps_per_chunk(internal_batch_size, batch, n_steps)
+    view = (-1,) + (1,) * inputs.dim()
+    relevance = torch.zeros((num_classes, num_samples) + tuple(inputs.shape), dtype=inputs.dtype)
     references = resolve_baselines(baselines, inputs)
-    integrals = torch.zeros((num_classes, num_samples) + tuple(inputs.shape), dtype=inputs.dtype)
     for reference in references:
-        for start in range(0, n_steps, chunk):
-            step_alphas = alphas[start : start + chunk].to(inputs.dtype)
-            step_weights = weights[start : start + chunk].to(inputs.dtype)
-            view = (-1,) + (1,) * inputs.dim()
+        integral = torch.zeros_like(relevance)
+        for begin in range(0, n_steps, chunk):
+            step_alphas = alphas[begin : begin + chunk].to(inputs.dtype)
+            step_weights = weights[begin : begin + chunk].to(inputs.dtype)
             points = reference.unsqueeze(0) + step_alphas.view(view) * (inputs - reference).unsqueeze(0)
             points = points.reshape((-1,) + tuple(inputs.shape[1:]))  # (k * N, ...) step-major
             with torch.enable_grad():
                 stacked = points.unsqueeze(0).expand((num_samples,) + tuple(points.shape)).clone().requires_grad_(True)
                 path_logits = sample_logits(forward, stacked)
-                for i in range(num_classes):
-                    (gradient,) = torch.autograd.grad(path_logits[..., i].sum(), stacked, retain_graph=i + 1 < num_classes)
-                    gradient = gradient.view((num_samples, len(step_alphas)) + tuple(inputs.shape))
-                    integrals[i] += (gradient * step_weights.view((1, -1) + (1,) * inputs.dim())).sum(1)
-        relevances.append(integrals * (inputs - reference))
-        integrals = torch.zeros_like(integrals)
-    relevance = torch.stack(relevances).mean(0)
-    for i in range(num_classes):
-        yield logits, relevance[i]
+                for start, stop, (gradient,) in class_gradient_chunks(path_logits, [stacked], classes_per_pass):
+                    gradient = gradient.view((stop - start, num_samples, len(step_alphas)) + tuple(inputs.shape))
+                    integral[start:stop] += (gradient * step_weights.view((1, 1, -1) + (1,) * inputs.dim())).sum(2)
+        relevance += integral * (inputs - reference) / len(references)
+    yield 0, num_classes, relevance
