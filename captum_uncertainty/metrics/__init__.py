@@ -1,25 +1,33 @@
 """Evaluations of uncertainty attribution maps, as in the papers.
 
-Every metric takes a forward (an :class:`~captum_uncertainty.UncertaintyForward` or any callable
-mapping images to one score each), the inputs and the maps, and knows nothing about the method
-that made the maps.
+Every metric takes a forward (an :class:`~captum_uncertainty.forward.UncertaintyForward` or any
+callable mapping images to one score each; a classifier for :func:`insertion_deletion`), the
+inputs and the maps, and knows nothing about the method that made the maps. All of them build
+the perturbed images for all images and all steps (and sigmas) in chunks of ``batch_size``
+images per forward call.
+
+- :func:`blurring_test`: Wang et al.'s MURR and AUC-URR (Sec. 5.2.1, App. B.2.1).
+- :func:`uncertainty_reduction_curve`, :func:`entropy_information_curve`: Perez et al.'s URC and
+  Area over the EIC (supplement Sec. 2).
+- :func:`insertion_deletion`: pixel insertion / deletion AUC (arXiv 2403.17224).
+- :func:`make_anomalies`, :func:`anomaly_localization`: Wang et al.'s IoU and ADA (App. C).
 """
 
-from captum_uncertainty.metrics.blurring import (
-    BlurringResult,
-    InformationCurve,
-    ReductionCurve,
-    blurring_test,
-    entropy_information_curve,
-    uncertainty_reduction_curve,
-)
+from captum_uncertainty.metrics.blurring import BlurringResult, blurring_test, gaussian_blur
 from captum_uncertainty.metrics.insertion_deletion import InsertionDeletionResult, insertion_deletion
 from captum_uncertainty.metrics.localization import (
     Anomalies,
     LocalizationResult,
     anomaly_localization,
+    box_iou,
     default_patch_size,
     make_anomalies,
+)
+from captum_uncertainty.metrics.reduction_curves import (
+    InformationCurve,
+    ReductionCurve,
+    entropy_information_curve,
+    uncertainty_reduction_curve,
 )
 
 __all__ = [
@@ -31,8 +39,10 @@ __all__ = [
     "ReductionCurve",
     "anomaly_localization",
     "blurring_test",
+    "box_iou",
     "default_patch_size",
     "entropy_information_curve",
+    "gaussian_blur",
     "insertion_deletion",
     "make_anomalies",
     "uncertainty_reduction_curve",

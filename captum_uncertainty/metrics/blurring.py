@@ -1,40 +1,259 @@
-"""Blurring the most attributed pixels: Wang et al.'s blurring test and Perez et al.'s curves."""
+r"""Wang et al.'s blurring test (Sec. 5.2.1, Eq. 13, App. B.2.1), and the pixel-replacement
+machinery shared by all curve metrics.
+
+The machinery: pixels are ranked by an attribution map, and the score of an image whose top ``t``
+pixels (all channels) are taken from a *replacement* image is evaluated for many ``t`` and many
+images in chunked, batched forward calls (:func:`replaced_scores`).
+"""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+import math
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from captum_uncertainty.attr.blur_ig import gaussian_blur
-from captum_uncertainty.metrics._core import (
+from captum_uncertainty.metrics._checks import (
+    check_batch_size,
     check_fraction,
-    check_inputs_and_maps,
-    evaluate,
-    pixel_count,
-    pixel_order,
-    running_reduction,
-    top_masks,
+    check_images,
+    check_maps,
+    check_scores,
 )
 
 __all__ = [
     "BlurringResult",
-    "ReductionCurve",
-    "InformationCurve",
     "blurring_test",
-    "uncertainty_reduction_curve",
-    "entropy_information_curve",
+    "gaussian_blur",
+    "pixel_ranks",
+    "pixel_budget",
+    "replaced_scores",
+    "reduction",
+    "running_reduction",
+    "scores",
+    "median_over_images",
+    "area_over_curve_remaining",
 ]
 
 Forward = Callable[[Tensor], Tensor]
+Replacement = Union[Tensor, Callable[[Tensor, Tensor], Tensor]]
+
+#: Images per forward call when ``batch_size=None``.
+DEFAULT_BATCH_SIZE = 4096
+
+#: Kernel half-width in standard deviations, as ``scipy.ndimage.gaussian_filter(truncate=4.0)``.
+TRUNCATE = 4.0
 
 
+# ----------------------------------------------------------------------------------------------
+# Gaussian blur
+# ----------------------------------------------------------------------------------------------
+def _reflect(index: Tensor, size: int) -> Tensor:
+    """Half-sample symmetric reflection ``d c b a | a b c d | d c b a``, repeated periodically
+    (period ``2 * size``), so offsets of any length are defined."""
+    index = torch.remainder(index, 2 * size)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+def _blur_matrices(size: int, sigma: Tensor) -> Tensor:
+    """``(B, size, size)`` matrices ``M`` with ``(M @ v)`` = 1-D Gaussian blur of ``v``.
+
+    Row ``i`` holds the weights ``exp(-k^2 / (2 sigma^2))`` of offsets ``|k| <= int(4 sigma +
+    0.5)``, normalised to sum 1 and folded back into the axis by reflection. ``sigma = 0`` gives
+    the identity, ``sigma = inf`` the uniform average (the limit of the reflected blur).
+    """
+    b = sigma.shape[0]
+    finite = torch.isfinite(sigma)
+    s = torch.where(finite, sigma, torch.zeros_like(sigma))
+    radius = int(TRUNCATE * float(s.max()) + 0.5) if b else 0
+    offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
+    own_radius = torch.floor(TRUNCATE * s + 0.5).unsqueeze(1)
+    safe = torch.where(s > 0, s, torch.ones_like(s)).unsqueeze(1)
+    weights = torch.exp(-0.5 * (offsets / safe) ** 2) * (offsets.abs() <= own_radius)
+    delta = (offsets == 0).to(sigma.dtype).expand(b, -1)
+    weights = torch.where((s > 0).unsqueeze(1), weights, delta)
+    weights = weights / weights.sum(1, keepdim=True)
+    rows = torch.arange(size, device=sigma.device)
+    columns = _reflect(rows.unsqueeze(1) + torch.arange(-radius, radius + 1, device=sigma.device), size)
+    matrices = torch.zeros(b, size, size, dtype=sigma.dtype, device=sigma.device)
+    matrices.scatter_add_(2, columns.expand(b, -1, -1), weights.unsqueeze(1).expand(-1, size, -1).contiguous())
+    uniform = torch.full_like(matrices, 1.0 / size)
+    return torch.where(finite.view(b, 1, 1), matrices, uniform)
+
+
+def gaussian_blur(images: Tensor, sigma: Union[float, Tensor]) -> Tensor:
+    r"""Blur ``(N, C, H, W)`` images with an isotropic Gaussian filter of standard deviation ``sigma``.
+
+    Separable (one 1-D blur along H, one along W, written as two small matrix products), every
+    channel independently. Boundaries and truncation follow ``scipy.ndimage.gaussian_filter``
+    with ``mode="reflect"`` and ``truncate=4.0``: the kernel spans ``|k| <= int(4 sigma + 0.5)``
+    pixels, and the half-sample symmetric reflection is repeated periodically when the kernel is
+    wider than the image, so any ``sigma`` is defined. ``sigma = 0`` returns the images
+    unchanged (exactly); ``sigma = inf`` returns every pixel set to its image's per-channel
+    mean (the limit of the reflected blur). Differentiable with respect to ``images``.
+
+    Args:
+        images (Tensor): floating point images of shape ``(N, C, H, W)``.
+        sigma (float or Tensor): one standard deviation (in pixels) for all images, or a tensor
+            ``(N,)`` with one per image. Must be ``>= 0`` (``inf`` allowed).
+
+    Returns:
+        Tensor: the blurred images, same shape and dtype as ``images``.
+
+    Examples::
+
+        >>> x = torch.rand(2, 1, 28, 28)
+        >>> y = gaussian_blur(x, 2.0)
+        >>> z = gaussian_blur(x, torch.tensor([0.0, 4.0]))   # z[0] == x[0]
+    """
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor of shape (N, C, H, W), got {shape}")
+    n, _, h, w = images.shape
+    sigma_t = torch.as_tensor(sigma, dtype=images.dtype, device=images.device)
+    if sigma_t.dim() == 0:
+        sigma_t = sigma_t.expand(n)
+    if tuple(sigma_t.shape) != (n,):
+        raise ValueError(f"sigma must be a float or a tensor of shape ({n},), got shape {tuple(sigma_t.shape)}")
+    if bool(torch.isnan(sigma_t).any()) or bool((sigma_t < 0).any()):
+        raise ValueError(f"sigma must be >= 0 (inf allowed), got {sigma}")
+    if n == 0:
+        return images.clone()
+    rows = _blur_matrices(h, sigma_t)
+    cols = rows if w == h else _blur_matrices(w, sigma_t)
+    return torch.einsum("nij,ncjk,nlk->ncil", rows, images, cols)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pixel orders and batched evaluation of partially replaced images
+# ----------------------------------------------------------------------------------------------
+def pixel_ranks(pixel_maps: Tensor) -> Tensor:
+    """Rank of every pixel ``(N, 1, H, W)``: 0 for the largest attribution.
+
+    Ties are broken by raster order (row-major index: the earlier pixel first), via a stable sort.
+    """
+    n = pixel_maps.shape[0]
+    flat = pixel_maps.reshape(n, -1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand(n, -1))
+    return ranks.view(n, 1, *pixel_maps.shape[-2:])
+
+
+def pixel_budget(fraction: float, height: int, width: int) -> int:
+    """``T = round(fraction * H * W)`` pixels (half away from zero), at least 1."""
+    return max(1, int(math.floor(fraction * height * width + 0.5)))
+
+
+@torch.no_grad()
+def replaced_scores(
+    forward_func: Forward,
+    base: Tensor,
+    replacement: Replacement,
+    ranks: Tensor,
+    counts: Union[Sequence[int], Tensor],
+    batch_size: Optional[int] = None,
+    scalar: bool = True,
+) -> Tensor:
+    """Scores ``(K, N)`` of ``base`` images whose ``counts[k]`` top-ranked pixels (all channels)
+    are taken from ``replacement``.
+
+    The ``K * N`` images are built lazily, ``batch_size`` at a time (``None``:
+    ``DEFAULT_BATCH_SIZE``), so memory stays bounded.
+
+    Args:
+        forward_func (callable): ``(B, C, H, W)`` -> ``(B,)`` scores.
+        base (Tensor): images ``(N, C, H, W)``.
+        replacement (Tensor or callable): images ``(N, C, H, W)``, or a function
+            ``(k_index, n_index) -> (B, C, H, W)`` giving the replacement of image ``n`` for
+            condition ``k`` (used for per-condition blurs).
+        ranks (Tensor): ``(N, 1, H, W)`` pixel ranks from :func:`pixel_ranks`.
+        counts (sequence of int or Tensor): ``K`` pixel counts.
+        batch_size (int, optional): images per forward call.
+        scalar (bool): if True the forward must return ``(B,)`` scores; if False any
+            ``(B, ...)`` output is accepted and the result is ``(K, N, ...)``.
+    """
+    n = base.shape[0]
+    counts_t = torch.as_tensor(counts, dtype=torch.long, device=base.device).reshape(-1)
+    total = counts_t.numel() * n
+    chunk = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    outputs = []
+    for start in range(0, total, max(chunk, 1)):
+        index = torch.arange(start, min(start + chunk, total), device=base.device)
+        k, i = index // n, index % n
+        source = replacement[i] if isinstance(replacement, Tensor) else replacement(k, i)
+        mask = ranks[i] < counts_t[k].view(-1, 1, 1, 1)
+        images = torch.where(mask, source, base[i])
+        outputs.append(_checked(forward_func(images), images.shape[0], scalar))
+    result = torch.cat(outputs)
+    return result.view((counts_t.numel(), n) + tuple(result.shape[1:]))
+
+
+@torch.no_grad()
+def scores(forward_func: Forward, images: Tensor, batch_size: Optional[int] = None, scalar: bool = True) -> Tensor:
+    """``forward_func`` on ``(N, C, H, W)`` images, ``batch_size`` at a time; ``(N,)`` (or
+    ``(N, ...)`` with ``scalar=False``)."""
+    chunk = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    parts = [
+        _checked(forward_func(images[i : i + chunk]), images[i : i + chunk].shape[0], scalar)
+        for i in range(0, images.shape[0], chunk)
+    ]
+    return torch.cat(parts)
+
+
+def _checked(output: Tensor, batch: int, scalar: bool) -> Tensor:
+    if scalar:
+        return check_scores(output, batch).detach()
+    if not isinstance(output, Tensor) or output.dim() == 0 or output.shape[0] != batch:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ValueError(f"forward_func must return a tensor with {batch} rows, got {shape}")
+    return output.detach()
+
+
+def reduction(uncertainty: Tensor, reference: Tensor) -> Tensor:
+    """``1 - U(x_t) / U(x)`` for uncertainties ``(..., N)`` and references ``(N,)``.
+
+    An image with ``U(x) <= 0`` has nothing to reduce: its reductions are defined as 0.
+    """
+    positive = reference > 0
+    safe = torch.where(positive, reference, torch.ones_like(reference))
+    return torch.where(positive, 1 - uncertainty / safe, torch.zeros_like(uncertainty))
+
+
+def running_reduction(uncertainty: Tensor, reference: Tensor) -> Tensor:
+    """Per-image running maximum of ``1 - U(x_t) / U(x)`` over ``t`` (Wang Eq. 13 before the
+    average): ``(T, N)`` uncertainties and ``(N,)`` references -> ``(N, T)``."""
+    return torch.cummax(reduction(uncertainty, reference).t(), dim=1).values
+
+
+def median_over_images(per_image: Tensor) -> Tensor:
+    """Median over the first axis; for an even count, the mean of the two middle values (NumPy's
+    convention, not ``torch.median``'s lower middle value)."""
+    return torch.quantile(per_image, 0.5, dim=0)
+
+
+def area_over_curve_remaining(curve: Tensor) -> float:
+    """Area under the remaining-uncertainty curve ``1 - URR(t)`` for ``t = 0..T`` with
+    ``URR(0) = 0``, the t axis normalised to ``[0, 1]`` (trapezoid rule)."""
+    remaining = torch.cat([curve.new_ones(1), 1 - curve])
+    return float(torch.trapezoid(remaining, dx=1.0 / (remaining.numel() - 1)))
+
+
+# ----------------------------------------------------------------------------------------------
+# The blurring test
+# ----------------------------------------------------------------------------------------------
 class BlurringResult(NamedTuple):
     """Result of :func:`blurring_test`.
 
-    ``curve`` is the median URR(t) over images for t = 1..T, ``per_image`` the ``(N, T)``
-    running-maximum reductions, ``sigma`` the blur chosen for each image.
+    Attributes:
+        murr (float): maximum uncertainty reduction rate ``max_t URR(t)`` (higher is better).
+        auc_urr (float): area under the normalised remaining-uncertainty curve (lower is better).
+        curve (Tensor): ``(T,)`` median URR(t) over images, ``t = 1..T``.
+        per_image (Tensor): ``(N, T)`` running-maximum reductions of each image.
+        sigma (Tensor): ``(N,)`` blur chosen for each image (for ``sigma_selection="step"``: the
+            blur of the step where the image reached its largest reduction).
+        reference (Tensor): ``(N,)`` uncertainties ``U(x)`` of the unblurred images.
     """
 
     murr: float
@@ -42,30 +261,10 @@ class BlurringResult(NamedTuple):
     curve: Tensor
     per_image: Tensor
     sigma: Tensor
+    reference: Tensor
 
 
-class ReductionCurve(NamedTuple):
-    """Perez et al.'s Uncertainty Reduction Curve: ``score`` = median over images of the largest
-    reduction within the pixel budget; ``curve`` = median running reduction for t = 1..T."""
-
-    score: float
-    curve: Tensor
-    per_image: Tensor
-
-
-class InformationCurve(NamedTuple):
-    """Perez et al.'s Entropy Information Curve (median over images) at ``fractions`` of the
-    pixels, and the Area over it (``area_over``, higher is better)."""
-
-    area_over: float
-    curve: Tensor
-    fractions: Tensor
-
-
-def area_over_remaining(curve: Tensor) -> float:
-    """Trapezoid area under ``1 - URR`` over t in [0, T] normalised to [0, 1], with URR(0) = 0."""
-    remaining = torch.cat([curve.new_ones(1), 1 - curve])
-    return float(torch.trapezoid(remaining, dx=1.0 / (remaining.numel() - 1)))
+_SELECTIONS = ("image", "final", "step")
 
 
 def blurring_test(
@@ -75,149 +274,109 @@ def blurring_test(
     fraction: float = 0.05,
     sigma_step: float = 0.2,
     max_sigma: float = 20.0,
-    batch_size: Optional[int] = 512,
+    batch_size: Optional[int] = None,
+    sigma_selection: str = "final",
+    percent: Optional[float] = None,
 ) -> BlurringResult:
-    r"""Wang et al.'s blurring test (Sec. 5.2.1, App. B.2.1).
+    r"""Wang et al.'s blurring test (Sec. 5.2.1, Eq. 13; settings from App. B.2.1).
 
-    The pixels are ranked by the map (largest first; ties in raster order). ``x_t`` is ``x``
-    with its top ``t`` pixels (all channels) replaced by the pixels of a Gaussian-blurred copy of
-    ``x``. ``URR(t)`` is the running maximum ``max_{i <= t} 1 - U(x_i) / U(x)`` (Eq. 13), and
-    the reported curve is its median over images (the paper reports medians because some
-    blurred images leave the data distribution). MURR = ``max_t URR(t)``; AUC-URR is the area
-    under the remaining-uncertainty curve ``1 - URR(t)`` for ``t = 0..T`` (URR(0) = 0) with the
-    t axis normalised to [0, 1], by the trapezoid rule (lower is better).
+    Pixels are ranked by the map, largest first (ties: raster order). ``x_t`` is ``x`` with its
+    top ``t`` pixels, all channels, replaced by the same pixels of ``gaussian_blur(x, sigma)``.
+    For each image the reduction is the running maximum
+    ``URR_x(t) = max_{i <= t} 1 - U(x_i) / U(x)``; the curve is its median over images
+    (Wang report medians "considering that some blurred images could be out-of-distribution";
+    Eq. 13 writes a mean). ``MURR = max_t URR(t)``, and ``AUC-URR`` is the area under the
+    decreasing curve ``1 - URR(t)`` over ``t = 0..T`` with ``URR(0) = 0`` and ``t`` normalised
+    to ``[0, 1]`` (trapezoid rule), so a map that removes nothing scores 1 and one that removes
+    all uncertainty with its first pixel scores ``1 / (2T)``.
 
-    Choices the paper leaves open, made here: the blur's standard deviation is searched per image
-    over ``0, sigma_step, ..., max_sigma`` once, as the one giving the lowest uncertainty when
-    *all* T budgeted pixels are blurred, and that sigma is used for every t; T is
-    ``round(fraction * H * W)`` (at least 1).
+    Choices the paper leaves open, made here:
+
+    - ``T = round(fraction * H * W)`` (at least 1); ``fraction`` is a share of the pixels
+      (Wang use 2% and 5%).
+    - The sigma search (App. B.2.1: "an individual search for sigma for each image, ensuring
+      that the blurred image has the minimum uncertainty", over ``0, 0.2, ..., 20``) picks one
+      sigma per image. With ``sigma_selection="final"`` (default) it is the sigma minimising
+      ``U(x_T)``, "the blurred image" being the one with all T budgeted pixels blurred
+      (``S*N + T*N`` forwards for S sigmas); ``"image"`` picks the sigma whose curve reaches
+      the lowest uncertainty ``min_t U(x_t)`` (equivalently the largest per-image MURR);
+      ``"step"`` searches sigma anew for every ``t`` (the most generous reading). Both cost
+      ``S*T*N`` forwards. Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in
+      the search, ``URR(T) >= 0`` in every mode, and every ``URR(t) >= 0`` for ``"image"``
+      and ``"step"``.
+    - Maps of the inputs' shape are summed over channels; a pixel is blurred in all channels.
+    - An image with ``U(x) <= 0`` counts as reduction 0.
 
     Args:
         forward_func (callable): maps images ``(B, C, H, W)`` to uncertainties ``(B,)``, e.g. an
-            :class:`~captum_uncertainty.UncertaintyForward`.
+            :class:`~captum_uncertainty.forward.UncertaintyForward` with ``measure="epistemic"``
+            (the measure Wang evaluate).
         inputs (Tensor): images ``(N, C, H, W)``.
-        maps (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape
-            (then summed over channels).
-        fraction (float): pixel budget as a share of ``H * W`` in (0, 1] (0.02 and 0.05 in the
-            paper).
-        sigma_step (float): step of the sigma search (0.2 in the paper).
-        max_sigma (float): largest sigma searched (20 in the paper).
-        batch_size (int, optional): images per forward call.
+        maps (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape.
+        fraction (float): pixel budget, a share of ``H * W`` in ``(0, 1]``.
+        sigma_step (float): step of the sigma grid (> 0).
+        max_sigma (float): largest sigma searched (>= 0); the grid is ``0, step, ..., max``.
+        batch_size (int, optional): images per forward call (``None``: 4096); the perturbed
+            images of all steps, sigmas and images are built lazily, one call's worth at a time.
+        sigma_selection (str): ``"image"``, ``"final"`` or ``"step"`` (see above).
+        percent (float, optional): the budget in percent, ``(0, 100]``; overrides ``fraction``.
 
     Returns:
-        BlurringResult: ``murr``, ``auc_urr``, ``curve`` ``(T,)``, ``per_image`` ``(N, T)`` and
-        ``sigma`` ``(N,)``.
+        BlurringResult: ``murr``, ``auc_urr``, ``curve`` ``(T,)``, ``per_image`` ``(N, T)``,
+        ``sigma`` ``(N,)`` and ``reference`` ``(N,)``.
 
     Examples::
 
-        >>> r = blurring_test(uf, x, maps, fraction=0.02)
+        >>> uf = UncertaintyForward(models, measure="epistemic")
+        >>> r = blurring_test(uf, x, maps, fraction=0.02, batch_size=4096)
         >>> r.murr, r.auc_urr
     """
-    pixel_maps = check_inputs_and_maps(inputs, maps)
-    fraction = check_fraction(fraction)
-    if not sigma_step > 0 or not max_sigma >= 0:
-        raise ValueError(f"sigma_step must be > 0 and max_sigma >= 0, got {sigma_step} and {max_sigma}")
+    inputs = check_images(inputs)
+    ranks = pixel_ranks(check_maps(maps, inputs))
+    fraction = check_fraction(fraction, percent)
+    batch_size = check_batch_size(batch_size)
+    if isinstance(sigma_step, bool) or not isinstance(sigma_step, (int, float)) or not sigma_step > 0:
+        raise ValueError(f"sigma_step must be a number > 0, got {sigma_step!r}")
+    if isinstance(max_sigma, bool) or not isinstance(max_sigma, (int, float)) or not 0 <= max_sigma < math.inf:
+        raise ValueError(f"max_sigma must be a finite number >= 0, got {max_sigma!r}")
+    if sigma_selection not in _SELECTIONS:
+        raise ValueError(f"sigma_selection must be one of {_SELECTIONS}, got {sigma_selection!r}")
     n, _, h, w = inputs.shape
-    budget = pixel_count(fraction, h, w)
-    order = pixel_order(pixel_maps)
-    inputs = inputs.detach()
-    sigmas = torch.arange(0.0, max_sigma + sigma_step / 2, sigma_step, dtype=inputs.dtype)
-    full_mask = top_masks(order, [budget], (h, w))[0]
-    blurred_by_sigma = gaussian_blur(inputs.repeat(len(sigmas), 1, 1, 1), sigmas.repeat_interleave(n)).view(
-        len(sigmas), *inputs.shape
-    )
-    candidates = torch.where(full_mask.unsqueeze(0), blurred_by_sigma, inputs.unsqueeze(0))
-    best = evaluate(forward_func, candidates, batch_size).argmin(0)  # (N,)
-    blurred = blurred_by_sigma[best, torch.arange(n)]
-    masks = top_masks(order, range(1, budget + 1), (h, w))
-    steps = torch.where(masks, blurred.unsqueeze(0), inputs.unsqueeze(0))
-    reference = evaluate(forward_func, inputs, batch_size)
-    per_image = running_reduction(evaluate(forward_func, steps, batch_size), reference)
-    curve = per_image.median(0).values
-    return BlurringResult(float(curve.max()), area_over_remaining(curve), curve, per_image, sigmas[best])
+    budget = pixel_budget(fraction, h, w)
+    sigmas = torch.arange(int(math.floor(max_sigma / sigma_step + 1e-9)) + 1, dtype=inputs.dtype) * sigma_step
+    sigmas = sigmas.to(inputs.device)
+    reference = scores(forward_func, inputs, batch_size)
+    steps = torch.arange(1, budget + 1)
+
+    def blurred_for(sigma_of_k: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        return lambda k, i: gaussian_blur(inputs[i], sigma_of_k[k])
+
+    if sigma_selection == "final":
+        final = replaced_scores(forward_func, inputs, blurred_for(sigmas), ranks, [budget] * len(sigmas), batch_size)
+        best = final.argmin(0)  # (N,), first (smallest) sigma on ties
+        chosen = sigmas[best]
+        per_sigma = replaced_scores(
+            forward_func, inputs, lambda k, i: gaussian_blur(inputs[i], chosen[i]), ranks, steps, batch_size
+        )
+        per_image = running_reduction(per_sigma, reference)
+        return _result(per_image, chosen, reference)
+
+    grid_sigma = sigmas.repeat_interleave(budget)  # k = s * T + (t - 1)
+    grid = replaced_scores(forward_func, inputs, blurred_for(grid_sigma), ranks, steps.repeat(len(sigmas)), batch_size)
+    grid = grid.view(len(sigmas), budget, n)
+    if sigma_selection == "image":
+        runs = torch.stack([running_reduction(g, reference) for g in grid])  # (S, N, T)
+        best = runs[:, :, -1].argmax(0)
+        per_image = runs[best, torch.arange(n)]
+        return _result(per_image, sigmas[best], reference)
+    reductions = reduction(grid, reference)  # (S, T, N)
+    best_per_step = reductions.max(0)  # over sigma, per t and image
+    per_image = torch.cummax(best_per_step.values.t(), dim=1).values
+    at_max = per_image[:, -1:].eq(best_per_step.values.t()).to(torch.long).argmax(1)
+    chosen = sigmas[best_per_step.indices.t()[torch.arange(n), at_max]]
+    return _result(per_image, chosen, reference)
 
 
-def fully_blurred(inputs: Tensor, sigma: Optional[float]) -> Tensor:
-    """The reference blur of Perez et al.'s curves: sigma = the image's larger side by default,
-    which leaves little more than the image mean."""
-    return gaussian_blur(inputs, float(max(inputs.shape[-2:])) if sigma is None else sigma)
-
-
-def uncertainty_reduction_curve(
-    forward_func: Forward,
-    inputs: Tensor,
-    maps: Tensor,
-    fraction: float = 0.01,
-    sigma: Optional[float] = None,
-    batch_size: Optional[int] = 512,
-) -> ReductionCurve:
-    r"""Perez et al.'s Uncertainty Reduction Curve (supplement Sec. 2, Table 1).
-
-    Pixels are replaced, one at a time in attribution order, by those of a fully blurred copy
-    of the image; for each image the running maximum of ``1 - U(x_t) / U(x)`` is taken over the
-    first ``round(fraction * H * W)`` pixels, and the score is its median over images at the end
-    of the budget (1% and 5% in the paper). "Fully blurred" is not defined in the paper: we use a
-    Gaussian blur with sigma equal to the image's larger side (override with ``sigma``).
-
-    Args:
-        forward_func (callable): images -> uncertainties ``(B,)``.
-        inputs (Tensor): images ``(N, C, H, W)``.
-        maps (Tensor): attribution maps (see :func:`blurring_test`).
-        fraction (float): pixel budget in (0, 1].
-        sigma (float, optional): blur of the reference image.
-        batch_size (int, optional): images per forward call.
-
-    Returns:
-        ReductionCurve: ``score``, ``curve`` ``(T,)`` and ``per_image`` ``(N, T)``.
-    """
-    pixel_maps = check_inputs_and_maps(inputs, maps)
-    budget = pixel_count(check_fraction(fraction), *inputs.shape[2:])
-    inputs = inputs.detach()
-    masks = top_masks(pixel_order(pixel_maps), range(1, budget + 1), tuple(inputs.shape[2:]))
-    steps = torch.where(masks, fully_blurred(inputs, sigma).unsqueeze(0), inputs.unsqueeze(0))
-    per_image = running_reduction(evaluate(forward_func, steps, batch_size), evaluate(forward_func, inputs, batch_size))
-    curve = per_image.median(0).values
-    return ReductionCurve(float(curve[-1]), curve, per_image)
-
-
-def entropy_information_curve(
-    forward_func: Forward,
-    inputs: Tensor,
-    maps: Tensor,
-    points: int = 50,
-    sigma: Optional[float] = None,
-    batch_size: Optional[int] = 512,
-) -> InformationCurve:
-    r"""Perez et al.'s Entropy Information Curve and the Area over it (supplement Table 1).
-
-    The remaining uncertainty ``min(1, min_{i <= t} U(x_t) / U(x))`` as the top ``t`` pixels are
-    replaced by a fully blurred copy, at ``points`` evenly spaced fractions of all pixels
-    (0 to 1), median over images; the Area over the EIC is ``1 -`` its trapezoid area (higher
-    is better: the uncertainty disappears after few pixels). The paper does not spell out the
-    discretisation: we evaluate ``points`` fractions instead of every pixel count, and take the
-    running minimum so that the curve, like the URC, credits the best point reached so far.
-
-    Args:
-        forward_func (callable): images -> uncertainties ``(B,)``.
-        inputs (Tensor): images ``(N, C, H, W)``.
-        maps (Tensor): attribution maps (see :func:`blurring_test`).
-        points (int): number of pixel fractions evaluated (>= 2).
-        sigma (float, optional): blur of the reference image.
-        batch_size (int, optional): images per forward call.
-
-    Returns:
-        InformationCurve: ``area_over``, ``curve`` ``(points,)`` and ``fractions``.
-    """
-    pixel_maps = check_inputs_and_maps(inputs, maps)
-    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        raise ValueError(f"points must be an int >= 2, got {points!r}")
-    inputs = inputs.detach()
-    h, w = inputs.shape[2:]
-    fractions = torch.linspace(0, 1, points, dtype=inputs.dtype)
-    counts = [int(round(float(f) * h * w)) for f in fractions]
-    masks = top_masks(pixel_order(pixel_maps), counts, (h, w))
-    steps = torch.where(masks, fully_blurred(inputs, sigma).unsqueeze(0), inputs.unsqueeze(0))
-    remaining = 1 - running_reduction(evaluate(forward_func, steps, batch_size), evaluate(forward_func, inputs, batch_size))
-    curve = remaining.clamp(0, 1).median(0).values
-    area = float(torch.trapezoid(curve, fractions))
-    return InformationCurve(1 - area, curve, fractions)
+def _result(per_image: Tensor, sigma: Tensor, reference: Tensor) -> BlurringResult:
+    curve = median_over_images(per_image)
+    return BlurringResult(float(curve.max()), area_over_curve_remaining(curve), curve, per_image, sigma, reference)

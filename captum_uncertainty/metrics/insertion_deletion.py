@@ -1,88 +1,166 @@
-"""Insertion and deletion curves (Petsiuk et al. 2018), as used by arXiv 2403.17224."""
+r"""Pixel insertion and deletion curves (Petsiuk et al., 2018) as modified in arXiv 2403.17224: the
+pixel order comes from a summary map of an explanation distribution (its mean, or its standard
+deviation), not from one explanation.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
-from captum_uncertainty.forward import UncertaintyForward
-from captum_uncertainty.metrics._core import check_inputs_and_maps, evaluate, pixel_order, top_masks
+from captum_uncertainty.metrics._checks import (
+    check_batch_size,
+    check_images,
+    check_maps,
+    check_positive_int,
+)
+from captum_uncertainty.metrics.blurring import gaussian_blur, pixel_ranks, replaced_scores, scores
 
-__all__ = ["InsertionDeletionResult", "insertion_deletion"]
+__all__ = ["InsertionDeletionResult", "insertion_deletion", "class_probabilities"]
+
+Forward = Callable[[Tensor], Tensor]
 
 
 class InsertionDeletionResult(NamedTuple):
-    """``auc`` of the class-score ``curve`` (median over images) at ``fractions`` of the pixels."""
+    """Result of :func:`insertion_deletion`.
+
+    Attributes:
+        auc (float): mean over images of the per-image AUC (= the AUC of ``curve``).
+        curve (Tensor): ``(K,)`` mean class score over images at ``fractions``.
+        fractions (Tensor): ``(K,)`` shares of deleted / inserted pixels, 0 to 1.
+        per_image (Tensor): ``(N, K)`` class scores.
+        per_image_auc (Tensor): ``(N,)`` trapezoid AUC of each image's curve.
+        target (Tensor): ``(N,)`` classes whose score was tracked.
+    """
 
     auc: float
     curve: Tensor
     fractions: Tensor
     per_image: Tensor
+    per_image_auc: Tensor
+    target: Tensor
 
 
-def class_probabilities(forward_func: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """Images -> class probabilities: the posterior mean for an UncertaintyForward, else the
-    softmax of the classifier's logits."""
-    if isinstance(forward_func, UncertaintyForward):
-        return lambda images: forward_func.predictive(images).mean(0)
+def class_probabilities(forward_func: Forward, probabilities: bool = False) -> Forward:
+    """Images -> class probabilities ``(B, classes)``.
+
+    An object with a ``predictive`` method (an
+    :class:`~captum_uncertainty.forward.UncertaintyForward`: ``predictive(x)`` is ``(S, B,
+    classes)`` member probabilities) gives the predictive (posterior mean) probabilities;
+    any other callable is a classifier whose logits go through a softmax, or whose outputs are
+    used as they are when ``probabilities=True``.
+    """
+    predictive = getattr(forward_func, "predictive", None)
+    if callable(predictive):
+        return lambda images: predictive(images).mean(0)
+    if probabilities:
+        return forward_func
     return lambda images: torch.softmax(forward_func(images), dim=-1)
 
 
+def _baseline_images(baseline: Union[float, Tensor, str], inputs: Tensor, blur_sigma: float) -> Tensor:
+    if isinstance(baseline, str):
+        if baseline != "blur":
+            raise ValueError(f"baseline must be a number, a tensor or 'blur', got {baseline!r}")
+        return gaussian_blur(inputs, blur_sigma)
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
+        raise TypeError(f"baseline must be a number, a tensor or 'blur', got {type(baseline).__name__}")
+    value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
+    try:
+        return value.expand_as(inputs)
+    except RuntimeError:
+        raise ValueError(
+            f"baseline must broadcast to the inputs' shape {tuple(inputs.shape)}, got {tuple(value.shape)}"
+        ) from None
+
+
+def _targets(target: Any, probs: Tensor) -> Tensor:
+    n, classes = probs.shape
+    if target is None:
+        return probs.argmax(1)
+    t = torch.as_tensor(target, device=probs.device)
+    if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() > 1 or (t.dim() == 1 and t.numel() != n):
+        raise ValueError(f"target must be None, an int or {n} ints, got {target!r}")
+    t = t.reshape(-1).expand(n).long()
+    if bool(((t < 0) | (t >= classes)).any()):
+        raise ValueError(f"target must be classes in [0, {classes}), got {target!r}")
+    return t
+
+
 def insertion_deletion(
-    forward_func: Callable[[Tensor], Tensor],
+    forward_func: Forward,
     inputs: Tensor,
     maps: Tensor,
     target: Any = None,
     mode: str = "deletion",
-    baseline: Union[float, Tensor] = 0.0,
-    steps: int = 50,
-    batch_size: Optional[int] = 512,
+    baseline: Union[float, Tensor, str] = 0.0,
+    steps: Optional[int] = 50,
+    batch_size: Optional[int] = None,
+    blur_sigma: float = 5.0,
+    probabilities: bool = False,
 ) -> InsertionDeletionResult:
-    r"""Deletion (insertion) AUC: the class probability as pixels are removed from (added to) the
-    image in decreasing order of the map.
+    r"""Deletion or insertion AUC of the class score, pixels taken in the order of a map.
 
-    Deletion starts from ``x`` and replaces the top pixels by ``baseline``; insertion starts from
-    the baseline and puts back the top pixels of ``x``. The curve is sampled at ``steps + 1``
-    evenly spaced fractions of the pixels (0..1) and its trapezoid area is the AUC (lower is
-    better for deletion, higher for insertion). The score is the probability of ``target``
-    (default: the class predicted for ``x``); for an
-    :class:`~captum_uncertainty.UncertaintyForward` the posterior mean probability is used. Maps
-    of any kind (a mean map, or a standard-deviation map from
-    :class:`~captum_uncertainty.attr.ExplanationDistribution`) set the order.
+    Pixels are ranked by the map, largest first (ties: raster order; maps of the inputs' shape
+    are summed over channels; a pixel is all its channels). *Deletion* starts from ``x`` and
+    replaces the top ``k`` pixels by the baseline's; *insertion* starts from the baseline and
+    puts back the top ``k`` pixels of ``x``. ``k`` runs over ``steps + 1`` evenly spaced counts
+    ``round(j H W / steps)``, ``j = 0..steps`` (``steps=None``: every count ``0..HW``). The
+    score is the probability of ``target``; the AUC is the trapezoid area of the score against
+    the share of pixels ``k / (H W)`` in ``[0, 1]``, averaged over images (Petsiuk et al.).
+    A good map has a *low* deletion AUC and a *high* insertion AUC. Following arXiv 2403.17224,
+    the map may be any summary of an explanation distribution (mean or standard deviation).
+
+    Choices left open by the papers, made here: the score is the softmax probability of the
+    classifier's logits, or for an ``UncertaintyForward`` (any object with a ``predictive``
+    method) its predictive mean probability; ``target=None`` tracks the class predicted for
+    the unmodified ``x``; the aggregate over images is the mean; ``baseline="blur"`` is
+    ``gaussian_blur(x, blur_sigma)`` (Petsiuk et al. blur for insertion).
 
     Args:
-        forward_func (callable): a classifier returning logits ``(B, classes)``, or an
-            UncertaintyForward.
+        forward_func (callable): classifier returning logits ``(B, classes)`` (or probabilities
+            with ``probabilities=True``), or an UncertaintyForward.
         inputs (Tensor): images ``(N, C, H, W)``.
         maps (Tensor): maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape.
-        target (int or Tensor, optional): class per image.
+        target (int or Tensor, optional): class, or one class per image.
         mode (str): ``"deletion"`` or ``"insertion"``.
-        baseline (float or Tensor): value of removed pixels (a number or an inputs-shaped tensor).
-        steps (int): number of steps (>= 1).
-        batch_size (int, optional): images per forward call.
+        baseline (float, Tensor or str): the "removed" image: a number, a tensor broadcastable
+            to the inputs, or ``"blur"``.
+        steps (int, optional): number of intervals of the pixel axis.
+        batch_size (int, optional): images per forward call (``None``: 4096).
+        blur_sigma (float): sigma of ``baseline="blur"``.
+        probabilities (bool): the classifier already returns probabilities.
 
     Returns:
-        InsertionDeletionResult: ``auc``, ``curve``, ``fractions``, ``per_image``.
+        InsertionDeletionResult: ``auc``, ``curve``, ``fractions``, ``per_image``,
+        ``per_image_auc``, ``target``.
+
+    Examples::
+
+        >>> deletion = insertion_deletion(model, x, mean_map, mode="deletion")
+        >>> insertion = insertion_deletion(model, x, mean_map, mode="insertion", baseline="blur")
+        >>> deletion.auc, insertion.auc
     """
-    pixel_maps = check_inputs_and_maps(inputs, maps)
+    inputs = check_images(inputs)
+    ranks = pixel_ranks(check_maps(maps, inputs))
+    batch_size = check_batch_size(batch_size)
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    inputs = inputs.detach()
-    reference = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device).expand_as(inputs)
-    probabilities = class_probabilities(forward_func)
     n, _, h, w = inputs.shape
-    if target is None:
-        target = evaluate(probabilities, inputs, batch_size).argmax(1)
-    target = torch.as_tensor(target, device=inputs.device).reshape(-1).expand(n)
-    fractions = torch.linspace(0, 1, steps + 1, dtype=inputs.dtype)
-    masks = top_masks(pixel_order(pixel_maps), [int(round(float(f) * h * w)) for f in fractions], (h, w))
+    pixels = h * w
+    steps = pixels if steps is None else check_positive_int(steps, "steps")
+    reference = _baseline_images(baseline, inputs, blur_sigma)
+    probs = class_probabilities(forward_func, probabilities)
+    target_t = _targets(target, scores(probs, inputs, batch_size, scalar=False))
+    counts = [int(math.floor(j * pixels / steps + 0.5)) for j in range(steps + 1)]
     start, end = (inputs, reference) if mode == "deletion" else (reference, inputs)
-    images = torch.where(masks, end.unsqueeze(0), start.unsqueeze(0))
-    scores = evaluate(probabilities, images, batch_size)  # (steps + 1, N, classes)
-    per_image = scores.gather(2, target.view(1, n, 1).expand(len(fractions), n, 1)).squeeze(2).t()
-    curve = per_image.median(0).values
-    return InsertionDeletionResult(float(torch.trapezoid(curve, fractions)), curve, fractions, per_image)
+    values = replaced_scores(probs, start, end, ranks, counts, batch_size, scalar=False)  # (K, N, classes)
+    per_image = values.gather(2, target_t.view(1, n, 1).expand(len(counts), n, 1))[..., 0].t()
+    fractions = torch.tensor(counts, dtype=per_image.dtype, device=per_image.device) / pixels
+    per_image_auc = torch.trapezoid(per_image, fractions, dim=1)
+    return InsertionDeletionResult(
+        float(per_image_auc.mean()), per_image.mean(0), fractions, per_image, per_image_auc, target_t
+    )

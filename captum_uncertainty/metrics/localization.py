@@ -1,30 +1,59 @@
-"""Anomaly localisation (Wang et al. App. C): plant a foreign patch, find it in the map."""
+r"""Anomaly localisation (Wang et al., App. C, Table 4): plant a patch from a training image into a
+test image, then check whether the attribution map points at it.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+import math
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_uncertainty.metrics._core import check_inputs_and_maps, evaluate
+from captum_uncertainty.metrics._checks import check_batch_size, check_images, check_positive_int
+from captum_uncertainty.metrics.blurring import scores
 
-__all__ = ["Anomalies", "LocalizationResult", "default_patch_size", "make_anomalies", "anomaly_localization"]
+__all__ = [
+    "Anomalies",
+    "LocalizationResult",
+    "default_patch_size",
+    "make_anomalies",
+    "box_iou",
+    "anomaly_localization",
+]
+
+Forward = Callable[[Tensor], Tensor]
 
 
 class Anomalies(NamedTuple):
-    """Test images with a planted patch: ``boxes`` are ``(top, left, bottom, right)`` with
-    exclusive ends, ``rise`` the uncertainty increase, ``indices`` the test images used."""
+    """Result of :func:`make_anomalies`.
+
+    Attributes:
+        images (Tensor): ``(n, C, H, W)`` modified test images, largest uncertainty rise first.
+        boxes (Tensor): ``(n, 4)`` long, the planted patches as ``(top, left, bottom, right)``
+            with exclusive ``bottom`` / ``right``.
+        rise (Tensor): ``(n,)`` uncertainty increase ``U(modified) - U(original)``.
+        indices (Tensor): ``(n,)`` indices of the originals in ``x_test``.
+        donors (Tensor): ``(n,)`` indices of the patch donors in ``x_train``.
+    """
 
     images: Tensor
     boxes: Tensor
     rise: Tensor
     indices: Tensor
+    donors: Tensor
 
 
 class LocalizationResult(NamedTuple):
-    """Mean IoU, ADA (share of images with IoU > 0.5), per-image IoU and predicted boxes."""
+    """Result of :func:`anomaly_localization`.
+
+    Attributes:
+        iou (float): mean IoU between predicted and true boxes.
+        ada (float): anomaly detection accuracy, the share of images with IoU > 0.5.
+        per_image_iou (Tensor): ``(N,)`` IoUs (float64).
+        predicted_boxes (Tensor): ``(N, 4)`` long ``(top, left, bottom, right)``, exclusive ends.
+    """
 
     iou: float
     ada: float
@@ -32,110 +61,171 @@ class LocalizationResult(NamedTuple):
     predicted_boxes: Tensor
 
 
-def default_patch_size(height: int) -> int:
-    """The paper's 10x10 patch at 32x32, scaled to the image: ``round(10 * H / 32)`` (9 at 28x28)."""
-    return max(1, int(round(10 * height / 32)))
+def default_patch_size(height: int, width: Optional[int] = None) -> int:
+    """Wang et al.'s 10 x 10 patch on 32 x 32 images, scaled: ``round(10 * min(H, W) / 32)``
+    (half up), at least 1 -- 9 on 28 x 28 MNIST, 3 on 8 x 8 digits."""
+    side = height if width is None else min(height, width)
+    return max(1, int(math.floor(10 * side / 32 + 0.5)))
 
 
-def check_patch_size(patch_size: Optional[int], height: int, width: int) -> int:
-    size = default_patch_size(height) if patch_size is None else patch_size
+def _check_patch(patch_size: Any, height: int, width: int) -> int:
+    size = default_patch_size(height, width) if patch_size is None else patch_size
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= min(height, width):
         raise ValueError(f"patch_size must be an int in [1, {min(height, width)}], got {patch_size!r}")
     return size
 
 
+def _candidate_indices(candidates: Union[None, int, Tensor], available: int) -> Tensor:
+    if candidates is None:
+        return torch.arange(available)
+    if isinstance(candidates, Tensor):
+        index = candidates.reshape(-1).long().cpu()
+        if index.numel() == 0 or bool(((index < 0) | (index >= available)).any()):
+            raise ValueError(f"candidates must index x_test (0..{available - 1}) and be non-empty")
+        return index
+    return torch.arange(min(check_positive_int(candidates, "candidates"), available))
+
+
+def box_masks(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Boolean masks ``(N, 1, H, W)`` of boxes ``(N, 4)`` (exclusive ends)."""
+    rows = torch.arange(height, device=boxes.device).view(1, height, 1)
+    cols = torch.arange(width, device=boxes.device).view(1, 1, width)
+    b = boxes.view(-1, 4, 1, 1)
+    inside = (rows >= b[:, 0]) & (rows < b[:, 2]) & (cols >= b[:, 1]) & (cols < b[:, 3])
+    return inside.unsqueeze(1)
+
+
 @torch.no_grad()
 def make_anomalies(
-    forward_func: Callable[[Tensor], Tensor],
+    forward_func: Forward,
     x_test: Tensor,
     x_train: Tensor,
     n_images: int = 100,
     patch_size: Optional[int] = None,
-    candidates: Optional[int] = None,
+    candidates: Union[None, int, Tensor] = None,
     seed: int = 0,
-    batch_size: Optional[int] = 512,
+    batch_size: Optional[int] = None,
 ) -> Anomalies:
-    r"""Replace a random patch of each candidate test image with the same-location patch of a
-    random training image and keep the ``n_images`` whose uncertainty rose most (App. C).
+    r"""Plant anomalies as in Wang et al., App. C.
+
+    Each candidate test image gets one square patch (all channels) at a uniformly random
+    location replaced by the same-location patch of a uniformly random training image; the
+    ``n_images`` modified images whose uncertainty rose most are kept, in decreasing order of
+    the rise (ties: candidate order).
+
+    Choices the paper leaves open, made here: the patch side defaults to the paper's 10 px on
+    32 x 32 images scaled to the image size (:func:`default_patch_size`: 9 on MNIST); locations
+    and donors come from a ``torch.Generator`` seeded with ``seed`` (drawn on the CPU: same
+    result on every device); the paper keeps 200 images, the default here is 100.
 
     Args:
-        forward_func (callable): images -> uncertainties ``(B,)``.
+        forward_func (callable): images ``(B, C, H, W)`` -> uncertainties ``(B,)``.
         x_test (Tensor): test images ``(N, C, H, W)``.
-        x_train (Tensor): training images (the patch donors), same ``(C, H, W)``.
-        n_images (int): number of modified images kept (200 in the paper; 100 here by default).
-        patch_size (int, optional): side of the square patch; default ``round(10 H / 32)``.
-        candidates (int, optional): how many test images to modify (default all).
-        seed (int): seed of the locations and donors.
+        x_train (Tensor): patch donors ``(M, C, H, W)``, the same ``(C, H, W)``.
+        n_images (int): number of images kept (at most the number of candidates).
+        patch_size (int, optional): side of the square patch.
+        candidates (int or Tensor, optional): the first ``candidates`` test images, or a tensor
+            of indices into ``x_test``; default all.
+        seed (int): seed of locations and donors.
         batch_size (int, optional): images per forward call.
 
     Returns:
-        Anomalies: ``images``, ``boxes`` ``(n, 4)``, ``rise`` and ``indices``.
+        Anomalies: ``images``, ``boxes``, ``rise``, ``indices``, ``donors``.
+
+    Examples::
+
+        >>> a = make_anomalies(uf, data.x_test, data.x_train, n_images=100)
+        >>> maps = method.attribute(a.images)
+        >>> anomaly_localization(maps, a.boxes).iou
     """
-    if x_test.dim() != 4 or x_train.dim() != 4 or x_test.shape[1:] != x_train.shape[1:]:
+    x_test = check_images(x_test, "x_test")
+    x_train = check_images(x_train, "x_train")
+    if x_test.shape[1:] != x_train.shape[1:]:
         raise ValueError(
-            f"x_test and x_train must be (N, C, H, W) with the same image shape, got {tuple(x_test.shape)} "
-            f"and {tuple(x_train.shape)}"
+            f"x_train must have the image shape of x_test {tuple(x_test.shape[1:])}, got {tuple(x_train.shape[1:])}"
         )
-    if x_test.shape[0] == 0 or x_train.shape[0] == 0:
-        raise ValueError("x_test and x_train must not be empty")
+    batch_size = check_batch_size(batch_size)
     _, _, h, w = x_test.shape
-    size = check_patch_size(patch_size, h, w)
-    count = x_test.shape[0] if candidates is None else min(candidates, x_test.shape[0])
-    if not 1 <= n_images <= count:
-        raise ValueError(f"n_images must be in [1, {count}], got {n_images}")
+    size = _check_patch(patch_size, h, w)
+    index = _candidate_indices(candidates, x_test.shape[0])
+    count = index.numel()
+    n_images = check_positive_int(n_images, "n_images")
+    if n_images > count:
+        raise ValueError(f"n_images must be at most the number of candidates ({count}), got {n_images}")
     generator = torch.Generator().manual_seed(seed)
     tops = torch.randint(0, h - size + 1, (count,), generator=generator)
     lefts = torch.randint(0, w - size + 1, (count,), generator=generator)
     donors = torch.randint(0, x_train.shape[0], (count,), generator=generator)
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
-    inside = (
-        (rows >= tops.view(-1, 1, 1)) & (rows < (tops + size).view(-1, 1, 1))
-        & (cols >= lefts.view(-1, 1, 1)) & (cols < (lefts + size).view(-1, 1, 1))
-    ).unsqueeze(1)
-    originals = x_test[:count]
-    patched = torch.where(inside.to(x_test.device), x_train[donors], originals)
-    rise = evaluate(forward_func, patched, batch_size) - evaluate(forward_func, originals, batch_size)
-    keep = torch.argsort(rise, descending=True, stable=True)[:n_images]
-    boxes = torch.stack([tops, lefts, tops + size, lefts + size], dim=1)[keep]
-    return Anomalies(patched[keep], boxes, rise[keep], keep)
+    boxes = torch.stack([tops, lefts, tops + size, lefts + size], dim=1)
+    device = x_test.device
+    originals = x_test[index.to(device)]
+    patched = torch.where(box_masks(boxes.to(device), h, w), x_train[donors.to(x_train.device)].to(device), originals)
+    rise = scores(forward_func, patched, batch_size) - scores(forward_func, originals, batch_size)
+    keep = torch.argsort(rise.cpu(), descending=True, stable=True)[:n_images]
+    return Anomalies(patched[keep.to(device)], boxes[keep], rise[keep.to(rise.device)], index[keep], donors[keep])
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes ``(top, left, bottom, right)`` (exclusive ends), row by row."""
+    """Row-wise IoU ``(N,)`` (float64) of boxes ``(N, 4)`` as ``(top, left, bottom, right)``,
+    exclusive ends."""
+    a, b = a.long(), b.long().to(a.device)
     height = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp_min(0)
     width = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp_min(0)
     intersection = (height * width).double()
-    area = lambda box: ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).double()  # noqa: E731
-    return intersection / (area(a) + area(b) - intersection)
+    area_a = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])).double()
+    area_b = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).double()
+    return intersection / (area_a + area_b - intersection)
 
 
 def anomaly_localization(maps: Tensor, boxes: Tensor, patch_size: Optional[int] = None) -> LocalizationResult:
-    r"""Predict each planted patch as the window with the highest mean attribution (exhaustive
-    search over all positions; ties: the first in raster order) and score it against the truth.
+    r"""Locate planted anomalies from attribution maps (Wang et al., App. C).
+
+    The predicted box is the ``patch_size`` x ``patch_size`` window with the highest mean
+    attribution, found by exhaustive search (``avg_pool2d`` with stride 1, in float64; ties:
+    the first window in raster order). IoU is the overlap area over the union area;
+    ADA is the share of images with IoU > 0.5 (strictly).
+
+    Choices: maps of shape ``(N, C, H, W)`` are summed over channels (signed: pass ``.abs()``
+    for magnitudes); ``patch_size=None`` uses the side of the true boxes (which must then all
+    be squares of one size), i.e. the paper's setting of a window as large as the patch.
 
     Args:
-        maps (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or ``(N, C, H, W)``
-            (summed over channels).
-        boxes (Tensor): true boxes ``(N, 4)`` as returned by :func:`make_anomalies`.
-        patch_size (int, optional): window side; default the true boxes' side.
+        maps (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or ``(N, C, H, W)``.
+        boxes (Tensor): true boxes ``(N, 4)``, e.g. ``Anomalies.boxes``.
+        patch_size (int, optional): side of the predicted window.
 
     Returns:
-        LocalizationResult: mean ``iou``, ``ada`` (share with IoU > 0.5), ``per_image_iou`` and
-        ``predicted_boxes``.
+        LocalizationResult: ``iou``, ``ada``, ``per_image_iou``, ``predicted_boxes``.
+
+    Examples::
+
+        >>> r = anomaly_localization(maps, anomalies.boxes)
+        >>> r.iou, r.ada
     """
     if not isinstance(maps, Tensor) or maps.dim() not in (3, 4):
-        raise ValueError(f"maps must be a tensor of shape (N, 1, H, W) or (N, H, W), got {getattr(maps, 'shape', maps)}")
-    pixel_maps = maps if maps.dim() == 3 else maps.sum(1)
+        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        raise ValueError(f"maps must be a tensor of shape (N, 1, H, W), (N, C, H, W) or (N, H, W), got {shape}")
+    pixel_maps = (maps if maps.dim() == 3 else maps.sum(1)).detach().double()
     n, h, w = pixel_maps.shape
-    check_inputs_and_maps(torch.zeros(n, 1, h, w, dtype=pixel_maps.dtype), pixel_maps)
-    if not isinstance(boxes, Tensor) or boxes.shape != (n, 4):
-        raise ValueError(f"boxes must be a tensor of shape (N, 4) = ({n}, 4), got {getattr(boxes, 'shape', boxes)}")
-    size = check_patch_size(int(boxes[0, 2] - boxes[0, 0]) if patch_size is None else patch_size, h, w)
-    window_means = F.avg_pool2d(pixel_maps.unsqueeze(1).double(), size, stride=1).flatten(1)
-    best = window_means.argmax(1)
+    if n == 0:
+        raise ValueError("maps is an empty batch (N = 0); expected at least one map")
+    if not bool(torch.isfinite(pixel_maps).all()):
+        raise ValueError("maps contains NaN or infinite values")
+    if not isinstance(boxes, Tensor) or tuple(boxes.shape) != (n, 4):
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must be a tensor of shape (N, 4) = ({n}, 4), got {shape}")
+    if boxes.is_floating_point():
+        raise ValueError("boxes must be integer (top, left, bottom, right) pixel coordinates")
+    if patch_size is None:
+        sides = torch.cat([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]])
+        if bool((sides != sides[0]).any()):
+            raise ValueError("boxes are not squares of one size: pass patch_size")
+        patch_size = int(sides[0])
+    size = _check_patch(patch_size, h, w)
+    means = F.avg_pool2d(pixel_maps.unsqueeze(1), size, stride=1).flatten(1)
+    best = means.argmax(1)
     positions = w - size + 1
     tops, lefts = best // positions, best % positions
     predicted = torch.stack([tops, lefts, tops + size, lefts + size], dim=1)
-    iou = box_iou(predicted, boxes.to(predicted.device).long())
+    iou = box_iou(predicted, boxes.to(predicted.device))
     return LocalizationResult(float(iou.mean()), float((iou > 0.5).double().mean()), iou, predicted)

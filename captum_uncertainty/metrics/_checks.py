@@ -1,0 +1,115 @@
+"""Input validation shared by the metrics.
+
+Every check raises a :class:`ValueError` (or :class:`TypeError` for a wrong type) whose message
+names the offending argument and says what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_images",
+    "check_maps",
+    "check_fraction",
+    "check_batch_size",
+    "check_positive_int",
+    "check_scores",
+]
+
+
+def check_images(images: Any, name: str = "inputs") -> Tensor:
+    """A non-empty floating point tensor of shape ``(N, C, H, W)``, returned detached."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (N = 0); expected at least one image")
+    if images.shape[2] == 0 or images.shape[3] == 0 or images.shape[1] == 0:
+        raise ValueError(f"{name} must have C, H, W >= 1, got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {images.dtype}")
+    return images.detach()
+
+
+def check_maps(maps: Any, inputs: Tensor, name: str = "maps") -> Tensor:
+    """Attribution maps for ``inputs`` ``(N, C, H, W)``, returned as per-pixel maps ``(N, H, W)``.
+
+    Accepted shapes: ``(N, 1, H, W)``, ``(N, H, W)`` or the inputs' shape ``(N, C, H, W)``; the
+    latter is summed over channels (signed sum: pass ``maps.abs()`` for magnitudes). NaN or
+    infinite entries are rejected.
+    """
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(maps).__name__}")
+    n, c, h, w = inputs.shape
+    if maps.shape[0:1] == (0,):
+        raise ValueError(f"{name} is an empty batch (N = 0); expected {n} maps")
+    if tuple(maps.shape) in ((n, 1, h, w), (n, c, h, w)):
+        pixel_maps = maps.detach().sum(1)
+    elif tuple(maps.shape) == (n, h, w):
+        pixel_maps = maps.detach()
+    else:
+        raise ValueError(
+            f"{name} must have shape (N, 1, H, W) = {(n, 1, h, w)}, (N, H, W) = {(n, h, w)} or the "
+            f"inputs' shape {(n, c, h, w)}, got {tuple(maps.shape)}"
+        )
+    if not bool(torch.isfinite(pixel_maps).all()) or not bool(torch.isfinite(maps).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return pixel_maps.to(device=inputs.device)
+
+
+def check_fraction(fraction: Any, percent: Any = None, name: str = "fraction") -> float:
+    """A share of the pixels in ``(0, 1]``; ``percent`` (in ``(0, 100]``), if given, overrides it.
+
+    0, negative values, values above 1 (or above 100 for ``percent``), NaN and non-numbers are
+    rejected.
+    """
+    if percent is not None:
+        value = _real(percent, "percent")
+        if not 0 < value <= 100:
+            raise ValueError(f"percent must be in (0, 100] (5 = 5% of the pixels), got {percent!r}")
+        return value / 100.0
+    value = _real(fraction, name)
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1] (a share of the pixels: 0.05 = 5%), got {fraction!r}")
+    return value
+
+
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> Optional[int]:
+    """``None`` or a positive int."""
+    if batch_size is None:
+        return None
+    return check_positive_int(batch_size, name)
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_scores(scores: Any, batch: int, name: str = "forward_func") -> Tensor:
+    """The output of a scoring forward for ``batch`` images: one finite-or-not score each, ``(B,)``.
+
+    ``(B, 1)`` outputs are accepted and flattened.
+    """
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"{name} must return a torch.Tensor of shape (B,), got {type(scores).__name__}")
+    if scores.dim() == 2 and scores.shape[1] == 1:
+        scores = scores[:, 0]
+    if tuple(scores.shape) != (batch,):
+        raise ValueError(
+            f"{name} must return one score per image, shape ({batch},), got shape {tuple(scores.shape)}"
+        )
+    return scores
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(value)
