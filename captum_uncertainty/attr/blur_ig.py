@@ -16,6 +16,9 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_uncertainty._blur import separable_blur
+from captum_uncertainty.attr._common import additional_args_tuple, check_n_steps
+
 __all__ = ["BlurIntegratedGradients", "gaussian_blur", "default_max_sigma"]
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
@@ -27,40 +30,6 @@ REFERENCE_IMAGE_SIZE = 224
 
 
 # --------------------------------------------------------------------------- Gaussian blur
-def _reflect_index(index: Tensor, length: int) -> Tensor:
-    """Fold indices into ``[0, length)`` by half-sample symmetric reflection
-    (``... b a | a b c d | d c ...``), valid for any offset, however far outside."""
-    period = 2 * length
-    folded = torch.remainder(index, period)
-    return torch.where(folded >= length, period - 1 - folded, folded)
-
-
-def _blur_matrices(sigma: Tensor, length: int) -> Tensor:
-    """Per-image ``(N, length, length)`` matrices applying a 1-D Gaussian along one axis.
-
-    Taps at offsets ``|k| <= length - 1`` (the whole axis), weights ``exp(-k^2 / (2 sigma^2))``
-    normalised to sum to one, boundary handled by symmetric reflection. ``sigma == 0`` gives
-    the identity exactly.
-    """
-    radius = length - 1
-    offsets = torch.arange(-radius, radius + 1, device=sigma.device)
-    positions = torch.arange(length, device=sigma.device)
-    source = _reflect_index(positions[:, None] + offsets[None, :], length)  # (L, K)
-    k2 = offsets.to(sigma.dtype) ** 2
-    safe = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
-    logits = -k2[None, :] / (2.0 * safe[:, None] ** 2)
-    weights = torch.softmax(logits, dim=1)  # normalised Gaussian taps, (N, K)
-    delta = (offsets == 0).to(sigma.dtype).expand_as(weights)
-    weights = torch.where((sigma > 0)[:, None], weights, delta)
-    n = sigma.shape[0]
-    matrix = torch.zeros(n, length, length, dtype=sigma.dtype, device=sigma.device)
-    return matrix.scatter_add(
-        2,
-        source[None].expand(n, length, source.shape[1]),
-        weights[:, None, :].expand(n, length, source.shape[1]),
-    )
-
-
 def _sigma_per_image(sigma: Union[float, Tensor], images: Tensor) -> Tensor:
     n = images.shape[0]
     if isinstance(sigma, Tensor):
@@ -83,7 +52,8 @@ def _sigma_per_image(sigma: Union[float, Tensor], images: Tensor) -> Tensor:
 def gaussian_blur(images: Tensor, sigma: Union[float, Tensor]) -> Tensor:
     r"""Blur ``(N, C, H, W)`` images with an isotropic Gaussian of standard deviation ``sigma``.
 
-    The blur is separable (a 1-D Gaussian along H, then along W), applied to every channel
+    The blur is separable (a 1-D Gaussian along H, then along W; the same code as
+    :func:`captum_uncertainty.metrics.gaussian_blur`, with an untruncated kernel), applied to every channel
     independently; image ``n`` uses ``sigma[n]``. Boundaries use half-sample symmetric
     reflection (``scipy.ndimage`` mode ``"reflect"``: ``c b a | a b c | c b a``). The kernel is
     *not* truncated at a few sigma: it spans the whole axis (offsets ``|k| <= L - 1``,
@@ -114,9 +84,7 @@ def gaussian_blur(images: Tensor, sigma: Union[float, Tensor]) -> Tensor:
     if not images.is_floating_point():
         raise TypeError(f"images must be a floating point tensor, got dtype {images.dtype}")
     sigma_n = _sigma_per_image(sigma, images)
-    rows = _blur_matrices(sigma_n, images.shape[2])
-    cols = _blur_matrices(sigma_n, images.shape[3])
-    return torch.einsum("nij,ncjk,nlk->ncil", rows, images, cols)
+    return separable_blur(images, sigma_n, truncate=None)
 
 
 def default_max_sigma(height: int, width: int) -> float:
@@ -150,20 +118,6 @@ def _format_inputs(inputs: Any, name: str = "inputs") -> Tuple[Tuple[Tensor, ...
 
 def _format_output(values: Tuple[Tensor, ...], is_tuple: bool) -> TensorOrTuple:
     return values if is_tuple else values[0]
-
-
-def _check_n_steps(n_steps: Any) -> int:
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
-    return n_steps
-
-
-def _additional_args_tuple(additional_forward_args: Any) -> Tuple[Any, ...]:
-    if additional_forward_args is None:
-        return ()
-    if isinstance(additional_forward_args, tuple):
-        return additional_forward_args
-    return (additional_forward_args,)
 
 
 def _repeat_args(args: Tuple[Any, ...], repeats: int) -> Tuple[Any, ...]:
@@ -317,7 +271,7 @@ class BlurIntegratedGradients(GradientAttribution):
                     "inputs must be images of shape (N, C, H, W) for BlurIntegratedGradients, "
                     f"got shape {tuple(t.shape)} (GuidedIntegratedGradients accepts flat features)"
                 )
-        n_steps = _check_n_steps(n_steps)
+        n_steps = check_n_steps(n_steps)
         if not isinstance(grad_step, (int, float)) or isinstance(grad_step, bool) or not grad_step > 0:
             raise ValueError(f"grad_step must be a float > 0, got {grad_step!r}")
         if max_sigma is None:
@@ -332,7 +286,7 @@ class BlurIntegratedGradients(GradientAttribution):
             raise ValueError(f"internal_batch_size must be None or an integer >= 1, got {internal_batch_size!r}")
 
         n = tensors[0].shape[0]
-        args = _additional_args_tuple(additional_forward_args)
+        args = additional_args_tuple(additional_forward_args)
         sigmas = self.sigma_grid(float(max_sigma), n_steps, sqrt)
         widths = sigmas[1:] - sigmas[:-1]
         steps_per_batch = n_steps if internal_batch_size is None else max(1, internal_batch_size // max(n, 1))

@@ -11,11 +11,10 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_uncertainty.attr._common import additional_args_tuple, check_n_steps
 from captum_uncertainty.attr.blur_ig import (
     TargetType,
     TensorOrTuple,
-    _additional_args_tuple,
-    _check_n_steps,
     _format_inputs,
     _format_output,
     _path_gradients,
@@ -172,11 +171,11 @@ class GuidedIntegratedGradients(GradientAttribution):
         """
         tensors, is_tuple = _format_inputs(inputs)
         base = _format_baselines(baselines, tensors)
-        n_steps = _check_n_steps(n_steps)
+        n_steps = check_n_steps(n_steps)
         for name, value in (("fraction", fraction), ("max_dist", max_dist)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"{name} must be a float in (0, 1], got {value!r}")
-        args = _additional_args_tuple(additional_forward_args)
+        args = additional_args_tuple(additional_forward_args)
         detached = tuple(t.detach() for t in tensors)
         end, start = _flatten(detached), _flatten(base)
 

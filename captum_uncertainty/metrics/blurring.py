@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from captum_uncertainty._blur import separable_blur
 from captum_uncertainty.metrics._checks import (
     check_batch_size,
     check_fraction,
@@ -49,39 +50,6 @@ TRUNCATE = 4.0
 # ----------------------------------------------------------------------------------------------
 # Gaussian blur
 # ----------------------------------------------------------------------------------------------
-def _reflect(index: Tensor, size: int) -> Tensor:
-    """Half-sample symmetric reflection ``d c b a | a b c d | d c b a``, repeated periodically
-    (period ``2 * size``), so offsets of any length are defined."""
-    index = torch.remainder(index, 2 * size)
-    return torch.where(index >= size, 2 * size - 1 - index, index)
-
-
-def _blur_matrices(size: int, sigma: Tensor) -> Tensor:
-    """``(B, size, size)`` matrices ``M`` with ``(M @ v)`` = 1-D Gaussian blur of ``v``.
-
-    Row ``i`` holds the weights ``exp(-k^2 / (2 sigma^2))`` of offsets ``|k| <= int(4 sigma +
-    0.5)``, normalised to sum 1 and folded back into the axis by reflection. ``sigma = 0`` gives
-    the identity, ``sigma = inf`` the uniform average (the limit of the reflected blur).
-    """
-    b = sigma.shape[0]
-    finite = torch.isfinite(sigma)
-    s = torch.where(finite, sigma, torch.zeros_like(sigma))
-    radius = int(TRUNCATE * float(s.max()) + 0.5) if b else 0
-    offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
-    own_radius = torch.floor(TRUNCATE * s + 0.5).unsqueeze(1)
-    safe = torch.where(s > 0, s, torch.ones_like(s)).unsqueeze(1)
-    weights = torch.exp(-0.5 * (offsets / safe) ** 2) * (offsets.abs() <= own_radius)
-    delta = (offsets == 0).to(sigma.dtype).expand(b, -1)
-    weights = torch.where((s > 0).unsqueeze(1), weights, delta)
-    weights = weights / weights.sum(1, keepdim=True)
-    rows = torch.arange(size, device=sigma.device)
-    columns = _reflect(rows.unsqueeze(1) + torch.arange(-radius, radius + 1, device=sigma.device), size)
-    matrices = torch.zeros(b, size, size, dtype=sigma.dtype, device=sigma.device)
-    matrices.scatter_add_(2, columns.expand(b, -1, -1), weights.unsqueeze(1).expand(-1, size, -1).contiguous())
-    uniform = torch.full_like(matrices, 1.0 / size)
-    return torch.where(finite.view(b, 1, 1), matrices, uniform)
-
-
 def gaussian_blur(images: Tensor, sigma: Union[float, Tensor]) -> Tensor:
     r"""Blur ``(N, C, H, W)`` images with an isotropic Gaussian filter of standard deviation ``sigma``.
 
@@ -110,7 +78,7 @@ def gaussian_blur(images: Tensor, sigma: Union[float, Tensor]) -> Tensor:
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must be a tensor of shape (N, C, H, W), got {shape}")
-    n, _, h, w = images.shape
+    n = images.shape[0]
     sigma_t = torch.as_tensor(sigma, dtype=images.dtype, device=images.device)
     if sigma_t.dim() == 0:
         sigma_t = sigma_t.expand(n)
@@ -120,9 +88,7 @@ def gaussian_blur(images: Tensor, sigma: Union[float, Tensor]) -> Tensor:
         raise ValueError(f"sigma must be >= 0 (inf allowed), got {sigma}")
     if n == 0:
         return images.clone()
-    rows = _blur_matrices(h, sigma_t)
-    cols = rows if w == h else _blur_matrices(w, sigma_t)
-    return torch.einsum("nij,ncjk,nlk->ncil", rows, images, cols)
+    return separable_blur(images, sigma_t, TRUNCATE)
 
 
 # ----------------------------------------------------------------------------------------------
