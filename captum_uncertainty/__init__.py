@@ -1,7 +1,10 @@
 """captum-uncertainty: attribute the predictive uncertainty of Bayesian classifiers with Captum."""
 
 from captum_uncertainty.attr import (
+    CLUE,
     BlurIntegratedGradients,
+    CounterfactualPathIG,
+    DeltaCLUE,
     ExplanationDistribution,
     FullGrad,
     GuidedIntegratedGradients,
@@ -26,6 +29,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlurIntegratedGradients",
+    "CLUE",
+    "CounterfactualPathIG",
+    "DeltaCLUE",
     "ExplanationDistribution",
     "FullGrad",
     "GuidedIntegratedGradients",

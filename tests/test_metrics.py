@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from captum_uncertainty.attr.ua_backprop import UABackprop
-from captum_uncertainty.data import load_digits, train_ensemble
 from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.metrics import (
     anomaly_localization,
@@ -362,10 +361,9 @@ def test_bad_input_raises_naming_the_argument():
         make_anomalies(f, x, torch.rand(2, 1, 5, 5, dtype=DT), n_images=1)
 
 
-def test_random_maps_score_worse_than_ua_backprop_on_a_trained_ensemble():
-    data = load_digits(test_size=300, seed=0)
-    members = train_ensemble(n_members=3, data=data, epochs=8, seed=0, cache_dir=None, progress=False)
-    uf = UncertaintyForward(members, measure="epistemic")
+def test_random_maps_score_worse_than_ua_backprop_on_a_trained_ensemble(digits, digits_ensemble):
+    data = digits
+    uf = UncertaintyForward(digits_ensemble, measure="epistemic")
     with torch.no_grad():
         x = data.x_test[uf(data.x_test).argsort(descending=True)[:40]]
     ua_maps = UABackprop(uf).attribute(x)

@@ -6,6 +6,9 @@ classes here are the methods Captum lacks.
 """
 
 from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients, gaussian_blur
+from captum_uncertainty.attr.clue import CLUE, Counterfactuals
+from captum_uncertainty.attr.counterfactual_path import CounterfactualPathIG, FiducialWarning, Fiducials
+from captum_uncertainty.attr.delta_clue import DeltaCLUE
 from captum_uncertainty.attr.distribution import ExplanationDistribution
 from captum_uncertainty.attr.fullgrad import FullGrad
 from captum_uncertainty.attr.guided_ig import GuidedIntegratedGradients
@@ -14,7 +17,13 @@ from captum_uncertainty.attr.ua_backprop import UABackprop
 
 __all__ = [
     "BlurIntegratedGradients",
+    "CLUE",
+    "CounterfactualPathIG",
+    "Counterfactuals",
+    "DeltaCLUE",
     "ExplanationDistribution",
+    "FiducialWarning",
+    "Fiducials",
     "FullGrad",
     "GuidedIntegratedGradients",
     "UABackprop",

@@ -1,0 +1,160 @@
+"""delta-CLUE: diverse CLUEs within a latent ball (Ley, Bhatt and Weller, 2021)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from captum.log import log_usage
+from torch import Tensor
+
+from captum_uncertainty.attr._latent_search import search_latents
+from captum_uncertainty.attr.clue import (
+    CLUE,
+    ClueObjective,
+    Counterfactuals,
+    Distance,
+    check_counterfactual_inputs,
+    counterfactual_map,
+)
+from captum_uncertainty.generative.protocol import decode_latents, encode_inputs
+
+__all__ = ["DeltaCLUE", "uniform_in_ball", "project_to_ball"]
+
+AGGREGATES = ("best", "mean")
+
+
+class DeltaCLUE(CLUE):
+    r"""delta-CLUE (Ley et al., 2021): a diverse set of CLUEs inside an L2 ball of the latent space.
+
+    Runs the :class:`CLUE` objective ``w_u U(dec(z)) + w_d d(dec(z), x)`` from ``n_starts``
+    random starting codes drawn uniformly from the ball ``||z - z_x||_2 <= delta`` around the
+    encoder's code ``z_x``, and projects every Adam step back onto that ball, so that every
+    solution stays within ``delta`` of ``z_x``. :meth:`counterfactuals` returns all the
+    solutions (the diverse set, ``(N, K, ...)``); :meth:`attribute` turns them into one map per
+    input: ``|x - dec(z)|`` of the lowest-objective solution (``aggregate="best"``, the default)
+    or the mean of the K maps (``aggregate="mean"``).
+
+    All starts of all inputs run as one batch; each keeps its own Adam state and stopping rule
+    (see :class:`CLUE`). The K start offsets are drawn once from a seeded generator and shared by
+    all inputs, so an input's solutions do not depend on the rest of the batch.
+
+    Args:
+        forward_func (UncertaintyForward): the Bayesian classifier's uncertainty.
+        generative_model (LatentGenerativeModel): encoder/decoder pair.
+
+    Examples::
+
+        >>> dclue = DeltaCLUE(UncertaintyForward(models, measure="total"), vae)
+        >>> found = dclue.counterfactuals(x, delta=2.0, n_starts=5)
+        >>> found.images.shape                      # (N, 5, 1, 28, 28)
+        >>> maps = dclue.attribute(x, delta=2.0)    # (N, 1, 28, 28)
+    """
+
+    @log_usage()
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: Tensor,
+        delta: float = 2.0,
+        n_starts: int = 5,
+        aggregate: str = "best",
+        seed: int = 0,
+        uncertainty_weight: float = 1.0,
+        distance_weight: float = 1.0,
+        distance: Distance = "l1",
+        measure: Optional[str] = None,
+        lr: float = 0.01,
+        max_iterations: int = 500,
+        tolerance: float = 1e-3,
+        patience: int = 5,
+        return_counterfactuals: bool = False,
+    ) -> Any:
+        r"""One delta-CLUE map per input.
+
+        Args:
+            inputs (Tensor): inputs ``(N, ...)`` to explain.
+            delta (float): radius of the latent L2 ball around the encoder's code. Default: 2.0.
+            n_starts (int): random starts per input (the size of the diverse set). Default: 5.
+            aggregate (str): ``"best"`` (the map of the lowest-objective solution) or ``"mean"``
+                (mean of the solutions' maps). Default: ``"best"``.
+            seed (int): seed of the random starts. Default: 0.
+            uncertainty_weight, distance_weight, distance, measure, lr, max_iterations,
+                tolerance, patience: as in :meth:`CLUE.attribute`.
+            return_counterfactuals (bool): also return the :class:`Counterfactuals` (all starts).
+
+        Returns:
+            Tensor: ``(N, 1, H, W)`` for images ``(N, C, H, W)``, otherwise the inputs' shape;
+            with the :class:`Counterfactuals` if requested.
+        """
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        found = self.counterfactuals(
+            inputs, delta, n_starts, seed, uncertainty_weight, distance_weight, distance, measure,
+            lr, max_iterations, tolerance, patience,
+        )
+        inputs = inputs.detach()
+        if aggregate == "best":
+            best = found.objective.argmin(1)
+            maps = counterfactual_map(inputs, found.images[torch.arange(inputs.shape[0]), best])
+        else:
+            repeated = inputs.unsqueeze(1).expand_as(found.images).flatten(0, 1)
+            maps = counterfactual_map(repeated, found.images.flatten(0, 1))
+            maps = maps.view((inputs.shape[0], -1) + tuple(maps.shape[1:])).mean(1)
+        return (maps, found) if return_counterfactuals else maps
+
+    def counterfactuals(  # type: ignore[override]
+        self,
+        inputs: Tensor,
+        delta: float = 2.0,
+        n_starts: int = 5,
+        seed: int = 0,
+        uncertainty_weight: float = 1.0,
+        distance_weight: float = 1.0,
+        distance: Distance = "l1",
+        measure: Optional[str] = None,
+        lr: float = 0.01,
+        max_iterations: int = 500,
+        tolerance: float = 1e-3,
+        patience: int = 5,
+    ) -> Counterfactuals:
+        """All ``n_starts`` solutions per input, each field shaped ``(N, K, ...)``."""
+        inputs = check_counterfactual_inputs(inputs)
+        if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not delta > 0:
+            raise ValueError(f"delta must be a positive number, got {delta!r}")
+        if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
+            raise ValueError(f"n_starts must be a positive int, got {n_starts!r}")
+        batch = inputs.shape[0]
+        with torch.no_grad():
+            centres = encode_inputs(self.generative_model, inputs)
+            decode_latents(self.generative_model, centres[:1], inputs[:1])
+        generator = torch.Generator().manual_seed(seed)
+        offsets = uniform_in_ball(torch.Size((n_starts, centres.shape[1])), float(delta), generator).to(centres)
+        centres = centres.repeat_interleave(n_starts, 0)
+        starts = centres + offsets.repeat(batch, 1)
+        repeated = inputs.repeat_interleave(n_starts, 0)
+        objective = ClueObjective(self.forward_func, self.generative_model, repeated, uncertainty_weight,
+                                  distance_weight, distance, measure)
+
+        def project(latents: Tensor, rows: Tensor) -> Tensor:
+            return project_to_ball(latents, centres[rows], float(delta))
+
+        search = search_latents(objective, starts, lr, max_iterations, tolerance, patience, project)
+        found = objective.summarise(search)
+        per_input = [field.view((batch, n_starts) + tuple(field.shape[1:])) for field in found]
+        per_input[3] = found.input_uncertainty.view(batch, n_starts)[:, 0]
+        return Counterfactuals(*per_input)
+
+
+def uniform_in_ball(shape: torch.Size, radius: float, generator: torch.Generator) -> Tensor:
+    """Offsets ``(N, D)`` drawn uniformly from the D-dimensional L2 ball of the given radius."""
+    directions = torch.randn(shape, generator=generator, dtype=torch.float64)
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    radii = radius * torch.rand(shape[:1], generator=generator, dtype=torch.float64) ** (1.0 / shape[1])
+    return directions * radii.unsqueeze(1)
+
+
+def project_to_ball(latents: Tensor, centres: Tensor, radius: float) -> Tensor:
+    """The nearest point of the ball ``||z - centre||_2 <= radius`` to each row of ``latents``."""
+    offsets = latents - centres
+    norms = offsets.norm(dim=1, keepdim=True)
+    return centres + offsets * torch.clamp(radius / norms.clamp_min(1e-12), max=1.0)

@@ -1,0 +1,317 @@
+"""CLUE, delta-CLUE and CounterfactualPathIG on a trained digits ensemble and VAE."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+from torch import nn
+
+from captum_uncertainty import CLUE, CounterfactualPathIG, DeltaCLUE, UncertaintyForward
+from captum_uncertainty.attr.counterfactual_path import FiducialWarning
+from captum_uncertainty.attr.delta_clue import project_to_ball, uniform_in_ball
+
+
+@pytest.fixture(scope="module")
+def uf(digits_ensemble):
+    return UncertaintyForward(digits_ensemble, measure="total")
+
+
+@pytest.fixture(scope="module")
+def uncertain(digits, uf):
+    """The 12 most uncertain test digits."""
+    with torch.no_grad():
+        return digits.x_test[uf(digits.x_test).argsort(descending=True)[:12]]
+
+
+def snapshot(modules):
+    return [
+        ([p.detach().clone() for p in m.parameters()], [p.requires_grad for p in m.parameters()],
+         [None if p.grad is None else p.grad.clone() for p in m.parameters()], [s.training for s in m.modules()])
+        for m in modules
+    ]
+
+
+def assert_unchanged(before, modules):
+    for (params, flags, grads, training), module in zip(before, modules):
+        assert all(torch.equal(a, b) for a, b in zip(params, module.parameters()))
+        assert flags == [p.requires_grad for p in module.parameters()]
+        for grad, p in zip(grads, module.parameters()):
+            assert (grad is None and p.grad is None) or torch.equal(grad, p.grad)
+        assert training == [s.training for s in module.modules()]
+        assert all(not s._forward_hooks and not s._backward_hooks for s in module.modules())
+
+
+# ----------------------------------------------------------------------------------------- CLUE
+
+
+def test_clue_lowers_uncertainty_while_staying_close(uf, uncertain, digits_vae):
+    maps, found = CLUE(uf, digits_vae).attribute(uncertain, return_counterfactuals=True)
+    assert maps.shape == (12, 1, 8, 8)
+    assert torch.allclose(maps, (uncertain - found.images).abs().sum(1, keepdim=True))
+    assert torch.allclose(found.input_uncertainty, uf(uncertain).detach())
+    assert (found.uncertainty < found.input_uncertainty).all()
+    assert found.uncertainty.median() < 0.5 * found.input_uncertainty.median()
+    # the reported distance is the mean absolute pixel change, and the objective U + d
+    assert torch.allclose(found.distance, (uncertain - found.images).abs().flatten(1).mean(1))
+    assert torch.allclose(found.objective, found.uncertainty + found.distance)
+    assert found.distance.max() < 0.35
+    with torch.no_grad():
+        start = uf(digits_vae.decode(digits_vae.encode(uncertain))) + (
+            digits_vae.decode(digits_vae.encode(uncertain)) - uncertain).abs().flatten(1).mean(1)
+    assert (found.objective <= start + 1e-6).all()
+
+
+def test_clue_weights_measure_and_distance_options(uf, uncertain, digits_vae):
+    clue = CLUE(uf, digits_vae)
+    epistemic = clue.counterfactuals(uncertain[:4], measure="epistemic")
+    assert torch.allclose(epistemic.input_uncertainty, uf.with_measure("epistemic")(uncertain[:4]).detach())
+    assert (epistemic.uncertainty < epistemic.input_uncertainty).all()
+    # distance weight 0: pure uncertainty descent reaches lower uncertainty than the default
+    default = clue.counterfactuals(uncertain[:4])
+    free = clue.counterfactuals(uncertain[:4], distance_weight=0.0)
+    assert free.uncertainty.mean() < default.uncertainty.mean()
+    squared = clue.counterfactuals(uncertain[:4], distance="l2")
+    assert torch.allclose(squared.distance, (squared.images - uncertain[:4]).square().flatten(1).mean(1))
+    custom = clue.counterfactuals(uncertain[:4], distance=lambda a, b: (a - b).abs().flatten(1).amax(1))
+    assert torch.allclose(custom.distance, (custom.images - uncertain[:4]).abs().flatten(1).amax(1))
+    capped = clue.counterfactuals(uncertain[:4], max_iterations=3)
+    assert (capped.iterations == 3).all()
+
+
+def test_clue_batched_search_equals_one_by_one(uf, uncertain, digits_vae):
+    clue = CLUE(uf, digits_vae)
+    batched = clue.counterfactuals(uncertain[:5])
+    for i in range(5):
+        alone = clue.counterfactuals(uncertain[i : i + 1])
+        assert torch.equal(alone.iterations, batched.iterations[i : i + 1])
+        assert torch.allclose(alone.latents, batched.latents[i : i + 1], atol=1e-4)
+
+
+def test_searches_leave_the_models_untouched(uf, uncertain, digits_ensemble, digits_vae):
+    modules = list(digits_ensemble) + [digits_vae]
+    before = snapshot(modules)
+    CLUE(uf, digits_vae).attribute(uncertain[:2], max_iterations=5)
+    DeltaCLUE(uf, digits_vae).attribute(uncertain[:2], max_iterations=5, n_starts=2)
+    CounterfactualPathIG(uf, digits_vae).attribute(uncertain[:2], fiducial="in_class", n_steps=4,
+                                                   fiducial_kwargs={"max_iterations": 5})
+    with pytest.raises(ValueError):
+        CounterfactualPathIG(uf, digits_vae).attribute(uncertain[:2], fiducial=torch.full((2, 8), float("nan")))
+    assert_unchanged(before, modules)
+
+
+# ----------------------------------------------------------------------------------- delta-CLUE
+
+
+def test_delta_clue_solutions_stay_in_the_ball_and_differ(uf, uncertain, digits_vae):
+    delta = 1.5
+    maps, found = DeltaCLUE(uf, digits_vae).attribute(
+        uncertain[:6], delta=delta, n_starts=4, return_counterfactuals=True
+    )
+    centres = digits_vae.encode(uncertain[:6]).detach()
+    assert found.latents.shape == (6, 4, 8) and found.images.shape == (6, 4, 1, 8, 8)
+    assert ((found.latents - centres.unsqueeze(1)).norm(dim=-1) <= delta + 1e-5).all()
+    assert (torch.cdist(found.latents, found.latents) + torch.eye(4) > 1e-3).all()  # a diverse set
+    assert (found.uncertainty.min(1).values < found.input_uncertainty).all()
+    best = found.images[torch.arange(6), found.objective.argmin(1)]
+    assert torch.allclose(maps, (uncertain[:6] - best).abs().sum(1, keepdim=True))
+    mean = DeltaCLUE(uf, digits_vae).attribute(uncertain[:6], delta=delta, n_starts=4, aggregate="mean")
+    expected = (uncertain[:6].unsqueeze(1) - found.images).abs().sum(2).mean(1, keepdim=True)
+    assert torch.allclose(mean, expected, atol=1e-6)
+
+
+def test_delta_clue_batched_equals_one_by_one(uf, uncertain, digits_vae):
+    dclue = DeltaCLUE(uf, digits_vae)
+    batched = dclue.counterfactuals(uncertain[:3], n_starts=3, seed=5)
+    alone = dclue.counterfactuals(uncertain[2:3], n_starts=3, seed=5)
+    assert torch.equal(alone.iterations, batched.iterations[2:3])
+    assert torch.allclose(alone.latents, batched.latents[2:3], atol=1e-4)
+
+
+def test_ball_helpers_by_hand():
+    offsets = uniform_in_ball(torch.Size((2000, 3)), 2.0, torch.Generator().manual_seed(0))
+    norms = offsets.norm(dim=1)
+    assert norms.max() <= 2.0 and norms.max() > 1.95
+    # uniform in a 3-ball: P(|u| <= r/2) = 1/8
+    assert abs((norms <= 1.0).double().mean().item() - 0.125) < 0.03
+    centre = torch.tensor([[1.0, 1.0]])
+    assert torch.allclose(project_to_ball(torch.tensor([[4.0, 5.0]]), centre, 2.5), torch.tensor([[2.5, 3.0]]))
+    assert torch.equal(project_to_ball(torch.tensor([[1.5, 1.0]]), centre, 2.5), torch.tensor([[1.5, 1.0]]))
+
+
+# ------------------------------------------------------------------------- CounterfactualPathIG
+
+
+def smooth(module):
+    """A copy with every ReLU replaced by a Softplus: a classifier or decoder without kinks."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(parent, name, nn.Softplus(beta=10))
+    return module
+
+
+@pytest.mark.parametrize("fiducial", ["clue", "in_class"])
+def test_completeness_within_1e3_at_200_steps(digits_ensemble, uncertain, digits_vae, fiducial):
+    """Smooth models: the midpoint rule's error is then well below 1e-3 at 200 steps."""
+    uf = UncertaintyForward([smooth(member) for member in digits_ensemble])
+    cpig = CounterfactualPathIG(uf, smooth(digits_vae))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FiducialWarning)
+        attributions, delta, found = cpig.attribute(
+            uncertain[:6], fiducial=fiducial, n_steps=200, return_convergence_delta=True, return_fiducial=True
+        )
+    expected = uf(uncertain[:6]).detach() - uf(found.images).detach()
+    assert attributions.shape == uncertain[:6].shape
+    assert torch.allclose(attributions.flatten(1).sum(1), expected, atol=1e-3)
+    assert torch.allclose(delta, attributions.flatten(1).sum(1) - expected, atol=1e-6)
+    assert torch.allclose(found.input_uncertainty, uf(uncertain[:6]).detach())
+    if fiducial == "in_class":
+        assert (found.fiducial_class == found.input_class).all()
+        assert (found.uncertainty < found.input_uncertainty).all()
+
+
+def test_completeness_error_shrinks_with_steps_on_relu_models(uf, uncertain, digits_vae):
+    """ReLU kinks make the integrand piecewise smooth: the error falls more slowly, but falls."""
+    cpig = CounterfactualPathIG(uf, digits_vae)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FiducialWarning)
+        latents = cpig.fiducials(uncertain[:6], "clue").latents
+    errors = [
+        cpig.attribute(uncertain[:6], fiducial=latents, n_steps=n, return_convergence_delta=True)[1].abs().max()
+        for n in (50, 800)
+    ]
+    assert errors[1] < 1e-3 and errors[1] < errors[0] / 4
+
+
+def test_jvp_path_derivative_equals_finite_differences(uf, uncertain, digits_vae):
+    vae = copy.deepcopy(digits_vae).double()
+    x = uncertain[:3].double()
+    cpig = CounterfactualPathIG(uf, vae)
+    start, end = vae.encode(x).detach() + 0.7, vae.encode(x).detach()
+    alphas = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    points, velocities = cpig.decoded_path(start, end - start, alphas, x)
+    h = 1e-6
+    for k, alpha in enumerate(alphas):
+        up = vae.decode(start + (alpha + h) * (end - start))
+        down = vae.decode(start + (alpha - h) * (end - start))
+        assert torch.allclose(points[k * 3 : (k + 1) * 3], vae.decode(start + alpha * (end - start)))
+        assert torch.allclose(velocities[k * 3 : (k + 1) * 3], (up - down) / (2 * h), atol=1e-7, rtol=1e-5)
+
+
+def test_decomposition_sums_and_matches_single_measure_runs(uf, uncertain, digits_vae):
+    x = uncertain[:4]
+    cpig = CounterfactualPathIG(uf, digits_vae)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FiducialWarning)
+        latents = cpig.fiducials(x, "clue").latents
+        parts, deltas = cpig.attribute(x, fiducial=latents, n_steps=32, decompose=True, return_convergence_delta=True)
+        for measure in ("total", "aleatoric", "epistemic"):
+            single, delta = CounterfactualPathIG(uf.with_measure(measure), digits_vae).attribute(
+                x, fiducial=latents, n_steps=32, return_convergence_delta=True)
+            assert torch.allclose(parts.select(measure), single, atol=1e-6)
+            assert torch.allclose(deltas.select(measure), delta, atol=1e-5)
+    assert torch.allclose(parts.total, parts.aleatoric + parts.epistemic)
+
+
+class LinearPair:
+    """A linear encoder/decoder: the decoded latent line is a straight pixel-space line."""
+
+    def __init__(self, dim=64, latent=5):
+        generator = torch.Generator().manual_seed(0)
+        self.down = torch.randn(dim, latent, generator=generator) / dim**0.5
+        self.up = torch.randn(latent, dim, generator=generator) / latent**0.5
+
+    def encode(self, x):
+        return x.flatten(1) @ self.down
+
+    def decode(self, z):
+        return (z @ self.up).view(-1, 1, 8, 8)
+
+
+def test_linear_decoder_gives_captum_ig_on_both_segments(uf, uncertain):
+    pair, x = LinearPair(), uncertain[:3]
+    fiducial = torch.randn(3, 5, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FiducialWarning)
+        ours = CounterfactualPathIG(uf, pair).attribute(x, fiducial=fiducial, n_steps=20)
+    reconstruction, start = pair.decode(pair.encode(x)), pair.decode(fiducial)
+    ig = IntegratedGradients(uf)
+    latent_segment = ig.attribute(reconstruction, baselines=start, n_steps=20, method="riemann_middle")
+    gap_segment = ig.attribute(x, baselines=reconstruction, n_steps=20, method="riemann_middle")
+    assert torch.allclose(ours, latent_segment + gap_segment, atol=1e-5)
+
+
+def test_batched_fiducial_search_and_attribution_equal_one_by_one(digits_ensemble, uncertain, digits_vae):
+    """In float64, so that batch-size-dependent rounding cannot steer 500 Adam steps apart."""
+    uf = UncertaintyForward([copy.deepcopy(member).double() for member in digits_ensemble])
+    cpig = CounterfactualPathIG(uf, copy.deepcopy(digits_vae).double())
+    x = uncertain[:3].double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FiducialWarning)
+        batched = cpig.attribute(x, fiducial="in_class", n_steps=16, return_fiducial=True)
+        for i in range(3):
+            alone = cpig.attribute(x[i : i + 1], fiducial="in_class", n_steps=16, return_fiducial=True)
+            assert torch.allclose(alone[1].latents, batched[1].latents[i : i + 1], atol=1e-6)
+            assert torch.allclose(alone[0], batched[0][i : i + 1], atol=1e-6)
+    chunked = cpig.attribute(x, fiducial=batched[1].latents, n_steps=16, internal_batch_size=7)
+    assert torch.allclose(chunked, batched[0], atol=1e-8)
+
+
+def test_invalid_fiducials_warn_naming_the_inputs(uf, digits, digits_vae):
+    with torch.no_grad():
+        classes = uf.predictive(digits.x_test).mean(0).argmax(1)
+        u = uf(digits.x_test)
+    confident = u.argsort()[:40]
+    x = digits.x_test[confident[:2]]
+    other = confident[(classes[confident] != classes[confident[0]]) & (classes[confident] != classes[confident[1]])]
+    fiducial_images = torch.stack([digits.x_test[confident[0]], digits.x_test[other[0]]])
+    cpig = CounterfactualPathIG(uf, digits_vae)
+    with pytest.warns(FiducialWarning, match=r"inputs \[1\] change the predicted class"):
+        cpig.attribute(x, fiducial=fiducial_images, n_steps=4)
+    with pytest.warns(FiducialWarning, match=r"do not lower the uncertainty"):
+        # the most certain digits, explained from a fiducial that is an uncertain digit
+        uncertain_image = digits.x_test[u.argmax()].expand(2, 1, 8, 8)
+        cpig.attribute(x, fiducial=uncertain_image, n_steps=4)
+
+
+class WrongShape(LinearPair):
+    def decode(self, z):
+        return (z @ self.up).view(-1, 64)
+
+
+def test_bad_input_raises_clear_errors(uf, uncertain, digits_vae):
+    x = uncertain[:2]
+    with pytest.raises(ValueError, match="needs a generative model"):
+        CounterfactualPathIG(uf, None)
+    with pytest.raises(ValueError, match="needs a generative model"):
+        CLUE(uf, None)
+    with pytest.raises(TypeError, match="UncertaintyForward"):
+        CounterfactualPathIG(lambda t: t.sum(1), digits_vae)
+    with pytest.raises(ValueError, match="decode returned shape"):
+        CounterfactualPathIG(uf, WrongShape()).attribute(x, fiducial=torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="decode returned shape"):
+        CLUE(uf, WrongShape()).attribute(x)
+    cpig = CounterfactualPathIG(uf, digits_vae)
+    with pytest.raises(ValueError, match=r"non-finite latent codes.*\[1\]"):
+        cpig.attribute(x, fiducial=torch.tensor([[0.0] * 8, [float("inf")] + [0.0] * 7]))
+    with pytest.raises(ValueError, match="latent codes"):
+        cpig.attribute(x, fiducial=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="fiducial must be one of"):
+        cpig.attribute(x, fiducial="black")
+    with pytest.raises(ValueError, match="n_steps"):
+        cpig.attribute(x, fiducial=torch.zeros(8), n_steps=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cpig.attribute(x * 3, fiducial="in_class")
+    with pytest.raises(ValueError, match="NaN"):
+        CLUE(uf, digits_vae).attribute(x * float("nan"))
+    with pytest.raises(ValueError, match="delta"):
+        DeltaCLUE(uf, digits_vae).attribute(x, delta=0)
+    with pytest.raises(ValueError, match="aggregate"):
+        DeltaCLUE(uf, digits_vae).attribute(x, aggregate="median")
+    with pytest.raises(ValueError, match="distance must be"):
+        CLUE(uf, digits_vae).attribute(x, distance="cosine")
+    with pytest.raises(ValueError, match="max_iterations"):
+        CLUE(uf, digits_vae).attribute(x, max_iterations=0)
