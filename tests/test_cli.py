@@ -35,3 +35,19 @@ def test_unknown_method_and_bad_latent_sizes_are_one_line_errors(capsys, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2
     assert "unknown methods" in err[0] and "--vae-latent-sizes" in err[1]
+
+
+def test_quick_benchmark_writes_its_table_and_report(tmp_path):
+    methods = "UA-Backprop+Grad,CLUE,CF-path IG,Random"
+    args = ["benchmark", "--quick", "--images", "2", "--members", "2", "--methods", methods, "--out", str(tmp_path)]
+    assert main(args) == 0
+    table = (tmp_path / "results.md").read_text(encoding="utf-8")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [row.split(" | ")[0][2:] for row in rows] == methods.split(",")
+    for row in rows:
+        values = [float(cell) for cell in row.strip(" |").split(" | ")[1:]]
+        assert len(values) == 9 and all(value == value for value in values)  # no NaN
+        assert 0 <= values[6] <= 1 and 0 <= values[7] <= 1  # IoU and ADA
+        assert values[0] <= 1 and 0 <= values[1] <= 1 and values[8] >= 0
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert report.count("data:image/png;base64,") == 2 and "CF-path IG" in report

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -10,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["VAE", "train_vae", "vae_loss", "save_vae", "load_vae"]
+__all__ = ["VAE", "train_vae", "vae_loss", "save_vae", "load_vae", "load_or_train_vae"]
 
 
 class VAE(nn.Module):
@@ -205,3 +207,37 @@ def load_vae(path: Union[str, Path], map_location: Optional[Union[str, torch.dev
     vae.load_state_dict(saved["state_dict"])
     vae.history = list(saved["history"])
     return vae.eval()
+
+
+def load_or_train_vae(
+    images: Tensor,
+    latent_dim: int = 32,
+    epochs: int = 50,
+    seed: int = 0,
+    cache_dir: Optional[Union[str, Path]] = Path(".cache") / "captum_uncertainty",
+    progress: bool = True,
+) -> VAE:
+    """A :class:`VAE` for ``images`` trained by :func:`train_vae`, cached on disk.
+
+    The cache key holds every setting and a fingerprint of the images, so a changed dataset or
+    setting trains a new model; ``cache_dir=None`` always trains. Initialisation is seeded with
+    ``seed`` (without touching the global random state).
+
+    Examples::
+
+        >>> vae = load_or_train_vae(load_mnist().x_train, latent_dim=32, epochs=20)
+    """
+    config = {"shape": list(images.shape[1:]), "latent_dim": latent_dim, "epochs": epochs, "seed": seed,
+              "images": hashlib.sha1(images.detach().contiguous().numpy().tobytes()).hexdigest()[:12]}
+    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"vae-{key}.pt" if cache_dir is not None else None
+    if path is not None and path.exists():
+        return load_vae(path)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        vae = VAE(image_shape=tuple(images.shape[1:]), latent_dim=latent_dim)
+    vae = train_vae(vae, images, epochs=epochs, seed=seed, progress=progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_vae(vae, path)
+    return vae
