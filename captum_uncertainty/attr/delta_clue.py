@@ -78,8 +78,8 @@ class DeltaCLUE(CLUE):
             aggregate (str): ``"best"`` (the map of the lowest-objective solution) or ``"mean"``
                 (mean of the solutions' maps). Default: ``"best"``.
             seed (int): seed of the random starts. Default: 0.
-            uncertainty_weight, distance_weight, distance, measure, lr, max_iterations,
-                tolerance, patience: as in :meth:`CLUE.attribute`.
+            uncertainty_weight, distance_weight, distance, measure, lr, max_iterations, tolerance, patience:
+                as in :meth:`CLUE.attribute`.
             return_counterfactuals (bool): also return the :class:`Counterfactuals` (all starts).
 
         Returns:
