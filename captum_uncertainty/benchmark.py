@@ -200,6 +200,9 @@ METHODS: Dict[str, Explainer] = {
     "Random": random_map,
 }
 
+#: Example images per method in the report (epistemic and aleatoric maps side by side).
+EXAMPLES = 6
+
 #: Methods that need the VAE of :meth:`Context.vae`.
 GENERATIVE_METHODS = {"CLUE", "delta-CLUE", "CF-path IG"}
 
@@ -287,6 +290,7 @@ def run_benchmark(
     scores: Dict[str, Dict[str, float]] = {}
     curves: Dict[str, Tensor] = {}
     examples: Dict[str, Tensor] = {}
+    aleatoric_examples: Dict[str, Tensor] = {}
     for name, explain in tqdm(chosen.items(), desc="methods"):
         maps, seconds = timed(explain, uf, x, ctx)
         row: Dict[str, float] = {"runtime_s": seconds}
@@ -301,9 +305,10 @@ def run_benchmark(
         localisation = anomaly_localization(anomaly_maps, anomalies.boxes)
         row["iou"], row["ada"] = localisation.iou, localisation.ada
         scores[name] = row
-        examples[name] = maps[:6]
+        examples[name] = maps[:EXAMPLES]
+        aleatoric_examples[name] = as_map(explain(uf.with_measure("aleatoric"), x[:EXAMPLES], ctx))
 
-    write_results(out, scores, curves, examples, x, config)
+    write_results(out, scores, curves, (examples, aleatoric_examples), x, config)
     return scores
 
 
@@ -340,7 +345,7 @@ def write_results(out: Path, scores, curves, examples, x: Tensor, config: Benchm
     table = markdown_table(scores)
     (out / "results.md").write_text(header + table + "\n", encoding="utf-8")
     curve_png = figure_to_data_uri(plot_curves(curves))
-    grid_png = figure_to_data_uri(plot_attribution_grid(x[:6], examples))
+    grids = [figure_to_data_uri(plot_attribution_grid(x[:EXAMPLES], maps)) for maps in examples]
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{row[k]:.3f}</td>" for k, _ in COLUMNS) + "</tr>"
         for name, row in scores.items()
@@ -352,7 +357,10 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child{{t
 <body><h1>Uncertainty attribution benchmark</h1><p>{html.escape(header.splitlines()[2])}</p>
 <table><tr><th>method</th>{heads}</tr>{rows}</table>
 <h2>Median URR curves (5% of pixels)</h2><img src="{curve_png}">
-<h2>Example epistemic maps</h2><img src="{grid_png}">
+<h2>Example maps: epistemic (left) and aleatoric (right)</h2>
+<p>The same six digits explained by each method, once for the epistemic uncertainty (what the
+benchmark scores) and once for the aleatoric uncertainty.</p>
+<div style="display:flex;gap:12px;overflow-x:auto"><img src="{grids[0]}"><img src="{grids[1]}"></div>
 </body></html>"""
     (out / "report.html").write_text(page, encoding="utf-8")
 

@@ -50,4 +50,4 @@ def test_quick_benchmark_writes_its_table_and_report(tmp_path):
         assert 0 <= values[6] <= 1 and 0 <= values[7] <= 1  # IoU and ADA
         assert values[0] <= 1 and 0 <= values[1] <= 1 and values[8] >= 0
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert report.count("data:image/png;base64,") == 2 and "CF-path IG" in report
+    assert report.count("data:image/png;base64,") == 3 and "CF-path IG" in report and "aleatoric (right)" in report
