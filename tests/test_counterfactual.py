@@ -307,6 +307,8 @@ def test_bad_input_raises_clear_errors(uf, uncertain, digits_vae):
         cpig.attribute(x * 3, fiducial="in_class")
     with pytest.raises(ValueError, match="NaN"):
         CLUE(uf, digits_vae).attribute(x * float("nan"))
+    with pytest.raises(TypeError, match="float32.*float64"):
+        CLUE(uf, digits_vae).attribute(x.double())
     with pytest.raises(ValueError, match="delta"):
         DeltaCLUE(uf, digits_vae).attribute(x, delta=0)
     with pytest.raises(ValueError, match="aggregate"):

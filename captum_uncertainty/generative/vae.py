@@ -93,7 +93,8 @@ class VAE(nn.Module):
     def forward(self, inputs: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """One reparameterised pass: reconstruction logits, mean and log standard deviation."""
         mean, log_std = self.encode_distribution(inputs)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        device = generator.device if generator is not None else mean.device
+        noise = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype).to(mean.device)
         return self.decode_logits(mean + noise * log_std.exp()), mean, log_std
 
     def extra_repr(self) -> str:
