@@ -138,13 +138,19 @@ def guided_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 
 def lime(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    """Captum's Lime on 2x2-pixel superpixels (quickshift needs scikit-image, which we do not ship)."""
+    """Captum's Lime on 2x2-pixel superpixels (quickshift needs scikit-image, which we do not ship).
+
+    The surrogate is a ridge regression (alpha 1, the ``lime`` package's default): Captum's
+    default Lasso (alpha 0.01) zeroes every coefficient when the target is an uncertainty of a
+    few tenths of a nat, which leaves all-zero maps.
+    """
+    from captum._utils.models.linear_model import SkLearnRidge
     from captum.attr import Lime
 
     height, width = x.shape[-2:]
     blocks = (torch.arange(height) // 2)[:, None] * ((width + 1) // 2) + (torch.arange(width) // 2)[None, :]
     mask = blocks.expand(x.shape[0], 1, height, width)
-    lime_attr = Lime(uf)
+    lime_attr = Lime(uf, interpretable_model=SkLearnRidge(alpha=1.0))
     return torch.cat(
         [
             lime_attr.attribute(x[i : i + 1], feature_mask=mask[i : i + 1], n_samples=ctx.config.lime_samples)

@@ -1,20 +1,31 @@
-"""Uncertainty mitigation: attribution maps as attention (Wang et al., 2023, Sec. 4 and App. B.2.2).
+"""Uncertainty mitigation: attribution maps as attention (Wang et al., 2023, Sec. 4, App. B.2.2, D.2).
 
-An uncertainty map ``M(x)`` is normalised, turned into the attention ``A(x) = (1 - M(x)) M(x)``,
-and multiplied as ``(1 + alpha A(x))`` into the feature maps of the classifier's last
-convolutional layer (or into the input), and the classifier is retrained with it on limited data.
+An uncertainty attribution map ``M(x)`` is normalised per image (element-wise softmax over the
+pixels), turned into the attention ``A(x) = (1 - M(x)) * M(x)`` (Eq. 12), and multiplied as
+``(1 + alpha * A(x))`` into the feature maps of the classifier's last convolutional layer (or,
+in the ablation of Table 9, into the input). The classifier is then retrained with the attention
+on limited data and compared with plain training (Table 2).
+
+Examples::
+
+    >>> uf = UncertaintyForward(DeepEnsemble(models), measure="epistemic")
+    >>> maps_train, maps_test = UABackprop(uf).attribute(x_train), UABackprop(uf).attribute(x_test)
+    >>> model = train_with_attention(x_train, y_train, attention_weights(maps_train))
+    >>> evaluate(model, x_test, y_test, attention_weights(maps_test))
+    {'accuracy': ..., 'nll': ...}
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "MitigationCNN",
     "UncertaintyAttention",
     "attention_weights",
     "evaluate",
@@ -27,37 +38,37 @@ NORMALIZATIONS = ("softmax", "minmax")
 SPACES = ("latent", "input")
 
 
+# ----------------------------------------------------------------------------- attention
+
+
 def attention_weights(maps: Tensor, normalization: str = "softmax") -> Tensor:
     r"""The attention ``A(x) = (1 - M(x)) * M(x)`` of Wang et al.'s Eq. 12, one map per image.
 
-    Channels are summed first, then each image's map is normalised:
+    The channels of each map are summed first; the ``(N, 1, H, W)`` map is then normalised per
+    image and plugged into Eq. 12:
 
-    * ``"softmax"`` (default, App. B.2.2: "normalized using the element-wise softmax function"):
-      a softmax over the ``H * W`` pixels of the image, so ``M`` sums to 1 and ``A ~ M`` is of
-      order ``1 / (H W)``;
-    * ``"minmax"``: ``(m - min) / (max - min)`` per image (0 where the map is constant), the
-      reading under which Eq. 12's motivation holds literally: ``A`` is 0 on the background
-      (``M = 0``) and on the most uncertain pixels (``M = 1``) and largest in between.
+    * ``"softmax"`` (default, the paper's, Sec. 5.2.2 / App. B.2.2): ``M`` is the softmax over
+      the ``H * W`` pixels of the image, so it sums to 1 and ``A = (1 - M) M`` is of order
+      ``1 / (H W)``. Note that UA-Backprop maps are small (they sum to the uncertainty, often
+      ``< 0.1``), so their softmax, and hence ``A``, is nearly constant over the image.
+    * ``"minmax"`` (an extra option, not the paper's): ``(m - min) / (max - min)`` per image (0
+      for a constant map), under which ``A`` is 0 on the background and on the most uncertain
+      pixels and largest (1/4) in between, as Eq. 12's motivation describes.
 
     Args:
-        maps (Tensor): attribution maps ``(N, C, H, W)`` (typically ``C = 1``).
+        maps (Tensor): attribution maps of shape ``(N, C, H, W)`` (``C = 1`` typically), finite,
+            ``N >= 1``. They are detached.
         normalization (str): ``"softmax"`` or ``"minmax"``. Default: ``"softmax"``.
 
     Returns:
-        Tensor: ``(N, 1, H, W)`` attention weights in ``[0, 1/4]``.
+        Tensor: the attention, shape ``(N, 1, H, W)``, values in ``[0, 1/4]``.
 
     Examples::
 
         >>> maps = UABackprop(UncertaintyForward(models, measure="epistemic")).attribute(x)
-        >>> attention = attention_weights(maps)
+        >>> attention = attention_weights(maps)  # (N, 1, 28, 28)
     """
-    if not isinstance(maps, Tensor) or maps.dim() != 4:
-        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
-        raise ValueError(f"maps must be a tensor of shape (N, C, H, W), got {shape}")
-    if maps.shape[0] == 0:
-        raise ValueError("maps must contain at least one map")
-    if not torch.isfinite(maps).all():
-        raise ValueError("maps contain NaN or inf")
+    check_maps(maps)
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     summed = maps.detach().sum(1, keepdim=True)
@@ -66,135 +77,298 @@ def attention_weights(maps: Tensor, normalization: str = "softmax") -> Tensor:
         normalised = flat.softmax(1)
     else:
         low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-        normalised = (flat - low) / (high - low).where(high > low, torch.ones_like(high))
+        normalised = (flat - low) / torch.where(high > low, high - low, torch.ones_like(high))
     return ((1 - normalised) * normalised).view_as(summed)
 
 
+def check_maps(maps: Tensor) -> None:
+    """ValueErrors naming ``maps`` for a non-tensor, a non-4D tensor, an empty batch, NaN or inf."""
+    if not isinstance(maps, Tensor):
+        raise ValueError(f"maps must be a Tensor of shape (N, C, H, W), got {type(maps).__name__}")
+    if maps.dim() != 4:
+        raise ValueError(f"maps must have shape (N, C, H, W), got shape {tuple(maps.shape)}")
+    if maps.shape[0] == 0 or maps[0].numel() == 0:
+        raise ValueError(f"maps is empty (shape {tuple(maps.shape)}): pass at least one map")
+    if not torch.isfinite(maps).all():
+        raise ValueError("maps contains NaN or inf")
+
+
+def check_attention(attention: Tensor, inputs: Tensor) -> None:
+    """ValueErrors for inputs that are not ``(N, C, H, W)`` or an attention that does not match them."""
+    if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must have shape (N, C, H, W), got {shape}")
+    if not isinstance(attention, Tensor) or attention.dim() != 4 or attention.shape[1] != 1:
+        shape = tuple(attention.shape) if isinstance(attention, Tensor) else type(attention).__name__
+        raise ValueError(f"attention must have shape (N, 1, H, W) (see attention_weights), got {shape}")
+    if attention.shape[0] != inputs.shape[0]:
+        raise ValueError(f"attention has {attention.shape[0]} maps for a batch of {inputs.shape[0]} inputs")
+    if not torch.isfinite(attention).all():
+        raise ValueError("attention contains NaN or inf")
+
+
 def last_conv_layer(model: nn.Module) -> nn.Module:
-    """The last ``nn.Conv2d`` of ``model`` in registration order."""
+    """The last ``nn.Conv2d`` of ``model``, in registration order (``model.modules()``).
+
+    Args:
+        model (nn.Module): a convolutional classifier.
+
+    Returns:
+        nn.Module: its last ``nn.Conv2d``.
+
+    Examples::
+
+        >>> last_conv_layer(MitigationCNN())
+        Conv2d(32, 32, kernel_size=(4, 4), stride=(1, 1))
+    """
     convolutions = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
     if not convolutions:
-        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer; pass layer= or use space='input'")
+        raise ValueError(f"model ({type(model).__name__}) has no nn.Conv2d layer: pass layer= or use space='input'")
     return convolutions[-1]
 
 
 class UncertaintyAttention(nn.Module):
-    r"""A classifier whose last convolutional features (or inputs) are modulated by ``1 + alpha A(x)``.
+    r"""A classifier whose last convolutional features (or inputs) are scaled by ``1 + alpha A(x)``.
 
-    With ``space="latent"`` (the paper's main setting) the output ``h`` of ``layer`` (default:
-    the model's last ``nn.Conv2d``) becomes ``(1 + alpha A) * h``, with ``A`` bilinearly resized
-    to ``h``'s spatial size; the forward hook that does it exists only during the call and is
-    removed even when the call raises. Because ReLU and max-pooling commute with multiplication
-    by a positive factor, modulating the convolution's output equals modulating its activation.
-    With ``space="input"`` the input becomes ``(1 + alpha A) * x``: Wang et al.'s App. D.2.4
-    writes ``A(x) * x``, but ``A`` is of order ``1 / (H W)`` after a softmax, which would scale
-    the input down ~1000-fold; ``1 + alpha A`` is the counterpart of the latent form and keeps
-    the input's scale (a documented choice).
+    ``space="latent"`` (the paper's main setting, Sec. 4): the output ``h`` of ``layer`` (default:
+    :func:`last_conv_layer` of ``model``) becomes ``(1 + alpha * A) * h``, with ``A`` resized
+    bilinearly (``align_corners=False``) to ``h``'s spatial size and broadcast over its channels.
+    The forward hook doing it is registered for the duration of one call only and removed in a
+    ``finally`` block, so ``model`` keeps no hook, even when the call raises.
+
+    ``space="input"`` (the ablation of Table 9): the input becomes ``(1 + alpha * A) * x``.
+    Wang et al.'s App. D.2.4 writes ``A(x) * x``; we use ``(1 + alpha * A) * x`` instead, the
+    input-space counterpart of the latent form: after the softmax ``A`` is of order ``1 / (H W)``,
+    so ``A(x) * x`` would scale the input down about a thousandfold and drop the "+1" that keeps
+    the information of low-attention regions (App. B.2.2).
 
     Args:
-        model (nn.Module): the classifier (returns logits); it is trained through this wrapper.
-        alpha (float): attention strength (>= 0; the paper uses 0.2). Default: 0.2.
+        model (nn.Module): the classifier, returning logits; it is used (and trained) in place.
+        layer (nn.Module, optional): a submodule of ``model`` whose 4D output is modulated
+            (latent space only), e.g. the last convolution or its activation. Default: the last
+            ``nn.Conv2d`` of ``model``.
+        alpha (float): the attention strength, ``>= 0`` (``0`` is the plain model). Default: 0.2,
+            the paper's.
         space (str): ``"latent"`` or ``"input"``. Default: ``"latent"``.
-        layer (nn.Module, optional): the layer whose output is modulated (latent space).
 
     Examples::
 
-        >>> attention = attention_weights(epistemic_maps)
-        >>> net = UncertaintyAttention(MNISTCNN(), alpha=0.2)
-        >>> logits = net(x, attention)
+        >>> net = UncertaintyAttention(MitigationCNN(), alpha=0.2)
+        >>> logits = net(x, attention_weights(maps))
     """
 
-    def __init__(self, model: nn.Module, alpha: float = 0.2, space: str = "latent", layer: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self, model: nn.Module, layer: Optional[nn.Module] = None, *, alpha: float = 0.2, space: str = "latent"
+    ) -> None:
         super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
-            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
-        if space not in SPACES:
-            raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
-        self.alpha = float(alpha)
-        self.space = space
-        self.layer = (layer if layer is not None else last_conv_layer(model)) if space == "latent" else None
+        self.alpha = check_alpha(alpha)
+        self.space = check_space(space)
+        self.layer = resolve_layer(model, layer, space)
 
     def forward(self, inputs: Tensor, attention: Optional[Tensor]) -> Tensor:
-        """Logits of ``model`` with the attention applied (``attention=None``: the plain model)."""
+        """Logits of ``model`` on ``inputs`` with the attention applied.
+
+        Args:
+            inputs (Tensor): images ``(N, C, H, W)``.
+            attention (Tensor or None): ``(N, 1, h, w)`` from :func:`attention_weights` (resized
+                bilinearly where needed); ``None`` runs the plain model.
+
+        Returns:
+            Tensor: the logits of ``model``.
+        """
         if attention is None:
             return self.model(inputs)
         check_attention(attention, inputs)
-        factor = lambda size: 1 + self.alpha * F.interpolate(attention, size=size, mode="bilinear", align_corners=False)
+        attention = attention.to(device=inputs.device, dtype=inputs.dtype)
         if self.space == "input":
-            return self.model(inputs * factor(inputs.shape[-2:]))
-        handle = self.layer.register_forward_hook(lambda module, args, output: output * factor(output.shape[-2:]))
+            return self.model(self.scale(inputs, attention))
+        handle = self.layer.register_forward_hook(lambda module, args, output: self.scale(output, attention))
         try:
             return self.model(inputs)
         finally:
             handle.remove()
 
+    def scale(self, features: Tensor, attention: Tensor) -> Tensor:
+        """``(1 + alpha * A) * features``, ``A`` resized to the features' spatial size."""
+        if not isinstance(features, Tensor) or features.dim() != 4 or features.shape[0] != attention.shape[0]:
+            shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+            raise ValueError(f"the attended layer must output (N, K, h, w) feature maps with N = {attention.shape[0]}, got {shape}")
+        if attention.shape[-2:] != features.shape[-2:]:
+            attention = F.interpolate(attention, size=features.shape[-2:], mode="bilinear", align_corners=False)
+        return (1 + self.alpha * attention) * features
 
-def check_attention(attention: Tensor, inputs: Tensor) -> None:
-    if not isinstance(attention, Tensor) or attention.dim() != 4 or attention.shape[1] != 1:
-        shape = tuple(attention.shape) if isinstance(attention, Tensor) else type(attention).__name__
-        raise ValueError(f"attention must have shape (N, 1, H, W) (see attention_weights), got {shape}")
-    if attention.shape[0] != inputs.shape[0]:
-        raise ValueError(f"attention has {attention.shape[0]} maps for {inputs.shape[0]} inputs")
-    if not torch.isfinite(attention).all():
-        raise ValueError("attention contains NaN or inf")
+
+def check_alpha(alpha: float) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    return float(alpha)
+
+
+def check_space(space: str) -> str:
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    return space
+
+
+def resolve_layer(model: nn.Module, layer: Optional[nn.Module], space: str) -> Optional[nn.Module]:
+    if space == "input":
+        if layer is not None:
+            raise ValueError("layer is only used with space='latent'")
+        return None
+    if layer is None:
+        return last_conv_layer(model)
+    if not any(module is layer for module in model.modules()):
+        raise ValueError(f"layer ({type(layer).__name__}) is not a submodule of model")
+    return layer
+
+
+# ----------------------------------------------------------------------------- classifier
+
+
+class MitigationCNN(nn.Module):
+    r"""The classifier of Wang et al.'s mitigation experiments (App. B.2.2), returning logits.
+
+    ``Conv2D(32, 4x4)-ReLU-Conv2D(32, 4x4)-ReLU-MaxPool(2)-Dropout(0.5)-Dense(128)-ReLU-
+    Dropout(0.5)-Dense(128)-ReLU-Dense(num_classes)`` (the paper's final softmax is left to the
+    loss). ``features`` is the convolutional part, ``classifier`` the dense head. Images need a
+    side of at least 8 pixels (8x8 gives 1x1 pooled features).
+
+    Args:
+        in_channels (int): image channels. Default: 1.
+        image_size (int or (int, int)): image height and width. Default: 28.
+        num_classes (int): number of classes. Default: 10.
+        dropout (float): dropout probability. Default: 0.5.
+
+    Examples::
+
+        >>> logits = MitigationCNN(in_channels=1, image_size=28)(torch.rand(4, 1, 28, 28))  # (4, 10)
+    """
+
+    def __init__(
+        self, in_channels: int = 1, image_size: Union[int, Tuple[int, int]] = 28, num_classes: int = 10, dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        side_h, side_w = (height - 6) // 2, (width - 6) // 2
+        if side_h < 1 or side_w < 1:
+            raise ValueError(f"image_size must be at least 8 pixels per side, got {image_size}")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Flatten(), nn.Linear(32 * side_h * side_w, 128), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+# ----------------------------------------------------------------------------- training
 
 
 def train_with_attention(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    x_train: Tensor,
+    y_train: Tensor,
     attention: Optional[Tensor] = None,
+    *,
     alpha: float = 0.2,
     space: str = "latent",
     epochs: int = 120,
     batch_size: int = 128,
     lr: float = 0.1,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
+    model: Optional[nn.Module] = None,
+    layer: Optional[nn.Module] = None,
 ) -> nn.Module:
-    r"""Train ``model`` with the attention (or plainly, ``attention=None``), Wang et al.'s recipe.
+    r"""Train a classifier with the uncertainty attention (or plainly), Wang et al.'s recipe.
 
-    App. B.2.2: SGD with learning rate 0.1 and momentum 0.9, batch size 128, 120 epochs, the
-    learning rate multiplied by 0.2 at 25%, 50% and 75% of the epochs (epochs 30, 60, 90),
-    cross-entropy. Data order and dropout are seeded with ``seed`` without touching the global
-    random state. Returns the model in eval mode.
+    App. B.2.2: a fresh :class:`MitigationCNN` (initialised under ``torch.manual_seed(seed)``),
+    cross-entropy, SGD with learning rate ``lr`` (0.1) and momentum 0.9, batch size 128, 120
+    epochs, the learning rate multiplied by 0.2 after 25%, 50% and 75% of the epochs (epochs 30,
+    60 and 90 of 120). Batches are shuffled with a ``torch.Generator`` seeded with ``seed`` and
+    dropout draws from the global generator seeded with ``seed``, inside
+    ``torch.random.fork_rng`` so the caller's random state is left untouched: the same seed gives
+    the same parameters.
 
     Args:
-        model (nn.Module): a freshly initialised classifier (trained in place).
-        x, y (Tensor): training inputs ``(N, C, H, W)`` and labels ``(N,)``.
-        attention (Tensor, optional): ``(N, 1, H, W)`` from :func:`attention_weights`.
-        alpha, space: as in :class:`UncertaintyAttention`.
-        epochs, batch_size, lr (int, int, float): the schedule above.
-        seed (int): seed of the data order and dropout.
-        progress (bool): tqdm bar over epochs.
+        x_train (Tensor): training images ``(N, C, H, W)``.
+        y_train (Tensor): integer labels ``(N,)`` in ``[0, num_classes)``; ``num_classes`` of
+            the default model is ``y_train.max() + 1``.
+        attention (Tensor, optional): ``(N, 1, H, W)`` from :func:`attention_weights`;
+            ``None`` trains plainly. Default: ``None``.
+        alpha (float): attention strength (see :class:`UncertaintyAttention`). Default: 0.2.
+        space (str): ``"latent"`` or ``"input"``. Default: ``"latent"``.
+        epochs (int): training epochs. Default: 120.
+        batch_size (int): minibatch size. Default: 128.
+        lr (float): initial learning rate. Default: 0.1.
+        seed (int): seed of the initialisation, the data order and dropout. Default: 0.
+        progress (bool): show a tqdm bar over the epochs. Default: ``True``.
+        model (nn.Module, optional): train this classifier (in place) instead of a fresh
+            :class:`MitigationCNN`.
+        layer (nn.Module, optional): the attended layer of ``model`` (latent space). Default:
+            its last ``nn.Conv2d``.
 
     Returns:
-        nn.Module: ``model``, trained, in eval mode.
+        nn.Module: the trained classifier, in eval mode.
+
+    Examples::
+
+        >>> model = train_with_attention(x, y, attention_weights(maps), epochs=120, seed=0)
+        >>> plain = train_with_attention(x, y, None, seed=0)
     """
     from tqdm.auto import tqdm
 
-    if x.shape[0] != y.shape[0] or (attention is not None and attention.shape[0] != x.shape[0]):
-        raise ValueError("x, y and attention must have the same number of examples")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    net = UncertaintyAttention(model, alpha, space)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    milestones = sorted({max(1, round(epochs * share)) for share in (0.25, 0.5, 0.75)})
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.random.fork_rng():
+    check_training_data(x_train, y_train, attention)
+    check_schedule(epochs, batch_size, lr)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if model is None:
+            model = default_model(x_train, y_train)
+        net = UncertaintyAttention(model, layer, alpha=alpha, space=space)
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        milestones = [max(1, round(epochs * share)) for share in (0.25, 0.5, 0.75)]
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
+        generator = torch.Generator().manual_seed(seed)
+        model.train()
         for _ in tqdm(range(epochs), desc="training", disable=not progress, leave=False):
-            for batch in torch.randperm(x.shape[0], generator=generator).split(batch_size):
-                logits = net(x[batch], None if attention is None else attention[batch])
+            for batch in torch.randperm(x_train.shape[0], generator=generator).split(batch_size):
+                batch = batch.to(x_train.device)
+                logits = net(x_train[batch], None if attention is None else attention[batch])
                 optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(logits, y[batch]).backward()
+                F.cross_entropy(logits, y_train[batch]).backward()
                 optimizer.step()
             schedule.step()
     optimizer.zero_grad(set_to_none=True)
     return model.eval()
+
+
+def default_model(x_train: Tensor, y_train: Tensor) -> MitigationCNN:
+    """A :class:`MitigationCNN` sized for ``x_train`` with ``y_train.max() + 1`` classes."""
+    channels, height, width = x_train.shape[1:]
+    model = MitigationCNN(int(channels), (int(height), int(width)), int(y_train.max()) + 1)
+    return model.to(x_train.device)
+
+
+def check_training_data(x: Tensor, y: Tensor, attention: Optional[Tensor]) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"x_train must be a non-empty (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
+        raise ValueError(f"y_train must be an integer tensor of shape ({x.shape[0]},), got {getattr(y, 'shape', type(y).__name__)}")
+    if attention is not None:
+        check_attention(attention, x)
+
+
+def check_schedule(epochs: int, batch_size: int, lr: float) -> None:
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
 
 
 def evaluate(
@@ -202,13 +376,39 @@ def evaluate(
     x: Tensor,
     y: Tensor,
     attention: Optional[Tensor] = None,
+    *,
     alpha: float = 0.2,
     space: str = "latent",
+    layer: Optional[nn.Module] = None,
     batch_size: int = 500,
 ) -> Dict[str, float]:
-    """Accuracy (percent) and mean negative log-likelihood, in eval mode (the mode is restored)."""
-    net = UncertaintyAttention(model, alpha, space)
-    modes = [module.training for module in model.modules()]
+    """Accuracy and mean negative log-likelihood of ``model`` (with the attention) on ``(x, y)``.
+
+    Runs in eval mode without gradients; the ``training`` flag of every submodule of ``model`` is
+    restored afterwards (also when the call raises).
+
+    Args:
+        model (nn.Module): the classifier (returns logits).
+        x (Tensor): images ``(N, C, H, W)``.
+        y (Tensor): labels ``(N,)``.
+        attention (Tensor, optional): ``(N, 1, H, W)`` test-set attention; ``None``: plain model.
+        alpha (float): attention strength, as in training. Default: 0.2.
+        space (str): ``"latent"`` or ``"input"``, as in training. Default: ``"latent"``.
+        layer (nn.Module, optional): the attended layer. Default: the last ``nn.Conv2d``.
+        batch_size (int): evaluation batch size. Default: 500.
+
+    Returns:
+        dict: ``{"accuracy": percent correct, "nll": mean negative log-likelihood}``.
+
+    Examples::
+
+        >>> evaluate(model, data.x_test, data.y_test, attention_weights(maps_test))
+        {'accuracy': 91.3, 'nll': 0.31}
+    """
+    if attention is not None:
+        check_attention(attention, x)
+    net = UncertaintyAttention(model, layer, alpha=alpha, space=space)
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
@@ -217,90 +417,119 @@ def evaluate(
                 for i in range(0, x.shape[0], batch_size)
             ])
     finally:
-        for module, mode in zip(model.modules(), modes):
+        for module, mode in modes:
             module.training = mode
     return {
         "accuracy": 100.0 * float((logits.argmax(1) == y).double().mean()),
-        "nll": float(F.cross_entropy(logits, y)),
+        "nll": float(F.cross_entropy(logits.double(), y)),
     }
 
 
+# ----------------------------------------------------------------------------- study
+
+
 def stratified_subset(y: Tensor, size: int, seed: int) -> Tensor:
-    """``size`` indices with (nearly) equal counts per class, drawn with ``seed``."""
+    """``size`` indices into ``y`` with (nearly) equal counts per class, drawn with ``seed``.
+
+    Classes with too few examples contribute all of them, the remainder going to the others.
+    """
+    if not 1 <= size <= len(y):
+        raise ValueError(f"n_train must be in [1, {len(y)}], got {size}")
     generator = torch.Generator().manual_seed(seed)
-    classes = torch.unique(y)
-    per_class = [torch.nonzero(y == c).flatten() for c in classes]
-    shuffled = [members[torch.randperm(len(members), generator=generator)] for members in per_class]
-    quota = [size // len(classes) + (k < size % len(classes)) for k in range(len(classes))]
-    chosen = torch.cat([members[:q] for members, q in zip(shuffled, quota)])
+    pools = [members[torch.randperm(len(members), generator=generator)]
+             for members in (torch.nonzero(y.cpu() == c).flatten() for c in torch.unique(y.cpu()))]
+    quotas = [0] * len(pools)
+    remaining = size
+    while remaining:
+        open_classes = [k for k, pool in enumerate(pools) if quotas[k] < len(pool)]
+        for rank, k in enumerate(open_classes):
+            share = remaining // len(open_classes) + (rank < remaining % len(open_classes))
+            quotas[k] += min(share, len(pools[k]) - quotas[k])
+        remaining = size - sum(quotas)
+    chosen = torch.cat([pool[:quota] for pool, quota in zip(pools, quotas)])
     return chosen[torch.randperm(len(chosen), generator=generator)]
 
 
 def mitigation_study(
-    make_model: Callable[[], nn.Module],
     x_train: Tensor,
     y_train: Tensor,
-    maps_train: Tensor,
     x_test: Tensor,
     y_test: Tensor,
+    maps_train: Tensor,
     maps_test: Tensor,
-    n_train: int = 500,
+    *,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     alpha: float = 0.2,
     space: str = "latent",
-    normalizations: Sequence[str] = ("softmax",),
     epochs: int = 120,
+    n_train: int = 500,
+    normalization: str = "softmax",
     progress: bool = True,
 ) -> Dict[str, Dict[str, float]]:
-    r"""Wang et al.'s Table 2 protocol: train on ``n_train`` images with and without attention.
+    r"""Wang et al.'s uncertainty-mitigation protocol (Table 2): limited data, with and without attention.
 
-    For every seed: a class-stratified subset of ``n_train`` training images, a fresh model from
-    ``make_model()`` (seeded) trained plainly and another trained with the attention of the
-    pre-generated maps (:func:`train_with_attention`), one per map normalisation, all evaluated
-    on the whole test set (the attention models with the test images' maps). Every model of a
-    seed starts from the same initial weights.
+    For every seed, a class-stratified subset of ``n_train`` training images is drawn with that
+    seed; a :class:`MitigationCNN` is trained on it plainly and another with the attention
+    :func:`attention_weights` of the subset's pre-generated maps (:func:`train_with_attention`,
+    both initialised from the same seed, so they start from identical weights and see the same
+    batches); both are evaluated on the whole test set, the attention model with the attention
+    of ``maps_test``.
 
     Args:
-        make_model (callable): returns a fresh classifier (called under ``torch.manual_seed(seed)``).
-        x_train, y_train, maps_train (Tensor): training pool, labels and its maps ``(N, 1, H, W)``.
-        x_test, y_test, maps_test (Tensor): test images, labels and their maps.
-        n_train (int): training images per seed (the paper: 500 for MNIST). Default: 500.
-        seeds (sequence of int): one run per seed. Default: five seeds.
-        alpha, space: as in :class:`UncertaintyAttention`.
-        normalizations (sequence of str): map normalisations of :func:`attention_weights` to
-            compare. Default: ``("softmax",)``, the paper's.
-        epochs (int): training epochs (the paper: 120). Default: 120.
-        progress (bool): tqdm bar over seeds.
+        x_train (Tensor): training pool ``(N, C, H, W)``.
+        y_train (Tensor): its labels ``(N,)``.
+        x_test (Tensor): test images ``(M, C, H, W)``.
+        y_test (Tensor): their labels ``(M,)``.
+        maps_train (Tensor): uncertainty maps of the training pool ``(N, 1, H, W)``; only the
+            rows of the drawn subsets are used (others may be placeholders, e.g. zeros).
+        maps_test (Tensor): uncertainty maps of the test images ``(M, 1, H, W)``.
+        seeds (sequence of int): one run per seed. Default: ``(0, 1, 2, 3, 4)``.
+        alpha (float): attention strength. Default: 0.2.
+        space (str): ``"latent"`` or ``"input"``. Default: ``"latent"``.
+        epochs (int): training epochs. Default: 120.
+        n_train (int): training images per run (500 for MNIST in the paper). Default: 500.
+        normalization (str): map normalisation of :func:`attention_weights`. Default:
+            ``"softmax"``, the paper's.
+        progress (bool): show a tqdm bar over the runs. Default: ``True``.
 
     Returns:
-        dict: ``"no attention"`` and ``"attention (<normalization>)"`` rows, each with the mean
-        and the standard deviation over seeds of ``accuracy`` (percent) and ``nll``.
+        dict: ``{"no attention": row, "attention": row}``, each row holding the mean and the
+        standard deviation (``ddof=1``; NaN for a single seed) over seeds:
+        ``{"accuracy_mean", "accuracy_std", "nll_mean", "nll_std"}`` (accuracy in percent).
+
+    Examples::
+
+        >>> result = mitigation_study(d.x_train, d.y_train, d.x_test, d.y_test, maps_train, maps_test)
+        >>> result["attention"]["accuracy_mean"], result["no attention"]["accuracy_mean"]
     """
     from tqdm.auto import tqdm
 
-    variants = {"no attention": (None, None)}
-    for normalization in normalizations:
-        variants[f"attention ({normalization})"] = (
-            attention_weights(maps_train, normalization), attention_weights(maps_test, normalization)
-        )
-    runs: Dict[str, list] = {name: [] for name in variants}
+    check_study_inputs(x_train, y_train, maps_train, "train")
+    check_study_inputs(x_test, y_test, maps_test, "test")
+    test_attention = attention_weights(maps_test, normalization)
+    runs: Dict[str, List[Dict[str, float]]] = {"no attention": [], "attention": []}
     for seed in tqdm(list(seeds), desc="mitigation seeds", disable=not progress):
-        subset = stratified_subset(y_train, n_train, seed)
-        for name, (attention_train, attention_test) in variants.items():
-            train_attention = None if attention_train is None else attention_train[subset]
-            test_attention = attention_test
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                model = make_model()
-            train_with_attention(model, x_train[subset], y_train[subset], train_attention, alpha, space, epochs, seed=seed)
-            runs[name].append(evaluate(model, x_test, y_test, test_attention, alpha, space))
+        subset = stratified_subset(y_train, n_train, seed).to(x_train.device)
+        x, y = x_train[subset], y_train[subset]
+        attention = attention_weights(maps_train[subset], normalization)
+        settings = dict(alpha=alpha, space=space)
+        plain = train_with_attention(x, y, None, epochs=epochs, seed=seed, progress=False, **settings)
+        runs["no attention"].append(evaluate(plain, x_test, y_test, None, **settings))
+        attended = train_with_attention(x, y, attention, epochs=epochs, seed=seed, progress=False, **settings)
+        runs["attention"].append(evaluate(attended, x_test, y_test, test_attention, **settings))
     return {name: summarise(values) for name, values in runs.items()}
 
 
+def check_study_inputs(x: Tensor, y: Tensor, maps: Tensor, split: str) -> None:
+    if not (len(x) == len(y) == len(maps)):
+        raise ValueError(f"x_{split}, y_{split} and maps_{split} must have the same length, got {len(x)}, {len(y)}, {len(maps)}")
+
+
 def summarise(values: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """Mean and standard deviation (``ddof=1``) over runs of every metric."""
     summary: Dict[str, float] = {}
     for key in values[0]:
         column = torch.tensor([value[key] for value in values], dtype=torch.float64)
-        summary[key] = float(column.mean())
+        summary[f"{key}_mean"] = float(column.mean())
         summary[f"{key}_std"] = float(column.std()) if len(values) > 1 else math.nan
     return summary

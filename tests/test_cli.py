@@ -51,3 +51,14 @@ def test_quick_benchmark_writes_its_table_and_report(tmp_path):
         assert values[0] <= 1 and 0 <= values[1] <= 1 and values[8] >= 0
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/png;base64,") == 3 and "CF-path IG" in report and "aleatoric (right)" in report
+
+
+def test_benchmark_lime_maps_are_not_all_zero(digits, digits_ensemble):
+    """Captum's default Lasso surrogate zeroes every coefficient on uncertainties; ridge does not."""
+    from captum_uncertainty import UncertaintyForward
+    from captum_uncertainty.benchmark import BenchmarkConfig, Context, lime
+
+    uf = UncertaintyForward(digits_ensemble, measure="epistemic")
+    maps = lime(uf, digits.x_test[:3], Context(BenchmarkConfig(lime_samples=100), digits.x_train))
+    assert maps.shape == (3, 1, 8, 8)
+    assert all((m != 0).sum() > 8 for m in maps)
