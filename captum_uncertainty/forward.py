@@ -157,7 +157,8 @@ def per_class_uncertainty(outputs: Tensor, probabilities: bool = False, validate
     Args:
         outputs (Tensor): sample outputs ``(S, N, C)``, logits unless ``probabilities=True``.
         probabilities (bool): the outputs are probabilities, not logits.
-        validate (bool): check the outputs (see :func:`sample_log_probabilities`).
+        validate (bool): check the outputs' shape and finiteness, and that they match
+            ``probabilities`` (a mismatch raises ``ValueError``).
 
     Returns:
         Decomposition: ``total``, ``aleatoric`` and ``epistemic`` terms, each ``(N, C)``;
@@ -181,7 +182,8 @@ def entropy_decomposition(outputs: Tensor, probabilities: bool = False, validate
         outputs (Tensor): sample outputs ``(S, N, C)`` for ``S`` posterior samples, ``N``
             inputs and ``C`` classes; logits unless ``probabilities=True``.
         probabilities (bool): the outputs are probabilities, not logits.
-        validate (bool): check the outputs (see :func:`sample_log_probabilities`).
+        validate (bool): check the outputs' shape and finiteness, and that they match
+            ``probabilities`` (a mismatch raises ``ValueError``).
 
     Returns:
         Decomposition: ``total = H[mean_s p_s]``, ``aleatoric = mean_s H[p_s]`` and
@@ -207,8 +209,9 @@ class UncertaintyForward(nn.Module):
     Wraps posterior samples (a deep ensemble, MC-dropout masks, weight samples or any
     callable returning samples) and returns one scalar per input: the total, aleatoric or
     epistemic uncertainty of its posterior predictive distribution. Because the output has
-    shape ``(N,)``, Captum's own attribution methods (``IntegratedGradients``, ``Saliency``,
-    ``NoiseTunnel``, ``Lime``, ``KernelShap``, ...) attribute *uncertainty* with
+    shape ``(N,)``, Captum's own attribution methods (:class:`~captum.attr.IntegratedGradients`,
+    :class:`~captum.attr.Saliency`, :class:`~captum.attr.NoiseTunnel`, :class:`~captum.attr.Lime`,
+    :class:`~captum.attr.KernelShap`, ...) attribute *uncertainty* with
     ``target=None`` and no change to Captum.
 
     Args:

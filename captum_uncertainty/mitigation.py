@@ -238,7 +238,7 @@ class MitigationCNN(nn.Module):
 
     Args:
         in_channels (int): image channels. Default: 1.
-        image_size (int or (int, int)): image height and width. Default: 28.
+        image_size (int or tuple of int): image side, or ``(height, width)``. Default: 28.
         num_classes (int): number of classes. Default: 10.
         dropout (float): dropout probability. Default: 0.5.
 

@@ -124,6 +124,7 @@ class Posterior(nn.Module):
 
     @property
     def num_samples(self) -> int:  # pragma: no cover - abstract
+        """The number ``S`` of posterior samples."""
         raise NotImplementedError
 
     def sample_modules(self) -> List[nn.Module]:

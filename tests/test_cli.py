@@ -18,6 +18,7 @@ def run_cli(*args):
         ((), "required"),
         (("benchmark", "--images", "0"), "positive integer"),
         (("benchmark", "--images", "many"), "positive integer"),
+        (("benchmark", "--vae-epochs", "0"), "positive integer"),
         (("explode",), "invalid choice"),
     ],
 )
@@ -51,6 +52,21 @@ def test_quick_benchmark_writes_its_table_and_report(tmp_path):
         assert values[0] <= 1 and 0 <= values[1] <= 1 and values[8] >= 0
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/png;base64,") == 3 and "CF-path IG" in report and "aleatoric (right)" in report
+
+
+def test_vae_study_writes_one_row_per_latent_size(tmp_path):
+    args = ["benchmark", "--vae-latent-sizes", "2,3", "--vae-epochs", "1", "--images", "2", "--members", "2",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    table = (tmp_path / "vae_study.md").read_text(encoding="utf-8")
+    assert "VAE 1 epochs" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| latent")]
+    assert [row.split(" | ")[0][2:] for row in rows] == ["2", "3"]
+    for row in rows:
+        cells = row.strip(" |").split(" | ")
+        area, urc1, urc5, seconds = (float(cell) for cell in cells[1:5])
+        assert 0 <= area <= 1 and urc1 <= urc5 <= 1 and seconds > 0  # the URC is a running maximum
+        assert cells[5].endswith("%") and 0 <= float(cells[5][:-1]) <= 100
 
 
 def test_benchmark_lime_maps_are_not_all_zero(digits, digits_ensemble):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,26 @@ def test_api_reference_is_in_the_toctree():
     toctree = index[index.index(".. toctree::"):]
     for page in ("api", "methods", "benchmark", "auto_tutorials/index"):
         assert re.search(rf"^\s+{re.escape(page)}\s*$", toctree, re.M), f"{page} missing from the toctree"
+
+
+def test_offline_inventories_are_sphinx_v2_files(tmp_path):
+    """docs/_offline_inventories.py writes what intersphinx reads, and every alias has an entry."""
+    sys.path.insert(0, str(DOCS))
+    try:
+        inventories = importlib.import_module("_offline_inventories")
+    finally:
+        sys.path.remove(str(DOCS))
+    names = {name for project in inventories.PROJECTS.values() for name, _, _ in project.entries}
+    assert set(inventories.AUTODOC_ALIASES.values()) <= names
+    for key, (url, path) in inventories.write_inventories(tmp_path).items():
+        project = inventories.PROJECTS[key]
+        *header, body = path.read_bytes().split(b"\n", 4)
+        assert [line.decode() for line in header] == [
+            "# Sphinx inventory version 2",
+            f"# Project: {project.name}",
+            f"# Version: {project.version}",
+            "# The remainder of this file is compressed using zlib.",
+        ]
+        lines = [line.split(" ") for line in zlib.decompress(body).decode().splitlines()]
+        assert [(name, kind, uri) for name, kind, _, uri, _ in lines] == list(project.entries)
+        assert url == project.url and url.startswith("https://")

@@ -162,8 +162,8 @@ class BlurIntegratedGradients(GradientAttribution):
 
     Integrated gradients along the *scale-space* path from a maximally blurred image to the
     input: ``x(sigma) = gaussian_blur(x, sigma)`` for ``sigma`` going from ``max_sigma`` down
-    to 0 (see :func:`gaussian_blur`). With ``sigma_0 = 0 < sigma_1 < ... < sigma_T =
-    max_sigma``, the attribution of feature ``i`` is
+    to 0 (``gaussian_blur`` of this module, an untruncated separable Gaussian). With
+    ``sigma_0 = 0 < sigma_1 < ... < sigma_T = max_sigma``, the attribution of feature ``i`` is
 
     .. math::
 
@@ -181,7 +181,7 @@ class BlurIntegratedGradients(GradientAttribution):
     CNN in float64: relative error about 0.1% at ``n_steps = 200``; see the tests).
     Implementation invariance holds (only gradients of ``F`` are used); sensitivity holds in
     the path-method sense; attributions are ``gradient x path displacement``, so they are
-    global attributions (:attr:`multiplies_by_inputs` is ``True``). Linearity in ``F`` holds.
+    global attributions (``multiplies_by_inputs`` is ``True``). Linearity in ``F`` holds.
 
     Works with any forward function returning one scalar per example (e.g.
     :class:`~captum_uncertainty.forward.UncertaintyForward` with ``target=None``) or a
@@ -229,7 +229,7 @@ class BlurIntegratedGradients(GradientAttribution):
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
         r"""
         Args:
-            inputs (Tensor or tuple[Tensor, ...]): images of shape ``(N, C, H, W)`` (a tuple
+            inputs (Tensor or tuple of Tensor): images of shape ``(N, C, H, W)`` (a tuple
                 of such tensors is blurred tensor by tensor with the same ``sigma``).
             target (int, tuple, Tensor or list, optional): output index per example, as in
                 Captum. ``None`` for forward functions returning one scalar per example
@@ -239,7 +239,7 @@ class BlurIntegratedGradients(GradientAttribution):
                 after the inputs; tensors with a batch dimension are tiled over path
                 steps. Default: ``None``.
             max_sigma (float, optional): blur of the path's starting point, in pixels.
-                Default: ``None`` meaning :func:`default_max_sigma` of the first input,
+                Default: ``None`` meaning ``default_max_sigma`` of the first input,
                 ``50 * max(H, W) / 224`` (Xu et al.'s 50 for 224-pixel images, scaled).
             n_steps (int, optional): number of Riemann steps. Default: 50.
             grad_step (float, optional): finite-difference step in ``sigma`` for the path

@@ -127,11 +127,12 @@ class CLUE(Attribution):
                 Default: 1e-3.
             patience (int): iterations without such an improvement before an input stops.
                 Default: 5.
-            return_counterfactuals (bool): also return the :class:`Counterfactuals`.
+            return_counterfactuals (bool): also return the
+                :class:`~captum_uncertainty.attr.Counterfactuals`.
 
         Returns:
             Tensor: ``(N, 1, H, W)`` for image inputs ``(N, C, H, W)``, otherwise the inputs'
-            shape; with the :class:`Counterfactuals` if requested.
+            shape; with the :class:`~captum_uncertainty.attr.Counterfactuals` if requested.
         """
         found = self.counterfactuals(
             inputs, uncertainty_weight, distance_weight, distance, measure, lr, max_iterations, tolerance, patience

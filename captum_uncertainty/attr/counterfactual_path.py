@@ -100,9 +100,10 @@ class CounterfactualPathIG(GradientAttribution):
       shape, which are encoded.
 
     A fiducial must keep the predicted class and have a lower uncertainty than ``x``; when it
-    does not, a :class:`FiducialWarning` names the inputs concerned (the attribution is still
-    computed from it, and complete with respect to it: never a silent fallback).
-    ``return_fiducial=True`` returns the :class:`Fiducials` with both uncertainties.
+    does not, a :class:`~captum_uncertainty.attr.FiducialWarning` names the inputs concerned
+    (the attribution is still computed from it, and complete with respect to it: never a silent
+    fallback). ``return_fiducial=True`` returns the :class:`~captum_uncertainty.attr.Fiducials`
+    with both uncertainties.
 
     Args:
         forward_func (UncertaintyForward): the uncertainty to explain.
@@ -157,14 +158,15 @@ class CounterfactualPathIG(GradientAttribution):
                 ``sum(attributions) - (U(x) - U(dec(z_f)))`` per input.
             decompose (bool): return a :class:`~captum_uncertainty.Decomposition` of total,
                 aleatoric and epistemic attributions (and deltas) from the same passes.
-            return_fiducial (bool): also return the :class:`Fiducials`.
+            return_fiducial (bool): also return the :class:`~captum_uncertainty.attr.Fiducials`.
             fiducial_kwargs (dict, optional): settings of the fiducial search (for ``"clue"``:
                 the arguments of :meth:`CLUE.counterfactuals`; for ``"in_class"``: those of
-                :func:`in_class_fiducials`).
+                :func:`~captum_uncertainty.attr.counterfactual_path.in_class_fiducials`).
 
         Returns:
             Tensor or Decomposition: attributions of the inputs' shape; then the convergence
-            delta ``(N,)`` and the :class:`Fiducials`, each if requested.
+            delta ``(N,)`` and the :class:`~captum_uncertainty.attr.Fiducials`, each if
+            requested.
         """
         forward: UncertaintyForward = self.forward_func
         inputs = check_counterfactual_inputs(inputs)
@@ -291,7 +293,7 @@ def in_class_fiducials(
     BCE is summed over the input elements, ``y_hat`` is the posterior predictive's class at
     ``x`` and CE is the posterior predictive's cross-entropy (default weight 1000, see
     :class:`~captum_uncertainty.CounterfactualPathIG`); Adam, stopping each input once its
-    loss stops decreasing (see :class:`~captum_uncertainty.attr.CLUE` for the rule).
+    loss stops decreasing (see :class:`~captum_uncertainty.CLUE` for the rule).
 
     Returns:
         Tensor: latent codes ``(N, D)``.

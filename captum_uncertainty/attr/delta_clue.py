@@ -80,11 +80,12 @@ class DeltaCLUE(CLUE):
             seed (int): seed of the random starts. Default: 0.
             uncertainty_weight, distance_weight, distance, measure, lr, max_iterations, tolerance, patience:
                 as in :meth:`CLUE.attribute`.
-            return_counterfactuals (bool): also return the :class:`Counterfactuals` (all starts).
+            return_counterfactuals (bool): also return the
+                :class:`~captum_uncertainty.attr.Counterfactuals` (all starts).
 
         Returns:
             Tensor: ``(N, 1, H, W)`` for images ``(N, C, H, W)``, otherwise the inputs' shape;
-            with the :class:`Counterfactuals` if requested.
+            with the :class:`~captum_uncertainty.attr.Counterfactuals` if requested.
         """
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")

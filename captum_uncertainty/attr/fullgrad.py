@@ -109,7 +109,8 @@ class FullGrad(GradientAttribution):
         return False
 
     def raw_terms(self, inputs: Tensor, target: Any = None, additional_forward_args: Any = None, spatial_only: bool = False) -> FullGradTerms:
-        """The un-normalised input and bias terms of the selected output (see :class:`FullGradTerms`)."""
+        """The un-normalised input and bias terms of the selected output (see
+        :class:`~captum_uncertainty.attr.fullgrad.FullGradTerms`)."""
         modules, posterior = modules_of(self.forward_func)
         point = inputs.detach().clone().requires_grad_(True)
         hookable = posterior.hookable() if posterior is not None else nullcontext()

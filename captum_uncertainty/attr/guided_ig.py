@@ -106,7 +106,7 @@ class GuidedIntegratedGradients(GradientAttribution):
     the dummy-feature property (a feature the model ignores gets 0). Symmetry is *not*
     guaranteed (the path depends on gradient ranks). With ``fraction = 1`` every move selects
     all features, the path is the straight line and the result equals left-Riemann IG with
-    ``n_steps`` steps. Attributions are global (:attr:`multiplies_by_inputs` is ``True``).
+    ``n_steps`` steps. Attributions are global (``multiplies_by_inputs`` is ``True``).
 
     Args:
         forward_func (Callable): the model or any function returning ``(N,)`` / ``(N, C)``
@@ -137,7 +137,7 @@ class GuidedIntegratedGradients(GradientAttribution):
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
         r"""
         Args:
-            inputs (Tensor or tuple[Tensor, ...]): inputs of shape ``(N, ...)`` -- images or
+            inputs (Tensor or tuple of Tensor): inputs of shape ``(N, ...)`` -- images or
                 flat features (any number of dimensions after the batch one).
             baselines (float, Tensor or tuple, optional): path starting point(s): a number,
                 a tensor of the inputs' shape, or one baseline of shape ``inputs.shape[1:]``

@@ -12,8 +12,8 @@ __all__ = ["LatentGenerativeModel", "check_generative_model", "encode_inputs", "
 
 @runtime_checkable
 class LatentGenerativeModel(Protocol):
-    """What :class:`~captum_uncertainty.attr.CLUE`, :class:`~captum_uncertainty.attr.DeltaCLUE`
-    and :class:`~captum_uncertainty.attr.CounterfactualPathIG` need from a generative model.
+    """What :class:`~captum_uncertainty.CLUE`, :class:`~captum_uncertainty.DeltaCLUE`
+    and :class:`~captum_uncertainty.CounterfactualPathIG` need from a generative model.
 
     Any object with these two methods works (a VAE, the encoder/decoder of an autoencoder, a
     GAN generator with an inversion network); it does not have to subclass anything:

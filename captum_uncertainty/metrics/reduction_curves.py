@@ -100,7 +100,7 @@ def uncertainty_reduction_curve(
     pixel becomes its image's per-channel mean, the limit of an ever wider reflected Gaussian
     blur (pass a finite ``sigma`` for a Gaussian blur); the running maximum and the median are
     those of Wang et al.'s Eq. 13, which follows Perez et al.; an image with ``U(x) <= 0`` counts
-    as reduction 0. Unlike :func:`~captum_uncertainty.metrics.blurring.blurring_test` there is no
+    as reduction 0. Unlike :func:`~captum_uncertainty.metrics.blurring_test` there is no
     per-image sigma search.
 
     Args:
