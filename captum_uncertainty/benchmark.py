@@ -90,11 +90,11 @@ def as_map(attributions: Tensor) -> Tensor:
     return attributions.detach().sum(1, keepdim=True) if attributions.dim() == 4 else attributions.detach()
 
 
-def ua_backprop(path: str) -> Explainer:
+def ua_backprop(path: str, **options: str) -> Explainer:
     def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
         from captum_uncertainty.attr import UABackprop
 
-        return UABackprop(uf).attribute(x, path=path, n_steps=ctx.config.ig_steps)
+        return UABackprop(uf).attribute(x, path=path, n_steps=ctx.config.ig_steps, **options)
 
     return explain
 
@@ -190,6 +190,7 @@ def random_map(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 METHODS: Dict[str, Explainer] = {
     "UA-Backprop+FullGrad": ua_backprop("fullgrad"),
+    "UA-Backprop+FullGrad (raw Eq. 10)": ua_backprop("fullgrad", fullgrad_postprocess="raw"),
     "UA-Backprop+Grad": ua_backprop("grad"),
     "UA-Backprop+InputGrad": ua_backprop("inputgrad"),
     "UA-Backprop+IG": ua_backprop("integrated_gradients"),
@@ -213,9 +214,17 @@ EXAMPLES = 6
 GENERATIVE_METHODS = {"CLUE", "delta-CLUE", "CF-path IG"}
 
 
+def seeded(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    """One method's maps, its random draws (SmoothGrad noise, LIME samples) seeded with the run's
+    seed, so that a method's maps do not depend on which methods ran before it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.config.seed)
+        return as_map(explain(uf, x, ctx))
+
+
 def timed(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context):
     start = time.perf_counter()
-    maps = as_map(explain(uf, x, ctx))
+    maps = seeded(explain, uf, x, ctx)
     return maps, (time.perf_counter() - start) / x.shape[0]
 
 
@@ -317,7 +326,7 @@ def run_benchmark(
         row["iou"], row["ada"] = localisation.iou, localisation.ada
         scores[name] = row
         examples[name] = maps[:EXAMPLES]
-        aleatoric_examples[name] = as_map(explain(uf.with_measure("aleatoric"), x[:EXAMPLES], ctx))
+        aleatoric_examples[name] = seeded(explain, uf.with_measure("aleatoric"), x[:EXAMPLES], ctx)
 
     write_results(out, scores, curves, (examples, aleatoric_examples), x, config)
     return scores

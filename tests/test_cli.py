@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from captum_uncertainty.__main__ import main
 
@@ -78,3 +79,16 @@ def test_benchmark_lime_maps_are_not_all_zero(digits, digits_ensemble):
     maps = lime(uf, digits.x_test[:3], Context(BenchmarkConfig(lime_samples=100), digits.x_train))
     assert maps.shape == (3, 1, 8, 8)
     assert all((m != 0).sum() > 8 for m in maps)
+
+
+def test_benchmark_maps_of_random_methods_do_not_depend_on_the_methods_before(digits, digits_ensemble):
+    from captum_uncertainty import UncertaintyForward
+    from captum_uncertainty.benchmark import BenchmarkConfig, Context, seeded, smoothgrad
+
+    uf = UncertaintyForward(digits_ensemble, measure="epistemic")
+    ctx = Context(BenchmarkConfig(smoothgrad_samples=4), digits.x_train)
+    first = seeded(smoothgrad, uf, digits.x_test[:3], ctx)
+    torch.rand(10)  # another method drawing from the global generator in between
+    assert torch.equal(seeded(smoothgrad, uf, digits.x_test[:3], ctx), first)
+    ctx.config.seed = 1
+    assert not torch.equal(seeded(smoothgrad, uf, digits.x_test[:3], ctx), first)

@@ -56,8 +56,11 @@ def literal_min_max(t):
     return (t - t.min()) / (t.max() - t.min())
 
 
-def literal_fullgrad_relevance(member, image, i):
-    """|dz_i/dx * x| + sum_l |dz_i/db_l * b_l| for one image, post-processed like FullGrad's reference."""
+def literal_fullgrad_relevance(member, image, i, raw=False):
+    """|dz_i/dx * x| + sum_l |dz_i/db_l * b_l| for one image, post-processed like FullGrad's
+    reference, or (raw) as Eq. 10 is written: channel mean of the input term plus each bias
+    term's channel sum, resized."""
+    scale = (lambda t: t) if raw else literal_min_max
     outputs = {}
     hooks = [
         m.register_forward_hook(lambda mod, inp, out: outputs.__setitem__(mod, out))
@@ -70,13 +73,14 @@ def literal_fullgrad_relevance(member, image, i):
         h.remove()
     layers = list(outputs)
     grads = torch.autograd.grad(z, [point] + [outputs[m] for m in layers])
-    relevance = literal_min_max((grads[0] * image).abs()[0]).sum(0)
+    input_term = (grads[0] * image).abs()[0]
+    relevance = input_term.mean(0) if raw else literal_min_max(input_term).sum(0)
     for layer, grad in zip(layers, grads[1:]):
         if isinstance(layer, nn.BatchNorm2d):
             bias = layer.bias - layer.running_mean * layer.weight / torch.sqrt(layer.running_var + layer.eps)
         else:
             bias = layer.bias
-        term = literal_min_max((grad[0] * bias.detach().view(-1, 1, 1)).abs()).sum(0, keepdim=True)
+        term = scale((grad[0] * bias.detach().view(-1, 1, 1)).abs()).sum(0, keepdim=True)
         relevance = relevance + nn.functional.interpolate(
             term.unsqueeze(0), size=image.shape[1:], mode="bilinear", align_corners=False
         )[0, 0]
@@ -84,8 +88,8 @@ def literal_fullgrad_relevance(member, image, i):
 
 
 def literal_relevance(member, image, i, path):
-    if path == "fullgrad":
-        return literal_fullgrad_relevance(member, image, i)
+    if path.startswith("fullgrad"):
+        return literal_fullgrad_relevance(member, image, i, raw=path == "fullgrad-raw")
     point = image.unsqueeze(0).clone().requires_grad_()
     (gradient,) = torch.autograd.grad(member(point)[0, i], point)
     gradient = gradient[0]
@@ -116,22 +120,24 @@ def literal_ua_backprop(members, image, measure, path, tau1, tau2):
 
 
 @pytest.mark.parametrize("classes_per_pass", [1, None])
-@pytest.mark.parametrize("path", ["grad", "inputgrad", "fullgrad"])
+@pytest.mark.parametrize("path", ["grad", "inputgrad", "fullgrad", "fullgrad-raw"])
 @pytest.mark.parametrize("measure", MEASURES)
 def test_equals_literal_per_sample_per_class_implementation(members, x, path, measure, classes_per_pass):
     uf = UncertaintyForward(members, measure=measure)
-    maps = UABackprop(uf).attribute(x, path=path, tau1=0.2, tau2=0.5, classes_per_pass=classes_per_pass)
+    options = {"path": "fullgrad", "fullgrad_postprocess": "raw"} if path == "fullgrad-raw" else {"path": path}
+    maps = UABackprop(uf).attribute(x, tau1=0.2, tau2=0.5, classes_per_pass=classes_per_pass, **options)
     assert maps.shape == (3, 1, 8, 8)
     for n in range(x.shape[0]):
         expected = literal_ua_backprop(members, x[n], measure, path, tau1=0.2, tau2=0.5)
         assert torch.allclose(maps[n, 0], expected, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("path", ["fullgrad", "grad", "inputgrad", "integrated_gradients"])
+@pytest.mark.parametrize("path", ["fullgrad", "fullgrad-raw", "grad", "inputgrad", "integrated_gradients"])
 @pytest.mark.parametrize("measure", MEASURES)
 def test_completeness_every_measure_and_path(members, x, path, measure):
     uf = UncertaintyForward(members, measure=measure)
-    maps = UABackprop(uf).attribute(x, path=path, n_steps=8)
+    options = {"path": "fullgrad", "fullgrad_postprocess": "raw"} if path == "fullgrad-raw" else {"path": path}
+    maps = UABackprop(uf).attribute(x, n_steps=8, **options)
     with torch.no_grad():
         u = uf(x)
     assert torch.allclose(maps.flatten(1).sum(1), u, rtol=1e-5, atol=0)
@@ -281,6 +287,8 @@ def test_bad_input(members, x):
         ua.attribute(torch.rand(2, 2, 8, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match="classes_per_pass"):
         ua.attribute(x, classes_per_pass=0)
+    with pytest.raises(ValueError, match="fullgrad_postprocess"):
+        ua.attribute(x, fullgrad_postprocess="none")
     assert not ua.has_convergence_delta() and ua.multiplies_by_inputs
     with pytest.raises(TypeError, match="UncertaintyForward"):
         UABackprop(members)

@@ -128,6 +128,22 @@ def fullgrad_saliency(input_term: Tensor, bias_terms: Sequence[Tensor], size: Tu
     return saliency
 
 
+def raw_fullgrad_relevance(input_term: Tensor, bias_terms: Sequence[Tensor], size: Tuple[int, int]) -> Tensor:
+    """Eq. 10 of Wang et al. read literally: ``|input term| + sum_l |bias term_l|`` ``(B, C, H, W)``.
+
+    No per-term rescaling: each spatial bias term's absolute value is summed over its channels,
+    resized bilinearly to the input's spatial ``size`` and added to every input channel (psi's
+    channel mean then leaves it whole). Non-spatial terms are left out, as in
+    :func:`fullgrad_saliency`.
+    """
+    relevance = input_term.abs()
+    for term in bias_terms:
+        if term.dim() == 4:
+            layer_map = F.interpolate(term.abs().sum(1, keepdim=True), size=size, mode="bilinear", align_corners=False)
+            relevance = relevance + layer_map
+    return relevance
+
+
 def bias_terms_by_sample(records: Sequence[LayerOutput], gradients: Sequence[Tensor], num_samples: int) -> List[Tensor]:
     """Bias terms per layer, each arranged ``(..., S * N, ...)`` sample-major.
 

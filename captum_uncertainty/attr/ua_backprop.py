@@ -24,6 +24,7 @@ from captum_uncertainty.attr._gradients import (
     check_record_rows,
     class_gradient_chunks,
     fullgrad_saliency,
+    raw_fullgrad_relevance,
 )
 from captum_uncertainty.attr.integrated_gradients import resolve_baselines
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward, per_class_uncertainty
@@ -32,6 +33,7 @@ __all__ = ["UABackprop", "PATHS", "default_temperatures"]
 
 #: The z -> x options: Eq. 10 (FullGrad) and App. D.4's Eq. 20-22.
 PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients")
+FULLGRAD_POSTPROCESS = ("reference", "raw")
 
 #: Wang et al. App. B.1.2: (tau1, tau2) for grayscale (MNIST) and colour images.
 PAPER_TEMPERATURES = {1: (0.08, 0.3), 3: (0.55, 0.02)}
@@ -91,8 +93,14 @@ class UABackprop(GradientAttribution):
 
        * ``"fullgrad"`` (default, Eq. 10): ``|dz_i^s/dx * x| + sum_l |dz_i^s/db_l * b_l|`` over
          every convolution and BatchNorm layer (implicit bias ``beta - mean gamma / sqrt(var +
-         eps)``), each term post-processed as in the FullGrad reference implementation the paper
-         uses (absolute value, per-map min-max, channel sum, bilinear resize to the input);
+         eps)``). The paper combines the terms by "the implementation available at
+         fullgrad-saliency with the default hyperparameters" *and* writes Eq. 10 with raw terms;
+         the two readings differ, so both are offered (``fullgrad_postprocess``):
+         ``"reference"`` (default) post-processes each term as that reference does (absolute
+         value, min-max over the map, channel sum, bilinear resize to the input), which makes
+         the bias terms dominate; ``"raw"`` adds the raw absolute terms as Eq. 10 is written
+         (bias terms summed over their channels and resized), where the input term dominates.
+         ``benchmarks/RESULTS.md`` compares them;
        * ``"grad"`` (Eq. 20): ``dz_i^s/dx``;
        * ``"inputgrad"`` (Eq. 21): ``x * dz_i^s/dx``;
        * ``"integrated_gradients"`` (Eq. 22): ``(x - x0) * int_0^1 dz_i^s/dx(x0 + a(x - x0)) da``.
@@ -160,6 +168,7 @@ class UABackprop(GradientAttribution):
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
         classes_per_pass: Optional[int] = 1,
+        fullgrad_postprocess: str = "reference",
     ) -> Any:
         r"""The uncertainty attribution map ``M(x)``.
 
@@ -188,6 +197,10 @@ class UABackprop(GradientAttribution):
                 (``torch.autograd.grad(..., is_grads_batched=True)``), values in between
                 chunk the classes. The results are identical; on CPU the default was measured
                 faster and needs ``C`` times less memory (``benchmarks/bench_ua_backprop.py``).
+            fullgrad_postprocess (str): how the FullGrad terms become ``M_i^s`` before psi
+                (``path="fullgrad"`` only): ``"reference"`` (the FullGrad reference
+                implementation's per-term min-max) or ``"raw"`` (Eq. 10 as written). Default:
+                ``"reference"``.
 
         Returns:
             Tensor or Decomposition: maps ``(N, 1, H, W)`` summing to ``U(x)`` per input (with
@@ -199,13 +212,16 @@ class UABackprop(GradientAttribution):
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         check_n_steps(n_steps)
         check_classes_per_pass(classes_per_pass)
+        if fullgrad_postprocess not in FULLGRAD_POSTPROCESS:
+            raise ValueError(f"fullgrad_postprocess must be one of {FULLGRAD_POSTPROCESS}, got {fullgrad_postprocess!r}")
         defaults = default_temperatures(inputs.shape[1]) if tau1 is None or tau2 is None else (tau1, tau2)
         tau1 = check_temperature(defaults[0] if tau1 is None else tau1, "tau1")
         tau2 = check_temperature(defaults[1] if tau2 is None else tau2, "tau2")
         forward.posterior.check_inputs((inputs,))
         inputs = inputs.detach()
         measures = MEASURES if decompose else (forward.measure,)
-        chunks = class_relevances(forward, inputs, path, baselines, n_steps, method, internal_batch_size, classes_per_pass)
+        chunks = class_relevances(forward, inputs, path, baselines, n_steps, method, internal_batch_size, classes_per_pass,
+                                  fullgrad_postprocess)
         with closing(chunks):
             logits = next(chunks)
             shares = logit_uncertainties(logits, tau1, normalize, measures)  # (M, S, N, C)
@@ -246,6 +262,7 @@ def class_relevances(
     method: str,
     internal_batch_size: Optional[int],
     classes_per_pass: Optional[int],
+    fullgrad_postprocess: str = "reference",
 ) -> RelevanceChunks:
     """First yield the logits ``(S, N, C)`` at ``x``, then ``(start, stop, relevance)`` per class chunk.
 
@@ -277,7 +294,8 @@ def class_relevances(
             input_term = gradients[0] if path == "grad" else gradients[0] * inputs
             if fullgrad:
                 terms = [t.flatten(0, 1) for t in bias_terms_by_sample(records, gradients[1:], num_samples)]
-                saliency = fullgrad_saliency(input_term.flatten(0, 2), terms, tuple(inputs.shape[2:]))
+                combine = fullgrad_saliency if fullgrad_postprocess == "reference" else raw_fullgrad_relevance
+                saliency = combine(input_term.flatten(0, 2), terms, tuple(inputs.shape[2:]))
                 input_term = saliency.view(tuple(input_term.shape[:3]) + tuple(saliency.shape[1:]))
             yield start, stop, input_term.detach()
 
