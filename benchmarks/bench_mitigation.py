@@ -10,8 +10,8 @@ paper's classifier (:class:`~captum_uncertainty.mitigation.MitigationCNN`, SGD 0
 0.9, batch 128, lr x0.2 at 25/50/75% of the epochs) plainly and with the attention
 ``1 + alpha A(x)`` (latent: on the last convolution's output; input: on the image), and both are
 evaluated on the test digits. Prints a Markdown table (mean +- standard deviation over seeds),
-the command and the wall time. Not a test; about 4 minutes per seed and space at 120 epochs on
-two shared CPU cores, plus about 13 s per 100 maps.
+the command and the wall time. Not a test; at 120 epochs about 35 s per seed and space (both
+models) on two otherwise idle CPU cores, 6 minutes for ``--space both`` (measured 2026-11-25).
 """
 
 from __future__ import annotations
