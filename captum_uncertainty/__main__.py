@@ -109,16 +109,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "demo":
             run_demo(args.out, args.members, benchmark=not args.no_benchmark)
         else:
-            from captum_uncertainty.benchmark import run_benchmark, run_vae_study
+            from captum_uncertainty.benchmark import BenchmarkConfig, run_benchmark, run_vae_study
 
             if args.vae_latent_sizes:
+                sizes = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
                 run_vae_study(
                     args.out,
                     latent_sizes=parse_ints(args.vae_latent_sizes),
                     seed=args.seed,
-                    images=args.images or (20 if args.quick else 100),
+                    images=args.images or sizes.images,
                     members=args.members,
-                    vae_epochs=args.vae_epochs or (5 if args.quick else 20),
+                    vae_epochs=args.vae_epochs or sizes.vae_epochs,
                 )
             else:
                 methods: Optional[List[str]] = args.methods.split(",") if args.methods else None
