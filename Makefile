@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PINS := torch==2.14.1 torchvision==0.29.1
+# the optional extras are installed for the tests: they run against the real packages
+EXTRAS := data+test+dataset+integrations+ray
 
 .PHONY: demo test docs benchmark clean
 
@@ -14,16 +16,16 @@ $(VENV)/.installed-%: pyproject.toml
 
 comma := ,
 
-demo: $(VENV)/.installed-data+test
+demo: $(VENV)/.installed-$(EXTRAS)
 	$(PY) -m captum_uncertainty demo --out out/demo
 
-test: $(VENV)/.installed-data+test
+test: $(VENV)/.installed-$(EXTRAS)
 	$(PY) -m pytest -q
 
-docs: $(VENV)/.installed-data+test+docs
+docs: $(VENV)/.installed-$(EXTRAS)+docs
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
-benchmark: $(VENV)/.installed-data+test
+benchmark: $(VENV)/.installed-$(EXTRAS)
 	$(PY) -m captum_uncertainty benchmark --out out/benchmark
 
 clean:

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List
 import torch
 from torch import Tensor, nn
 
-from captum_uncertainty.attr._gradients import captured_layer_outputs, fullgrad_saliency
+from captum_uncertainty.attr._utils.gradients import captured_layer_outputs, fullgrad_saliency
 from captum_uncertainty.attr.ua_backprop import UABackprop, logit_uncertainties, pixel_distribution
 from captum_uncertainty.data import MNISTCNN
 from captum_uncertainty.forward import UncertaintyForward

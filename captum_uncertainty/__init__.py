@@ -11,6 +11,7 @@ from captum_uncertainty.attr import (
     UABackprop,
     UncertaintyIntegratedGradients,
 )
+from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.forward import (
     Decomposition,
     UncertaintyForward,
@@ -45,5 +46,6 @@ __all__ = [
     "UncertaintyForward",
     "WeightSamples",
     "entropy_decomposition",
+    "gaussian_blur",
     "per_class_uncertainty",
 ]

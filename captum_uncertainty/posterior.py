@@ -512,9 +512,9 @@ class MCDropout(Posterior):
         shape = dropout_mask_shape(module, feature_shape)
         if key not in self._masks:
             keep = 1.0 - module.p
-            draw = torch.rand((self.num_samples,) + shape, generator=self._generator) < keep
+            draw = torch.rand((self.num_samples,) + shape, generator=self._generator, device="cpu") < keep
             scale = 1.0 / keep if keep > 0 else 0.0
-            self._masks[key] = draw.to(torch.float64) * scale
+            self._masks[key] = draw.to(dtype=torch.float64) * scale  # stays on the CPU: the generator's device
         masks = self._masks[key]
         if tuple(masks.shape[1:]) != shape:
             raise ValueError(

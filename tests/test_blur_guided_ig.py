@@ -7,12 +7,17 @@ import torch
 from captum.attr import IntegratedGradients, NoiseTunnel
 from torch import nn
 
-from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients, default_max_sigma, gaussian_blur
+from captum_uncertainty import gaussian_blur as blur
+from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients, default_max_sigma
 from captum_uncertainty.attr.guided_ig import GuidedIntegratedGradients
 from captum_uncertainty.forward import UncertaintyForward
 
 
 # ----------------------------------------------------------------------------- fixtures
+def gaussian_blur(images, sigma):
+    """Blur IG's kernel: the package's one blur, untruncated."""
+    return blur(images, sigma, truncate=None)
+
 class TinyCNN(nn.Module):
     """Smooth (tanh) CNN on 1 x 8 x 8 inputs; ``out_features=None`` returns one scalar per input."""
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from captum_uncertainty import gaussian_blur
 from captum_uncertainty.attr.ua_backprop import UABackprop
 from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.metrics import (
@@ -13,7 +14,6 @@ from captum_uncertainty.metrics import (
     blurring_test,
     default_patch_size,
     entropy_information_curve,
-    gaussian_blur,
     insertion_deletion,
     make_anomalies,
     uncertainty_reduction_curve,

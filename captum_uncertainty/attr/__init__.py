@@ -5,7 +5,7 @@ Captum's own classes (``IntegratedGradients``, ``Saliency``, ``NoiseTunnel``, ``
 classes here are the methods Captum lacks.
 """
 
-from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients, gaussian_blur
+from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients
 from captum_uncertainty.attr.clue import CLUE, Counterfactuals
 from captum_uncertainty.attr.counterfactual_path import CounterfactualPathIG, FiducialWarning, Fiducials
 from captum_uncertainty.attr.delta_clue import DeltaCLUE
@@ -28,5 +28,4 @@ __all__ = [
     "GuidedIntegratedGradients",
     "UABackprop",
     "UncertaintyIntegratedGradients",
-    "gaussian_blur",
 ]

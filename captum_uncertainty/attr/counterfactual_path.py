@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
@@ -11,10 +12,18 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.func import jvp
 
-from captum_uncertainty.attr._common import check_uncertainty_forward, quadrature, steps_per_chunk
-from captum_uncertainty.attr._latent_search import search_latents
+from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
+from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
+from captum_uncertainty.attr._utils.latent_search import search_latents
+from captum_uncertainty.attr._utils.path import (
+    integrate_path,
+    quadrature,
+    straight_path,
+    uncertainty_gradients,
+    uncertainty_values,
+)
 from captum_uncertainty.attr.clue import CLUE, check_counterfactual_inputs
-from captum_uncertainty.attr.integrated_gradients import path_integrals
+from captum_uncertainty.attr.integrated_gradients import decomposed
 from captum_uncertainty.forward import Decomposition, UncertaintyForward
 from captum_uncertainty.generative.protocol import (
     LatentGenerativeModel,
@@ -135,20 +144,33 @@ class CounterfactualPathIG(GradientAttribution):
         self,
         inputs: Tensor,
         fiducial: FiducialType = "clue",
+        target: TargetType = None,
+        additional_forward_args: Any = None,
         n_steps: int = 50,
         method: str = "riemann_middle",
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: bool = False,
+        *,
         decompose: bool = False,
         return_fiducial: bool = False,
         fiducial_kwargs: Optional[Dict[str, Any]] = None,
     ) -> Any:
         r"""Attribute ``U(x) - U(dec(z_f))`` to the input features.
 
+        The positional arguments follow Captum's ``IntegratedGradients.attribute`` order, the
+        fiducial taking the baselines' place; the method's own options are keyword-only.
+
         Args:
             inputs (Tensor): inputs ``(N, ...)`` to explain (the decoder's output shape).
-            fiducial (str or Tensor): ``"clue"``, ``"in_class"``, latent codes ``(N, D)`` or
-                ``(D,)``, or images of the inputs' shape. Default: ``"clue"``.
+            fiducial (str or Tensor): the path's start (Captum's baselines slot): ``"clue"``,
+                ``"in_class"``, latent codes ``(N, D)`` or ``(D,)``, or images of the inputs'
+                shape. Default: ``"clue"``.
+            target (int, Tensor or list, optional): ``None`` for the scalar measure (default);
+                a class (or one per input) attributes that class's Eq. 4 term instead, as in
+                :class:`~captum_uncertainty.UncertaintyIntegratedGradients`.
+            additional_forward_args (Any, optional): extra arguments of the posterior's models,
+                passed along both segments (per-example tensors repeated over the path). The
+                fiducial searches do not take them: pass a tensor ``fiducial`` with them.
             n_steps (int): integration points on each of the two segments (the paper uses 50
                 for grayscale and 25 for large images). Default: 50.
             method (str): quadrature rule, ``"riemann_middle"`` (default, the paper's) or any of
@@ -156,12 +178,13 @@ class CounterfactualPathIG(GradientAttribution):
             internal_batch_size (int, optional): at most this many path points per forward pass.
             return_convergence_delta (bool): also return
                 ``sum(attributions) - (U(x) - U(dec(z_f)))`` per input.
-            decompose (bool): return a :class:`~captum_uncertainty.Decomposition` of total,
-                aleatoric and epistemic attributions (and deltas) from the same passes.
-            return_fiducial (bool): also return the :class:`~captum_uncertainty.attr.Fiducials`.
-            fiducial_kwargs (dict, optional): settings of the fiducial search (for ``"clue"``:
-                the arguments of :meth:`CLUE.counterfactuals`; for ``"in_class"``: those of
-                :func:`~captum_uncertainty.attr.counterfactual_path.in_class_fiducials`).
+            decompose (bool, keyword only): return a :class:`~captum_uncertainty.Decomposition`
+                of total, aleatoric and epistemic attributions (and deltas) from the same passes.
+            return_fiducial (bool, keyword only): also return the
+                :class:`~captum_uncertainty.attr.Fiducials`.
+            fiducial_kwargs (dict, optional, keyword only): settings of the fiducial search (for
+                ``"clue"``: the arguments of :meth:`CLUE.counterfactuals`; for ``"in_class"``:
+                those of :func:`~captum_uncertainty.attr.counterfactual_path.in_class_fiducials`).
 
         Returns:
             Tensor or Decomposition: attributions of the inputs' shape; then the convergence
@@ -170,25 +193,31 @@ class CounterfactualPathIG(GradientAttribution):
         """
         forward: UncertaintyForward = self.forward_func
         inputs = check_counterfactual_inputs(inputs)
-        alphas, weights = quadrature(method, n_steps)
+        args = additional_args_tuple(additional_forward_args)
+        if args and not isinstance(fiducial, Tensor):
+            raise ValueError(
+                "additional_forward_args are passed along the path, but the fiducial searches run the forward "
+                "without them: pass a tensor fiducial (latent codes or images) together with them"
+            )
+        nodes, weights = quadrature(method, n_steps, inputs)
         found = self.fiducials(inputs, fiducial, **(fiducial_kwargs or {}))
         warn_about_invalid_fiducials(found)
         with torch.no_grad():
             latents = encode_inputs(self.generative_model, inputs)
             reconstruction = decode_latents(self.generative_model, latents, inputs)
         measures = ("total", "aleatoric") if decompose else (forward.measure,)
-        latent_part = self.latent_path_integrals(inputs, found.latents, latents, alphas, weights, measures,
-                                                 internal_batch_size)
-        gap_part = path_integrals(forward, inputs, reconstruction, (), alphas, weights, measures, internal_batch_size)
-        attribution = [a + g * (inputs - reconstruction) for a, g in zip(latent_part, gap_part)]
+        batch = inputs.shape[0]
+        gradients = uncertainty_gradients(forward, args, measures, batch, target)
+        latent_part = integrate_path(self.decoded_path(found.latents, latents, inputs), gradients, nodes, weights,
+                                     batch, internal_batch_size)
+        gap_part = integrate_path(straight_path((inputs,), (reconstruction,)), gradients, nodes, weights, batch,
+                                  internal_batch_size)
+        attribution = [a + g * (inputs - reconstruction) for (a,), (g,) in zip(latent_part, gap_part)]
         with torch.no_grad():
-            ends = forward.decompose(inputs), forward.decompose(found.images)
-        deltas = [a.flatten(1).sum(1) - (ends[0].select(m) - ends[1].select(m)) for a, m in zip(attribution, measures)]
-        if decompose:
-            result: Any = Decomposition(attribution[0], attribution[1], attribution[0] - attribution[1])
-            delta: Any = Decomposition(deltas[0], deltas[1], deltas[0] - deltas[1])
-        else:
-            result, delta = attribution[0], deltas[0]
+            ends = zip(uncertainty_values(forward, (inputs,), args, measures, target),
+                       uncertainty_values(forward, (found.images,), args, measures, target))
+        deltas = [a.flatten(1).sum(1) - (at_x - at_f) for a, (at_x, at_f) in zip(attribution, ends)]
+        result, delta = decomposed(attribution, deltas) if decompose else (attribution[0], deltas[0])
         outputs = (result,) + ((delta,) if return_convergence_delta else ()) + ((found,) if return_fiducial else ())
         return outputs if len(outputs) > 1 else result
 
@@ -228,46 +257,22 @@ class CounterfactualPathIG(GradientAttribution):
             )
         return check_latents(fiducial.detach().to(inputs), "fiducial").clone()
 
-    def latent_path_integrals(
-        self,
-        inputs: Tensor,
-        start: Tensor,
-        end: Tensor,
-        alphas: Tensor,
-        weights: Tensor,
-        measures: Sequence[str],
-        internal_batch_size: Optional[int],
-    ) -> List[Tensor]:
-        """``sum_k w_k grad U_m(gamma(alpha_k)) * gamma'(alpha_k)`` for each measure ``m``."""
-        forward: UncertaintyForward = self.forward_func
-        batch = inputs.shape[0]
+    def decoded_path(self, start: Tensor, end: Tensor, inputs: Tensor):
+        """The path function of the decoded latent line ``gamma(a) = dec(z_f + a (z_x - z_f))``:
+        points and derivatives ``gamma'(a) = J_dec (z_x - z_f)`` (one JVP), ``(k * N, ...)`` step-major."""
         direction = end - start
-        chunk = steps_per_chunk(internal_batch_size, batch, len(alphas))
-        totals = [torch.zeros_like(inputs) for _ in measures]
-        for first in range(0, len(alphas), chunk):
-            step_alphas = alphas[first : first + chunk].to(inputs.dtype)
-            step_weights = weights[first : first + chunk].to(inputs.dtype)
-            points, velocities = self.decoded_path(start, direction, step_alphas, inputs)
-            points.requires_grad_(True)
-            with torch.enable_grad():
-                terms = forward.decompose(points)
-                values = [terms.select(m).sum() for m in measures]
-                for index, value in enumerate(values):
-                    (gradient,) = torch.autograd.grad(value, points, retain_graph=index + 1 < len(values))
-                    products = (gradient * velocities).reshape((len(step_alphas),) + tuple(inputs.shape))
-                    totals[index] = totals[index] + (products * step_weights.view((-1,) + (1,) * inputs.dim())).sum(0)
-        return totals
 
-    def decoded_path(self, start: Tensor, direction: Tensor, alphas: Tensor, inputs: Tensor):
-        """Points ``gamma(alpha)`` and derivatives ``gamma'(alpha)``, ``(len(alphas) * N, ...)`` step-major."""
-        latents = (start.unsqueeze(0) + alphas.view(-1, 1, 1) * direction.unsqueeze(0)).flatten(0, 1)
-        tangents = direction.repeat(len(alphas), 1)
-        like = inputs.repeat((len(alphas),) + (1,) * (inputs.dim() - 1))
-        with torch.no_grad(), warnings.catch_warnings():
-            # torch's first forward-mode AD call loads JIT decompositions and warns about torch.jit
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
-            points, velocities = jvp(lambda z: decode_latents(self.generative_model, z, like), (latents,), (tangents,))
-        return points.detach(), velocities.detach()
+        def points_at(nodes: Tensor):
+            latents = (start.unsqueeze(0) + nodes.view(-1, 1, 1) * direction.unsqueeze(0)).flatten(0, 1)
+            tangents = direction.repeat(len(nodes), 1)
+            like = inputs.repeat((len(nodes),) + (1,) * (inputs.dim() - 1))
+            with torch.no_grad(), warnings.catch_warnings():
+                # torch's first forward-mode AD call loads JIT decompositions and warns about torch.jit
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
+                points, velocities = jvp(lambda z: decode_latents(self.generative_model, z, like), (latents,), (tangents,))
+            return (points.detach(),), (velocities.detach(),)
+
+        return points_at
 
 
 def predicted_class(forward: UncertaintyForward, inputs: Tensor) -> Tensor:
@@ -310,7 +315,7 @@ def in_class_fiducials(
         images = decode_latents(generative_model, latents, inputs[rows]).clamp(1e-6, 1 - 1e-6)
         reconstruction = torch.nn.functional.binary_cross_entropy(images, inputs[rows], reduction="none").flatten(1).sum(1)
         log_p = forward.log_probabilities(images)
-        log_mean = torch.logsumexp(log_p, 0) - torch.log(torch.tensor(float(log_p.shape[0]), dtype=log_p.dtype))
+        log_mean = torch.logsumexp(log_p, 0) - math.log(log_p.shape[0])
         cross_entropy = -log_mean.gather(1, target[rows].unsqueeze(1)).squeeze(1)
         return reconstruction + class_weight * cross_entropy + prior_weight * latents.square().sum(1)
 

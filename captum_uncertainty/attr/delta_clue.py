@@ -8,7 +8,7 @@ import torch
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_uncertainty.attr._latent_search import search_latents
+from captum_uncertainty.attr._utils.latent_search import search_latents
 from captum_uncertainty.attr.clue import (
     CLUE,
     ClueObjective,
@@ -96,7 +96,7 @@ class DeltaCLUE(CLUE):
         inputs = inputs.detach()
         if aggregate == "best":
             best = found.objective.argmin(1)
-            maps = counterfactual_map(inputs, found.images[torch.arange(inputs.shape[0]), best])
+            maps = counterfactual_map(inputs, found.images[torch.arange(inputs.shape[0], device=best.device), best])
         else:
             repeated = inputs.unsqueeze(1).expand_as(found.images).flatten(0, 1)
             maps = counterfactual_map(repeated, found.images.flatten(0, 1))
@@ -128,7 +128,7 @@ class DeltaCLUE(CLUE):
         with torch.no_grad():
             centres = encode_inputs(self.generative_model, inputs)
             decode_latents(self.generative_model, centres[:1], inputs[:1])
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device="cpu").manual_seed(seed)  # drawn on the CPU, moved to the inputs'
         offsets = uniform_in_ball(torch.Size((n_starts, centres.shape[1])), float(delta), generator).to(centres)
         centres = centres.repeat_interleave(n_starts, 0)
         starts = centres + offsets.repeat(batch, 1)
@@ -148,9 +148,9 @@ class DeltaCLUE(CLUE):
 
 def uniform_in_ball(shape: torch.Size, radius: float, generator: torch.Generator) -> Tensor:
     """Offsets ``(N, D)`` drawn uniformly from the D-dimensional L2 ball of the given radius."""
-    directions = torch.randn(shape, generator=generator, dtype=torch.float64)
+    directions = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
     directions = directions / directions.norm(dim=1, keepdim=True)
-    radii = radius * torch.rand(shape[:1], generator=generator, dtype=torch.float64) ** (1.0 / shape[1])
+    radii = radius * torch.rand(shape[:1], generator=generator, dtype=torch.float64, device=generator.device) ** (1.0 / shape[1])
     return directions * radii.unsqueeze(1)
 
 

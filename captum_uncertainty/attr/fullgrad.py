@@ -10,8 +10,9 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_uncertainty.attr._common import additional_args_tuple, check_image_inputs
-from captum_uncertainty.attr._gradients import captured_layer_outputs, fullgrad_saliency
+from captum_uncertainty.attr._utils.gradients import captured_layer_outputs, check_layers_ran, fullgrad_saliency
+from captum_uncertainty.attr._utils.checks import check_image_inputs
+from captum_uncertainty.attr._utils.formatting import additional_args_tuple
 from captum_uncertainty.forward import UncertaintyForward
 
 __all__ = ["FullGrad", "FullGradTerms"]
@@ -116,6 +117,7 @@ class FullGrad(GradientAttribution):
         hookable = posterior.hookable() if posterior is not None else nullcontext()
         with torch.enable_grad(), hookable, captured_layer_outputs(modules, posterior, spatial_only) as records:
             output = selected_output(self.forward_func(point, *additional_args_tuple(additional_forward_args)), target)
+            check_layers_ran(records)
             outputs = [record.output for record in records]
             gradients = torch.autograd.grad(output.sum(), [point] + outputs, allow_unused=True)
         bias_terms = [

@@ -4,21 +4,25 @@ Adaptive Path Method for Removing Noise")."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_uncertainty.attr._common import additional_args_tuple, check_n_steps
-from captum_uncertainty.attr.blur_ig import (
+from captum_uncertainty.attr._utils.checks import check_internal_batch_size, check_n_steps
+from captum_uncertainty.attr._utils.formatting import (
     TargetType,
     TensorOrTuple,
-    _format_inputs,
-    _format_output,
-    _path_gradients,
+    additional_args_tuple,
+    format_baselines,
+    format_inputs,
+    format_output,
+    rows_of_args,
+    rows_of_target,
 )
+from captum_uncertainty.attr._utils.path import target_gradients
 
 __all__ = ["GuidedIntegratedGradients"]
 
@@ -26,32 +30,6 @@ BaselineType = Union[None, int, float, Tensor, Tuple[Union[int, float, Tensor], 
 
 #: Relative tolerance (w.r.t. the total L1 distance) under which a step counts as complete.
 STEP_TOLERANCE = 1e-7
-
-
-def _format_baselines(baselines: BaselineType, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
-    """One baseline tensor per input, of exactly the input's shape (zeros by default)."""
-    if baselines is None:
-        return tuple(torch.zeros_like(t) for t in inputs)
-    items = baselines if isinstance(baselines, tuple) else (baselines,)
-    if len(items) != len(inputs):
-        raise ValueError(f"baselines must give one baseline per input ({len(inputs)}), got {len(items)}")
-    out = []
-    for b, t in zip(items, inputs):
-        if isinstance(b, (int, float)) and not isinstance(b, bool):
-            out.append(torch.full_like(t, float(b)))
-            continue
-        if not isinstance(b, Tensor):
-            raise TypeError(f"baselines must be numbers or tensors, got {type(b).__name__}")
-        if b.shape == t.shape:
-            out.append(b.detach().to(t.dtype))
-        elif b.shape == t.shape[1:] or b.shape == (1, *t.shape[1:]):
-            out.append(b.detach().to(t.dtype).reshape(1, *t.shape[1:]).expand_as(t).clone())
-        else:
-            raise ValueError(
-                f"baselines must have the inputs' shape {tuple(t.shape)} (or {tuple(t.shape[1:])} / "
-                f"(1, *{tuple(t.shape[1:])}) for one shared baseline), got {tuple(b.shape)}"
-            )
-    return tuple(out)
 
 
 def _flatten(tensors: Tuple[Tensor, ...]) -> Tensor:
@@ -134,6 +112,7 @@ class GuidedIntegratedGradients(GradientAttribution):
         fraction: float = 0.1,
         max_dist: float = 0.02,
         return_convergence_delta: bool = False,
+        internal_batch_size: Optional[int] = None,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
         r"""
         Args:
@@ -157,6 +136,9 @@ class GuidedIntegratedGradients(GradientAttribution):
                 Default: 0.02.
             return_convergence_delta (bool, optional): also return
                 ``sum(attributions) - (F(x) - F(x'))`` per example. Default: ``False``.
+            internal_batch_size (int, optional): at most this many inputs per forward pass
+                (the guided path is sequential in its steps, so the rows of each step are
+                chunked). Default: ``None`` (all rows at once).
 
         Returns:
             *Tensor* or *tuple[Tensor, ...]* of **attributions**, same shape(s) as ``inputs``;
@@ -169,27 +151,41 @@ class GuidedIntegratedGradients(GradientAttribution):
             >>> gig = GuidedIntegratedGradients(uf)
             >>> attr, delta = gig.attribute(x, baselines=x * 0, return_convergence_delta=True)
         """
-        tensors, is_tuple = _format_inputs(inputs)
-        base = _format_baselines(baselines, tensors)
+        tensors, is_tuple = format_inputs(inputs)
+        baseline_sets = format_baselines(baselines, tensors)
+        if len(baseline_sets) != 1:
+            raise ValueError("GuidedIntegratedGradients takes one baseline per input, not 'black_white'")
+        base = tuple(b.contiguous() for b in baseline_sets[0])
+        check_internal_batch_size(internal_batch_size)
         n_steps = check_n_steps(n_steps)
         for name, value in (("fraction", fraction), ("max_dist", max_dist)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"{name} must be a float in (0, 1], got {value!r}")
         args = additional_args_tuple(additional_forward_args)
-        detached = tuple(t.detach() for t in tensors)
+        detached = tensors
         end, start = _flatten(detached), _flatten(base)
+        batch = end.shape[0]
+        rows = batch if internal_batch_size is None else internal_batch_size
 
         def gradient_at(point: Tensor) -> Tensor:
-            return _flatten(_path_gradients(self, _unflatten(point, detached), target, args, 1))
+            parts = []
+            for first in range(0, batch, rows):
+                last = min(first + rows, batch)
+                gradients = target_gradients(
+                    self, rows_of_target(target, batch, first, last), rows_of_args(args, batch, first, last), last - first
+                )
+                ((*grads,),) = gradients(_unflatten(point[first:last], tuple(t[first:last] for t in detached)), 1)
+                parts.append(_flatten(tuple(grads)))
+            return torch.cat(parts)
 
         flat_attr, _ = self._guided_path(gradient_at, start, end, n_steps, float(fraction), float(max_dist))
-        attributions = _format_output(_unflatten(flat_attr, detached), is_tuple)
+        attributions = format_output(_unflatten(flat_attr, detached), is_tuple)
         if not return_convergence_delta:
             return attributions
         delta = self.compute_convergence_delta(
             attributions,
-            _format_output(base, is_tuple),
-            _format_output(detached, is_tuple),
+            format_output(base, is_tuple),
+            format_output(detached, is_tuple),
             target=target,
             additional_forward_args=additional_forward_args,
         )

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Literal, Optional, Sequence, Tuple, Union, overload
 
 import torch
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_uncertainty.attr._common import (
+from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
+from captum_uncertainty.attr._utils.formatting import (
+    BaselineType,
+    TargetType,
+    TensorOrTuple,
     additional_args_tuple,
-    check_uncertainty_forward,
+    format_baselines,
+    format_inputs,
+    format_output,
+)
+from captum_uncertainty.attr._utils.path import (
+    integrate_path,
     quadrature,
-    repeat_batch_args,
-    steps_per_chunk,
+    straight_path,
+    uncertainty_gradients,
+    uncertainty_values,
 )
 from captum_uncertainty.forward import Decomposition, UncertaintyForward
 
-__all__ = ["UncertaintyIntegratedGradients"]
-
-BASELINE_NAMES = ("black", "white", "black_white")
-BaselineType = Union[None, str, int, float, Tensor]
+__all__ = ["UncertaintyIntegratedGradients", "decomposed"]
 
 
 class UncertaintyIntegratedGradients(GradientAttribution):
@@ -29,22 +36,29 @@ class UncertaintyIntegratedGradients(GradientAttribution):
 
     Attributes ``U(x) - U(x')``, where ``U`` is the :class:`~captum_uncertainty.UncertaintyForward`'s
     measure, to the input features by integrating the gradient of ``U`` along the straight line
-    from the baseline ``x'`` to ``x``. On a single tensor baseline it computes exactly what
-    ``captum.attr.IntegratedGradients(forward_func)`` computes (same integration points and
-    weights), and adds what uncertainty needs:
+    from the baseline ``x'`` to ``x``. ``attribute`` takes Captum's arguments in Captum's order,
+    so code written for ``captum.attr.IntegratedGradients(forward_func)`` works by swapping the
+    class, and on a tensor baseline it computes exactly what Captum computes (same integration
+    points and weights). It adds what uncertainty needs:
 
-    * ``baselines="black" | "white" | "black_white"``: an all-zeros image, an all-ones image
+    * ``baselines="black" | "white" | "black_white"``: an all-zeros input, an all-ones input
       (images are assumed scaled to [0, 1]), or the average of the two attributions, Perez et
       al.'s "B+W" fiducial (2022, supplement Sec. 4.4), which cancels part of the bias either
       single colour puts into the path;
-    * ``decompose=True``: total, aleatoric and epistemic attributions from one forward pass per
-      path point. Path integrals are linear in the integrand and epistemic = total - aleatoric,
-      so the epistemic attribution is the difference of the other two (Perez et al. supplement
-      Sec. 1); two backward passes (total and aleatoric) share one forward.
+    * ``decompose=True`` (keyword only): total, aleatoric and epistemic attributions from one
+      forward pass per path point. Path integrals are linear in the integrand and epistemic =
+      total - aleatoric, so the epistemic attribution is the difference of the other two (Perez
+      et al. supplement Sec. 1); two backward passes (total and aleatoric) share one forward;
+    * ``target``: ``None`` (default) explains the scalar measure. A class index (an int, or one
+      per input) explains that class's term ``U_{g_i}`` of Wang et al.'s Eq. 4 instead (e.g.
+      ``-pbar_i log pbar_i`` for total uncertainty); the terms of all classes sum to the scalar,
+      and so do their attributions.
 
     Properties: completeness (``sum(attributions) = U(x) - U(x')`` up to the quadrature error,
     reported by the convergence delta), implementation invariance, sensitivity, linearity.
-    Attributions can be negative: a feature can also *lower* the uncertainty.
+    Attributions can be negative: a feature can also *lower* the uncertainty. Under
+    :class:`~captum.attr.NoiseTunnel`, ``decompose=True`` returns the plain tuple ``(total,
+    aleatoric, epistemic)`` of smoothed maps (NoiseTunnel rebuilds tuples).
 
     Args:
         forward_func (UncertaintyForward): the uncertainty to explain.
@@ -59,6 +73,7 @@ class UncertaintyIntegratedGradients(GradientAttribution):
         >>> attributions, delta = ig.attribute(x, baselines="black_white", n_steps=50,
         ...                                    return_convergence_delta=True)
         >>> total, aleatoric, epistemic = ig.attribute(x, baselines="black", decompose=True)
+        >>> class_three = ig.attribute(x, target=3)   # the class-3 term of Eq. 4
     """
 
     def __init__(self, forward_func: UncertaintyForward, multiply_by_inputs: bool = True) -> None:
@@ -72,26 +87,61 @@ class UncertaintyIntegratedGradients(GradientAttribution):
     def has_convergence_delta(self) -> bool:
         return True
 
+    @overload
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
+        return_convergence_delta: Literal[True],
+        decompose: bool = False,
+    ) -> Tuple[Any, Any]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: Literal[False] = False,
+        *,
+        decompose: bool = False,
+    ) -> Any: ...
+
     @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor,
+        inputs: TensorOrTuple,
         baselines: BaselineType = None,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         n_steps: int = 50,
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: bool = False,
+        *,
         decompose: bool = False,
     ) -> Any:
         r"""Integrated Gradients of the uncertainty.
 
         Args:
-            inputs (Tensor): inputs ``(N, ...)`` to explain.
-            baselines (None, str, scalar or Tensor, optional): the reference ``x'``: ``None`` or
+            inputs (Tensor or tuple of Tensor): inputs ``(N, ...)`` to explain; a tuple when the
+                posterior's models take several inputs (Captum's convention).
+            baselines (None, str, scalar, Tensor or tuple): the reference ``x'``: ``None`` or
                 ``"black"`` (zeros), ``"white"`` (ones), ``"black_white"`` (average of the two
-                attributions), a number, or a tensor of the inputs' shape or of one example's
-                shape (shared by all examples). Default: ``None``.
+                attributions), a number, a tensor of the inputs' shape or of one example's
+                shape (shared by all examples), or a tuple with one per input. Default: ``None``.
+            target (int, Tensor or list, optional): ``None`` for the scalar measure (default);
+                a class (or one per input) for that class's Eq. 4 term.
             additional_forward_args (Any, optional): extra arguments of the forward; tensors
                 whose first dimension is the batch size are repeated along the path.
             n_steps (int): integration points. Default: 50.
@@ -102,96 +152,54 @@ class UncertaintyIntegratedGradients(GradientAttribution):
             return_convergence_delta (bool): also return ``sum(attributions) - (U(x) - U(x'))``
                 per example (for ``"black_white"``: of the averaged attribution against the
                 averaged difference).
-            decompose (bool): return a :class:`~captum_uncertainty.Decomposition` of total,
-                aleatoric and epistemic attributions instead of the measure's.
+            decompose (bool, keyword only): return a :class:`~captum_uncertainty.Decomposition`
+                of total, aleatoric and epistemic attributions instead of the measure's.
 
         Returns:
-            Tensor or Decomposition: attributions of the inputs' shape (a ``Decomposition`` of
-            three such tensors when ``decompose=True``), and the convergence delta ``(N,)`` (a
-            ``Decomposition`` of deltas when ``decompose=True``) if requested.
+            Tensor, tuple of Tensor, or Decomposition: attributions of the inputs' shape(s) (a
+            ``Decomposition`` of three such results when ``decompose=True``), and the
+            convergence delta ``(N,)`` (a ``Decomposition`` of deltas when ``decompose=True``)
+            if requested.
         """
         forward: UncertaintyForward = self.forward_func
-        if not isinstance(inputs, Tensor):
-            raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
-        if not inputs.is_floating_point():
-            raise TypeError(f"inputs must be a floating point tensor, got dtype {inputs.dtype}")
-        if inputs.dim() == 0 or inputs.shape[0] == 0:
-            raise ValueError(f"inputs must have a non-empty batch dimension, got shape {tuple(inputs.shape)}")
-        alphas, weights = quadrature(method, n_steps)
+        tensors, is_tuple = format_inputs(inputs)
+        nodes, weights = quadrature(method, n_steps, tensors[0])
         measures = ("total", "aleatoric") if decompose else (forward.measure,)
         args = additional_args_tuple(additional_forward_args)
-        inputs = inputs.detach()
-        attributions: List[List[Tensor]] = []
+        batch = tensors[0].shape[0]
+        gradients = uncertainty_gradients(forward, args, measures, batch, target)
+        attributions: List[List[Tuple[Tensor, ...]]] = []
         differences: List[List[Tensor]] = []
-        for baseline in resolve_baselines(baselines, inputs):
-            integrals = path_integrals(forward, inputs, baseline, args, alphas, weights, measures, internal_batch_size)
-            scale = inputs - baseline if self._multiply_by_inputs else torch.ones_like(inputs)
-            attributions.append([integral * scale for integral in integrals])
+        for baseline in format_baselines(baselines, tensors):
+            integrals = integrate_path(straight_path(tensors, baseline), gradients, nodes, weights, batch,
+                                       internal_batch_size)
+            attributions.append([self.scaled(integral, tensors, baseline) for integral in integrals])
             with torch.no_grad():
-                ends = forward.decompose(inputs, *args), forward.decompose(baseline, *args)
-            differences.append([ends[0].select(m) - ends[1].select(m) for m in measures])
-        attribution = [torch.stack(parts).mean(0) for parts in zip(*attributions)]
+                at_inputs = uncertainty_values(forward, tensors, args, measures, target)
+                at_baseline = uncertainty_values(forward, baseline, args, measures, target)
+            differences.append([a - b for a, b in zip(at_inputs, at_baseline)])
+        attribution = [average_tuples(parts) for parts in zip(*attributions)]
         difference = [torch.stack(parts).mean(0) for parts in zip(*differences)]
-        deltas = [a.flatten(1).sum(1) - d for a, d in zip(attribution, difference)]
-        if decompose:
-            result: Any = Decomposition(attribution[0], attribution[1], attribution[0] - attribution[1])
-            delta: Any = Decomposition(deltas[0], deltas[1], deltas[0] - deltas[1])
-        else:
-            result, delta = attribution[0], deltas[0]
+        deltas = [sum(a.flatten(1).sum(1) for a in parts) - d for parts, d in zip(attribution, difference)]
+        maps = [format_output(parts, is_tuple) for parts in attribution]
+        result, delta = decomposed(maps, deltas) if decompose else (maps[0], deltas[0])
         return (result, delta) if return_convergence_delta else result
 
+    def scaled(self, integral: Tuple[Tensor, ...], inputs: Tuple[Tensor, ...], baseline: Tuple[Tensor, ...]):
+        if not self._multiply_by_inputs:
+            return integral
+        return tuple(g * (x - b) for g, x, b in zip(integral, inputs, baseline))
 
-def resolve_baselines(baselines: BaselineType, inputs: Tensor) -> List[Tensor]:
-    """The baseline tensors (one, or two for ``"black_white"``), each of the inputs' shape."""
-    if baselines is None or (isinstance(baselines, str) and baselines == "black"):
-        return [torch.zeros_like(inputs)]
-    if isinstance(baselines, str):
-        if baselines == "white":
-            return [torch.ones_like(inputs)]
-        if baselines == "black_white":
-            return [torch.zeros_like(inputs), torch.ones_like(inputs)]
-        raise ValueError(f"baselines must be one of {BASELINE_NAMES}, a number or a tensor, got {baselines!r}")
-    if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
-        return [torch.full_like(inputs, float(baselines))]
-    if not isinstance(baselines, Tensor):
-        raise TypeError(f"baselines must be None, a string, a number or a tensor, got {type(baselines).__name__}")
-    if baselines.shape == inputs.shape:
-        return [baselines.detach().to(inputs.dtype)]
-    if baselines.shape in (inputs.shape[1:], (1,) + tuple(inputs.shape[1:])):
-        return [baselines.detach().to(inputs.dtype).reshape((1,) + tuple(inputs.shape[1:])).expand_as(inputs)]
-    raise ValueError(
-        f"baselines must have the inputs' shape {tuple(inputs.shape)} or one example's shape "
-        f"{tuple(inputs.shape[1:])}, got {tuple(baselines.shape)}"
+
+def average_tuples(parts: Sequence[Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
+    """Element-wise mean of several tuples of tensors (one per baseline set)."""
+    return tuple(torch.stack(items).mean(0) for items in zip(*parts))
+
+
+def decomposed(maps: Sequence[Any], deltas: Sequence[Tensor]) -> Tuple[Decomposition, Decomposition]:
+    """Total and aleatoric results -> Decompositions with epistemic = total - aleatoric."""
+    total, aleatoric = maps
+    epistemic: Any = (
+        tuple(t - a for t, a in zip(total, aleatoric)) if isinstance(total, tuple) else total - aleatoric
     )
-
-
-def path_integrals(
-    forward: UncertaintyForward,
-    inputs: Tensor,
-    baseline: Tensor,
-    args: Tuple[Any, ...],
-    alphas: Tensor,
-    weights: Tensor,
-    measures: Sequence[str],
-    internal_batch_size: Optional[int],
-) -> List[Tensor]:
-    """``sum_k w_k dU_m/dx(x' + alpha_k (x - x'))`` for each measure ``m``, from shared forwards."""
-    batch = inputs.shape[0]
-    chunk = steps_per_chunk(internal_batch_size, batch, len(alphas))
-    totals = [torch.zeros_like(inputs) for _ in measures]
-    shape = (-1,) + (1,) * inputs.dim()
-    for start in range(0, len(alphas), chunk):
-        step_alphas = alphas[start : start + chunk].to(inputs.dtype)
-        step_weights = weights[start : start + chunk].to(inputs.dtype)
-        points = (baseline.unsqueeze(0) + step_alphas.view(shape) * (inputs - baseline).unsqueeze(0)).reshape(
-            (-1,) + tuple(inputs.shape[1:])
-        )
-        points.requires_grad_(True)
-        with torch.enable_grad():
-            terms = forward.decompose(points, *repeat_batch_args(args, batch, len(step_alphas)))
-            values = [terms.select(m).sum() for m in measures]
-            for index, value in enumerate(values):
-                (gradient,) = torch.autograd.grad(value, points, retain_graph=index + 1 < len(values))
-                weighted = gradient.reshape((len(step_alphas),) + tuple(inputs.shape)) * step_weights.view(shape)
-                totals[index] = totals[index] + weighted.sum(0)
-    return totals
+    return Decomposition(total, aleatoric, epistemic), Decomposition(deltas[0], deltas[1], deltas[0] - deltas[1])

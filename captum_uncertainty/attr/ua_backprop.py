@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from contextlib import closing, nullcontext
-from typing import Any, Generator, Optional, Sequence, Tuple
+from typing import Any, Generator, List, Optional, Sequence, Tuple
 
 import torch
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_uncertainty.attr._common import (
+from captum_uncertainty.attr._utils.checks import (
+    check_floating_batch,
     check_image_inputs,
     check_n_steps,
     check_uncertainty_forward,
-    quadrature,
-    steps_per_chunk,
 )
-from captum_uncertainty.attr._gradients import (
+from captum_uncertainty.attr._utils.formatting import (
+    TargetType,
+    additional_args_tuple,
+    format_baselines,
+    repeat_batch_args,
+)
+from captum_uncertainty.attr._utils.path import integrate_path, quadrature, select_class, straight_path
+from captum_uncertainty.attr._utils.gradients import (
     bias_terms_by_sample,
     captured_layer_outputs,
     check_classes_per_pass,
@@ -26,8 +32,8 @@ from captum_uncertainty.attr._gradients import (
     fullgrad_saliency,
     raw_fullgrad_relevance,
 )
-from captum_uncertainty.attr.integrated_gradients import resolve_baselines
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward, per_class_uncertainty
+from captum_uncertainty.posterior import expand_to_samples
 
 __all__ = ["UABackprop", "PATHS", "default_temperatures"]
 
@@ -70,11 +76,18 @@ def logit_coefficients(g: Tensor, tau1: float, normalize: bool) -> Tensor:
 
 
 def pixel_distribution(relevance: Tensor, tau2: float, normalize: bool) -> Tensor:
-    """psi of Eq. 10: channel mean, then a softmax over pixels with temperature ``tau2``."""
-    mean = relevance.mean(1, keepdim=True)
+    """psi of Eq. 10: for images ``(B, C, H, W)`` the channel mean, then a softmax over pixels
+    with temperature ``tau2``; for inputs of any other shape ``(B, ...)`` (tabular features,
+    sequences) the softmax is taken over all features of a row, with no channel mean."""
+    mean = relevance.mean(1, keepdim=True) if relevance.dim() == 4 else relevance
     if not normalize:
         return mean
     return torch.softmax(mean.flatten(1) / tau2, dim=1).view_as(mean)
+
+
+def map_shape(inputs: Tensor) -> Tuple[int, ...]:
+    """``(N, 1, H, W)`` for images, the inputs' own shape otherwise."""
+    return (inputs.shape[0], 1) + tuple(inputs.shape[2:]) if inputs.dim() == 4 else tuple(inputs.shape)
 
 
 class UABackprop(GradientAttribution):
@@ -158,39 +171,53 @@ class UABackprop(GradientAttribution):
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor,
+        baselines: Any = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
         path: str = "fullgrad",
         tau1: Optional[float] = None,
         tau2: Optional[float] = None,
         normalize: bool = True,
         decompose: bool = False,
-        baselines: Any = None,
-        n_steps: int = 50,
-        method: str = "gausslegendre",
-        internal_batch_size: Optional[int] = None,
         classes_per_pass: Optional[int] = 1,
         fullgrad_postprocess: str = "reference",
     ) -> Any:
         r"""The uncertainty attribution map ``M(x)``.
 
+        The positional arguments are Captum's (``IntegratedGradients.attribute``'s order); the
+        method's own options are keyword-only.
+
         Args:
-            inputs (Tensor): images ``(N, C, H, W)``.
-            path (str): the z -> x method: ``"fullgrad"`` (default), ``"grad"``, ``"inputgrad"`` or
-                ``"integrated_gradients"``.
-            tau1 (float, optional): temperature of the logit coefficients (Eq. 8). Default: the
-                paper's, 0.08 for 1-channel and 0.55 for 3-channel inputs.
-            tau2 (float, optional): temperature of the pixel softmax (Eq. 10). Default: 0.3 for
-                1-channel and 0.02 for 3-channel inputs.
-            normalize (bool): apply the two normalisations (default). ``False`` is the App. D.7
-                ablation (no completeness).
-            decompose (bool): return a :class:`~captum_uncertainty.Decomposition` of the total,
-                aleatoric and epistemic maps, from the same backward passes.
+            inputs (Tensor): images ``(N, C, H, W)``, or for ``path`` ``"grad"``,
+                ``"inputgrad"`` and ``"integrated_gradients"`` inputs of any shape ``(N, ...)``
+                (tabular features, sequences).
             baselines (None, str or Tensor): reference ``x0`` of the IG path: ``None``/"black"
-                (zeros), ``"white"`` (ones), ``"black_white"`` (average) or a tensor.
+                (zeros), ``"white"`` (ones), ``"black_white"`` (average), a number or a tensor.
+            target (int, Tensor or list, optional): ``None`` (default) attributes the whole
+                uncertainty ``U``; a class ``i`` (or one per input) keeps only that class's Eq. 4
+                term ``U_{g_i}`` in step 1, so the map sums to ``U_{g_i}(x)``.
+            additional_forward_args (Any, optional): extra arguments of the posterior's models;
+                tensors whose first dimension is the batch size follow their rows (along the IG
+                path too).
             n_steps (int): integration points of the IG path. Default: 50.
             method (str): integration rule of the IG path (Captum's names). Default:
                 ``"gausslegendre"``.
             internal_batch_size (int, optional): at most this many path points (inputs x steps)
                 per forward pass of the IG path.
+            path (str, keyword only): the z -> x method: ``"fullgrad"`` (default, images only),
+                ``"grad"``, ``"inputgrad"`` or ``"integrated_gradients"``.
+            tau1 (float, optional): temperature of the logit coefficients (Eq. 8). Default: the
+                paper's, 0.08 for 1-channel and 0.55 for 3-channel images; required otherwise.
+            tau2 (float, optional): temperature of the pixel softmax (Eq. 10). Default: 0.3 for
+                1-channel and 0.02 for 3-channel images; required otherwise.
+            normalize (bool): apply the two normalisations (default). ``False`` is the App. D.7
+                ablation (no completeness).
+            decompose (bool): return a :class:`~captum_uncertainty.Decomposition` of the total,
+                aleatoric and epistemic maps, from the same backward passes.
             classes_per_pass (int or None): how many classes share one backward pass. Every
                 backward pass covers all posterior samples and inputs at once; ``1`` (default)
                 runs ``C`` such passes, ``None`` runs one pass for all ``C`` classes
@@ -203,51 +230,80 @@ class UABackprop(GradientAttribution):
                 ``"reference"``.
 
         Returns:
-            Tensor or Decomposition: maps ``(N, 1, H, W)`` summing to ``U(x)`` per input (with
-            ``normalize=True``); permute to ``(H, W, 1)`` for ``captum.attr.visualization``.
+            Tensor or Decomposition: maps ``(N, 1, H, W)`` for images (permute to ``(H, W, 1)``
+            for ``captum.attr.visualization``), of the inputs' shape otherwise, summing to
+            ``U(x)`` per input (with ``normalize=True``).
         """
         forward: UncertaintyForward = self.forward_func
-        check_image_inputs(inputs, "UABackprop")
+        check_floating_batch(inputs)
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        if path == "fullgrad":
+            check_image_inputs(inputs, "UABackprop(path='fullgrad')")
         check_n_steps(n_steps)
         check_classes_per_pass(classes_per_pass)
         if fullgrad_postprocess not in FULLGRAD_POSTPROCESS:
             raise ValueError(f"fullgrad_postprocess must be one of {FULLGRAD_POSTPROCESS}, got {fullgrad_postprocess!r}")
-        defaults = default_temperatures(inputs.shape[1]) if tau1 is None or tau2 is None else (tau1, tau2)
-        tau1 = check_temperature(defaults[0] if tau1 is None else tau1, "tau1")
-        tau2 = check_temperature(defaults[1] if tau2 is None else tau2, "tau2")
-        forward.posterior.check_inputs((inputs,))
+        tau1, tau2 = resolve_temperatures(inputs, tau1, tau2)
+        args = additional_args_tuple(additional_forward_args)
+        forward.posterior.check_inputs((inputs,) + args)
         inputs = inputs.detach()
         measures = MEASURES if decompose else (forward.measure,)
-        chunks = class_relevances(forward, inputs, path, baselines, n_steps, method, internal_batch_size, classes_per_pass,
-                                  fullgrad_postprocess)
+        chunks = class_relevances(forward, inputs, args, path, baselines, n_steps, method, internal_batch_size,
+                                  classes_per_pass, fullgrad_postprocess)
         with closing(chunks):
             logits = next(chunks)
-            shares = logit_uncertainties(logits, tau1, normalize, measures)  # (M, S, N, C)
-            maps = torch.zeros((len(measures), inputs.shape[0], 1) + tuple(inputs.shape[2:]), dtype=inputs.dtype)
-            for start, stop, relevance in chunks:  # relevance (k, S, N, channels, H, W)
+            shares = logit_uncertainties(logits, tau1, normalize, measures, target)  # (M, S, N, C)
+            maps = torch.zeros((len(measures),) + map_shape(inputs), dtype=inputs.dtype, device=inputs.device)
+            for start, stop, relevance in chunks:  # relevance (k, S, N, *input shape)
                 distribution = pixel_distribution(relevance.flatten(0, 2), tau2, normalize)
                 distribution = distribution.view(tuple(relevance.shape[:3]) + tuple(distribution.shape[1:]))
                 # Eq. 9: sum over classes of the chunk and over samples, weighted by U_{z_i^s}
-                maps = maps + torch.einsum("mskn,ksnchw->mnchw", shares[..., start:stop].transpose(-1, -2), distribution)
+                maps = maps + torch.einsum("mskn,ksn...->mn...", shares[..., start:stop].transpose(-1, -2), distribution)
         result = maps / logits.shape[0]  # Eq. 9: 1/S
         if decompose:
             return Decomposition(*result)
         return result[0]
 
 
-def logit_uncertainties(logits: Tensor, tau1: float, normalize: bool, measures: Sequence[str]) -> Tensor:
+def resolve_temperatures(inputs: Tensor, tau1: Optional[float], tau2: Optional[float]) -> Tuple[float, float]:
+    """The given temperatures, or the paper's for 1- and 3-channel images."""
+    if tau1 is None or tau2 is None:
+        if inputs.dim() != 4:
+            raise ValueError(
+                f"the paper gives temperatures for images only; inputs have shape {tuple(inputs.shape)}: "
+                "pass tau1 and tau2 explicitly"
+            )
+        defaults = default_temperatures(inputs.shape[1])
+        tau1 = defaults[0] if tau1 is None else tau1
+        tau2 = defaults[1] if tau2 is None else tau2
+    return check_temperature(tau1, "tau1"), check_temperature(tau2, "tau2")
+
+
+def logit_uncertainties(
+    logits: Tensor, tau1: float, normalize: bool, measures: Sequence[str], target: TargetType = None
+) -> Tensor:
     """``U_{z_i^s}`` for each measure, shape ``(M, S, N, C)`` (Eq. 4, 5, 8).
 
     Eq. 4's ``U_{g_j}`` is computed once from all samples (it is a term of the entropy of the
     predictive mean and of the mean member entropy) and shared by every sample ``s``, as the
-    paper states below Eq. 4; only the coefficients ``c^s`` are per sample.
+    paper states below Eq. 4; only the coefficients ``c^s`` are per sample. With ``target``,
+    only the target class's term ``U_{g_target}`` is passed on.
     """
     logits = logits.detach()
     per_class = per_class_uncertainty(logits, probabilities=False, validate=False)
     coefficients = logit_coefficients(torch.softmax(logits, dim=-1), tau1, normalize)  # (S, N, j, i)
-    return torch.stack([torch.einsum("snji,nj->sni", coefficients, per_class.select(m)) for m in measures])
+    terms: List[Tensor] = [per_class.select(m) for m in measures]
+    if target is not None:
+        terms = [only_class(term, target) for term in terms]
+    return torch.stack([torch.einsum("snji,nj->sni", coefficients, term) for term in terms])
+
+
+def only_class(per_class: Tensor, target: TargetType) -> Tensor:
+    """``(N, C)`` terms with every column but ``target``'s set to zero."""
+    kept = select_class(per_class, target)  # validates target
+    index = torch.as_tensor(target, device=per_class.device).reshape(-1, 1).expand(per_class.shape[0], 1)
+    return torch.zeros_like(per_class).scatter(1, index, kept.unsqueeze(1))
 
 
 RelevanceChunks = Generator[Any, None, None]
@@ -256,6 +312,7 @@ RelevanceChunks = Generator[Any, None, None]
 def class_relevances(
     forward: UncertaintyForward,
     inputs: Tensor,
+    args: Tuple[Any, ...],
     path: str,
     baselines: Any,
     n_steps: int,
@@ -266,13 +323,14 @@ def class_relevances(
 ) -> RelevanceChunks:
     """First yield the logits ``(S, N, C)`` at ``x``, then ``(start, stop, relevance)`` per class chunk.
 
-    ``relevance`` is ``(stop - start, S, N, channels, H, W)``: the relevance of logit ``z_i^s``
+    ``relevance`` is ``(stop - start, S, N, *input shape)``: the relevance of logit ``z_i^s``
     for each class ``i`` of the chunk, every sample ``s`` and input ``n``. Each chunk costs one
     backward pass through all samples and inputs at once (see
-    :func:`~captum_uncertainty.attr._gradients.class_gradient_chunks`).
+    :func:`~captum_uncertainty.attr._utils.gradients.class_gradient_chunks`).
     """
     if path == "integrated_gradients":
-        yield from integrated_relevances(forward, inputs, baselines, n_steps, method, internal_batch_size, classes_per_pass)
+        yield from integrated_relevances(forward, inputs, args, baselines, n_steps, method, internal_batch_size,
+                                         classes_per_pass)
         return
     posterior = forward.posterior
     num_samples = posterior.num_samples
@@ -286,8 +344,9 @@ def class_relevances(
     capture = captured_layer_outputs(posterior.sample_modules(), posterior, spatial_only=True) if fullgrad else nullcontext([])
     with torch.enable_grad(), posterior.hookable(), capture as records:
         points = inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)).clone().requires_grad_(True)
-        logits = sample_logits(forward, points)
-        check_record_rows(records, inputs.shape[0], num_samples)
+        logits = sample_logits(forward, points, args)
+        if fullgrad:
+            check_record_rows(records, inputs.shape[0], num_samples)
         yield logits.detach()
         wrt = [points] + [record.output for record in records]
         for start, stop, gradients in class_gradient_chunks(logits, wrt, classes_per_pass):
@@ -300,9 +359,10 @@ def class_relevances(
             yield start, stop, input_term.detach()
 
 
-def sample_logits(forward: UncertaintyForward, points: Tensor) -> Tensor:
-    """Sample ``s``'s logits on ``points[s]``: raw outputs, or log-probabilities for probability members."""
-    outputs = forward.posterior.forward_per_sample(points)
+def sample_logits(forward: UncertaintyForward, points: Tensor, args: Tuple[Any, ...] = ()) -> Tensor:
+    """Sample ``s``'s logits on ``points[s]`` (and its share of ``args``): raw outputs, or
+    log-probabilities for probability members."""
+    outputs = forward.posterior.forward_per_sample(points, *expand_to_samples(args, points.shape[0]))
     if forward.probabilities:
         return torch.log(outputs.clamp_min(torch.finfo(outputs.dtype).tiny))
     return outputs
@@ -311,40 +371,37 @@ def sample_logits(forward: UncertaintyForward, points: Tensor) -> Tensor:
 def integrated_relevances(
     forward: UncertaintyForward,
     inputs: Tensor,
+    args: Tuple[Any, ...],
     baselines: Any,
     n_steps: int,
     method: str,
     internal_batch_size: Optional[int],
     classes_per_pass: Optional[int],
 ) -> RelevanceChunks:
-    """Eq. 22: ``(x - x0) * int_0^1 dz_i^s/dx`` for every class and sample, path steps chunked.
+    """Eq. 22: ``(x - x0) * int_0^1 dz_i^s/dx`` for every class and sample, by the path engine.
 
     Yields the logits at ``x``, then one chunk with all classes (averaged over the references
     when ``baselines`` names several).
     """
-    posterior = forward.posterior
-    num_samples, batch = posterior.num_samples, inputs.shape[0]
-    alphas, weights = quadrature(method, n_steps)
+    num_samples, batch = forward.posterior.num_samples, inputs.shape[0]
+    nodes, weights = quadrature(method, n_steps, inputs)
     with torch.no_grad():
-        logits = sample_logits(forward, inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)))
+        logits = sample_logits(forward, inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)), args)
     yield logits
     num_classes = logits.shape[-1]
-    chunk = steps_per_chunk(internal_batch_size, batch, n_steps)
-    view = (-1,) + (1,) * inputs.dim()
-    relevance = torch.zeros((num_classes, num_samples) + tuple(inputs.shape), dtype=inputs.dtype)
-    references = resolve_baselines(baselines, inputs)
+
+    def class_gradients(points: Tuple[Tensor, ...], count: int) -> List[Tuple[Tensor, ...]]:
+        (flat,) = points
+        stacked = flat.unsqueeze(0).expand((num_samples,) + tuple(flat.shape)).clone().requires_grad_(True)
+        with torch.enable_grad():
+            path_logits = sample_logits(forward, stacked, repeat_batch_args(args, batch, count))
+            chunks = [gradient for _, _, (gradient,) in class_gradient_chunks(path_logits, [stacked], classes_per_pass)]
+        return [(torch.cat(chunks),)]  # (C, S, count * N, ...)
+
+    references = format_baselines(baselines, (inputs,))
+    relevance = torch.zeros((num_classes, num_samples) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
     for reference in references:
-        integral = torch.zeros_like(relevance)
-        for begin in range(0, n_steps, chunk):
-            step_alphas = alphas[begin : begin + chunk].to(inputs.dtype)
-            step_weights = weights[begin : begin + chunk].to(inputs.dtype)
-            points = reference.unsqueeze(0) + step_alphas.view(view) * (inputs - reference).unsqueeze(0)
-            points = points.reshape((-1,) + tuple(inputs.shape[1:]))  # (k * N, ...) step-major
-            with torch.enable_grad():
-                stacked = points.unsqueeze(0).expand((num_samples,) + tuple(points.shape)).clone().requires_grad_(True)
-                path_logits = sample_logits(forward, stacked)
-                for start, stop, (gradient,) in class_gradient_chunks(path_logits, [stacked], classes_per_pass):
-                    gradient = gradient.view((stop - start, num_samples, len(step_alphas)) + tuple(inputs.shape))
-                    integral[start:stop] += (gradient * step_weights.view((1, 1, -1) + (1,) * inputs.dim())).sum(2)
-        relevance += integral * (inputs - reference) / len(references)
+        ((integral,),) = integrate_path(straight_path((inputs,), reference), class_gradients, nodes, weights, batch,
+                                        internal_batch_size)
+        relevance += integral * (inputs - reference[0]) / len(references)
     yield 0, num_classes, relevance

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from captum_uncertainty._blur import separable_blur
+from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.metrics._checks import (
     check_batch_size,
     check_fraction,
@@ -26,7 +26,6 @@ from captum_uncertainty.metrics._checks import (
 __all__ = [
     "BlurringResult",
     "blurring_test",
-    "gaussian_blur",
     "pixel_ranks",
     "pixel_budget",
     "replaced_scores",
@@ -42,54 +41,6 @@ Replacement = Union[Tensor, Callable[[Tensor, Tensor], Tensor]]
 
 #: Images per forward call when ``batch_size=None``.
 DEFAULT_BATCH_SIZE = 4096
-
-#: Kernel half-width in standard deviations, as ``scipy.ndimage.gaussian_filter(truncate=4.0)``.
-TRUNCATE = 4.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Gaussian blur
-# ----------------------------------------------------------------------------------------------
-def gaussian_blur(images: Tensor, sigma: Union[float, Tensor]) -> Tensor:
-    r"""Blur ``(N, C, H, W)`` images with an isotropic Gaussian filter of standard deviation ``sigma``.
-
-    Separable (one 1-D blur along H, one along W, written as two small matrix products), every
-    channel independently. Boundaries and truncation follow ``scipy.ndimage.gaussian_filter``
-    with ``mode="reflect"`` and ``truncate=4.0``: the kernel spans ``|k| <= int(4 sigma + 0.5)``
-    pixels, and the half-sample symmetric reflection is repeated periodically when the kernel is
-    wider than the image, so any ``sigma`` is defined. ``sigma = 0`` returns the images
-    unchanged (exactly); ``sigma = inf`` returns every pixel set to its image's per-channel
-    mean (the limit of the reflected blur). Differentiable with respect to ``images``.
-
-    Args:
-        images (Tensor): floating point images of shape ``(N, C, H, W)``.
-        sigma (float or Tensor): one standard deviation (in pixels) for all images, or a tensor
-            ``(N,)`` with one per image. Must be ``>= 0`` (``inf`` allowed).
-
-    Returns:
-        Tensor: the blurred images, same shape and dtype as ``images``.
-
-    Examples::
-
-        >>> x = torch.rand(2, 1, 28, 28)
-        >>> y = gaussian_blur(x, 2.0)
-        >>> z = gaussian_blur(x, torch.tensor([0.0, 4.0]))   # z[0] == x[0]
-    """
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor of shape (N, C, H, W), got {shape}")
-    n = images.shape[0]
-    sigma_t = torch.as_tensor(sigma, dtype=images.dtype, device=images.device)
-    if sigma_t.dim() == 0:
-        sigma_t = sigma_t.expand(n)
-    if tuple(sigma_t.shape) != (n,):
-        raise ValueError(f"sigma must be a float or a tensor of shape ({n},), got shape {tuple(sigma_t.shape)}")
-    if bool(torch.isnan(sigma_t).any()) or bool((sigma_t < 0).any()):
-        raise ValueError(f"sigma must be >= 0 (inf allowed), got {sigma}")
-    if n == 0:
-        return images.clone()
-    return separable_blur(images, sigma_t, TRUNCATE)
-
 
 # ----------------------------------------------------------------------------------------------
 # Pixel orders and batched evaluation of partially replaced images
@@ -309,10 +260,10 @@ def blurring_test(
         raise ValueError(f"sigma_selection must be one of {_SELECTIONS}, got {sigma_selection!r}")
     n, _, h, w = inputs.shape
     budget = pixel_budget(fraction, h, w)
-    sigmas = torch.arange(int(math.floor(max_sigma / sigma_step + 1e-9)) + 1, dtype=inputs.dtype) * sigma_step
-    sigmas = sigmas.to(inputs.device)
+    sigmas = torch.arange(int(math.floor(max_sigma / sigma_step + 1e-9)) + 1, dtype=inputs.dtype, device=inputs.device)
+    sigmas = sigmas * sigma_step
     reference = scores(forward_func, inputs, batch_size)
-    steps = torch.arange(1, budget + 1)
+    steps = torch.arange(1, budget + 1, device=inputs.device)
 
     def blurred_for(sigma_of_k: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         return lambda k, i: gaussian_blur(inputs[i], sigma_of_k[k])
@@ -333,13 +284,13 @@ def blurring_test(
     if sigma_selection == "image":
         runs = torch.stack([running_reduction(g, reference) for g in grid])  # (S, N, T)
         best = runs[:, :, -1].argmax(0)
-        per_image = runs[best, torch.arange(n)]
+        per_image = runs[best, torch.arange(n, device=inputs.device)]
         return _result(per_image, sigmas[best], reference)
     reductions = reduction(grid, reference)  # (S, T, N)
     best_per_step = reductions.max(0)  # over sigma, per t and image
     per_image = torch.cummax(best_per_step.values.t(), dim=1).values
     at_max = per_image[:, -1:].eq(best_per_step.values.t()).to(torch.long).argmax(1)
-    chosen = sigmas[best_per_step.indices.t()[torch.arange(n), at_max]]
+    chosen = sigmas[best_per_step.indices.t()[torch.arange(n, device=inputs.device), at_max]]
     return _result(per_image, chosen, reference)
 
 

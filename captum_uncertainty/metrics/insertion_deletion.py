@@ -17,7 +17,8 @@ from captum_uncertainty.metrics._checks import (
     check_maps,
     check_positive_int,
 )
-from captum_uncertainty.metrics.blurring import gaussian_blur, pixel_ranks, replaced_scores, scores
+from captum_uncertainty.blur import gaussian_blur
+from captum_uncertainty.metrics.blurring import pixel_ranks, replaced_scores, scores
 
 __all__ = ["InsertionDeletionResult", "insertion_deletion", "class_probabilities"]
 

@@ -77,13 +77,13 @@ def _check_patch(patch_size: Any, height: int, width: int) -> int:
 
 def _candidate_indices(candidates: Union[None, int, Tensor], available: int) -> Tensor:
     if candidates is None:
-        return torch.arange(available)
+        return torch.arange(available, device="cpu")
     if isinstance(candidates, Tensor):
         index = candidates.reshape(-1).long().cpu()
         if index.numel() == 0 or bool(((index < 0) | (index >= available)).any()):
             raise ValueError(f"candidates must index x_test (0..{available - 1}) and be non-empty")
         return index
-    return torch.arange(min(check_positive_int(candidates, "candidates"), available))
+    return torch.arange(min(check_positive_int(candidates, "candidates"), available), device="cpu")
 
 
 def box_masks(boxes: Tensor, height: int, width: int) -> Tensor:

@@ -182,7 +182,7 @@ def entropy_information_curve(
     h, w = inputs.shape[2:]
     pixels = h * w
     steps = pixels if steps is None else check_positive_int(steps, "steps")
-    counts = torch.tensor([int(math.floor(j * pixels / steps + 0.5)) for j in range(steps + 1)])
+    counts = torch.tensor([int(math.floor(j * pixels / steps + 0.5)) for j in range(steps + 1)], device=inputs.device)
     blurred = gaussian_blur(inputs, _check_sigma(sigma))
     reference = scores(forward_func, inputs, batch_size)
     values = replaced_scores(forward_func, inputs, blurred, ranks, counts, batch_size)

@@ -55,16 +55,51 @@ class LayerOutput:
         return gradient * bias.detach().to(gradient.dtype).view(shape)
 
 
+class LayerRecords(List[LayerOutput]):
+    """The records of one forward, and how many layers were hooked."""
+
+    hooked: int = 0
+
+
+def unseen_bias_layers(modules: Sequence[nn.Module]) -> List[str]:
+    """Layers carrying a bias-like parameter that FullGrad's hooks do not cover (named by path).
+
+    FullGrad's bias terms are read from convolution, linear and BatchNorm layers; any other
+    layer with its own parameter named ``*bias*`` (LayerNorm, GroupNorm, recurrent layers,
+    bayesian-torch's ``mu_bias``) would be missing from the map.
+    """
+    unseen = []
+    for index, root in enumerate(modules):
+        for name, module in root.named_modules():
+            if isinstance(module, BIASED_LAYERS):
+                continue
+            own = [p for p, value in module.named_parameters(recurse=False) if "bias" in p and value is not None]
+            if own:
+                where = f"modules[{index}]" + (f".{name}" if name else "")
+                unseen.append(f"{where} ({type(module).__name__}: {', '.join(own)})")
+    return unseen
+
+
 @contextmanager
 def captured_layer_outputs(
     modules: Sequence[nn.Module], posterior: Optional[object] = None, spatial_only: bool = False
-) -> Iterator[List[LayerOutput]]:
+) -> Iterator[LayerRecords]:
     """Record the outputs of every biased layer of ``modules`` while the block runs.
 
     Each record notes ``posterior.current_sample`` (which sample the rows belong to; ``None``
     means all samples stacked sample-major). Hooks are removed on exit, also after an error.
+    A layer carrying a bias the hooks cannot read raises ``ValueError`` naming it (a map
+    without those bias terms would be silently incomplete).
     """
-    records: List[LayerOutput] = []
+    unseen = unseen_bias_layers(modules)
+    if unseen:
+        raise ValueError(
+            "FullGrad reads the biases of Conv, Linear and BatchNorm layers, but these layers carry biases it "
+            f"cannot attribute: {'; '.join(unseen)}. Convert them to standard layers (e.g. "
+            "captum_uncertainty.integrations.from_bayesian_torch samples plain Conv/Linear layers), or use "
+            "path='inputgrad', 'grad' or 'integrated_gradients'"
+        )
+    records = LayerRecords()
     handles = []
 
     def hook(module: nn.Module, _inputs: object, output: Tensor) -> None:
@@ -87,6 +122,7 @@ def captured_layer_outputs(
                 if spatial_only and isinstance(module, nn.Linear):
                     continue
                 handles.append(module.register_forward_hook(hook))
+        records.hooked = len(handles)
         yield records
     finally:
         for handle in handles:
@@ -177,6 +213,7 @@ def check_record_rows(records: Sequence[LayerOutput], batch: int, num_samples: i
     Posteriors that run their modules per sample (:class:`DeepEnsemble`, :class:`WeightSamples`)
     or as one sample-major batch (:class:`MCDropout`) satisfy this; opaque callables may not.
     """
+    check_layers_ran(records)
     for record in records:
         expected = batch if record.sample is not None else batch * num_samples
         if record.output.shape[0] != expected:
@@ -186,6 +223,17 @@ def check_record_rows(records: Sequence[LayerOutput], batch: int, num_samples: i
                 "FullGrad bias terms need a DeepEnsemble, WeightSamples or MCDropout posterior: use "
                 "path='inputgrad', 'grad' or 'integrated_gradients' for this posterior"
             )
+
+
+def check_layers_ran(records: Sequence[LayerOutput]) -> None:
+    """Hooked layers that never ran mean the forward used other modules: no bias term would be read."""
+    if not records and getattr(records, "hooked", 0):
+        raise ValueError(
+            f"FullGrad hooked {records.hooked} biased layers of the posterior's modules, but none of them ran: "
+            "the posterior runs other modules than those it lists (e.g. a deep copy of the model, as laplace-torch "
+            "does), so the map would lack every bias term. Use a posterior that runs the listed modules (e.g. "
+            "captum_uncertainty.integrations.from_laplace), or path='inputgrad', 'grad' or 'integrated_gradients'"
+        )
 
 
 def check_classes_per_pass(classes_per_pass: Optional[int]) -> Optional[int]:

@@ -1,0 +1,210 @@
+r"""The one path-integration engine of the package.
+
+Every path method (Integrated Gradients of uncertainty, both segments of the counterfactual path,
+UA-Backprop's IG path, Blur IG) computes
+
+.. math:: I = \sum_k w_k \, \nabla F(\gamma(a_k)) \odot \gamma'(a_k)
+
+for quadrature nodes ``a_k`` and weights ``w_k``: :func:`integrate_path` builds the points of a
+chunk of nodes (all inputs of the batch, step-major), asks for the gradients there, multiplies
+them by the path's velocity when it has one, weighs and sums them. ``internal_batch_size``
+bounds the path points per forward pass, as in Captum. Nodes and weights live on the inputs'
+device and dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from captum_uncertainty.attr._utils.checks import check_internal_batch_size, check_n_steps
+from captum_uncertainty.attr._utils.formatting import TargetType, repeat_batch_args, repeat_target
+from captum_uncertainty.forward import UncertaintyForward
+
+__all__ = [
+    "INTEGRATION_METHODS",
+    "integrate_path",
+    "quadrature",
+    "step_chunks",
+    "straight_path",
+    "target_gradients",
+    "uncertainty_gradients",
+    "uncertainty_values",
+]
+
+#: Captum's integration rules for path methods.
+INTEGRATION_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+
+Points = Tuple[Tensor, ...]
+#: nodes ``(k,)`` -> (points, velocities or None), each a tuple with one ``(k * N, ...)`` tensor per input
+PathFunction = Callable[[Tensor], Tuple[Points, Optional[Points]]]
+#: (points, k) -> one tuple of gradients per output; a gradient is ``(*lead, k * N, ...)``
+GradientFunction = Callable[[Points, int], Sequence[Points]]
+
+
+def quadrature(method: str, n_steps: int, like: Tensor) -> Tuple[Tensor, Tensor]:
+    """Nodes ``a_k`` in [0, 1] and weights ``w_k`` of Captum's integration rules, on ``like``'s
+    device and dtype.
+
+    The same rules and the same points as ``captum.attr.IntegratedGradients``: Gauss-Legendre
+    on [0, 1], or left / right / middle / trapezoid Riemann sums (``n_steps >= 2`` for Riemann,
+    as Captum requires). Computed in float64, then cast.
+    """
+    if method not in INTEGRATION_METHODS:
+        raise ValueError(f"method must be one of {INTEGRATION_METHODS}, got {method!r}")
+    if method == "gausslegendre":
+        check_n_steps(n_steps)
+        points, weights = np.polynomial.legendre.leggauss(n_steps)
+        nodes, weights = 0.5 * (1 + points), 0.5 * weights
+    else:
+        check_n_steps(n_steps, minimum=2)
+        weights = np.full(n_steps, 1.0 / n_steps)
+        rule = method.split("_")[1]
+        if rule == "trapezoid":
+            weights[0] /= 2
+            weights[-1] /= 2
+            nodes = np.linspace(0, 1, n_steps)
+        elif rule == "left":
+            nodes = np.linspace(0, 1 - 1 / n_steps, n_steps)
+        elif rule == "middle":
+            nodes = np.linspace(1 / (2 * n_steps), 1 - 1 / (2 * n_steps), n_steps)
+        else:
+            nodes = np.linspace(1 / n_steps, 1, n_steps)
+    as_like = dict(dtype=like.dtype, device=like.device)
+    return torch.as_tensor(nodes, **as_like), torch.as_tensor(weights, **as_like)
+
+
+def step_chunks(n_nodes: int, batch: int, internal_batch_size: Optional[int]) -> Iterator[Tuple[int, int]]:
+    """``(start, stop)`` ranges of nodes; each chunk holds at most ``internal_batch_size`` path
+    points (``nodes x batch``), and at least one node of the whole batch."""
+    check_internal_batch_size(internal_batch_size)
+    size = n_nodes if internal_batch_size is None else max(1, internal_batch_size // batch)
+    for start in range(0, n_nodes, size):
+        yield start, min(start + size, n_nodes)
+
+
+def integrate_path(
+    path: PathFunction,
+    gradients: GradientFunction,
+    nodes: Tensor,
+    weights: Tensor,
+    batch: int,
+    internal_batch_size: Optional[int] = None,
+) -> List[Points]:
+    r"""``sum_k w_k grad_m(gamma(a_k)) * gamma'(a_k)`` for every output ``m`` and input.
+
+    Args:
+        path: maps a chunk of nodes ``(k,)`` to the points ``gamma(a)`` (one ``(k * N, ...)``
+            tensor per input, step-major) and their velocities ``gamma'(a)`` (same shapes), or
+            ``None`` for a velocity the caller applies afterwards (e.g. ``x - x'``).
+        gradients: maps the points and ``k`` to the gradients of each output at the points;
+            a gradient may carry leading dimensions (``(*lead, k * N, ...)``, e.g. classes and
+            posterior samples), which are kept.
+        nodes, weights: ``(K,)`` quadrature nodes and weights.
+        batch: ``N``.
+        internal_batch_size: at most this many path points per forward pass.
+
+    Returns:
+        One tuple per output, with one ``(*lead, N, ...)`` integral per input.
+    """
+    totals: Optional[List[List[Tensor]]] = None
+    for start, stop in step_chunks(len(nodes), batch, internal_batch_size):
+        count = stop - start
+        points, velocities = path(nodes[start:stop])
+        chunk_weights = weights[start:stop]
+        outputs = gradients(points, count)
+        sums = [
+            [weighted_step_sum(g, points[j], None if velocities is None else velocities[j], chunk_weights, batch)
+             for j, g in enumerate(per_input)]
+            for per_input in outputs
+        ]
+        totals = sums if totals is None else [[a + b for a, b in zip(old, new)] for old, new in zip(totals, sums)]
+    assert totals is not None  # at least one node: check_n_steps
+    return [tuple(per_input) for per_input in totals]
+
+
+def weighted_step_sum(gradient: Tensor, point: Tensor, velocity: Optional[Tensor], weights: Tensor, batch: int) -> Tensor:
+    """``sum_k w_k g_k (* v_k)`` of a ``(*lead, k * N, ...)`` gradient at ``(k * N, ...)`` points, keeping ``lead``."""
+    lead = gradient.dim() - point.dim()
+    count = weights.shape[0]
+    steps = gradient.reshape(tuple(gradient.shape[:lead]) + (count, batch) + tuple(point.shape[1:]))
+    if velocity is not None:
+        steps = steps * velocity.reshape((count, batch) + tuple(point.shape[1:]))
+    return (steps * weights.view((count,) + (1,) * (point.dim()))).sum(lead)
+
+
+def straight_path(inputs: Points, baselines: Points) -> PathFunction:
+    """``x' + a (x - x')`` for every input; the velocity ``x - x'`` is left to the caller."""
+
+    def points_at(nodes: Tensor) -> Tuple[Points, None]:
+        points = []
+        for x, base in zip(inputs, baselines):
+            alphas = nodes.view((-1,) + (1,) * x.dim())
+            points.append((base.unsqueeze(0) + alphas * (x - base).unsqueeze(0)).reshape((-1,) + tuple(x.shape[1:])))
+        return tuple(points), None
+
+    return points_at
+
+
+def uncertainty_values(
+    forward: UncertaintyForward, inputs: Points, args: Tuple[Any, ...], measures: Sequence[str], target: TargetType = None
+) -> List[Tensor]:
+    """Each measure's ``(N,)`` value: the scalar uncertainty, or with ``target`` the class
+    term ``U_{g_target}`` of Wang et al.'s Eq. 4."""
+    if target is None:
+        terms = forward.decompose(*inputs, *args)
+        return [terms.select(m) for m in measures]
+    terms = forward.per_class(*inputs, *args)
+    return [select_class(terms.select(m), target) for m in measures]
+
+
+def select_class(per_class: Tensor, target: TargetType) -> Tensor:
+    """Column ``target`` of ``(N, C)`` per-class terms (an int, or one class per row)."""
+    index = torch.as_tensor(target, device=per_class.device).reshape(-1)
+    if isinstance(target, bool) or index.dtype in (torch.bool,) or index.is_floating_point():
+        raise TypeError(f"target must be an int or integer classes per input, got {target!r}")
+    if index.numel() == 1:
+        index = index.expand(per_class.shape[0])
+    if index.numel() != per_class.shape[0]:
+        raise ValueError(f"target must be one class or one class per input ({per_class.shape[0]}), got {index.numel()}")
+    if bool((index < 0).any()) or bool((index >= per_class.shape[1]).any()):
+        raise ValueError(f"target must be a class in [0, {per_class.shape[1]}), got {target!r}")
+    return per_class.gather(1, index.view(-1, 1)).squeeze(1)
+
+
+def uncertainty_gradients(
+    forward: UncertaintyForward, args: Tuple[Any, ...], measures: Sequence[str], batch: int, target: TargetType = None
+) -> GradientFunction:
+    """Gradients of every measure (one shared forward) at the path points; per-example ``args``
+    and ``target`` repeated over the path's steps."""
+
+    def gradients_at(points: Points, count: int) -> List[Points]:
+        points = tuple(p.detach().requires_grad_(True) for p in points)
+        with torch.enable_grad():
+            values = uncertainty_values(
+                forward, points, repeat_batch_args(args, batch, count), measures, repeat_target(target, batch, count)
+            )
+            return [
+                tuple(g.detach() for g in torch.autograd.grad(v.sum(), points, retain_graph=m + 1 < len(values)))
+                for m, v in enumerate(values)
+            ]
+
+    return gradients_at
+
+
+def target_gradients(attribution: Any, target: TargetType, args: Tuple[Any, ...], batch: int) -> GradientFunction:
+    """Gradients of the ``target``-selected output of ``attribution.forward_func`` (Captum's
+    ``gradient_func``), for methods that accept any forward function."""
+
+    def gradients_at(points: Points, count: int) -> List[Points]:
+        points = tuple(p.detach().requires_grad_(True) for p in points)
+        extra = repeat_batch_args(args, batch, count)
+        grads = attribution.gradient_func(
+            attribution.forward_func, points, repeat_target(target, batch, count), extra if extra else None
+        )
+        return [tuple(g.detach() for g in grads)]
+
+    return gradients_at
