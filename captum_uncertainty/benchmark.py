@@ -185,7 +185,7 @@ def counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> T
 def random_map(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     """Uniform noise maps (Wang et al. App. D.6), seeded."""
     generator = torch.Generator().manual_seed(ctx.config.seed)
-    return torch.rand((x.shape[0], 1) + tuple(x.shape[2:]), generator=generator)
+    return torch.rand((x.shape[0], 1) + tuple(x.shape[2:]), generator=generator, device="cpu").to(x)
 
 
 METHODS: Dict[str, Explainer] = {

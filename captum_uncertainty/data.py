@@ -171,7 +171,7 @@ class MNISTCNN(nn.Module):
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[Tensor]:
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator, device="cpu")
     return order.split(batch_size)
 
 

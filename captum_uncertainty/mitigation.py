@@ -336,7 +336,7 @@ def train_with_attention(
         generator = torch.Generator().manual_seed(seed)
         model.train()
         for _ in tqdm(range(epochs), desc="training", disable=not progress, leave=False):
-            for batch in torch.randperm(x_train.shape[0], generator=generator).split(batch_size):
+            for batch in torch.randperm(x_train.shape[0], generator=generator, device="cpu").split(batch_size):
                 batch = batch.to(x_train.device)
                 logits = net(x_train[batch], None if attention is None else attention[batch])
                 optimizer.zero_grad(set_to_none=True)
@@ -436,7 +436,7 @@ def stratified_subset(y: Tensor, size: int, seed: int) -> Tensor:
     if not 1 <= size <= len(y):
         raise ValueError(f"n_train must be in [1, {len(y)}], got {size}")
     generator = torch.Generator().manual_seed(seed)
-    pools = [members[torch.randperm(len(members), generator=generator)]
+    pools = [members[torch.randperm(len(members), generator=generator, device="cpu")]
              for members in (torch.nonzero(y.cpu() == c).flatten() for c in torch.unique(y.cpu()))]
     quotas = [0] * len(pools)
     remaining = size
@@ -447,7 +447,7 @@ def stratified_subset(y: Tensor, size: int, seed: int) -> Tensor:
             quotas[k] += min(share, len(pools[k]) - quotas[k])
         remaining = size - sum(quotas)
     chosen = torch.cat([pool[:quota] for pool, quota in zip(pools, quotas)])
-    return chosen[torch.randperm(len(chosen), generator=generator)]
+    return chosen[torch.randperm(len(chosen), generator=generator, device="cpu")]
 
 
 def mitigation_study(

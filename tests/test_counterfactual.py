@@ -5,12 +5,14 @@ import warnings
 
 import pytest
 import torch
+from captum.attr import NoiseTunnel
 from captum.attr import IntegratedGradients
 from torch import nn
 
 from captum_uncertainty import CLUE, CounterfactualPathIG, DeltaCLUE, UncertaintyForward
 from captum_uncertainty.attr.counterfactual_path import FiducialWarning
 from captum_uncertainty.attr.delta_clue import project_to_ball, uniform_in_ball
+from conftest import assert_untouched, model_state
 
 
 @pytest.fixture(scope="module")
@@ -23,24 +25,6 @@ def uncertain(digits, uf):
     """The 12 most uncertain test digits."""
     with torch.no_grad():
         return digits.x_test[uf(digits.x_test).argsort(descending=True)[:12]]
-
-
-def snapshot(modules):
-    return [
-        ([p.detach().clone() for p in m.parameters()], [p.requires_grad for p in m.parameters()],
-         [None if p.grad is None else p.grad.clone() for p in m.parameters()], [s.training for s in m.modules()])
-        for m in modules
-    ]
-
-
-def assert_unchanged(before, modules):
-    for (params, flags, grads, training), module in zip(before, modules):
-        assert all(torch.equal(a, b) for a, b in zip(params, module.parameters()))
-        assert flags == [p.requires_grad for p in module.parameters()]
-        for grad, p in zip(grads, module.parameters()):
-            assert (grad is None and p.grad is None) or torch.equal(grad, p.grad)
-        assert training == [s.training for s in module.modules()]
-        assert all(not s._forward_hooks and not s._backward_hooks for s in module.modules())
 
 
 # ----------------------------------------------------------------------------------------- CLUE
@@ -96,14 +80,14 @@ def test_clue_batched_search_equals_one_by_one(uf, uncertain, digits_vae):
 
 def test_searches_leave_the_models_untouched(uf, uncertain, digits_ensemble, digits_vae):
     modules = list(digits_ensemble) + [digits_vae]
-    before = snapshot(modules)
+    before = model_state(modules)
     CLUE(uf, digits_vae).attribute(uncertain[:2], max_iterations=5)
     DeltaCLUE(uf, digits_vae).attribute(uncertain[:2], max_iterations=5, n_starts=2)
     CounterfactualPathIG(uf, digits_vae).attribute(uncertain[:2], fiducial="in_class", n_steps=4,
                                                    fiducial_kwargs={"max_iterations": 5})
     with pytest.raises(ValueError):
         CounterfactualPathIG(uf, digits_vae).attribute(uncertain[:2], fiducial=torch.full((2, 8), float("nan")))
-    assert_unchanged(before, modules)
+    assert_untouched(before, modules)
 
 
 # ----------------------------------------------------------------------------------- delta-CLUE
@@ -322,3 +306,24 @@ def test_bad_input_raises_clear_errors(uf, uncertain, digits_vae):
         CLUE(uf, digits_vae).attribute(x, distance="cosine")
     with pytest.raises(ValueError, match="max_iterations"):
         CLUE(uf, digits_vae).attribute(x, max_iterations=0)
+
+
+def test_noise_tunnel_keeps_the_decomposition_and_captum_order(uf, uncertain, digits_vae):
+    x = uncertain[:2]
+    fiducial = torch.zeros(8)  # one latent code shared by every (noisy) input
+    cpig = CounterfactualPathIG(uf, digits_vae)
+    kwargs = dict(nt_type="smoothgrad", nt_samples=2, stdevs=0.05, fiducial=fiducial, n_steps=6)
+    torch.manual_seed(3)
+    total, aleatoric, epistemic = NoiseTunnel(cpig).attribute(x, decompose=True, **kwargs)
+    for measure, smoothed in (("total", total), ("epistemic", epistemic)):
+        torch.manual_seed(3)
+        alone = NoiseTunnel(CounterfactualPathIG(uf.with_measure(measure), digits_vae)).attribute(x, **kwargs)
+        assert torch.allclose(smoothed, alone, atol=1e-6)
+    # Captum's positional order: inputs, fiducial (the baselines' slot), target, additional args, n_steps
+    positional = cpig.attribute(x, fiducial, None, None, 6)
+    assert torch.allclose(positional, cpig.attribute(x, fiducial=fiducial, n_steps=6))
+    # target: the class terms of Eq. 4 add up to the scalar measure's attribution
+    per_class = sum(cpig.attribute(x, fiducial, target=c, n_steps=6) for c in range(10))
+    assert torch.allclose(per_class, positional, atol=1e-5)
+    with pytest.raises(ValueError, match="tensor fiducial"):
+        cpig.attribute(x, "clue", None, torch.ones(2))

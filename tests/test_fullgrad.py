@@ -7,28 +7,11 @@ from torch import nn
 
 from captum_uncertainty import UncertaintyForward
 from captum_uncertainty.attr.fullgrad import FullGrad
+from conftest import literal_fullgrad_terms, literal_min_max, make_cnn, resized
 
 
 def cnn(seed, channels=1, classes=5, dtype=torch.float64):
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Conv2d(channels, 3, 3),
-        nn.BatchNorm2d(3),
-        nn.ReLU(),
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(4 * 3 * 3, 6),
-        nn.ReLU(),
-        nn.Linear(6, classes),
-    ).to(dtype)
-    batchnorm = net[1]
-    batchnorm.running_mean.uniform_(-0.5, 0.5)
-    batchnorm.running_var.uniform_(0.5, 1.5)
-    batchnorm.weight.data.uniform_(0.5, 1.5)
-    batchnorm.bias.data.uniform_(-0.3, 0.3)
-    return net.eval()
+    return make_cnn(seed, channels, classes, hidden=6, dtype=dtype)
 
 
 @pytest.fixture(scope="module")
@@ -41,39 +24,13 @@ def hook_count(modules):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for root in modules for m in root.modules())
 
 
-def literal_min_max(t):
-    return (t - t.min()) / (t.max() - t.min())
-
-
-def implicit_bn_bias(layer):
-    return layer.bias - layer.running_mean * layer.weight / torch.sqrt(layer.running_var + layer.eps)
-
-
 def literal_fullgrad(members, image, scalar):
-    """FullGrad by hand for one image: ``scalar(list of member logits)`` is the explained output;
-    every member's conv / BatchNorm output is hooked, each term is |.|, min-max, channel-summed and
+    """FullGrad's map by hand for one image: each raw term is |.|, min-max, channel-summed and
     bilinearly resized, then all are added."""
-    outputs = []
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out: outputs.append((mod, out)))
-        for member in members
-        for m in member.modules()
-        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
-    ]
-    point = image.unsqueeze(0).clone().requires_grad_()
-    try:
-        value = scalar([member(point) for member in members])
-    finally:
-        for h in hooks:
-            h.remove()
-    grads = torch.autograd.grad(value, [point] + [out for _, out in outputs])
-    saliency = literal_min_max((grads[0] * image).abs()[0]).sum(0)
-    for (layer, _), grad in zip(outputs, grads[1:]):
-        bias = implicit_bn_bias(layer) if isinstance(layer, nn.BatchNorm2d) else layer.bias
-        term = literal_min_max((grad[0] * bias.detach().view(-1, 1, 1)).abs()).sum(0)
-        saliency = saliency + nn.functional.interpolate(
-            term[None, None], size=image.shape[1:], mode="bilinear", align_corners=False
-        )[0, 0]
+    input_term, bias_terms = literal_fullgrad_terms(members, image, scalar)
+    saliency = literal_min_max(input_term.abs()).sum(0)
+    for term in bias_terms:
+        saliency = saliency + resized(literal_min_max(term.abs()).sum(0), image.shape[1:])
     return saliency
 
 

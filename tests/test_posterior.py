@@ -13,6 +13,7 @@ from captum_uncertainty import (
     WeightSamples,
     entropy_decomposition,
 )
+from conftest import assert_untouched, model_state
 
 
 class SmallCNN(nn.Module):
@@ -33,39 +34,6 @@ def make_cnns(n=3, seed=0):
         m.features[1].running_mean.uniform_(-0.5, 0.5)
         m.features[1].running_var.uniform_(0.5, 2.0)
     return models
-
-
-def snapshot(models):
-    state = []
-    for model in models:
-        for name, sub in model.named_modules():
-            state.append(
-                (
-                    name,
-                    sub.training,
-                    len(sub._forward_hooks),
-                    len(sub._forward_pre_hooks),
-                    len(sub._backward_hooks),
-                )
-            )
-        for name, p in model.named_parameters():
-            state.append((name, p.requires_grad, p.detach().clone()))
-        for name, b in model.named_buffers():
-            state.append((name, b.detach().clone()))
-    return state
-
-
-def same_state(a, b):
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        for u, v in zip(x, y):
-            if isinstance(u, torch.Tensor):
-                if not torch.equal(u, v):
-                    return False
-            elif u != v:
-                return False
-    return True
 
 
 x = torch.rand(6, 1, 8, 8)
@@ -164,7 +132,7 @@ def test_ensemble_runs_members_in_eval_mode_and_restores_flags():
     members = make_cnns(2)
     for m in members:
         m.train()
-    before = snapshot(members)
+    before = model_state(members)
     u_train_mode = UncertaintyForward(members)(x)
     for m in members:
         m.eval()
@@ -172,7 +140,7 @@ def test_ensemble_runs_members_in_eval_mode_and_restores_flags():
     for m in members:
         m.train()
     assert torch.equal(u_train_mode, u_eval_mode)  # BatchNorm/dropout in eval during the call
-    assert same_state(before, snapshot(members))
+    assert_untouched(before, members)
 
 
 def test_state_restored_after_error_inside_forward():
@@ -188,10 +156,10 @@ def test_state_restored_after_error_inside_forward():
     members = [SmallCNN(), Exploding()]
     for m in members:
         m.train()
-    before = snapshot(members)
+    before = model_state(members)
     with pytest.raises(RuntimeError, match="boom"):
         UncertaintyForward(members)(x)
-    assert same_state(before, snapshot(members))
+    assert_untouched(before, members)
 
 
 # ------------------------------------------------------------------ MC dropout
@@ -200,7 +168,7 @@ def test_state_restored_after_error_inside_forward():
 def test_mc_dropout_masks_are_frozen_seeded_and_resampled():
     model = make_cnns(1)[0]
     model.train()
-    before = snapshot([model])
+    before = model_state([model])
     uf = UncertaintyForward(MCDropout(model, num_samples=8, seed=3), "epistemic")
     first, second = uf(x), uf(x)
     assert torch.equal(first, second)
@@ -209,7 +177,7 @@ def test_mc_dropout_masks_are_frozen_seeded_and_resampled():
     assert torch.equal(first, again)
     uf.posterior.resample()
     assert not torch.allclose(uf(x), first)
-    assert same_state(before, snapshot([model]))
+    assert_untouched(before, [model])
 
 
 def test_mc_dropout_sample_is_a_fixed_subnetwork_shared_by_all_rows():
@@ -265,10 +233,10 @@ def test_mc_dropout_rejects_models_without_dropout_and_shape_changes():
 def test_weight_samples_equal_an_ensemble_of_loaded_models_and_leave_model_alone():
     models = make_cnns(3)
     base = make_cnns(1, seed=9)[0]
-    before = snapshot([base])
+    before = model_state([base])
     posterior = WeightSamples(base, [m.state_dict() for m in models])
     assert torch.allclose(posterior(x), DeepEnsemble(models)(x), atol=1e-6)
-    assert same_state(before, snapshot([base]))
+    assert_untouched(before, [base])
     with pytest.raises(ValueError, match=r"state_dicts\[0\] does not fit"):
         WeightSamples(base, [{"nope": torch.zeros(1)}])
     generated = WeightSamples.from_factory(lambda: iter(models), num_samples=2)

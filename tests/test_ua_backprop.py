@@ -8,28 +8,13 @@ from torch import nn
 
 from captum_uncertainty import MCDropout, SampleCallable, UncertaintyForward
 from captum_uncertainty.attr.ua_backprop import UABackprop
+from conftest import assert_untouched, literal_fullgrad_terms, literal_min_max, make_cnn, model_state, resized
 
 MEASURES = ("total", "aleatoric", "epistemic")
 
 
 def cnn(seed, channels=1, classes=4):
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Conv2d(channels, 3, 3),
-        nn.BatchNorm2d(3),
-        nn.ReLU(),
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(4 * 3 * 3, classes),
-    ).double()
-    batchnorm = net[1]
-    batchnorm.running_mean.uniform_(-0.5, 0.5)
-    batchnorm.running_var.uniform_(0.5, 1.5)
-    batchnorm.weight.data.uniform_(0.5, 1.5)
-    batchnorm.bias.data.uniform_(-0.3, 0.3)
-    return net.eval()
+    return make_cnn(seed, channels, classes)
 
 
 @pytest.fixture(scope="module")
@@ -52,38 +37,15 @@ def literal_per_class_terms(probabilities):
     return {"total": total, "aleatoric": aleatoric, "epistemic": total - aleatoric}
 
 
-def literal_min_max(t):
-    return (t - t.min()) / (t.max() - t.min())
-
-
 def literal_fullgrad_relevance(member, image, i, raw=False):
     """|dz_i/dx * x| + sum_l |dz_i/db_l * b_l| for one image, post-processed like FullGrad's
     reference, or (raw) as Eq. 10 is written: channel mean of the input term plus each bias
     term's channel sum, resized."""
+    input_term, bias_terms = literal_fullgrad_terms([member], image, lambda logits: logits[0][0, i])
     scale = (lambda t: t) if raw else literal_min_max
-    outputs = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out: outputs.__setitem__(mod, out))
-        for m in member.modules()
-        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
-    ]
-    point = image.unsqueeze(0).clone().requires_grad_()
-    z = member(point)[0, i]
-    for h in hooks:
-        h.remove()
-    layers = list(outputs)
-    grads = torch.autograd.grad(z, [point] + [outputs[m] for m in layers])
-    input_term = (grads[0] * image).abs()[0]
-    relevance = input_term.mean(0) if raw else literal_min_max(input_term).sum(0)
-    for layer, grad in zip(layers, grads[1:]):
-        if isinstance(layer, nn.BatchNorm2d):
-            bias = layer.bias - layer.running_mean * layer.weight / torch.sqrt(layer.running_var + layer.eps)
-        else:
-            bias = layer.bias
-        term = scale((grad[0] * bias.detach().view(-1, 1, 1)).abs()).sum(0, keepdim=True)
-        relevance = relevance + nn.functional.interpolate(
-            term.unsqueeze(0), size=image.shape[1:], mode="bilinear", align_corners=False
-        )[0, 0]
+    relevance = input_term.abs().mean(0) if raw else literal_min_max(input_term.abs()).sum(0)
+    for term in bias_terms:
+        relevance = relevance + resized(scale(term.abs()).sum(0), image.shape[1:])
     return relevance
 
 
@@ -228,20 +190,15 @@ def test_ensemble_state_restored_after_success_and_errors(members, x):
     members[2][0].weight.requires_grad_(False)
     try:
         failing = FailingHead(members[2])
-        snapshot = lambda: (  # noqa: E731
-            [m.training for member in members for m in member.modules()],
-            [p.requires_grad for member in members for p in member.parameters()],
-            sum(len(m._forward_hooks) for member in members for m in member.modules()),
-        )
-        before = snapshot()
+        before = model_state(members)
         UABackprop(UncertaintyForward(members, measure="total")).attribute(x)
-        assert snapshot() == before
+        assert_untouched(before, members)
         with pytest.raises(ValueError):
             UABackprop(UncertaintyForward(members, measure="total")).attribute(x * float("nan"))
-        assert snapshot() == before
+        assert_untouched(before, members)
         with pytest.raises(RuntimeError, match="member failed"):
             UABackprop(UncertaintyForward(members[:2] + [failing], measure="total")).attribute(x)
-        assert snapshot() == before
+        assert_untouched(before, members)
         assert all(p.grad is None for member in members for p in member.parameters())
     finally:
         members[1].eval()
@@ -292,3 +249,125 @@ def test_bad_input(members, x):
     assert not ua.has_convergence_delta() and ua.multiplies_by_inputs
     with pytest.raises(TypeError, match="UncertaintyForward"):
         UABackprop(members)
+
+
+@pytest.mark.parametrize("path", ["fullgrad", "inputgrad"])
+def test_noise_tunnel_keeps_the_decomposition(members, x, path):
+    uf = UncertaintyForward(members, measure="total")
+    kwargs = dict(nt_type="smoothgrad", nt_samples=3, stdevs=0.05, path=path)
+    torch.manual_seed(2)
+    total, aleatoric, epistemic = NoiseTunnel(UABackprop(uf)).attribute(x, decompose=True, **kwargs)
+    for measure, smoothed in (("total", total), ("aleatoric", aleatoric), ("epistemic", epistemic)):
+        torch.manual_seed(2)
+        alone = NoiseTunnel(UABackprop(uf.with_measure(measure))).attribute(x, **kwargs)
+        assert torch.allclose(smoothed, alone, atol=1e-12)
+
+
+def test_captum_argument_order_and_target(members, x):
+    uf = UncertaintyForward(members, measure="epistemic")
+    ua = UABackprop(uf)
+    # positional: inputs, baselines, target, additional_forward_args, n_steps
+    positional = ua.attribute(x, 0.5, None, None, 6, path="integrated_gradients")
+    assert torch.allclose(positional, ua.attribute(x, baselines=0.5, n_steps=6, path="integrated_gradients"))
+    # target keeps one class's Eq. 4 term: the maps of all classes add up to the full map
+    per_class = [ua.attribute(x, target=c, path="inputgrad") for c in range(4)]
+    assert torch.allclose(sum(per_class), ua.attribute(x, path="inputgrad"), atol=1e-12)
+    terms = uf.per_class(x).epistemic.detach()
+    for c in range(4):
+        assert torch.allclose(per_class[c].flatten(1).sum(1), terms[:, c], atol=1e-10)
+    assert not ua.multiplies_by_inputs or ua.attribute(x, path="grad").shape == (3, 1, 8, 8)
+
+
+class GatedMember(nn.Module):
+    def __init__(self, seed):
+        super().__init__()
+        self.net = cnn(seed)
+
+    def forward(self, image, gate):
+        return self.net(image) * gate.view(-1, 1)
+
+
+@pytest.mark.parametrize("path", ["fullgrad", "grad", "integrated_gradients"])
+def test_additional_forward_args_follow_their_rows(x, path):
+    uf = UncertaintyForward([GatedMember(seed) for seed in range(3)], measure="total")
+    gate = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    maps = UABackprop(uf).attribute(x, additional_forward_args=gate, n_steps=4, path=path)
+    assert torch.allclose(maps.flatten(1).sum(1), uf(x, gate).detach(), atol=1e-10)  # completeness
+    for i in range(3):  # each row alone, with its own gate
+        alone = UABackprop(uf).attribute(x[i : i + 1], additional_forward_args=gate[i : i + 1], n_steps=4, path=path)
+        assert torch.allclose(maps[i : i + 1], alone, atol=1e-12)
+
+
+def tabular_members():
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).double())
+    return members
+
+
+@pytest.mark.parametrize("path", ["grad", "inputgrad", "integrated_gradients"])
+@pytest.mark.parametrize("measure", MEASURES)
+def test_tabular_inputs_are_complete_and_match_the_literal_reference(path, measure):
+    members = tabular_members()
+    torch.manual_seed(4)
+    features = torch.randn(5, 6, dtype=torch.float64)
+    uf = UncertaintyForward(members, measure=measure)
+    maps = UABackprop(uf).attribute(features, path=path, tau1=0.1, tau2=0.5, n_steps=64)
+    assert maps.shape == features.shape
+    assert torch.allclose(maps.sum(1), uf(features).detach(), atol=1e-10)  # completeness
+    if path != "integrated_gradients":  # literal Eq. 4-10 with psi = softmax over the features
+        for n in range(5):
+            expected = literal_tabular(members, features[n], measure, path, 0.1, 0.5)
+            assert torch.allclose(maps[n], expected, atol=1e-12)
+    with pytest.raises(ValueError, match="tau1 and tau2"):
+        UABackprop(uf).attribute(features, path=path)
+
+
+def literal_tabular(members, row, measure, path, tau1, tau2):
+    with torch.no_grad():
+        logits = torch.stack([m(row.unsqueeze(0))[0] for m in members])
+    g = torch.softmax(logits, dim=1)
+    u_g = literal_per_class_terms(g)[measure]
+    result = torch.zeros_like(row)
+    for s, member in enumerate(members):
+        for i in range(g.shape[1]):
+            u_z = sum(
+                torch.softmax(torch.tensor([g[s, j] * (float(k == j) - g[s, k]) for k in range(g.shape[1])],
+                                           dtype=g.dtype) / (g[s, j] * tau1), dim=0)[i] * u_g[j]
+                for j in range(g.shape[1])
+            )
+            point = row.unsqueeze(0).clone().requires_grad_()
+            (gradient,) = torch.autograd.grad(member(point)[0, i], point)
+            relevance = gradient[0] if path == "grad" else gradient[0] * row
+            result = result + u_z * torch.softmax(relevance / tau2, dim=0)
+    return result / len(members)
+
+
+def test_fullgrad_refuses_layers_whose_bias_it_cannot_see(x):
+    class WithLayerNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = cnn(0)
+            self.norm = nn.LayerNorm(4).double()
+
+        def forward(self, image):
+            return self.norm(self.net(image))
+
+    members = [WithLayerNorm(), WithLayerNorm()]
+    before = model_state(members)
+    with pytest.raises(ValueError, match=r"modules\[0\]\.norm \(LayerNorm: bias\)"):
+        UABackprop(UncertaintyForward(members)).attribute(x)
+    assert_untouched(before, members)
+    maps = UABackprop(UncertaintyForward(members)).attribute(x, path="inputgrad")  # the other paths work
+    assert torch.allclose(maps.flatten(1).sum(1), UncertaintyForward(members)(x).detach(), atol=1e-10)
+
+
+def test_fullgrad_refuses_a_posterior_that_runs_copies_of_its_listed_modules(members, x):
+    import copy
+
+    copies = [copy.deepcopy(m) for m in members]
+    hidden = SampleCallable(lambda inputs: torch.stack([m(inputs) for m in copies]), layout="samples_first",
+                            modules=members)
+    with pytest.raises(ValueError, match="none of them ran"):
+        UABackprop(UncertaintyForward(hidden)).attribute(x)

@@ -247,6 +247,7 @@ class UABackprop(GradientAttribution):
         tau1, tau2 = resolve_temperatures(inputs, tau1, tau2)
         args = additional_args_tuple(additional_forward_args)
         forward.posterior.check_inputs((inputs,) + args)
+        forward.posterior.num_samples_for(inputs, *args)
         inputs = inputs.detach()
         measures = MEASURES if decompose else (forward.measure,)
         chunks = class_relevances(forward, inputs, args, path, baselines, n_steps, method, internal_batch_size,

@@ -181,7 +181,7 @@ def train_vae(
     vae.train()
     for _ in tqdm(range(epochs), desc="VAE epochs", disable=not progress):
         sums = torch.zeros(2, dtype=torch.float64)
-        for batch in torch.randperm(images.shape[0], generator=generator).split(batch_size):
+        for batch in torch.randperm(images.shape[0], generator=generator, device="cpu").split(batch_size):
             reconstruction, kl = vae_loss(vae, images[batch], generator)
             optimizer.zero_grad()
             (reconstruction + kl).mean().backward()

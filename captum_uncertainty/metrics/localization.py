@@ -153,9 +153,9 @@ def make_anomalies(
     if n_images > count:
         raise ValueError(f"n_images must be at most the number of candidates ({count}), got {n_images}")
     generator = torch.Generator().manual_seed(seed)
-    tops = torch.randint(0, h - size + 1, (count,), generator=generator)
-    lefts = torch.randint(0, w - size + 1, (count,), generator=generator)
-    donors = torch.randint(0, x_train.shape[0], (count,), generator=generator)
+    tops = torch.randint(0, h - size + 1, (count,), generator=generator, device="cpu")
+    lefts = torch.randint(0, w - size + 1, (count,), generator=generator, device="cpu")
+    donors = torch.randint(0, x_train.shape[0], (count,), generator=generator, device="cpu")
     boxes = torch.stack([tops, lefts, tops + size, lefts + size], dim=1)
     device = x_test.device
     originals = x_test[index.to(device)]
