@@ -7,19 +7,21 @@ users with a network connection.
 
 The model is the MNIST CNN of Wang et al. (2023), App. B: Conv(32, 4x4)-ReLU-Conv(32, 4x4)-ReLU-
 MaxPool(2)-Dropout(0.5)-Dense(128)-ReLU-Dropout(0.5)-Dense(10). :func:`train_ensemble` trains a
-deep ensemble of it (members differ by seed) and caches the weights in an ignored folder.
+deep ensemble of it (members differ by seed) and caches the weights in the user's cache folder
+(:mod:`captum_uncertainty.cache`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
 
 __all__ = [
     "DataSplit",
@@ -33,7 +35,6 @@ __all__ = [
     "train_model",
 ]
 
-DEFAULT_CACHE = Path(".cache") / "captum_uncertainty"
 
 
 class DataSplit(NamedTuple):
@@ -221,11 +222,6 @@ def data_fingerprint(data: DataSplit) -> str:
     return digest.hexdigest()[:12]
 
 
-def cache_path(cache_dir: Path, config: dict) -> Path:
-    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir / f"ensemble-{key}.pt"
-
-
 def train_ensemble(
     n_members: int = 5,
     data: Optional[DataSplit] = None,
@@ -233,13 +229,13 @@ def train_ensemble(
     seed: int = 0,
     batch_size: int = 128,
     lr: float = 1e-3,
-    cache_dir: Optional[Union[str, Path]] = DEFAULT_CACHE,
+    cache_dir: CacheDir = USER_CACHE,
     progress: bool = True,
 ) -> List[MNISTCNN]:
     """Train (or load from the cache) a deep ensemble of :class:`MNISTCNN` members.
 
     Members differ by their initialisation and data order (seed ``seed + member``). Weights are
-    cached in ``cache_dir`` (an ignored folder of the checkout by default) under a key made of
+    cached in ``cache_dir`` (by default the per-user folder of :func:`~captum_uncertainty.cache.default_cache_dir`, ``$CAPTUM_UNCERTAINTY_CACHE`` or ``~/.cache/captum_uncertainty``) under a key made of
     every argument and a fingerprint of the training data; ``cache_dir=None`` disables the cache.
 
     Args:
@@ -247,7 +243,8 @@ def train_ensemble(
         data (DataSplit, optional): training data; default :func:`load_mnist`.
         epochs, batch_size, lr (int, int, float): training settings of :func:`train_model`.
         seed (int): base seed.
-        cache_dir (str or Path, optional): cache folder.
+        cache_dir (str or Path, optional): cache folder; ``None`` disables the cache. Default: the
+            per-user cache folder.
         progress (bool): show tqdm progress bars.
 
     Returns:
@@ -273,7 +270,8 @@ def train_ensemble(
         n_members=n_members, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
         data=data_fingerprint(data), arch=architecture,
     )
-    path = cache_path(Path(cache_dir), config) if cache_dir is not None else None
+    folder = resolve_cache_dir(cache_dir)
+    path = cache_file(folder, "ensemble", config) if folder is not None else None
     if path is not None and path.exists():
         states = torch.load(path, weights_only=True)
         members = [build() for _ in states]

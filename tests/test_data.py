@@ -111,3 +111,22 @@ def test_torchvision_loader_reads_local_files_without_download(tmp_path):
     x, y = load_torchvision_mnist(tmp_path, train=True, download=False)
     assert x.shape == (2, 1, 28, 28) and y.tolist() == [3, 7]
     assert torch.allclose(x[0, 0, 0, :3], torch.tensor([0.0, 1.0, 2.0]) / 255)
+
+
+def test_the_cache_folder_is_per_user_and_configurable(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from captum_uncertainty.cache import default_cache_dir
+
+    monkeypatch.delenv("CAPTUM_UNCERTAINTY_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_cache_dir() == Path.home() / ".cache" / "captum_uncertainty"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "captum_uncertainty"
+    monkeypatch.setenv("CAPTUM_UNCERTAINTY_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.chdir(tmp_path)
+    data = load_digits(test_size=300, seed=0)
+    train_ensemble(n_members=1, data=data, epochs=1, seed=0, progress=False)  # the default cache_dir
+    assert [p.name.split("-")[0] for p in (tmp_path / "mine").iterdir()] == ["ensemble"]
+    assert not (tmp_path / ".cache").exists()  # nothing in the working folder

@@ -3,7 +3,6 @@ reference (plain models and uncertainty forwards), model state invariance and ba
 
 import pytest
 import torch
-from torch import nn
 
 from captum_uncertainty import UncertaintyForward
 from captum_uncertainty.attr.fullgrad import FullGrad

@@ -6,7 +6,7 @@ A deep ensemble gives one probability vector per member. Their disagreement and 
 hesitation add up to the *predictive uncertainty* of the ensemble. This tutorial
 
 1. trains a small deep ensemble on the MNIST digits bundled with the package (once; later runs
-   load it from the cache in ``.cache/``),
+   load it from the cache in ``~/.cache/captum_uncertainty``),
 2. wraps it in :class:`~captum_uncertainty.UncertaintyForward`, which returns one uncertainty
    value per input and is an ordinary Captum forward function,
 3. finds the test digits the ensemble is most unsure about, and

@@ -3,7 +3,7 @@ r"""Blur Integrated Gradients (Xu et al., 2020, "Attribution in Scale and Space"
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Literal, Optional, Tuple, Union, overload
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 from captum.attr import GradientAttribution

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, NamedTuple, Optional, Union
 
 import torch
 from captum.attr import GradientAttribution
@@ -24,7 +24,7 @@ from captum_uncertainty.attr._utils.path import (
 )
 from captum_uncertainty.attr.clue import CLUE, check_counterfactual_inputs
 from captum_uncertainty.attr.integrated_gradients import decomposed
-from captum_uncertainty.forward import Decomposition, UncertaintyForward
+from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.generative.protocol import (
     LatentGenerativeModel,
     check_generative_model,

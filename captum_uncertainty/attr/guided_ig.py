@@ -4,7 +4,7 @@ Adaptive Path Method for Removing Noise")."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 from captum.attr import GradientAttribution

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -11,6 +10,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
 
 __all__ = ["VAE", "train_vae", "vae_loss", "save_vae", "load_vae", "load_or_train_vae"]
 
@@ -215,7 +216,7 @@ def load_or_train_vae(
     latent_dim: int = 32,
     epochs: int = 50,
     seed: int = 0,
-    cache_dir: Optional[Union[str, Path]] = Path(".cache") / "captum_uncertainty",
+    cache_dir: CacheDir = USER_CACHE,
     progress: bool = True,
 ) -> VAE:
     """A :class:`VAE` for ``images`` trained by :func:`train_vae`, cached on disk.
@@ -230,8 +231,8 @@ def load_or_train_vae(
     """
     config = {"shape": list(images.shape[1:]), "latent_dim": latent_dim, "epochs": epochs, "seed": seed,
               "images": hashlib.sha1(images.detach().contiguous().numpy().tobytes()).hexdigest()[:12]}
-    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"vae-{key}.pt" if cache_dir is not None else None
+    folder = resolve_cache_dir(cache_dir)
+    path = cache_file(folder, "vae", config) if folder is not None else None
     if path is not None and path.exists():
         return load_vae(path)
     with torch.random.fork_rng():
