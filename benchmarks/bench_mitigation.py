@@ -6,7 +6,7 @@ Epistemic UA-Backprop maps (fullgrad path, the package defaults) of the cached 5
 ensemble (:func:`captum_uncertainty.data.train_ensemble`, trained on the 4,000 bundled training
 digits) are generated for the training images of every seed's subset and for the 1,000 test
 digits. Then, per seed, a class-stratified subset of ``--n-train`` training digits trains the
-paper's classifier (:class:`~captum_uncertainty.mitigation.MitigationCNN`, SGD 0.1 / momentum
+paper's classifier (:class:`~captum_uncertainty.experiments.mitigation_study.MitigationCNN`, SGD 0.1 / momentum
 0.9, batch 128, lr x0.2 at 25/50/75% of the epochs) plainly and with the attention
 ``1 + alpha A(x)`` (latent: on the last convolution's output; input: on the image), and both are
 evaluated on the test digits. Prints a Markdown table (mean +- standard deviation over seeds),
@@ -24,7 +24,8 @@ import torch
 
 from captum_uncertainty import DeepEnsemble, UABackprop, UncertaintyForward
 from captum_uncertainty.data import load_mnist, train_ensemble
-from captum_uncertainty.mitigation import attention_weights, mitigation_study, stratified_subset
+from captum_uncertainty.experiments.mitigation_study import mitigation_study, stratified_subset
+from captum_uncertainty.mitigation import attention_weights
 
 
 def epistemic_maps(uf: UncertaintyForward, images: torch.Tensor, batch: int = 100) -> torch.Tensor:

@@ -73,7 +73,7 @@ def test_vae_study_writes_one_row_per_latent_size(tmp_path):
 def test_benchmark_lime_maps_are_not_all_zero(digits, digits_ensemble):
     """Captum's default Lasso surrogate zeroes every coefficient on uncertainties; ridge does not."""
     from captum_uncertainty import UncertaintyForward
-    from captum_uncertainty.benchmark import BenchmarkConfig, Context, lime
+    from captum_uncertainty.experiments.benchmark import BenchmarkConfig, Context, lime
 
     uf = UncertaintyForward(digits_ensemble, measure="epistemic")
     maps = lime(uf, digits.x_test[:3], Context(BenchmarkConfig(lime_samples=100), digits.x_train))
@@ -83,7 +83,7 @@ def test_benchmark_lime_maps_are_not_all_zero(digits, digits_ensemble):
 
 def test_benchmark_maps_of_random_methods_do_not_depend_on_the_methods_before(digits, digits_ensemble):
     from captum_uncertainty import UncertaintyForward
-    from captum_uncertainty.benchmark import BenchmarkConfig, Context, seeded, smoothgrad
+    from captum_uncertainty.experiments.benchmark import BenchmarkConfig, Context, seeded, smoothgrad
 
     uf = UncertaintyForward(digits_ensemble, measure="epistemic")
     ctx = Context(BenchmarkConfig(smoothgrad_samples=4), digits.x_train)

@@ -6,16 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from captum_uncertainty.mitigation import (
+from captum_uncertainty.experiments.mitigation_study import (
     MitigationCNN,
-    UncertaintyAttention,
-    attention_weights,
     evaluate,
-    last_conv_layer,
     mitigation_study,
     stratified_subset,
     train_with_attention,
 )
+from captum_uncertainty.mitigation import UncertaintyAttention, attention_weights, last_conv_layer
 
 
 def capture_output(layer, model, x):
