@@ -132,12 +132,15 @@ def reference_blurring(forward, x, maps, budget, sigmas, selection):
         return torch.cummax(red.max(0).values.t(), dim=1).values
     if selection == "final":
         best = u[:, -1, :].argmin(0)
+    elif selection == "full":  # U of the fully blurred image, the map plays no part
+        fully = torch.stack([torch.stack([forward(gaussian_blur(x[i : i + 1], s))[0] for i in range(n)]) for s in sigmas])
+        best = fully.argmin(0)
     else:
         best = torch.cummax(red, dim=1).values[:, -1, :].argmax(0)
     return torch.stack([torch.cummax(red[best[i], :, i], 0).values for i in range(n)])
 
 
-@pytest.mark.parametrize("selection", ["final", "image", "step"])
+@pytest.mark.parametrize("selection", ["final", "image", "step", "full"])
 def test_blurring_matches_brute_force_and_is_batch_size_invariant(selection):
     torch.manual_seed(1)
     x = torch.rand(3, 1, 4, 4, dtype=DT)
@@ -160,6 +163,34 @@ def test_blurring_matches_brute_force_and_is_batch_size_invariant(selection):
     assert bool((result.per_image[:, 1:] >= result.per_image[:, :-1]).all())  # running max: monotone
     whole = blurring_test(forward, x, maps, fraction=3 / 16, sigma_step=0.5, max_sigma=1.5, sigma_selection=selection)
     assert torch.allclose(whole.per_image, result.per_image) and whole.murr == pytest.approx(result.murr)
+
+
+def test_full_sigma_selection_does_not_depend_on_the_map():
+    """Hand-computed: U(x) = mean of the image's top-left 2x2 corner. Blurring spreads a bright
+    corner outwards, so the fully blurred corner mean falls with sigma up to the flat limit; the
+    chosen sigma is the grid value minimising it, whatever map is judged."""
+    x = torch.zeros(2, 1, 4, 4, dtype=DT)
+    x[0, 0, :2, :2] = 1.0  # bright corner: more blur, lower corner mean
+    x[1, 0, 2:, 2:] = 1.0  # dark corner: more blur, higher corner mean -> sigma 0
+
+    def forward(images):
+        return images[:, 0, :2, :2].mean((1, 2)) + 0.5
+
+    grid = [0.0, 0.5, 1.0, 1.5]
+    corner = [[float(forward(gaussian_blur(x[i : i + 1], s))[0]) for s in grid] for i in range(2)]
+    expected = torch.tensor([grid[min(range(4), key=lambda k: (corner[i][k], k))] for i in range(2)], dtype=DT)
+    assert expected[1] == 0.0 and expected[0] > 0.0
+    chosen = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        maps = torch.rand(2, 1, 4, 4, dtype=DT)
+        result = blurring_test(forward, x, maps, fraction=0.25, sigma_step=0.5, max_sigma=1.5, sigma_selection="full")
+        chosen.append(result.sigma)
+    for sigma in chosen:
+        assert torch.equal(sigma, expected)
+    final = [blurring_test(forward, x, torch.rand(2, 1, 4, 4, dtype=DT), fraction=0.0625, sigma_step=0.5,
+                           max_sigma=1.5, sigma_selection="final").sigma for _ in range(6)]
+    assert any(not torch.equal(s, final[0]) for s in final)  # the map-dependent reading moves
 
 
 def test_area_and_median_helpers_by_hand():

@@ -87,11 +87,25 @@ def literal_ua_backprop(members, image, measure, path, tau1, tau2):
 def test_equals_literal_per_sample_per_class_implementation(members, x, path, measure, classes_per_pass):
     uf = UncertaintyForward(members, measure=measure)
     options = {"path": "fullgrad", "fullgrad_postprocess": "raw"} if path == "fullgrad-raw" else {"path": path}
+    options.update({"fullgrad_postprocess": "reference"} if path == "fullgrad" else {})
     maps = UABackprop(uf).attribute(x, tau1=0.2, tau2=0.5, classes_per_pass=classes_per_pass, **options)
     assert maps.shape == (3, 1, 8, 8)
     for n in range(x.shape[0]):
         expected = literal_ua_backprop(members, x[n], measure, path, tau1=0.2, tau2=0.5)
         assert torch.allclose(maps[n, 0], expected, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_the_default_fullgrad_reading_is_eq10_as_written(members, x, measure):
+    """The default map equals a literal per-(s, i) implementation of Eq. 10 with raw terms, not
+    the FullGrad reference's min-max post-processing."""
+    uf = UncertaintyForward(members, measure=measure)
+    maps = UABackprop(uf).attribute(x, tau1=0.2, tau2=0.5)
+    for n in range(x.shape[0]):
+        raw = literal_ua_backprop(members, x[n], measure, "fullgrad-raw", tau1=0.2, tau2=0.5)
+        reference = literal_ua_backprop(members, x[n], measure, "fullgrad", tau1=0.2, tau2=0.5)
+        assert torch.allclose(maps[n, 0], raw, rtol=1e-5, atol=1e-9)
+        assert not torch.allclose(maps[n, 0], reference, rtol=1e-3, atol=1e-6)
 
 
 @pytest.mark.parametrize("path", ["fullgrad", "fullgrad-raw", "grad", "inputgrad", "integrated_gradients"])

@@ -190,7 +190,7 @@ def random_map(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 METHODS: Dict[str, Explainer] = {
     "UA-Backprop+FullGrad": ua_backprop("fullgrad"),
-    "UA-Backprop+FullGrad (raw Eq. 10)": ua_backprop("fullgrad", fullgrad_postprocess="raw"),
+    "UA-Backprop+FullGrad (reference min-max)": ua_backprop("fullgrad", fullgrad_postprocess="reference"),
     "UA-Backprop+Grad": ua_backprop("grad"),
     "UA-Backprop+InputGrad": ua_backprop("inputgrad"),
     "UA-Backprop+IG": ua_backprop("integrated_gradients"),

@@ -181,7 +181,7 @@ class BlurringResult(NamedTuple):
     reference: Tensor
 
 
-_SELECTIONS = ("image", "final", "step")
+_SELECTIONS = ("image", "final", "step", "full")
 
 
 def blurring_test(
@@ -218,7 +218,13 @@ def blurring_test(
       (``S*N + T*N`` forwards for S sigmas); ``"image"`` picks the sigma whose curve reaches
       the lowest uncertainty ``min_t U(x_t)`` (equivalently the largest per-image MURR);
       ``"step"`` searches sigma anew for every ``t`` (the most generous reading). Both cost
-      ``S*T*N`` forwards. Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in
+      ``S*T*N`` forwards. ``"full"`` picks the sigma minimising ``U`` of the *fully* blurred
+      image ``gaussian_blur(x, sigma)``, which does not depend on the map: every map is then
+      judged with the same perturbation (``S*N + T*N`` forwards). The three other readings put
+      the map under judgement into the sigma search, so two maps of one image can be judged with
+      different blurs. ``"final"`` stays the default so that the tables in
+      ``benchmarks/RESULTS.md`` remain comparable; use ``"full"`` to compare maps under one
+      perturbation. Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in
       the search, ``URR(T) >= 0`` in every mode, and every ``URR(t) >= 0`` for ``"image"``
       and ``"step"``.
     - Maps of the inputs' shape are summed over channels; a pixel is blurred in all channels.
@@ -235,7 +241,8 @@ def blurring_test(
         max_sigma (float): largest sigma searched (>= 0); the grid is ``0, step, ..., max``.
         batch_size (int, optional): images per forward call (``None``: 4096); the perturbed
             images of all steps, sigmas and images are built lazily, one call's worth at a time.
-        sigma_selection (str): ``"image"``, ``"final"`` or ``"step"`` (see above).
+        sigma_selection (str): ``"final"`` (default), ``"image"``, ``"step"`` or ``"full"`` (see
+            above).
         percent (float, optional): the budget in percent, ``(0, 100]``; overrides ``fraction``.
 
     Returns:
@@ -268,8 +275,9 @@ def blurring_test(
     def blurred_for(sigma_of_k: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         return lambda k, i: gaussian_blur(inputs[i], sigma_of_k[k])
 
-    if sigma_selection == "final":
-        final = replaced_scores(forward_func, inputs, blurred_for(sigmas), ranks, [budget] * len(sigmas), batch_size)
+    if sigma_selection in ("final", "full"):
+        pixels = budget if sigma_selection == "final" else h * w  # "full": every pixel blurred
+        final = replaced_scores(forward_func, inputs, blurred_for(sigmas), ranks, [pixels] * len(sigmas), batch_size)
         best = final.argmin(0)  # (N,), first (smallest) sigma on ties
         chosen = sigmas[best]
         per_sigma = replaced_scores(
