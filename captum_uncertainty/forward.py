@@ -225,7 +225,10 @@ class UncertaintyForward(nn.Module):
         probabilities (bool): the samples are probability vectors rather than logits.
             Default: ``False`` (logits).
         validate (bool): check inputs (finite values, device and dtype) and sample outputs
-            (shape, class count, finiteness, logits vs probabilities) on every call.
+            (shape, class count, finiteness, logits vs probabilities) on every call, and once,
+            on the first call, that the posterior is deterministic (the same samples on two
+            calls, an input's value independent of its batch; see
+            :meth:`~captum_uncertainty.posterior.Posterior.check_deterministic`).
             Default: ``True``.
 
     Examples::
@@ -269,6 +272,7 @@ class UncertaintyForward(nn.Module):
         """Raw sample outputs ``(S, N, C)`` (logits, or probabilities if declared)."""
         if self.validate:
             self.posterior.check_inputs(inputs)
+            self.posterior.check_deterministic(inputs)
         return self.posterior(*inputs)
 
     def log_probabilities(self, *inputs: Any) -> Tensor:

@@ -74,7 +74,8 @@ def check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
     if isinstance(output, (tuple, list)):
         raise TypeError(
             f"posterior sample {index} returned a {type(output).__name__}, expected a (N, C) tensor; "
-            "for models returning (output, kl) tuples use SampleCallable(model, layout='output_kl')"
+            "for bayesian-torch models returning (output, kl) use captum_uncertainty.integrations.from_bayesian_torch, "
+            "for other (output, kl) models SampleCallable(model, layout='output_kl', num_samples=..., seed=0)"
         )
     if not isinstance(output, Tensor):
         raise TypeError(f"posterior sample {index} returned {type(output).__name__}, expected a (N, C) tensor")
@@ -97,6 +98,11 @@ def stack_sample_outputs(outputs: Sequence[Tensor], batch_size: int) -> Tensor:
 
 def per_sample_slices(inputs: Tuple[Any, ...], sample: int) -> Tuple[Any, ...]:
     return tuple(x[sample] if isinstance(x, Tensor) else x for x in inputs)
+
+
+def first_row(inputs: Tuple[Any, ...], batch: int) -> Tuple[Any, ...]:
+    """Row 0 of every per-example tensor (first dimension ``batch``); other inputs unchanged."""
+    return tuple(x[:1] if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == batch else x for x in inputs)
 
 
 def expand_to_samples(inputs: Tuple[Any, ...], num_samples: int) -> Tuple[Any, ...]:
@@ -176,6 +182,42 @@ class Posterior(nn.Module):
                     raise TypeError(f"{name} has dtype {item.dtype} but the model parameters are {reference.dtype}")
             if item.is_floating_point() and not bool(torch.isfinite(item).all()):
                 raise ValueError(f"{name} contains NaN or inf values")
+
+    #: Set once :meth:`check_deterministic` has passed (reset by sources that redraw samples).
+    verified: bool = False
+
+    def check_deterministic(self, inputs: Tuple[Any, ...]) -> None:
+        """Refuse a posterior whose samples are not fixed: checked once, on the first inputs seen.
+
+        Path methods integrate the gradient of one function; a posterior whose samples change
+        between two evaluations of the same inputs, or whose value for an input depends on the
+        other rows of its batch (per-row noise), would make every attribution noise. Three
+        forward passes without gradients: the inputs twice, and the first row alone. The global
+        random state is restored afterwards. Raises ``ValueError`` saying what to do.
+        """
+        if self.verified:
+            return
+        batch = batch_size_of(inputs)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            first, second = self(*inputs), self(*inputs)
+            alone = self(*first_row(inputs, batch)) if batch > 1 else first[:, :1]
+        if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
+            raise ValueError(
+                f"{type(self).__name__} gave different samples for the same inputs on two calls (largest change "
+                f"{float((first - second).abs().max()):.3g}): attributions over a changing posterior are noise. Fix the "
+                "samples: seed the source (SampleCallable(..., seed=0)), freeze it (MCDropout for dropout, "
+                "WeightSamples for weight samples, captum_uncertainty.integrations.from_laplace / from_bayesian_torch / "
+                "from_torch_uncertainty), and run members in eval mode without random layers"
+            )
+        if not torch.allclose(alone[:, 0], first[:, 0], rtol=1e-4, atol=1e-5):
+            raise ValueError(
+                f"{type(self).__name__}'s value for an input depends on the other inputs of its batch (largest change "
+                f"{float((alone[:, 0] - first[:, 0]).abs().max()):.3g}): per-row noise (e.g. torch-uncertainty's "
+                "mc_dropout, bayesian-torch Flipout layers) or batch statistics make the uncertainty of one input "
+                "change with internal_batch_size. Use a source with samples shared by all rows (MCDropout, "
+                "captum_uncertainty.integrations.from_torch_uncertainty / from_bayesian_torch)"
+            )
+        self.verified = True
 
     @contextmanager
     def hookable(self) -> Iterator[None]:
@@ -435,12 +477,15 @@ class MCDropout(Posterior):
     layers are identities) and the masks are applied by temporary forward hooks on the
     dropout modules; flags and hooks are restored afterwards. Only dropout *modules*
     (``nn.Dropout``, ``nn.Dropout1d/2d/3d``) are sampled: functional ``F.dropout`` calls
-    inside ``forward`` are not seen.
+    inside ``forward`` are not seen. A module called twice in one forward is two dropout sites
+    with masks of their own, as plain dropout would draw them.
 
     Args:
         model (nn.Module): a network containing dropout modules.
         num_samples (int): the number of masks ``S``. Default: 20.
         seed (int): seed of the mask generator. Default: 0.
+        dropouts (sequence of nn.Module, optional): the dropout modules of ``model`` to sample
+            (e.g. only the last one); the others stay off. Default: every ``nn.Dropout*`` module.
 
     Examples::
 
@@ -449,20 +494,26 @@ class MCDropout(Posterior):
         >>> posterior.resample()          # draw new masks
     """
 
-    def __init__(self, model: nn.Module, num_samples: int = 20, seed: int = 0) -> None:
+    def __init__(
+        self, model: nn.Module, num_samples: int = 20, seed: int = 0, dropouts: Optional[Sequence[nn.Module]] = None
+    ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         self.model = model
-        self.dropouts = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
+        self.dropouts = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)] if dropouts is None else list(dropouts)
+        inside = {id(m) for m in model.modules()}
+        for index, module in enumerate(self.dropouts):
+            if not isinstance(module, DROPOUT_TYPES) or id(module) not in inside:
+                raise ValueError(f"dropouts[{index}] must be an nn.Dropout* module of model, got {type(module).__name__}")
         if not self.dropouts:
             raise ValueError("model has no nn.Dropout modules: MC dropout needs at least one")
         self._num_samples = num_samples
         self.seed = seed
         self._draws = 0
-        self._masks: Dict[int, Tensor] = {}
+        self._masks: Dict[Tuple[int, int], Tensor] = {}
         self._generator = torch.Generator().manual_seed(seed)
 
     @property
@@ -478,6 +529,7 @@ class MCDropout(Posterior):
             self._generator = torch.Generator().manual_seed(seed)
         self._masks = {}
         self._draws += 1
+        self.verified = False
 
     def forward_single(self, sample: int, *inputs: Any) -> Tensor:
         """Sample ``sample``'s ``(N, C)`` output."""
@@ -491,7 +543,8 @@ class MCDropout(Posterior):
         count = len(samples)
         batch = batch_size_of(per_sample_slices(inputs, 0))
         flat = tuple(x.reshape(count * batch, *x.shape[2:]) if isinstance(x, Tensor) else x for x in inputs)
-        handles = [d.register_forward_hook(self._mask_hook(d, samples, batch)) for d in self.dropouts]
+        calls: Dict[int, int] = {}  # per forward: how often each dropout module has run
+        handles = [d.register_forward_hook(self._mask_hook(d, samples, batch, calls)) for d in self.dropouts]
         try:
             with preserved_modes([self.model]), self.running(samples[0] if count == 1 else None):
                 out = self.model(*flat)
@@ -503,16 +556,19 @@ class MCDropout(Posterior):
             raise ValueError(f"model returned {shape}, expected a (N, C) tensor")
         return out.reshape(count, batch, -1)
 
-    def _mask_hook(self, module: nn.Module, samples: List[int], batch: int) -> Callable[..., Tensor]:
+    def _mask_hook(self, module: nn.Module, samples: List[int], batch: int, calls: Dict[int, int]) -> Callable[..., Tensor]:
         def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
-            masks = self._masks_for(module, tuple(output.shape[1:]), output)[samples]
+            # a module called twice in one forward is two dropout sites, each with its own masks
+            site = calls.get(id(module), 0)
+            calls[id(module)] = site + 1
+            masks = self._masks_for(module, site, tuple(output.shape[1:]), output)[samples]
             grouped = output.reshape(len(samples), batch, *output.shape[1:])
             return (grouped * masks.unsqueeze(1)).reshape(output.shape)
 
         return hook
 
-    def _masks_for(self, module: nn.Module, feature_shape: Tuple[int, ...], like: Tensor) -> Tensor:
-        key = id(module)
+    def _masks_for(self, module: nn.Module, site: int, feature_shape: Tuple[int, ...], like: Tensor) -> Tensor:
+        key = (id(module), site)
         shape = dropout_mask_shape(module, feature_shape)
         if key not in self._masks:
             keep = 1.0 - module.p
@@ -536,16 +592,19 @@ LAYOUTS = ("samples_first", "flat", "output_kl", "list")
 class SampleCallable(Posterior):
     r"""Any callable that already returns posterior samples, normalised to ``(S, N, C)``.
 
-    No dependency on the libraries below; the ``layout`` says how the callable's output is
-    arranged, and an output that does not fit the declared layout is an error, never a
-    silent reshape.
+    The ``layout`` says how the callable's output is arranged, and an output that does not fit
+    the declared layout is an error, never a silent reshape. For laplace-torch, bayesian-torch
+    and torch-uncertainty models prefer :mod:`captum_uncertainty.integrations`
+    (``from_laplace``, ``from_bayesian_torch``, ``from_torch_uncertainty``): they freeze the
+    samples into plain modules, so every method (FullGrad's bias terms included) works and the
+    samples are the same on every call. A stochastic callable needs ``seed`` and noise shared
+    by all rows of a batch; the first attribution checks both.
 
-    * ``"samples_first"``: a ``(S, N, C)`` tensor, e.g. laplace-torch's
-      ``predictive_samples(x, n_samples=S)``.
+    * ``"samples_first"``: a ``(S, N, C)`` tensor.
     * ``"flat"``: a ``(S * N, C)`` tensor, sample-major, e.g. torch-uncertainty's ensemble
       output; needs ``num_samples``.
-    * ``"output_kl"``: one stochastic forward returning ``(output, kl)``, e.g. bayesian-torch
-      models; called ``num_samples`` times.
+    * ``"output_kl"``: one stochastic forward returning ``(output, kl)``, called
+      ``num_samples`` times (with ``seed``).
     * ``"list"``: a list of ``S`` tensors ``(N, C)``.
 
     Args:
@@ -554,16 +613,21 @@ class SampleCallable(Posterior):
         num_samples (int, optional): ``S``; required for ``"flat"`` and ``"output_kl"``,
             otherwise read from the output (and checked if given).
         seed (int, optional): if given, the global RNG is seeded with it (inside
-            ``torch.random.fork_rng``) at every call, so a stochastic callable draws the same
-            ``S`` samples on every call, as integration paths need.
+            ``torch.random.fork_rng``, so the caller's random state is untouched) at every
+            call. What this guarantees: a callable that draws its randomness from the global
+            generator draws the same ``S`` samples on every call with inputs of the same shape,
+            on the same device. What it does not: noise drawn per input row still depends on
+            the batch the input is in, and noise from another generator is not seeded. The
+            first attribution checks both (:meth:`Posterior.check_deterministic`) and refuses a
+            source that fails. Without a seed a stochastic callable is refused.
         modules (sequence of nn.Module, optional): the modules ``fn`` runs, used for device
             and dtype checks and by hook-based methods.
 
     Examples::
 
-        >>> posterior = SampleCallable(lambda x: la.predictive_samples(x, n_samples=20),
-        ...                            layout="samples_first")
-        >>> posterior = SampleCallable(bnn, layout="output_kl", num_samples=20, seed=0)
+        >>> posterior = SampleCallable(lambda x: torch.stack([m(x) for m in models]),
+        ...                            layout="samples_first", modules=models)
+        >>> posterior = SampleCallable(stochastic_model, layout="output_kl", num_samples=20, seed=0)
     """
 
     def __init__(

@@ -301,3 +301,85 @@ def test_seeded_stochastic_callable_draws_the_same_samples_every_call():
     assert not torch.allclose(first[0], first[1])
     d = entropy_decomposition(first)
     assert (d.epistemic > 0).all()
+
+
+# ------------------------------------------------------------------ the determinism guard
+
+
+def stochastic_members(models):
+    """Sample outputs with fresh noise on every call (an unseeded stochastic source)."""
+    return lambda inputs: torch.stack([m(inputs) + torch.randn(1, 4, dtype=inputs.dtype) for m in models])
+
+
+def per_row_noise(models):
+    """Seeded, but with noise drawn per input row: an input's value depends on its batch."""
+    return lambda inputs: torch.stack([m(inputs) + torch.randn(inputs.shape[0], 4, dtype=inputs.dtype) for m in models])
+
+
+@pytest.mark.parametrize("attribute", ["uig", "ua", "captum"])
+def test_unseeded_and_per_row_sources_are_refused_at_the_first_attribution(attribute):
+    from captum_uncertainty import UABackprop, UncertaintyIntegratedGradients
+
+    models = [m.eval() for m in make_cnns(2)]
+    images = x[:3]
+
+    def run(posterior):
+        uf = UncertaintyForward(posterior, measure="total")
+        if attribute == "uig":
+            return UncertaintyIntegratedGradients(uf).attribute(images, n_steps=4)
+        if attribute == "ua":
+            return UABackprop(uf).attribute(images, path="grad")
+        return IntegratedGradients(uf).attribute(images, n_steps=4)
+
+    state = torch.get_rng_state()
+    with pytest.raises(ValueError, match="different samples for the same inputs.*seed"):
+        run(SampleCallable(stochastic_members(models), layout="samples_first", num_samples=2))
+    with pytest.raises(ValueError, match="depends on the other inputs of its batch"):
+        run(SampleCallable(per_row_noise(models), layout="samples_first", num_samples=2, seed=0))
+    assert torch.equal(torch.get_rng_state(), state)  # the check leaves the caller's random state
+    # seeded noise shared by all rows is a fixed posterior: accepted, and the maps repeat
+    shared = SampleCallable(stochastic_members(models), layout="samples_first", num_samples=2, seed=0)
+    assert torch.equal(run(shared), run(shared))
+
+
+def test_a_random_layer_inside_an_ensemble_member_is_refused():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = SmallCNN()
+
+        def forward(self, inputs):
+            return self.net(inputs) + torch.randn_like(self.net(inputs))
+
+    with pytest.raises(ValueError, match="different samples"):
+        UncertaintyForward([Noisy(), SmallCNN()])(x)
+    # checked once per posterior: a verified posterior is not re-run three times on every call
+    uf = UncertaintyForward(make_cnns(2))
+    uf(x)
+    assert uf.posterior.verified
+
+
+def test_mc_dropout_masks_each_call_of_a_reused_module_separately():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(64, 64)
+            self.drop = nn.Dropout(0.5)
+            self.head = nn.Linear(64, 4)
+
+        def forward(self, inputs):
+            hidden = self.drop(torch.relu(self.inner(inputs.flatten(1))))
+            return self.head(self.drop(hidden))  # the same module, a second dropout site
+
+    torch.manual_seed(0)
+    model = Twice()
+    posterior = MCDropout(model, num_samples=3, seed=0)
+    first = posterior(x)
+    assert torch.equal(first, posterior(x))
+    assert len(posterior._masks) == 2  # two sites, two mask sets
+    sites = list(posterior._masks.values())
+    assert not torch.equal(sites[0], sites[1])
+    listed = MCDropout(model, num_samples=3, seed=0, dropouts=[model.drop])
+    assert torch.equal(listed(x), first)
+    with pytest.raises(ValueError, match="dropouts\\[0\\]"):
+        MCDropout(model, num_samples=3, dropouts=[nn.Dropout(0.1)])
