@@ -71,7 +71,10 @@ def check_outputs(outputs: Any, name: str = "outputs") -> Tensor:
     if outputs.shape[0] == 0:
         raise ValueError(f"{name} has no posterior samples (S = 0)")
     if outputs.shape[2] < 2:
-        raise ValueError(f"{name} must have at least 2 classes, got C = {outputs.shape[2]}")
+        raise ValueError(
+            f"{name} must have at least 2 classes, got C = {outputs.shape[2]}; for a binary classifier with one "
+            "logit (or probability) per input pass UncertaintyForward(..., binary=True)"
+        )
     if not outputs.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got dtype {outputs.dtype}")
     if not bool(torch.isfinite(outputs).all()):
@@ -224,6 +227,11 @@ class UncertaintyForward(nn.Module):
             or ``"epistemic"`` (mutual information). Default: ``"total"``.
         probabilities (bool): the samples are probability vectors rather than logits.
             Default: ``False`` (logits).
+        binary (bool): the members are binary classifiers returning one logit (or, with
+            ``probabilities=True``, the probability of the positive class) per input, as ``(N,)``
+            or ``(N, 1)``; it becomes the two classes ``softmax([0, z]) = [1 - sigmoid(z),
+            sigmoid(z)]`` (or ``[1 - p, p]``), so every measure is the two-class one. Default:
+            ``False``.
         validate (bool): check inputs (finite values, device and dtype) and sample outputs
             (shape, class count, finiteness, logits vs probabilities) on every call, and once,
             on the first call, that the posterior is deterministic (the same samples on two
@@ -247,6 +255,7 @@ class UncertaintyForward(nn.Module):
         measure: str = "total",
         *,
         probabilities: bool = False,
+        binary: bool = False,
         validate: bool = True,
     ) -> None:
         super().__init__()
@@ -255,6 +264,9 @@ class UncertaintyForward(nn.Module):
         if not isinstance(probabilities, bool):
             raise TypeError(f"probabilities must be a bool, got {type(probabilities).__name__}")
         self.probabilities = probabilities
+        if not isinstance(binary, bool):
+            raise TypeError(f"binary must be a bool, got {type(binary).__name__}")
+        self.binary = binary
         self.validate = bool(validate)
 
     @property
@@ -265,7 +277,7 @@ class UncertaintyForward(nn.Module):
     def with_measure(self, measure: str) -> "UncertaintyForward":
         """A new forward sharing this posterior, returning another measure."""
         return UncertaintyForward(
-            self.posterior, measure, probabilities=self.probabilities, validate=self.validate
+            self.posterior, measure, probabilities=self.probabilities, binary=self.binary, validate=self.validate
         )
 
     def sample_outputs(self, *inputs: Any) -> Tensor:
@@ -273,7 +285,21 @@ class UncertaintyForward(nn.Module):
         if self.validate:
             self.posterior.check_inputs(inputs)
             self.posterior.check_deterministic(inputs)
-        return self.posterior(*inputs)
+        return self.class_outputs(self.posterior(*inputs))
+
+    def class_outputs(self, outputs: Tensor) -> Tensor:
+        """``(S, N, C)`` sample outputs; with ``binary=True`` the one score ``(S, N, 1)`` becomes
+        two classes: logits ``[0, z]`` or probabilities ``[1 - p, p]``."""
+        if not self.binary:
+            return outputs
+        if outputs.dim() != 3 or outputs.shape[-1] != 1:
+            raise ValueError(
+                f"binary=True expects one logit or probability per input, (N,) or (N, 1) per sample, got sample "
+                f"outputs of shape {tuple(outputs.shape)}"
+            )
+        if self.probabilities:
+            return torch.cat([1 - outputs, outputs], dim=-1)
+        return torch.cat([torch.zeros_like(outputs), outputs], dim=-1)
 
     def log_probabilities(self, *inputs: Any) -> Tensor:
         """Per-sample log-probabilities ``(S, N, C)``."""

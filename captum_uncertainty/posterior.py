@@ -79,6 +79,8 @@ def check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
         )
     if not isinstance(output, Tensor):
         raise TypeError(f"posterior sample {index} returned {type(output).__name__}, expected a (N, C) tensor")
+    if output.dim() == 1 and output.shape[0] == batch_size:
+        return output.unsqueeze(-1)  # one score per input: a binary classifier, (N, 1)
     if output.dim() != 2 or output.shape[0] != batch_size:
         raise ValueError(
             f"posterior sample {index} returned shape {tuple(output.shape)}, expected (N, C) with N = {batch_size}"
@@ -368,6 +370,8 @@ class DeepEnsemble(Posterior):
         in_dims = (0, 0) + tuple(0 if per_sample and isinstance(x, Tensor) else None for x in inputs)
         out = vmap(call, in_dims=in_dims, randomness="error")(params, buffers, *inputs)
         batch = batch_size_of(per_sample_slices(inputs, 0) if per_sample else inputs)
+        if out.dim() == 2 and out.shape[1] == batch:
+            out = out.unsqueeze(-1)  # binary members returning (N,)
         if out.dim() != 3 or out.shape[1] != batch:
             raise ValueError(f"members returned shape {tuple(out.shape[1:])}, expected (N, C) with N = {batch}")
         return out
@@ -551,6 +555,8 @@ class MCDropout(Posterior):
         finally:
             for handle in handles:
                 handle.remove()
+        if isinstance(out, Tensor) and out.dim() == 1:
+            out = out.unsqueeze(-1)  # a binary model returning (N,)
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != count * batch:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"model returned {shape}, expected a (N, C) tensor")

@@ -176,3 +176,59 @@ def test_uncertainty_forward_gradient_matches_finite_difference():
     uf = UncertaintyForward(members, "epistemic")
     x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(uf, (x,))
+
+
+# ----------------------------------------------------------------------------- binary classifiers
+class OneLogit(nn.Module):
+    def __init__(self, seed, squeeze):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 1)).double()
+        self.squeeze = squeeze
+
+    def forward(self, x):
+        z = self.net(x)
+        return z.squeeze(-1) if self.squeeze else z
+
+
+class TwoLogits(nn.Module):
+    """The explicit two-class form of a one-logit model: logits [0, z]."""
+
+    def __init__(self, one):
+        super().__init__()
+        self.one = one
+
+    def forward(self, x):
+        z = self.one.net(x)
+        return torch.cat([torch.zeros_like(z), z], dim=-1)
+
+
+class OneProbability(nn.Module):
+    def __init__(self, one):
+        super().__init__()
+        self.one = one
+
+    def forward(self, x):
+        return torch.sigmoid(self.one.net(x))
+
+
+@pytest.mark.parametrize("measure", ["total", "aleatoric", "epistemic"])
+def test_binary_option_equals_the_explicit_two_class_form(measure):
+    from captum_uncertainty import UABackprop, UncertaintyIntegratedGradients
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, dtype=torch.float64) * 2
+    ones = [OneLogit(seed, squeeze=seed % 2 == 0) for seed in range(3)]  # (N,) and (N, 1) outputs
+    binary = UncertaintyForward(ones, measure=measure, binary=True)
+    explicit = UncertaintyForward([TwoLogits(m) for m in ones], measure=measure)
+    probabilities = UncertaintyForward([OneProbability(m) for m in ones], measure=measure, binary=True,
+                                       probabilities=True)
+    assert torch.allclose(binary(x), explicit(x), atol=1e-12)
+    assert torch.allclose(probabilities(x), explicit(x), atol=1e-10)
+    for method in (lambda f: UncertaintyIntegratedGradients(f).attribute(x, n_steps=16),
+                   lambda f: UABackprop(f).attribute(x, path="inputgrad", tau1=0.1, tau2=0.5)):
+        assert torch.allclose(method(binary), method(explicit), atol=1e-10)
+    with pytest.raises(ValueError, match="binary=True"):
+        UncertaintyForward(ones)(x)  # one class without the option: a clear error naming it
+    with pytest.raises(ValueError, match="one logit or probability per input"):
+        UncertaintyForward([TwoLogits(m) for m in ones], binary=True)(x)

@@ -402,3 +402,54 @@ def test_random_maps_score_worse_than_ua_backprop_on_a_trained_ensemble(digits, 
     ua = blurring_test(uf, x, ua_maps, fraction=0.1, sigma_step=0.5, max_sigma=8.0)
     rnd = blurring_test(uf, x, random_maps, fraction=0.1, sigma_step=0.5, max_sigma=8.0)
     assert ua.murr > rnd.murr and ua.auc_urr < rnd.auc_urr
+
+
+# ---------------------------------------------------------------------------------------------
+# tabular inputs: a feature plays a pixel's part, a per-feature baseline the blur's
+# ---------------------------------------------------------------------------------------------
+def test_reduction_curves_on_features_by_hand():
+    """U(x) = sum of squared features; the map ranks features; replacing with the (zero) mean
+    removes a feature's square."""
+    x = torch.tensor([[3.0, 1.0, 2.0, 0.5], [1.0, 2.0, 0.0, 4.0]], dtype=DT)
+    maps = torch.tensor([[0.9, 0.1, 0.5, 0.0], [0.2, 0.1, 0.3, 0.8]], dtype=DT)
+
+    def forward(features):
+        return features.square().sum(1)
+
+    u = forward(x)  # 14.25, 21
+    urc = uncertainty_reduction_curve(forward, x, maps, fraction=0.5, baseline=torch.zeros(4, dtype=DT))
+    # image 0: removes 9 then 4 -> 9/14.25, 13/14.25; image 1 (order 3, 2, 0, 1): 16/21, 16/21
+    expected = torch.tensor([[9 / 14.25, 13 / 14.25], [16 / 21, 16 / 21]], dtype=DT)
+    assert torch.allclose(urc.per_image, expected) and torch.allclose(urc.reference, u)
+    eic = entropy_information_curve(forward, x, maps, baseline=0.0)
+    assert eic.fractions.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert torch.allclose(eic.per_image[0], torch.tensor([1, 5.25 / 14.25, 1.25 / 14.25, 0.25 / 14.25, 0], dtype=DT))
+    with pytest.raises(ValueError, match="baseline="):
+        uncertainty_reduction_curve(forward, x, maps)
+    with pytest.raises(ValueError, match="insertion_deletion"):
+        blurring_test(forward, x, maps)
+    with pytest.raises(ValueError, match="features' shape"):
+        uncertainty_reduction_curve(forward, x, maps[:, :3], baseline=0.0)
+
+
+def test_deletion_on_features_with_a_training_mean_baseline():
+    torch.manual_seed(0)
+    weights = torch.randn(5, 3, dtype=DT)
+
+    def classifier(features):
+        return features @ weights
+
+    x = torch.randn(4, 5, dtype=DT)
+    mean = torch.randn(5, dtype=DT)
+    maps = torch.rand(4, 5, dtype=DT)
+    result = insertion_deletion(classifier, x, maps, baseline=mean, steps=None)
+    target = torch.softmax(classifier(x), 1).argmax(1)
+    for n in range(4):  # brute force: remove the top-k features one image at a time
+        order = torch.argsort(maps[n], descending=True, stable=True)
+        for k in range(6):
+            image = x[n].clone()
+            image[order[:k]] = mean[order[:k]]
+            expected = torch.softmax(classifier(image[None]), 1)[0, target[n]]
+            assert torch.allclose(result.per_image[n, k], expected)
+    with pytest.raises(ValueError, match="images"):
+        insertion_deletion(classifier, x, maps, baseline="blur")

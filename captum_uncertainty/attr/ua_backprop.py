@@ -369,7 +369,7 @@ def class_relevances(
 def sample_logits(forward: UncertaintyForward, points: Tensor, args: Tuple[Any, ...] = ()) -> Tensor:
     """Sample ``s``'s logits on ``points[s]`` (and its share of ``args``): raw outputs, or
     log-probabilities for probability members."""
-    outputs = forward.posterior.forward_per_sample(points, *expand_to_samples(args, points.shape[0]))
+    outputs = forward.class_outputs(forward.posterior.forward_per_sample(points, *expand_to_samples(args, points.shape[0])))
     if forward.probabilities:
         return torch.log(outputs.clamp_min(torch.finfo(outputs.dtype).tiny))
     return outputs

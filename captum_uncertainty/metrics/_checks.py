@@ -13,6 +13,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_feature_maps",
+    "check_images_or_features",
+    "check_replacement",
     "check_images",
     "check_maps",
     "check_fraction",
@@ -35,6 +38,48 @@ def check_images(images: Any, name: str = "inputs") -> Tensor:
     if not images.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got dtype {images.dtype}")
     return images.detach()
+
+
+def check_images_or_features(inputs: Any, name: str = "inputs") -> Tensor:
+    """Images ``(N, C, H, W)`` or tabular features ``(N, F)``, returned detached."""
+    if isinstance(inputs, Tensor) and inputs.dim() == 2:
+        if inputs.shape[0] == 0 or inputs.shape[1] == 0:
+            raise ValueError(f"{name} must have N, F >= 1, got shape {tuple(inputs.shape)}")
+        if not inputs.is_floating_point():
+            raise TypeError(f"{name} must be a floating point tensor, got dtype {inputs.dtype}")
+        return inputs.detach()
+    if isinstance(inputs, Tensor) and inputs.dim() != 4:
+        raise ValueError(f"{name} must be images (N, C, H, W) or features (N, F), got shape {tuple(inputs.shape)}")
+    return check_images(inputs, name)
+
+
+def check_feature_maps(maps: Any, inputs: Tensor, name: str = "maps") -> Tensor:
+    """Per-element maps: per-pixel ``(N, H, W)`` for images (see :func:`check_maps`), the
+    inputs' own shape ``(N, F)`` for features."""
+    if inputs.dim() == 4:
+        return check_maps(maps, inputs, name)
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(maps).__name__}")
+    if tuple(maps.shape) != tuple(inputs.shape):
+        raise ValueError(f"{name} must have the features' shape {tuple(inputs.shape)}, got {tuple(maps.shape)}")
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return maps.detach().to(device=inputs.device)
+
+
+def check_replacement(baseline: Any, inputs: Tensor, name: str = "baseline") -> Tensor:
+    """A per-feature (or per-element) replacement value broadcast to the inputs' shape, e.g. the
+    training mean ``x_train.mean(0)``."""
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
+        raise TypeError(f"{name} must be a number or a tensor of per-feature values, got {type(baseline).__name__}")
+    value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
+    try:
+        return value.expand_as(inputs)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} must broadcast to the inputs' shape {tuple(inputs.shape)} (e.g. one value per feature), "
+            f"got {tuple(value.shape)}"
+        ) from None
 
 
 def check_maps(maps: Any, inputs: Tensor, name: str = "maps") -> Tensor:

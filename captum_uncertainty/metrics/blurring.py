@@ -46,7 +46,8 @@ DEFAULT_BATCH_SIZE = 4096
 # Pixel orders and batched evaluation of partially replaced images
 # ----------------------------------------------------------------------------------------------
 def pixel_ranks(pixel_maps: Tensor) -> Tensor:
-    """Rank of every pixel ``(N, 1, H, W)``: 0 for the largest attribution.
+    """Rank of every pixel: 0 for the largest attribution; ``(N, 1, H, W)`` for per-pixel maps
+    ``(N, H, W)`` (a pixel is all its channels), ``(N, F)`` for feature maps ``(N, F)``.
 
     Ties are broken by raster order (row-major index: the earlier pixel first), via a stable sort.
     """
@@ -55,7 +56,7 @@ def pixel_ranks(pixel_maps: Tensor) -> Tensor:
     order = torch.argsort(flat, dim=1, descending=True, stable=True)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand(n, -1))
-    return ranks.view(n, 1, *pixel_maps.shape[-2:])
+    return ranks.view(n, 1, *pixel_maps.shape[-2:]) if pixel_maps.dim() == 3 else ranks.view(pixel_maps.shape)
 
 
 def pixel_budget(fraction: float, height: int, width: int) -> int:
@@ -100,7 +101,7 @@ def replaced_scores(
         index = torch.arange(start, min(start + chunk, total), device=base.device)
         k, i = index // n, index % n
         source = replacement[i] if isinstance(replacement, Tensor) else replacement(k, i)
-        mask = ranks[i] < counts_t[k].view(-1, 1, 1, 1)
+        mask = ranks[i] < counts_t[k].view((-1,) + (1,) * (ranks.dim() - 1))
         images = torch.where(mask, source, base[i])
         outputs.append(_checked(forward_func(images), images.shape[0], scalar))
     result = torch.cat(outputs)
@@ -255,6 +256,12 @@ def blurring_test(
         >>> r = blurring_test(uf, x, maps, fraction=0.02, batch_size=4096)
         >>> r.murr, r.auc_urr
     """
+    if isinstance(inputs, Tensor) and inputs.dim() == 2:
+        raise ValueError(
+            "blurring_test blurs images (N, C, H, W); for features (N, F) use insertion_deletion or "
+            "uncertainty_reduction_curve / entropy_information_curve with baseline= per-feature values "
+            "(e.g. the training mean)"
+        )
     inputs = check_images(inputs)
     ranks = pixel_ranks(check_maps(maps, inputs))
     fraction = check_fraction(fraction, percent)

@@ -13,8 +13,8 @@ from torch import Tensor
 
 from captum_uncertainty.metrics._checks import (
     check_batch_size,
-    check_images,
-    check_maps,
+    check_feature_maps,
+    check_images_or_features,
     check_positive_int,
 )
 from captum_uncertainty.blur import gaussian_blur
@@ -66,6 +66,8 @@ def _baseline_images(baseline: Union[float, Tensor, str], inputs: Tensor, blur_s
     if isinstance(baseline, str):
         if baseline != "blur":
             raise ValueError(f"baseline must be a number, a tensor or 'blur', got {baseline!r}")
+        if inputs.dim() != 4:
+            raise ValueError("baseline='blur' needs images (N, C, H, W); for features pass per-feature values")
         return gaussian_blur(inputs, blur_sigma)
     if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
         raise TypeError(f"baseline must be a number, a tensor or 'blur', got {type(baseline).__name__}")
@@ -124,7 +126,8 @@ def insertion_deletion(
     Args:
         forward_func (callable): classifier returning logits ``(B, classes)`` (or probabilities
             with ``probabilities=True``), or an UncertaintyForward.
-        inputs (Tensor): images ``(N, C, H, W)``.
+        inputs (Tensor): images ``(N, C, H, W)``, or features ``(N, F)`` (a feature plays a
+            pixel's part; the baseline is then per-feature values, e.g. the training mean).
         maps (Tensor): maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape.
         target (int or Tensor, optional): class, or one class per image.
         mode (str): ``"deletion"`` or ``"insertion"``.
@@ -145,13 +148,13 @@ def insertion_deletion(
         >>> insertion = insertion_deletion(model, x, mean_map, mode="insertion", baseline="blur")
         >>> deletion.auc, insertion.auc
     """
-    inputs = check_images(inputs)
-    ranks = pixel_ranks(check_maps(maps, inputs))
+    inputs = check_images_or_features(inputs)
+    ranks = pixel_ranks(check_feature_maps(maps, inputs))
     batch_size = check_batch_size(batch_size)
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
-    n, _, h, w = inputs.shape
-    pixels = h * w
+    n = inputs.shape[0]
+    pixels = ranks[0].numel()
     steps = pixels if steps is None else check_positive_int(steps, "steps")
     reference = _baseline_images(baseline, inputs, blur_sigma)
     probs = class_probabilities(forward_func, probabilities)

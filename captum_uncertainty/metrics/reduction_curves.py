@@ -10,17 +10,18 @@ image are replaced, one at a time in attribution order, by the pixels of a fully
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
 from captum_uncertainty.metrics._checks import (
     check_batch_size,
+    check_feature_maps,
     check_fraction,
-    check_images,
-    check_maps,
+    check_images_or_features,
     check_positive_int,
+    check_replacement,
 )
 from captum_uncertainty.metrics.blurring import (
     gaussian_blur,
@@ -79,6 +80,19 @@ def _check_sigma(sigma: float) -> float:
     return float(sigma)
 
 
+def replacement_for(inputs: Tensor, baseline: Optional[Union[float, Tensor]], sigma: float) -> Tensor:
+    """What replaces the top-ranked elements: ``baseline`` if given, else the blurred images;
+    features have no blur and need a ``baseline``."""
+    if baseline is not None:
+        return check_replacement(baseline, inputs)
+    if inputs.dim() != 4:
+        raise ValueError(
+            "features (N, F) have no blur: pass baseline= the per-feature values that stand for a removed "
+            "feature, e.g. baseline=x_train.mean(0)"
+        )
+    return gaussian_blur(inputs, _check_sigma(sigma))
+
+
 def uncertainty_reduction_curve(
     forward_func: Forward,
     inputs: Tensor,
@@ -87,6 +101,7 @@ def uncertainty_reduction_curve(
     sigma: float = math.inf,
     batch_size: Optional[int] = None,
     percent: Optional[float] = None,
+    baseline: Optional[Union[float, Tensor]] = None,
 ) -> ReductionCurve:
     r"""Perez et al.'s Uncertainty Reduction Curve (supplement Table 1: 1% and 5% of pixels).
 
@@ -103,15 +118,20 @@ def uncertainty_reduction_curve(
     as reduction 0. Unlike :func:`~captum_uncertainty.metrics.blurring_test` there is no
     per-image sigma search.
 
+    Tabular inputs ``(N, F)`` work the same way with features in place of pixels and
+    ``baseline`` (per-feature values, e.g. the training mean) in place of the blur.
+
     Args:
-        forward_func (callable): images ``(B, C, H, W)`` -> uncertainties ``(B,)``.
-        inputs (Tensor): images ``(N, C, H, W)``.
+        forward_func (callable): inputs ``(B, ...)`` -> uncertainties ``(B,)``.
+        inputs (Tensor): images ``(N, C, H, W)`` or features ``(N, F)``.
         maps (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape
-            (summed over channels).
-        fraction (float): pixel budget, a share of ``H * W`` in ``(0, 1]``.
+            (summed over channels); ``(N, F)`` for features.
+        fraction (float): pixel budget, a share of ``H * W`` (or of ``F``) in ``(0, 1]``.
         sigma (float): blur of the replacement image (``inf`` = fully blurred).
         batch_size (int, optional): images per forward call (``None``: 4096).
         percent (float, optional): the budget in percent, ``(0, 100]``; overrides ``fraction``.
+        baseline (float or Tensor, optional): replacement values broadcast to the inputs (one
+            per feature, or per element) instead of the blur; required for features.
 
     Returns:
         ReductionCurve: ``score``, ``curve`` ``(T,)``, ``per_image`` ``(N, T)``, ``reference``.
@@ -122,12 +142,12 @@ def uncertainty_reduction_curve(
         >>> r5 = uncertainty_reduction_curve(uf, x, maps, fraction=0.05)
         >>> r1.score, r5.score
     """
-    inputs = check_images(inputs)
-    ranks = pixel_ranks(check_maps(maps, inputs))
+    inputs = check_images_or_features(inputs)
+    ranks = pixel_ranks(check_feature_maps(maps, inputs))
     fraction = check_fraction(fraction, percent)
     batch_size = check_batch_size(batch_size)
-    blurred = gaussian_blur(inputs, _check_sigma(sigma))
-    budget = pixel_budget(fraction, *inputs.shape[2:])
+    blurred = replacement_for(inputs, baseline, sigma)
+    budget = pixel_budget(fraction, ranks[0].numel(), 1)
     reference = scores(forward_func, inputs, batch_size)
     values = replaced_scores(forward_func, inputs, blurred, ranks, range(1, budget + 1), batch_size)
     per_image = running_reduction(values, reference)
@@ -142,6 +162,7 @@ def entropy_information_curve(
     steps: Optional[int] = None,
     sigma: float = math.inf,
     batch_size: Optional[int] = None,
+    baseline: Optional[Union[float, Tensor]] = None,
 ) -> InformationCurve:
     r"""Perez et al.'s Entropy Information Curve and the Area over it (supplement Table 1).
 
@@ -164,9 +185,12 @@ def entropy_information_curve(
         forward_func (callable): images ``(B, C, H, W)`` -> uncertainties ``(B,)``.
         inputs (Tensor): images ``(N, C, H, W)``.
         maps (Tensor): attribution maps (see :func:`uncertainty_reduction_curve`).
-        steps (int, optional): number of intervals of the fraction axis (``None``: ``H * W``).
+        steps (int, optional): number of intervals of the fraction axis (``None``: ``H * W``,
+            or ``F`` for features).
         sigma (float): blur of the replacement image (``inf`` = fully blurred).
         batch_size (int, optional): images per forward call (``None``: 4096).
+        baseline (float or Tensor, optional): replacement values instead of the blur, as in
+            :func:`uncertainty_reduction_curve`; required for features ``(N, F)``.
 
     Returns:
         InformationCurve: ``area_over``, ``curve``, ``fractions``, ``per_image``, ``reference``.
@@ -176,14 +200,13 @@ def entropy_information_curve(
         >>> r = entropy_information_curve(uf, x, maps, steps=100)
         >>> r.area_over
     """
-    inputs = check_images(inputs)
-    ranks = pixel_ranks(check_maps(maps, inputs))
+    inputs = check_images_or_features(inputs)
+    ranks = pixel_ranks(check_feature_maps(maps, inputs))
     batch_size = check_batch_size(batch_size)
-    h, w = inputs.shape[2:]
-    pixels = h * w
+    pixels = ranks[0].numel()
     steps = pixels if steps is None else check_positive_int(steps, "steps")
     counts = torch.tensor([int(math.floor(j * pixels / steps + 0.5)) for j in range(steps + 1)], device=inputs.device)
-    blurred = gaussian_blur(inputs, _check_sigma(sigma))
+    blurred = replacement_for(inputs, baseline, sigma)
     reference = scores(forward_func, inputs, batch_size)
     values = replaced_scores(forward_func, inputs, blurred, ranks, counts, batch_size)
     remaining = (1 - torch.cummax(reduction(values, reference).t(), dim=1).values).clamp(0, 1)
