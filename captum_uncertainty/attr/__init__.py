@@ -13,6 +13,7 @@ from captum_uncertainty.attr.distribution import ExplanationDistribution
 from captum_uncertainty.attr.fullgrad import FullGrad
 from captum_uncertainty.attr.guided_ig import GuidedIntegratedGradients
 from captum_uncertainty.attr.integrated_gradients import UncertaintyIntegratedGradients
+from captum_uncertainty.attr.layer_integrated_gradients import LayerUncertaintyIntegratedGradients
 from captum_uncertainty.attr.ua_backprop import UABackprop
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Fiducials",
     "FullGrad",
     "GuidedIntegratedGradients",
+    "LayerUncertaintyIntegratedGradients",
     "UABackprop",
     "UncertaintyIntegratedGradients",
 ]

@@ -34,8 +34,9 @@ BaselineType = Union[None, str, int, float, Tensor, Tuple[Union[int, float, Tens
 BASELINE_NAMES = ("black", "white", "black_white")
 
 
-def format_inputs(inputs: Any, name: str = "inputs") -> Tuple[Tuple[Tensor, ...], bool]:
-    """``(tuple_of_tensors, was_tuple)``: floating tensors with one common, non-empty batch size."""
+def format_inputs(inputs: Any, name: str = "inputs", floating: bool = True) -> Tuple[Tuple[Tensor, ...], bool]:
+    """``(tuple_of_tensors, was_tuple)``: tensors with one common, non-empty batch size, floating
+    point unless ``floating=False`` (token ids for layer methods)."""
     is_tuple = isinstance(inputs, tuple)
     tensors = inputs if is_tuple else (inputs,)
     if len(tensors) == 0:
@@ -43,7 +44,7 @@ def format_inputs(inputs: Any, name: str = "inputs") -> Tuple[Tuple[Tensor, ...]
     for tensor in tensors:
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{name} must be a tensor or a tuple of tensors, got {type(tensor).__name__}")
-        if not tensor.is_floating_point():
+        if floating and not tensor.is_floating_point():
             raise TypeError(f"{name} must be floating point tensors, got dtype {tensor.dtype}")
         if tensor.dim() < 1 or tensor.shape[0] == 0:
             raise ValueError(f"{name} must have a non-empty batch dimension, got shape {tuple(tensor.shape)}")
