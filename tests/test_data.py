@@ -1,5 +1,6 @@
 """Bundled data and model zoo: splits, the Wang et al. CNN, ensemble training and its cache."""
 
+import copy
 import struct
 
 import numpy as np
@@ -130,3 +131,31 @@ def test_the_cache_folder_is_per_user_and_configurable(tmp_path, monkeypatch):
     train_ensemble(n_members=1, data=data, epochs=1, seed=0, progress=False)  # the default cache_dir
     assert [p.name.split("-")[0] for p in (tmp_path / "mine").iterdir()] == ["ensemble"]
     assert not (tmp_path / ".cache").exists()  # nothing in the working folder
+
+
+def test_the_paper_recipe_is_sgd_with_momentum_by_hand():
+    from captum_uncertainty.data import WANG_RECIPE, MNISTCNN, train_model
+
+    assert WANG_RECIPE == dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=30)
+    data = load_digits(test_size=300, seed=0)
+    x, y = data.x_train[:200], data.y_train[:200]
+    torch.manual_seed(0)
+    model = MNISTCNN(in_channels=1, image_size=8, num_classes=10)
+    by_hand = copy.deepcopy(model)
+    trained = train_model(model, x, y, epochs=2, batch_size=64, lr=0.1, seed=3, optimizer="sgd", momentum=0.9)
+    # the same loop written out: seeded order, seeded dropout, SGD with momentum
+    sgd = torch.optim.SGD(by_hand.parameters(), lr=0.1, momentum=0.9)
+    order = torch.Generator().manual_seed(3)
+    by_hand.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        for _ in range(2):
+            for index in torch.randperm(200, generator=order).split(64):
+                sgd.zero_grad()
+                torch.nn.functional.cross_entropy(by_hand(x[index]), y[index]).backward()
+                sgd.step()
+    for a, b in zip(trained.parameters(), by_hand.parameters()):
+        assert torch.equal(a, b)
+    assert all(p.grad is None for p in trained.parameters()) and not trained.training
+    with pytest.raises(ValueError, match="optimizer"):
+        train_model(model, x, y, optimizer="lbfgs")

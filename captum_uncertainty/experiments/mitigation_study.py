@@ -25,6 +25,7 @@ from captum_uncertainty.mitigation import (
     attention_weights,
     check_attention,
 )
+from captum_uncertainty.training import fit
 
 __all__ = [
     "MitigationCNN",
@@ -128,8 +129,6 @@ def train_with_attention(
         >>> model = train_with_attention(x, y, attention_weights(maps), epochs=120, seed=0)
         >>> plain = train_with_attention(x, y, None, seed=0)
     """
-    from tqdm.auto import tqdm
-
     check_training_data(x_train, y_train, attention)
     check_schedule(epochs, batch_size, lr)
     with torch.random.fork_rng(devices=[]):
@@ -140,18 +139,14 @@ def train_with_attention(
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
         milestones = [max(1, round(epochs * share)) for share in (0.25, 0.5, 0.75)]
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
-        generator = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in tqdm(range(epochs), desc="training", disable=not progress, leave=False):
-            for batch in torch.randperm(x_train.shape[0], generator=generator, device="cpu").split(batch_size):
-                batch = batch.to(x_train.device)
-                logits = net(x_train[batch], None if attention is None else attention[batch])
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(logits, y_train[batch]).backward()
-                optimizer.step()
-            schedule.step()
-    optimizer.zero_grad(set_to_none=True)
-    return model.eval()
+
+        def batch_loss(index: Tensor) -> Tensor:
+            index = index.to(x_train.device)
+            logits = net(x_train[index], None if attention is None else attention[index])
+            return F.cross_entropy(logits, y_train[index])
+
+        return fit(model, x_train.shape[0], batch_loss, optimizer, epochs=epochs, batch_size=batch_size,
+                   generator=torch.Generator().manual_seed(seed), schedule=schedule, progress=progress)
 
 
 def default_model(x_train: Tensor, y_train: Tensor) -> MitigationCNN:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
+from captum_uncertainty.training import fit
 
 __all__ = ["VAE", "train_vae", "vae_loss", "save_vae", "load_vae", "load_or_train_vae"]
 
@@ -164,8 +165,6 @@ def train_vae(
         >>> vae = train_vae(VAE(image_shape=(1, 28, 28), latent_dim=32), data.x_train, epochs=20)
         >>> vae.history[-1]["reconstruction"]
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(vae, VAE):
         raise TypeError(f"vae must be a captum_uncertainty.generative.VAE, got {type(vae).__name__}")
     check_vae_inputs(images, vae.image_shape, "images")
@@ -176,22 +175,23 @@ def train_vae(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)  # data order and reparameterisation noise
     images = images.detach()
-    vae.train()
-    for _ in tqdm(range(epochs), desc="VAE epochs", disable=not progress):
-        sums = torch.zeros(2, dtype=torch.float64)
-        for batch in torch.randperm(images.shape[0], generator=generator, device="cpu").split(batch_size):
-            reconstruction, kl = vae_loss(vae, images[batch], generator)
-            optimizer.zero_grad()
-            (reconstruction + kl).mean().backward()
-            optimizer.step()
-            sums += torch.stack([reconstruction.detach().sum(), kl.detach().sum()]).double()
-        means = (sums / images.shape[0]).tolist()
-        vae.history.append({"reconstruction": means[0], "kl": means[1]})
-    optimizer.zero_grad(set_to_none=True)
-    return vae.eval()
+    sums = [0.0, 0.0]  # this epoch's summed reconstruction and KL terms
+
+    def batch_loss(index: Tensor) -> Tensor:
+        reconstruction, kl = vae_loss(vae, images[index], generator)
+        sums[0] += float(reconstruction.detach().sum())
+        sums[1] += float(kl.detach().sum())
+        return (reconstruction + kl).mean()
+
+    def record_epoch() -> None:
+        vae.history.append({"reconstruction": sums[0] / images.shape[0], "kl": sums[1] / images.shape[0]})
+        sums[0] = sums[1] = 0.0
+
+    return fit(vae, images.shape[0], batch_loss, torch.optim.Adam(vae.parameters(), lr=lr), epochs=epochs,
+               batch_size=batch_size, generator=generator, end_of_epoch=record_epoch, progress=progress,
+               description="VAE epochs")
 
 
 def save_vae(vae: VAE, path: Union[str, Path]) -> None:
