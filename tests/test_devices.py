@@ -113,6 +113,7 @@ CASES = {
     "ua inputgrad target": lambda w: ua(w, path="inputgrad", target=2),
     "ua ig black_white chunked": lambda w: ua(w, path="integrated_gradients", baselines="black_white",
                                               internal_batch_size=3),
+    "ua blur ig chunked": lambda w: ua(w, path="blur_integrated_gradients", internal_batch_size=4),
     "ua mc dropout fullgrad": lambda w: UABackprop(w.mc).attribute(w.x),
     "ua weight samples": lambda w: UABackprop(w.weights).attribute(w.x, path="inputgrad"),
     "ua callable": lambda w: UABackprop(w.callable).attribute(w.x, path="grad"),

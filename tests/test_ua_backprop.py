@@ -385,3 +385,26 @@ def test_fullgrad_refuses_a_posterior_that_runs_copies_of_its_listed_modules(mem
                             modules=members)
     with pytest.raises(ValueError, match="none of them ran"):
         UABackprop(UncertaintyForward(hidden)).attribute(x)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_blur_ig_path_is_complete_and_uses_blur_ig_of_each_logit(members, x, measure):
+    from captum_uncertainty import BlurIntegratedGradients
+    from captum_uncertainty.attr.ua_backprop import path_relevances, scale_space_path
+
+    uf = UncertaintyForward(members, measure=measure)
+    maps = UABackprop(uf).attribute(x, path="blur_integrated_gradients", n_steps=6, max_sigma=1.5)
+    assert torch.allclose(maps.flatten(1).sum(1), uf(x).detach(), rtol=1e-6)  # completeness
+    assert (maps > 0).all()
+    # the relevance of z_i^s is Blur IG of member s's logit i, as BlurIntegratedGradients computes it
+    chunks = path_relevances(uf, x, (), scale_space_path(x, 1.5, 6), None, 1)
+    next(chunks)
+    _, _, relevance = next(chunks)  # (C, S, N, 1, 8, 8)
+    for s in (0, 2):
+        for i in (1, 3):
+            expected = BlurIntegratedGradients(members[s]).attribute(x, target=i, max_sigma=1.5, n_steps=6)
+            assert torch.allclose(relevance[i, s], expected, atol=1e-12)
+    with pytest.raises(ValueError, match="max_sigma"):
+        UABackprop(uf).attribute(x, path="blur_integrated_gradients", max_sigma=-1.0)
+    with pytest.raises(ValueError, match="spatial layout"):
+        UABackprop(uf).attribute(x.flatten(1), path="blur_integrated_gradients", tau1=0.1, tau2=0.1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional, Tuple, Union
 
-import torch
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
@@ -18,26 +17,11 @@ from captum_uncertainty.attr._utils.formatting import (
     format_inputs,
     format_output,
 )
-from captum_uncertainty.attr._utils.path import integrate_path, target_gradients
+from captum_uncertainty.attr._utils.path import blur_levels, blur_path, default_max_sigma, integrate_path, target_gradients
 from captum_uncertainty.blur import gaussian_blur
 
 __all__ = ["BlurIntegratedGradients", "default_max_sigma"]
 
-#: Blur IG's reference setting: ``max_sigma = 50`` for 224-pixel images (Xu et al., 2020).
-REFERENCE_MAX_SIGMA = 50.0
-REFERENCE_IMAGE_SIZE = 224
-
-
-def default_max_sigma(height: int, width: int) -> float:
-    """Blur IG's default largest blur: ``50 * max(H, W) / 224`` pixels.
-
-    Xu et al. (2020) use ``max_sigma = 50`` on 224-pixel ImageNet images; we keep the same
-    blur *relative to the image size* (28 px MNIST -> 6.25, 32 px CIFAR -> 7.14, 8 px -> 1.79).
-    """
-    return REFERENCE_MAX_SIGMA * max(height, width) / REFERENCE_IMAGE_SIZE
-
-
-# --------------------------------------------------------------------------- Blur IG
 class BlurIntegratedGradients(GradientAttribution):
     r"""Blur Integrated Gradients (Xu et al., 2020, "Attribution in Scale and Space").
 
@@ -87,15 +71,8 @@ class BlurIntegratedGradients(GradientAttribution):
     @staticmethod
     def sigma_grid(max_sigma: float, n_steps: int, sqrt: bool = False, device: Any = "cpu") -> Tensor:
         """The ``n_steps + 1`` blur levels ``0 = sigma_0 < ... < sigma_T = max_sigma`` (float64,
-        on ``device``).
-
-        Uniform in ``sigma`` by default; with ``sqrt=True`` uniform in the variance
-        ``sigma^2`` (``sigma_k = max_sigma * sqrt(k / T)``), denser at small blurs.
-        """
-        fractions = torch.arange(n_steps + 1, dtype=torch.float64, device=device) / n_steps
-        if sqrt:
-            fractions = fractions.sqrt()
-        return fractions * max_sigma
+        on ``device``); see :func:`~captum_uncertainty.attr._utils.path.blur_levels`."""
+        return blur_levels(max_sigma, n_steps, sqrt, device)
 
     @log_usage()
     def attribute(  # type: ignore[override]
@@ -181,22 +158,3 @@ class BlurIntegratedGradients(GradientAttribution):
             additional_forward_args=additional_forward_args,
         )
         return attributions, delta
-
-
-def blur_path(inputs: Tuple[Tensor, ...], grad_step: float):
-    """The scale-space path ``x(sigma)`` (Blur IG's untruncated blur) and its velocity towards the
-    input, ``-dx/dsigma``, by a forward difference of step ``grad_step``; the quadrature weights
-    are the (positive) sigma widths."""
-
-    def points_at(levels: Tensor) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
-        points, velocities = [], []
-        for t in inputs:
-            stacked = t.repeat((len(levels),) + (1,) * (t.dim() - 1))  # step-major blocks of N
-            level = levels.repeat_interleave(t.shape[0])
-            low = gaussian_blur(stacked, level.to(t.dtype), truncate=None)
-            high = gaussian_blur(stacked, (level + grad_step).to(t.dtype), truncate=None)
-            points.append(low)
-            velocities.append(-(high - low) / grad_step)
-        return tuple(points), tuple(velocities)
-
-    return points_at

@@ -22,7 +22,15 @@ from captum_uncertainty.attr._utils.formatting import (
     format_baselines,
     repeat_batch_args,
 )
-from captum_uncertainty.attr._utils.path import integrate_path, quadrature, select_class, straight_path
+from captum_uncertainty.attr._utils.path import (
+    blur_levels,
+    blur_path,
+    default_max_sigma,
+    integrate_path,
+    quadrature,
+    select_class,
+    straight_path,
+)
 from captum_uncertainty.attr._utils.gradients import (
     bias_terms_by_sample,
     captured_layer_outputs,
@@ -37,8 +45,11 @@ from captum_uncertainty.posterior import expand_to_samples
 
 __all__ = ["UABackprop", "PATHS", "default_temperatures"]
 
-#: The z -> x options: Eq. 10 (FullGrad) and App. D.4's Eq. 20-22.
-PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients")
+#: The z -> x options: Eq. 10 (FullGrad), App. D.4's Eq. 20-22, and Blur IG in App. D.4's framework.
+PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients", "blur_integrated_gradients")
+
+#: Finite-difference step in sigma of the Blur IG path (Blur IG's reference value).
+BLUR_GRAD_STEP = 0.01
 FULLGRAD_POSTPROCESS = ("reference", "raw")
 
 #: Wang et al. App. B.1.2: (tau1, tau2) for grayscale (MNIST) and colour images.
@@ -120,7 +131,12 @@ class UABackprop(GradientAttribution):
          the project;
        * ``"grad"`` (Eq. 20): ``dz_i^s/dx``;
        * ``"inputgrad"`` (Eq. 21): ``x * dz_i^s/dx``;
-       * ``"integrated_gradients"`` (Eq. 22): ``(x - x0) * int_0^1 dz_i^s/dx(x0 + a(x - x0)) da``.
+       * ``"integrated_gradients"`` (Eq. 22): ``(x - x0) * int_0^1 dz_i^s/dx(x0 + a(x - x0)) da``;
+       * ``"blur_integrated_gradients"`` (App. D.4's framework with another gradient method):
+         Blur IG of ``z_i^s`` (Xu et al., 2020; see
+         :class:`~captum_uncertainty.BlurIntegratedGradients`), the integral of ``dz_i^s/dx``
+         along the scale-space path from ``gaussian_blur(x, max_sigma)`` to ``x``, ``n_steps``
+         Riemann steps.
 
        Eq. 20-22 put the signed relevance into psi (no absolute value), as written in the paper.
 
@@ -183,6 +199,7 @@ class UABackprop(GradientAttribution):
         internal_batch_size: Optional[int] = None,
         *,
         path: str = "fullgrad",
+        max_sigma: Optional[float] = None,
         tau1: Optional[float] = None,
         tau2: Optional[float] = None,
         normalize: bool = True,
@@ -213,7 +230,10 @@ class UABackprop(GradientAttribution):
             internal_batch_size (int, optional): at most this many path points (inputs x steps)
                 per forward pass of the IG path.
             path (str, keyword only): the z -> x method: ``"fullgrad"`` (default, images only),
-                ``"grad"``, ``"inputgrad"`` or ``"integrated_gradients"``.
+                ``"grad"``, ``"inputgrad"``, ``"integrated_gradients"`` or
+                ``"blur_integrated_gradients"`` (images only).
+            max_sigma (float, optional): largest blur of the Blur IG path. Default: Blur IG's,
+                ``50 * max(H, W) / 224``.
             tau1 (float, optional): temperature of the logit coefficients (Eq. 8). Default: the
                 paper's, 0.08 for 1-channel and 0.55 for 3-channel images; required otherwise.
             tau2 (float, optional): temperature of the pixel softmax (Eq. 10). Default: 0.3 for
@@ -243,8 +263,8 @@ class UABackprop(GradientAttribution):
         check_floating_batch(inputs)
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-        if path == "fullgrad":
-            check_image_inputs(inputs, "UABackprop(path='fullgrad')")
+        if path in ("fullgrad", "blur_integrated_gradients"):
+            check_image_inputs(inputs, f"UABackprop(path={path!r})")
         check_n_steps(n_steps)
         check_classes_per_pass(classes_per_pass)
         if fullgrad_postprocess not in FULLGRAD_POSTPROCESS:
@@ -256,8 +276,14 @@ class UABackprop(GradientAttribution):
         forward.posterior.num_samples_for(inputs, *args)
         inputs = inputs.detach()
         measures = MEASURES if decompose else (forward.measure,)
-        chunks = class_relevances(forward, inputs, args, path, baselines, n_steps, method, internal_batch_size,
-                                  classes_per_pass, fullgrad_postprocess)
+        if path == "integrated_gradients":
+            chunks = path_relevances(forward, inputs, args, straight_paths(inputs, baselines, method, n_steps),
+                                     internal_batch_size, classes_per_pass)
+        elif path == "blur_integrated_gradients":
+            chunks = path_relevances(forward, inputs, args, scale_space_path(inputs, max_sigma, n_steps),
+                                     internal_batch_size, classes_per_pass)
+        else:
+            chunks = class_relevances(forward, inputs, args, path, classes_per_pass, fullgrad_postprocess)
         with closing(chunks):
             logits = next(chunks)
             shares = logit_uncertainties(logits, tau1, normalize, measures, target)  # (M, S, N, C)
@@ -321,10 +347,6 @@ def class_relevances(
     inputs: Tensor,
     args: Tuple[Any, ...],
     path: str,
-    baselines: Any,
-    n_steps: int,
-    method: str,
-    internal_batch_size: Optional[int],
     classes_per_pass: Optional[int],
     fullgrad_postprocess: str = "raw",
 ) -> RelevanceChunks:
@@ -335,10 +357,6 @@ def class_relevances(
     backward pass through all samples and inputs at once (see
     :func:`~captum_uncertainty.attr._utils.gradients.class_gradient_chunks`).
     """
-    if path == "integrated_gradients":
-        yield from integrated_relevances(forward, inputs, args, baselines, n_steps, method, internal_batch_size,
-                                         classes_per_pass)
-        return
     posterior = forward.posterior
     num_samples = posterior.num_samples
     fullgrad = path == "fullgrad"
@@ -375,23 +393,46 @@ def sample_logits(forward: UncertaintyForward, points: Tensor, args: Tuple[Any, 
     return outputs
 
 
-def integrated_relevances(
+#: A path for :func:`path_relevances`: the path function, its nodes and weights, and the
+#: displacement that multiplies the integral (``x - x0`` for a straight path, ``None`` when the
+#: velocity is part of the path).
+RelevancePath = Tuple[Any, Tensor, Tensor, Optional[Tensor]]
+
+
+def straight_paths(inputs: Tensor, baselines: Any, method: str, n_steps: int) -> List[RelevancePath]:
+    """Eq. 22's straight paths from each reference (two for ``"black_white"``)."""
+    nodes, weights = quadrature(method, n_steps, inputs)
+    return [
+        (straight_path((inputs,), reference), nodes, weights, inputs - reference[0])
+        for reference in format_baselines(baselines, (inputs,))
+    ]
+
+
+def scale_space_path(inputs: Tensor, max_sigma: Optional[float], n_steps: int) -> List[RelevancePath]:
+    """Blur IG's path from ``gaussian_blur(x, max_sigma)`` to ``x``: Riemann steps of width ``d sigma``."""
+    if max_sigma is None:
+        max_sigma = default_max_sigma(inputs.shape[2], inputs.shape[3])
+    if isinstance(max_sigma, bool) or not isinstance(max_sigma, (int, float)) or not 0 < max_sigma < float("inf"):
+        raise ValueError(f"max_sigma must be a finite number > 0, got {max_sigma!r}")
+    sigmas = blur_levels(float(max_sigma), n_steps, device=inputs.device)
+    widths = (sigmas[1:] - sigmas[:-1]).to(inputs.dtype)
+    return [(blur_path((inputs,), BLUR_GRAD_STEP), sigmas[:-1], widths, None)]
+
+
+def path_relevances(
     forward: UncertaintyForward,
     inputs: Tensor,
     args: Tuple[Any, ...],
-    baselines: Any,
-    n_steps: int,
-    method: str,
+    paths: Sequence[RelevancePath],
     internal_batch_size: Optional[int],
     classes_per_pass: Optional[int],
 ) -> RelevanceChunks:
-    """Eq. 22: ``(x - x0) * int_0^1 dz_i^s/dx`` for every class and sample, by the path engine.
+    """Path-integrated relevances of every class logit of every sample, by the path engine:
+    ``int dz_i^s/dx . gamma'`` (times ``x - x0`` for straight paths), averaged over the paths.
 
-    Yields the logits at ``x``, then one chunk with all classes (averaged over the references
-    when ``baselines`` names several).
+    Yields the logits at ``x``, then one chunk with all classes.
     """
     num_samples, batch = forward.posterior.num_samples, inputs.shape[0]
-    nodes, weights = quadrature(method, n_steps, inputs)
     with torch.no_grad():
         logits = sample_logits(forward, inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)), args)
     yield logits
@@ -405,10 +446,8 @@ def integrated_relevances(
             chunks = [gradient for _, _, (gradient,) in class_gradient_chunks(path_logits, [stacked], classes_per_pass)]
         return [(torch.cat(chunks),)]  # (C, S, count * N, ...)
 
-    references = format_baselines(baselines, (inputs,))
     relevance = torch.zeros((num_classes, num_samples) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
-    for reference in references:
-        ((integral,),) = integrate_path(straight_path((inputs,), reference), class_gradients, nodes, weights, batch,
-                                        internal_batch_size)
-        relevance += integral * (inputs - reference[0]) / len(references)
+    for path_function, nodes, weights, displacement in paths:
+        ((integral,),) = integrate_path(path_function, class_gradients, nodes, weights, batch, internal_batch_size)
+        relevance += (integral if displacement is None else integral * displacement) / len(paths)
     yield 0, num_classes, relevance

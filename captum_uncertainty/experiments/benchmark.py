@@ -194,6 +194,7 @@ METHODS: Dict[str, Explainer] = {
     "UA-Backprop+Grad": ua_backprop("grad"),
     "UA-Backprop+InputGrad": ua_backprop("inputgrad"),
     "UA-Backprop+IG": ua_backprop("integrated_gradients"),
+    "UA-Backprop+BlurIG": ua_backprop("blur_integrated_gradients"),
     "Grad": grad,
     "SmoothGrad": smoothgrad,
     "FullGrad": fullgrad,
