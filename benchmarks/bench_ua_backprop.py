@@ -101,20 +101,31 @@ def main() -> None:
     print("| path | UABackprop (classes_per_pass=1) | UABackprop (classes_per_pass=None) | literal (s, i) loop "
           "| floor | speed-up vs literal | UABackprop / floor | max abs diff vs literal |")
     print("|---|---|---|---|---|---|---|---|")
-    for path in ("grad", "fullgrad"):
-        seconds = best_seconds(
-            {
-                "ours": lambda: explainer.attribute(x, path=path),
-                "batched": lambda: explainer.attribute(x, path=path, classes_per_pass=None),
-                "literal": lambda: literal_loop(members, x, path),
-                "floor": lambda: floor(members, x, path, 10),
-            },
-            args.repeats,
-        )
-        ours, literal, bottom = seconds["ours"], seconds["literal"], seconds["floor"]
-        difference = (explainer.attribute(x, path=path) - literal_loop(members, x, path)).abs().max().item()
-        print(f"| {path} | {ours:.2f} | {seconds['batched']:.2f} | {literal:.2f} | {bottom:.2f} "
-              f"| {literal / ours:.2f}x | {ours / bottom:.2f}x | {difference:.1e} |")
+    variants = {  # name: (attribute options, literal loop's path or None, floor's path)
+        "grad": ({"path": "grad"}, "grad", "grad"),
+        "inputgrad": ({"path": "inputgrad"}, None, "grad"),
+        "fullgrad (default: raw Eq. 10)": ({"path": "fullgrad"}, None, "fullgrad"),
+        "fullgrad (reference min-max)": ({"path": "fullgrad", "fullgrad_postprocess": "reference"}, "fullgrad", "fullgrad"),
+    }
+    for name, (options, literal_path, floor_path) in variants.items():
+        methods = {
+            "ours": lambda: explainer.attribute(x, **options),
+            "batched": lambda: explainer.attribute(x, classes_per_pass=None, **options),
+            "floor": lambda: floor(members, x, floor_path, 10),
+        }
+        if literal_path:
+            methods["literal"] = lambda: literal_loop(members, x, literal_path)
+        seconds = best_seconds(methods, args.repeats)
+        ours, bottom = seconds["ours"], seconds["floor"]
+        literal_cells = ["", "", ""]
+        if literal_path:
+            literal = seconds["literal"]
+            difference = (explainer.attribute(x, **options) - literal_loop(members, x, literal_path)).abs().max().item()
+            literal_cells = [f"{literal:.2f}", f"{literal / ours:.2f}x", f"{difference:.1e}"]
+        cells = [name, f"{ours:.2f}", f"{seconds['batched']:.2f}", literal_cells[0], f"{bottom:.2f}", literal_cells[1],
+                 f"{ours / bottom:.2f}x", literal_cells[2]]
+        print("| " + " | ".join(cells) + " |")
+
 
 if __name__ == "__main__":
     main()
