@@ -32,13 +32,11 @@ from captum_uncertainty.attr._utils.path import (
     straight_path,
 )
 from captum_uncertainty.attr._utils.gradients import (
-    bias_terms_by_sample,
     captured_layer_outputs,
     check_classes_per_pass,
     check_record_rows,
     class_gradient_chunks,
-    fullgrad_saliency,
-    raw_fullgrad_relevance,
+    fullgrad_relevances,
 )
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward, per_class_uncertainty
 from captum_uncertainty.posterior import expand_to_samples
@@ -377,10 +375,7 @@ def class_relevances(
         for start, stop, gradients in class_gradient_chunks(logits, wrt, classes_per_pass):
             input_term = gradients[0] if path == "grad" else gradients[0] * inputs
             if fullgrad:
-                terms = [t.flatten(0, 1) for t in bias_terms_by_sample(records, gradients[1:], num_samples)]
-                combine = fullgrad_saliency if fullgrad_postprocess == "reference" else raw_fullgrad_relevance
-                saliency = combine(input_term.flatten(0, 2), terms, tuple(inputs.shape[2:]))
-                input_term = saliency.view(tuple(input_term.shape[:3]) + tuple(saliency.shape[1:]))
+                input_term = fullgrad_relevances(input_term, records, gradients[1:], fullgrad_postprocess)
             yield start, stop, input_term.detach()
 
 

@@ -167,47 +167,45 @@ def fullgrad_saliency(input_term: Tensor, bias_terms: Sequence[Tensor], size: Tu
     return saliency
 
 
-def raw_fullgrad_relevance(input_term: Tensor, bias_terms: Sequence[Tensor], size: Tuple[int, int]) -> Tensor:
-    """Eq. 10 of Wang et al. read literally: ``|input term| + sum_l |bias term_l|`` ``(B, C, H, W)``.
+def fullgrad_relevances(
+    input_term: Tensor, records: Sequence[LayerOutput], gradients: Sequence[Tensor], postprocess: str
+) -> Tensor:
+    """The FullGrad relevance ``M_i^s`` of every class of a chunk, sample and input, before psi.
 
-    No per-term rescaling: each spatial bias term's absolute value is summed over its channels,
-    resized bilinearly to the input's spatial ``size`` and added to every input channel (psi's
-    channel mean then leaves it whole). Non-spatial terms are left out, as in
-    :func:`fullgrad_saliency`.
+    ``input_term`` is ``dz/dx * x`` shaped ``(k, S, N, C, H, W)``; ``gradients[t]`` is the
+    gradient of the chunk's ``k`` logits with respect to ``records[t]``'s output, ``(k, rows,
+    C_l, h, w)`` with one sample's ``N`` rows or all ``S * N`` sample-major rows. Each spatial
+    bias term ``|dz/dh_l * b_l|`` becomes one map per row and is resized bilinearly to
+    ``(H, W)``; the maps are added into their own sample's slot, so no layer has to be matched
+    across samples and no term is copied:
+
+    * ``"raw"`` (Eq. 10 as written): ``|input term| + sum_l sum_c |dz/dh_{l,c}| |b_{l,c}|``
+      (the bias maps added to every input channel), one contraction per layer;
+    * ``"reference"`` (FullGrad's reference code): each term's absolute value min-max normalised
+      per row and summed over channels, then added; ``(k, S, N, 1, H, W)``.
     """
-    relevance = input_term.abs()
-    for term in bias_terms:
-        if term.dim() == 4:
-            layer_map = F.interpolate(term.abs().sum(1, keepdim=True), size=size, mode="bilinear", align_corners=False)
-            relevance = relevance + layer_map
-    return relevance
-
-
-def bias_terms_by_sample(records: Sequence[LayerOutput], gradients: Sequence[Tensor], num_samples: int) -> List[Tensor]:
-    """Bias terms per layer, each arranged ``(..., S * N, ...)`` sample-major.
-
-    Records made while one sample ran (``sample = s``) hold that sample's N rows; a record made
-    with all samples batched (``sample = None``) already holds ``S * N`` rows. Layers are matched
-    across samples by their position in the forward pass of each sample. Gradients may carry
-    leading extra dimensions (classes of a batched backward); rows are concatenated after them.
-    """
-    per_sample: dict = {}
-    stacked: List[Tensor] = []
+    k, samples, batch = input_term.shape[:3]
+    size = tuple(input_term.shape[-2:])
+    if postprocess == "raw":
+        total = input_term.abs()
+    else:
+        total = normalized_channel_sum(input_term.flatten(0, 2)).view((k, samples, batch, 1) + size)
+    layers = torch.zeros((k, samples, batch, 1) + size, dtype=input_term.dtype, device=input_term.device)
     for record, gradient in zip(records, gradients):
-        term = record.bias_term(gradient)
-        if record.sample is None:
-            stacked.append(term)
+        if record.output.dim() != 4:
+            continue  # no location: left out of the map, as in the reference
+        bias = record.bias.detach().to(gradient.dtype).abs()
+        rows = gradient.shape[1]
+        if postprocess == "raw":
+            maps = torch.einsum("krchw,c->krhw", gradient.abs(), bias).reshape(k * rows, 1, *gradient.shape[-2:])
         else:
-            per_sample.setdefault(record.sample, []).append(term)
-    if per_sample:
-        counts = {len(terms) for terms in per_sample.values()}
-        if len(per_sample) != num_samples or len(counts) != 1:
-            raise ValueError("the posterior's samples do not share one layer structure; FullGrad terms need it")
-        row_dim = gradients[0].dim() - records[0].output.dim()  # leading extra dimensions
-        stacked += [
-            torch.cat([per_sample[s][k] for s in range(num_samples)], dim=row_dim) for k in range(counts.pop())
-        ]
-    return stacked
+            maps = normalized_channel_sum(gradient.abs().mul_(bias.view(-1, 1, 1)).flatten(0, 1))
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False).view((k, rows, 1) + size)
+        if record.sample is None:
+            layers += maps.view((k, samples, batch, 1) + size)
+        else:
+            layers[:, record.sample] += maps
+    return total + layers
 
 
 def check_record_rows(records: Sequence[LayerOutput], batch: int, num_samples: int) -> None:
