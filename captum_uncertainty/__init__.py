@@ -8,10 +8,12 @@ from captum_uncertainty.attr import (
     ExplanationDistribution,
     FullGrad,
     GuidedIntegratedGradients,
+    LayerUncertaintyIntegratedGradients,
     UABackprop,
     UncertaintyIntegratedGradients,
 )
 from captum_uncertainty.blur import gaussian_blur
+from captum_uncertainty.dataset import DatasetResult, attribute_dataset
 from captum_uncertainty.forward import (
     Decomposition,
     UncertaintyForward,
@@ -38,6 +40,9 @@ __all__ = [
     "GuidedIntegratedGradients",
     "UABackprop",
     "UncertaintyIntegratedGradients",
+    "LayerUncertaintyIntegratedGradients",
+    "DatasetResult",
+    "attribute_dataset",
     "Decomposition",
     "DeepEnsemble",
     "MCDropout",

@@ -1,15 +1,18 @@
-"""Command line: ``python -m captum_uncertainty demo|benchmark``.
+"""Command line: ``python -m captum_uncertainty demo|benchmark|attribute``.
 
 * ``demo``: train (or load the cached) 5-CNN ensemble on bundled MNIST, print its test accuracy
   and the ten most epistemically uncertain test digits with their three uncertainties, save a
   picture of them with their posterior predictive histograms, then run the quick benchmark.
 * ``benchmark``: every attribution method on the most uncertain test digits, scored with the
   papers' metrics; writes ``results.md`` and a self-contained ``report.html``.
+* ``attribute``: explain every test digit of a bundled data set with one method and write the
+  maps, uncertainties and predictions as Parquet shards (:func:`captum_uncertainty.attribute_dataset`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -58,7 +61,57 @@ def build_parser() -> OneLineParser:
         default=None,
         help="comma-separated latent sizes: run the VAE-sensitivity study (Perez supplement Table 1) instead",
     )
+    add_attribute_command(commands)
     return parser
+
+
+def add_attribute_command(commands: "argparse._SubParsersAction") -> None:
+    from captum_uncertainty.dataset import ENGINES, METHODS
+    from captum_uncertainty.forward import MEASURES
+
+    attribute = commands.add_parser(
+        "attribute", help="attribute every test input with one method, write Parquet shards (resumable)"
+    )
+    attribute.add_argument(
+        "--posterior", default="captum_uncertainty.dataset:bundled_posterior", metavar="MODULE:FUNCTION",
+        help="function returning an UncertaintyForward, called with no arguments "
+        "(default: the bundled 5-CNN MNIST ensemble, captum_uncertainty.dataset:bundled_posterior)",
+    )
+    attribute.add_argument("--data", choices=("mnist", "digits"), default="mnist",
+                           help="test split to explain: bundled MNIST (28x28) or scikit-learn digits (8x8)")
+    attribute.add_argument("--method", choices=tuple(METHODS), default="ua_backprop", help="attribution method")
+    attribute.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (re-run to resume)")
+    attribute.add_argument("--engine", choices=ENGINES, default="local", help="local process or Ray Data")
+    attribute.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                           help="inputs per batch and per shard (default: 64)")
+    attribute.add_argument("--limit", type=positive_int, default=None, metavar="N", help="explain only the first N test inputs")
+    attribute.add_argument("--measure", choices=MEASURES, default=None,
+                           help="uncertainty to explain (default: the posterior's own measure)")
+
+
+def run_attribute(
+    posterior: str, data: str, method: str, out: Path, engine: str, batch_size: int, limit: Optional[int],
+    measure: Optional[str],
+) -> None:
+    from torch.utils.data import TensorDataset
+
+    from captum_uncertainty.data import load_digits, load_mnist
+    from captum_uncertainty.dataset import METHODS, attribute_dataset, explainer_factory, posterior_explainer
+
+    if os.getcwd() not in sys.path:  # MODULE:FUNCTION is looked up from the working directory, as uvicorn does
+        sys.path.insert(0, os.getcwd())
+    # the Ray workers build their own explainer from the factory; locally it is built once here
+    if engine == "ray":
+        explainer = explainer_factory(posterior, method, measure)
+    else:
+        explainer = posterior_explainer(posterior, method, measure)
+    inputs = (load_mnist() if data == "mnist" else load_digits()).x_test[:limit]
+    kwargs = METHODS[method][1]
+    result = attribute_dataset(explainer, TensorDataset(inputs), out, batch_size=batch_size, engine=engine, **kwargs)
+    print(
+        f"{result.num_inputs} inputs in {result.out}: {result.shards_written} shards written, "
+        f"{result.shards_skipped} already there"
+    )
 
 
 def run_demo(out: Path, members: int, benchmark: bool) -> None:
@@ -98,7 +151,7 @@ def run_demo(out: Path, members: int, benchmark: bool) -> None:
     fig.savefig(picture, dpi=120)
     print(f"saved {picture}")
     if benchmark:
-        from captum_uncertainty.benchmark import run_benchmark
+        from captum_uncertainty.experiments.benchmark import run_benchmark
 
         run_benchmark(out / "benchmark", quick=True, members=members)
 
@@ -108,8 +161,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "demo":
             run_demo(args.out, args.members, benchmark=not args.no_benchmark)
+        elif args.command == "attribute":
+            run_attribute(args.posterior, args.data, args.method, args.out, args.engine, args.batch_size, args.limit,
+                          args.measure)
         else:
-            from captum_uncertainty.benchmark import BenchmarkConfig, run_benchmark, run_vae_study
+            from captum_uncertainty.experiments.benchmark import BenchmarkConfig, run_benchmark, run_vae_study
 
             if args.vae_latent_sizes:
                 sizes = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
