@@ -183,9 +183,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     args.out, quick=args.quick, images=args.images, members=args.members, methods=methods,
                     seed=args.seed, vae_epochs=args.vae_epochs,
                 )
-    except (ValueError, TypeError) as error:
+    except ValueError as error:  # the library's validation errors: one line, like argparse's
         sys.stderr.write(f"captum_uncertainty: error: {error}\n")
         return 2
+    # anything else is not the user's input: its traceback is shown
     return 0
 
 

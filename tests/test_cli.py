@@ -92,3 +92,19 @@ def test_benchmark_maps_of_random_methods_do_not_depend_on_the_methods_before(di
     assert torch.equal(seeded(smoothgrad, uf, digits.x_test[:3], ctx), first)
     ctx.config.seed = 1
     assert not torch.equal(seeded(smoothgrad, uf, digits.x_test[:3], ctx), first)
+
+
+def test_errors_that_are_not_validation_errors_keep_their_traceback(monkeypatch, tmp_path):
+    import captum_uncertainty.__main__ as cli
+
+    def broken(*args, **kwargs):
+        raise TypeError("an internal bug, not the user's input")
+
+    monkeypatch.setattr(cli, "run_demo", broken)
+    with pytest.raises(TypeError, match="internal bug"):
+        cli.main(["demo", "--out", str(tmp_path)])
+    result = subprocess.run(
+        [sys.executable, "-c", "import captum_uncertainty.__main__ as c; c.run_demo = lambda *a, **k: 1 / 0; c.main(['demo'])"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
