@@ -45,12 +45,16 @@ def make_cnn(seed, channels=1, classes=4, hidden=None, dtype=torch.float64):
         nn.Flatten(),
         *head,
     ).to(dtype)
-    batchnorm = net[1]
+    randomize_batchnorm(net[1])
+    return net.eval()
+
+
+def randomize_batchnorm(batchnorm):
+    """Non-trivial running statistics and affine parameters (a fresh BatchNorm is the identity)."""
     batchnorm.running_mean.uniform_(-0.5, 0.5)
     batchnorm.running_var.uniform_(0.5, 1.5)
     batchnorm.weight.data.uniform_(0.5, 1.5)
     batchnorm.bias.data.uniform_(-0.3, 0.3)
-    return net.eval()
 
 
 # ----------------------------------------------------------------------------- the literal FullGrad

@@ -23,7 +23,7 @@ import captum_uncertainty
 from captum_uncertainty import DeepEnsemble, MCDropout, UABackprop, UncertaintyForward, WeightSamples
 from captum_uncertainty.integrations import from_bayesian_torch, from_laplace, from_torch_uncertainty
 from captum_uncertainty.integrations.bayesian_torch import PLAIN_LAYERS
-from conftest import assert_untouched, model_state
+from conftest import assert_untouched, model_state, randomize_batchnorm
 
 from captum_uncertainty.attr._utils.gradients import captured_layer_outputs
 
@@ -45,11 +45,7 @@ def cnn(seed: int, dropout: bool = False) -> nn.Sequential:
         layers.append(nn.Dropout(0.5))
     layers.append(nn.Linear(4 * 6 * 6, CLASSES))
     net = nn.Sequential(*layers).double()
-    batchnorm = net[1]
-    batchnorm.running_mean.uniform_(-0.5, 0.5)
-    batchnorm.running_var.uniform_(0.5, 1.5)
-    batchnorm.weight.data.uniform_(0.5, 1.5)
-    batchnorm.bias.data.uniform_(-0.3, 0.3)
+    randomize_batchnorm(net[1])
     return net.eval()
 
 

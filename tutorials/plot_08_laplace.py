@@ -65,12 +65,16 @@ print(f"prior precision: {float(la.prior_precision):.2f}")
 # seeded generator, into private copies of the network: the same ``S`` networks on every call,
 # each input computed independently of the rest of its batch, gradients through ordinary modules.
 
+# ``UncertaintyForward`` checks that on its first call and refuses such a source with an error
+# that says what to do; ``validate=False`` switches the check off, to show the drift itself.
+
 x_test = data.x_test
-redrawn = UncertaintyForward(
-    SampleCallable(lambda images: la.predictive_samples(images, n_samples=20), layout="samples_first"),
-    measure="epistemic",
-    probabilities=True,
-)
+sampler = SampleCallable(lambda images: la.predictive_samples(images, n_samples=20), layout="samples_first")
+try:
+    UncertaintyForward(sampler, measure="epistemic", probabilities=True)(x_test[:100])
+except ValueError as error:
+    print("refused:", str(error).split(":")[0])
+redrawn = UncertaintyForward(sampler, measure="epistemic", probabilities=True, validate=False)
 with torch.no_grad():
     change = (redrawn(x_test[:100]) - redrawn(x_test[:100])).abs().max()
 print(f"predictive_samples: largest change of U_e between two calls = {float(change):.4f} nats (100 digits)")

@@ -16,6 +16,7 @@ from captum_uncertainty.metrics._checks import (
     check_feature_maps,
     check_images_or_features,
     check_positive_int,
+    check_replacement,
 )
 from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.metrics.blurring import pixel_ranks, replaced_scores, scores
@@ -69,15 +70,7 @@ def _baseline_images(baseline: Union[float, Tensor, str], inputs: Tensor, blur_s
         if inputs.dim() != 4:
             raise ValueError("baseline='blur' needs images (N, C, H, W); for features pass per-feature values")
         return gaussian_blur(inputs, blur_sigma)
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
-        raise TypeError(f"baseline must be a number, a tensor or 'blur', got {type(baseline).__name__}")
-    value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
-    try:
-        return value.expand_as(inputs)
-    except RuntimeError:
-        raise ValueError(
-            f"baseline must broadcast to the inputs' shape {tuple(inputs.shape)}, got {tuple(value.shape)}"
-        ) from None
+    return check_replacement(baseline, inputs)
 
 
 def _targets(target: Any, probs: Tensor) -> Tensor:
