@@ -8,7 +8,7 @@ users with a network connection.
 The model is the MNIST CNN of Wang et al. (2023), App. B: Conv(32, 4x4)-ReLU-Conv(32, 4x4)-ReLU-
 MaxPool(2)-Dropout(0.5)-Dense(128)-ReLU-Dropout(0.5)-Dense(10). :func:`train_ensemble` trains a
 deep ensemble of it (members differ by seed) and caches the weights in the user's cache folder
-(:mod:`captum_uncertainty.cache`).
+(``captum_uncertainty.cache``).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def train_model(
     """Train a classifier with cross-entropy; returns it in eval mode.
 
     The paper trains its MNIST CNN with SGD (lr 0.1, momentum 0.9, batch 128) for 30 epochs on
-    60,000 digits (:data:`WANG_RECIPE`); on 4,000 bundled digits and a CPU the default is Adam
+    60,000 digits (``WANG_RECIPE``); on 4,000 bundled digits and a CPU the default is Adam
     (lr 1e-3) for a few epochs, which reaches about 95-97% test accuracy. The data order and
     dropout are seeded with ``seed`` without touching the caller's random state.
     """
@@ -240,7 +240,7 @@ def train_ensemble(
     """Train (or load from the cache) a deep ensemble of :class:`MNISTCNN` members.
 
     Members differ by their initialisation and data order (seed ``seed + member``). Weights are
-    cached in ``cache_dir`` (by default the per-user folder of :func:`~captum_uncertainty.cache.default_cache_dir`, ``$CAPTUM_UNCERTAINTY_CACHE`` or ``~/.cache/captum_uncertainty``) under a key made of
+    cached in ``cache_dir`` (by default the per-user folder of ``captum_uncertainty.cache.default_cache_dir()``, ``$CAPTUM_UNCERTAINTY_CACHE`` or ``~/.cache/captum_uncertainty``) under a key made of
     every argument and a fingerprint of the training data; ``cache_dir=None`` disables the cache.
 
     Args:

@@ -236,7 +236,7 @@ class UncertaintyForward(nn.Module):
             (shape, class count, finiteness, logits vs probabilities) on every call, and once,
             on the first call, that the posterior is deterministic (the same samples on two
             calls, an input's value independent of its batch; see
-            :meth:`~captum_uncertainty.posterior.Posterior.check_deterministic`).
+            :meth:`Posterior.check_deterministic <captum_uncertainty.Posterior.check_deterministic>`).
             Default: ``True``.
 
     Examples::

@@ -54,6 +54,7 @@ PROJECTS = {
         ("captum.attr.PerturbationAttribution", "py:class", "base_classes.html#$"),
         ("captum.attr.IntegratedGradients", "py:class", "integrated_gradients.html#$"),
         ("captum.attr.NoiseTunnel", "py:class", "noise_tunnel.html#$"),
+        ("captum.attr.LayerIntegratedGradients", "py:class", "layer.html#$"),
         ("captum.attr.Saliency", "py:class", "saliency.html#$"),
         ("captum.attr.Lime", "py:class", "lime.html#$"),
         ("captum.attr.KernelShap", "py:class", "kernel_shap.html#$"),

@@ -64,11 +64,15 @@ napoleon_type_aliases = {
     "callable": ":func:`callable <callable>`",
     "LatentGenerativeModel": ":class:`~captum_uncertainty.generative.LatentGenerativeModel`",
 }
+# The default of every cache_dir argument (captum_uncertainty.cache.USER_CACHE).
+nitpick_ignore_regex = [("py:class", r"captum_uncertainty\.cache\.UserCache")]
 
 # -- cross-references: all must resolve ------------------------------------------------------
 nitpicky = True
 # Plain-English words in Google-style types ("sequence of Tensor", "scalar"): not classes.
-nitpick_ignore = [("py:class", "sequence"), ("py:class", "scalar")]
+nitpick_ignore = [("py:class", "sequence"), ("py:class", "scalar"), ("py:class", "keyword only")]
+# The attribution classes' argument aliases, shown as written in the signatures.
+nitpick_ignore += [("py:class", alias) for alias in ("TensorOrTuple", "BaselineType", "TargetType")]
 
 # -- intersphinx: offline by default -------------------------------------------------------
 # The inventories are our own (docs/_offline_inventories.py), written under docs/_build/ at each

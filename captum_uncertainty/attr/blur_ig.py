@@ -71,7 +71,7 @@ class BlurIntegratedGradients(GradientAttribution):
     @staticmethod
     def sigma_grid(max_sigma: float, n_steps: int, sqrt: bool = False, device: Any = "cpu") -> Tensor:
         """The ``n_steps + 1`` blur levels ``0 = sigma_0 < ... < sigma_T = max_sigma`` (float64,
-        on ``device``); see :func:`~captum_uncertainty.attr._utils.path.blur_levels`."""
+        on ``device``); the levels of ``attr/_utils/path.py``'s ``blur_levels``."""
         return blur_levels(max_sigma, n_steps, sqrt, device)
 
     @log_usage()

@@ -107,9 +107,9 @@ def train_with_attention(
         x_train (Tensor): training images ``(N, C, H, W)``.
         y_train (Tensor): integer labels ``(N,)`` in ``[0, num_classes)``; ``num_classes`` of
             the default model is ``y_train.max() + 1``.
-        attention (Tensor, optional): ``(N, 1, H, W)`` from :func:`attention_weights`;
+        attention (Tensor, optional): ``(N, 1, H, W)`` from :func:`~captum_uncertainty.mitigation.attention_weights`;
             ``None`` trains plainly. Default: ``None``.
-        alpha (float): attention strength (see :class:`UncertaintyAttention`). Default: 0.2.
+        alpha (float): attention strength (see :class:`~captum_uncertainty.mitigation.UncertaintyAttention`). Default: 0.2.
         space (str): ``"latent"`` or ``"input"``. Default: ``"latent"``.
         epochs (int): training epochs. Default: 120.
         batch_size (int): minibatch size. Default: 128.
@@ -272,7 +272,7 @@ def mitigation_study(
 
     For every seed, a class-stratified subset of ``n_train`` training images is drawn with that
     seed; a :class:`MitigationCNN` is trained on it plainly and another with the attention
-    :func:`attention_weights` of the subset's pre-generated maps (:func:`train_with_attention`,
+    :func:`~captum_uncertainty.mitigation.attention_weights` of the subset's pre-generated maps (:func:`train_with_attention`,
     both initialised from the same seed, so they start from identical weights and see the same
     batches); both are evaluated on the whole test set, the attention model with the attention
     of ``maps_test``.
@@ -290,7 +290,7 @@ def mitigation_study(
         space (str): ``"latent"`` or ``"input"``. Default: ``"latent"``.
         epochs (int): training epochs. Default: 120.
         n_train (int): training images per run (500 for MNIST in the paper). Default: 500.
-        normalization (str): map normalisation of :func:`attention_weights`. Default:
+        normalization (str): map normalisation of :func:`~captum_uncertainty.mitigation.attention_weights`. Default:
             ``"softmax"``, the paper's.
         progress (bool): show a tqdm bar over the runs. Default: ``True``.
 
