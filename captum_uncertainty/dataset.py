@@ -274,7 +274,7 @@ class RaySource:
         for number, batch in enumerate(rows.iter_batches(batch_size=self.batch_size, batch_format="numpy")):
             values = batch[self.column]
             size = int(len(values))
-            inputs = torch.tensor(stacked(values)) if needed(start, size) else None
+            inputs = torch.tensor(stacked(values), device="cpu") if needed(start, size) else None  # host data
             yield Batch(number, start, size, inputs)
             start += size
 
@@ -850,7 +850,7 @@ class BlockLoader:
             parts.append(values[begin : begin + take])
             row += take
             position += 1
-        return torch.tensor(np.concatenate(parts))
+        return torch.tensor(np.concatenate(parts), device="cpu")  # host data, moved to the model later
 
 
 def block_rows(values: np.ndarray) -> int:
