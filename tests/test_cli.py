@@ -48,9 +48,10 @@ def test_quick_benchmark_writes_its_table_and_report(tmp_path):
     assert [row.split(" | ")[0][2:] for row in rows] == methods.split(",")
     for row in rows:
         values = [float(cell) for cell in row.strip(" |").split(" | ")[1:]]
-        assert len(values) == 9 and all(value == value for value in values)  # no NaN
-        assert 0 <= values[6] <= 1 and 0 <= values[7] <= 1  # IoU and ADA
-        assert values[0] <= 1 and 0 <= values[1] <= 1 and values[8] >= 0
+        assert len(values) == 11 and all(value == value for value in values)  # no NaN
+        assert 0 <= values[8] <= 1 and 0 <= values[9] <= 1  # IoU and ADA
+        assert values[0] <= 1 and 0 <= values[1] <= 1 and values[10] >= 0
+        assert values[4] <= 1 and values[5] <= 1  # MURR in the map-independent ("full") reading
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/png;base64,") == 3 and "CF-path IG" in report and "aleatoric (right)" in report
 
