@@ -232,3 +232,17 @@ def test_binary_option_equals_the_explicit_two_class_form(measure):
         UncertaintyForward(ones)(x)  # one class without the option: a clear error naming it
     with pytest.raises(ValueError, match="one logit or probability per input"):
         UncertaintyForward([TwoLogits(m) for m in ones], binary=True)(x)
+
+
+def test_explanation_distribution_of_binary_members_equals_the_two_class_form():
+    from captum.attr import Saliency
+
+    from captum_uncertainty import ExplanationDistribution
+
+    torch.manual_seed(1)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    ones = [OneLogit(seed, squeeze=True) for seed in range(3)]
+    binary = ExplanationDistribution(UncertaintyForward(ones, binary=True), Saliency).attribute(x)
+    explicit = ExplanationDistribution(UncertaintyForward([TwoLogits(m) for m in ones]), Saliency).attribute(x)
+    assert torch.equal(binary.target, explicit.target)
+    assert torch.allclose(binary.samples, explicit.samples, atol=1e-12)

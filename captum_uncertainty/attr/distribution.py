@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, Optional, Type
 import torch
 from captum.attr import Attribution
 from captum.log import log_usage
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_uncertainty.forward import UncertaintyForward
 
@@ -97,9 +97,31 @@ class ExplanationDistribution:
         target = torch.as_tensor(target, device=inputs.device).reshape(-1).expand(inputs.shape[0])
         maps = []
         for s in range(posterior.num_samples):
-            method = self.attribution_class(posterior.sample_module(s), **self.init_kwargs)
+            method = self.attribution_class(class_outputs_of(self.forward_func, s), **self.init_kwargs)
             maps.append(method.attribute(inputs, target=target, **attribute_kwargs).detach())
         samples = torch.stack(maps)
         mean = samples.mean(0)
         std = samples.std(0, unbiased=False)
         return DistributionResult(samples, mean, std, coefficient_of_variation(mean, std, self.cv_eps), target)
+
+
+class SampleClasses(nn.Module):
+    """Sample ``s``'s class outputs ``(N, C)`` as the forward sees them (a binary member's one
+    logit becomes the two classes ``[0, z]``)."""
+
+    def __init__(self, forward: UncertaintyForward, sample: int) -> None:
+        super().__init__()
+        self.forward_func = forward
+        self.member = forward.posterior.sample_module(sample)
+
+    def forward(self, *inputs: Any) -> Tensor:
+        outputs = self.member(*inputs)
+        if outputs.dim() == 1:
+            outputs = outputs.unsqueeze(-1)
+        return self.forward_func.class_outputs(outputs.unsqueeze(0))[0]
+
+
+def class_outputs_of(forward: UncertaintyForward, sample: int) -> nn.Module:
+    """The module Captum explains for sample ``sample``: the member itself, or for binary
+    members the two-class wrapper."""
+    return SampleClasses(forward, sample) if forward.binary else forward.posterior.sample_module(sample)
