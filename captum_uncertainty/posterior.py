@@ -151,10 +151,6 @@ class Posterior(nn.Module):
         outputs = [self(*per_sample_slices(inputs, s))[s] for s in range(self.num_samples)]
         return torch.stack(outputs)
 
-    def num_samples_for(self, *inputs: Any) -> int:
-        """``S``, learnt from one call on ``inputs`` by sources that only know it then."""
-        return self.num_samples
-
     def sample_module(self, sample: int) -> nn.Module:
         """An ``nn.Module`` computing sample ``sample``'s raw ``(N, C)`` output."""
         self.check_sample_index(sample)
@@ -669,12 +665,6 @@ class SampleCallable(Posterior):
 
     def sample_modules(self) -> List[nn.Module]:
         return list(self._modules_list)
-
-    def num_samples_for(self, *inputs: Any) -> int:
-        if self._num_samples is None:
-            with torch.no_grad():
-                self(*inputs)
-        return self.num_samples
 
     def forward(self, *inputs: Any) -> Tensor:
         batch = batch_size_of(inputs)

@@ -270,8 +270,7 @@ class UABackprop(GradientAttribution):
         tau1, tau2 = resolve_temperatures(inputs, tau1, tau2)
         args = additional_args_tuple(additional_forward_args)
         forward.posterior.check_inputs((inputs,) + args)
-        forward.posterior.check_deterministic((inputs,) + args)
-        forward.posterior.num_samples_for(inputs, *args)
+        forward.posterior.check_deterministic((inputs,) + args)  # its calls also tell a SampleCallable its S
         inputs = inputs.detach()
         measures = MEASURES if decompose else (forward.measure,)
         if path == "integrated_gradients":
