@@ -53,6 +53,11 @@ def build_parser() -> OneLineParser:
     bench.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all)")
     bench.add_argument("--seed", type=int, default=0, help="seed for data split, training and random maps")
     bench.add_argument(
+        "--recipe", choices=("adam", "wang"), default="adam",
+        help="ensemble training: 'adam' (default: Adam 1e-3, 5 epochs) or 'wang' (Wang et al. App. B.1: SGD 0.1, "
+        "momentum 0.9, 30 epochs)",
+    )
+    bench.add_argument(
         "--vae-epochs", type=positive_int, default=None,
         help="training epochs of the VAE the counterfactual methods use (default: 20, quick 5; the paper: 50)",
     )
@@ -181,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 methods: Optional[List[str]] = args.methods.split(",") if args.methods else None
                 run_benchmark(
                     args.out, quick=args.quick, images=args.images, members=args.members, methods=methods,
-                    seed=args.seed, vae_epochs=args.vae_epochs,
+                    seed=args.seed, vae_epochs=args.vae_epochs, recipe=args.recipe,
                 )
     except ValueError as error:  # the library's validation errors: one line, like argparse's
         sys.stderr.write(f"captum_uncertainty: error: {error}\n")

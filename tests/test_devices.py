@@ -29,11 +29,13 @@ from captum_uncertainty import (
     WeightSamples,
     gaussian_blur,
 )
+from captum_uncertainty.attr.counterfactual_path import reference_in_class_settings
 from captum_uncertainty.generative import VAE
 from captum_uncertainty.metrics import (
     anomaly_localization,
     blurring_test,
     entropy_information_curve,
+    full_blur_sigma,
     insertion_deletion,
     make_anomalies,
     uncertainty_reduction_curve,
@@ -138,6 +140,10 @@ CASES = {
         w.x.clamp(0, 1), "in_class", n_steps=3, internal_batch_size=3, decompose=True,
         fiducial_kwargs={"max_iterations": 3}
     ),
+    "cf path reference reading": lambda w: CounterfactualPathIG(w.uf, w.vae).attribute(
+        w.x.clamp(0, 1), "in_class", n_steps=3, latent_end="refined",
+        fiducial_kwargs=dict(reference_in_class_settings(w.x), max_iterations=25),
+    ),
     "noise tunnel": lambda w: NoiseTunnel(UncertaintyIntegratedGradients(w.uf)).attribute(
         w.x, nt_samples=2, stdevs=0.0, n_steps=3
     ),
@@ -148,6 +154,10 @@ CASES = {
                                               sigma_selection="image").curve,
     "blurring step": lambda w: blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0,
                                              sigma_selection="step").curve,
+    "blurring full given sigma": lambda w: blurring_test(w.uf, w.x, w.maps, fraction=0.1,
+                                                         sigma=full_blur_sigma(w.uf, w.x, max_sigma=1.0)).curve,
+    "eic replaced": lambda w: entropy_information_curve(w.uf, w.x, w.maps, steps=4, sigma=1.5,
+                                                        normalization="replaced").curve,
     "urc": lambda w: uncertainty_reduction_curve(w.uf, w.x, w.maps, fraction=0.1).curve,
     "eic": lambda w: entropy_information_curve(w.uf, w.x, w.maps, steps=4, sigma=1.0).curve,
     "deletion": lambda w: insertion_deletion(w.classifier, w.x, w.maps, steps=4).curve,

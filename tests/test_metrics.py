@@ -14,6 +14,7 @@ from captum_uncertainty.metrics import (
     blurring_test,
     default_patch_size,
     entropy_information_curve,
+    full_blur_sigma,
     insertion_deletion,
     make_anomalies,
     uncertainty_reduction_curve,
@@ -191,6 +192,18 @@ def test_full_sigma_selection_does_not_depend_on_the_map():
     final = [blurring_test(forward, x, torch.rand(2, 1, 4, 4, dtype=DT), fraction=0.0625, sigma_step=0.5,
                            max_sigma=1.5, sigma_selection="final").sigma for _ in range(6)]
     assert any(not torch.equal(s, final[0]) for s in final)  # the map-dependent reading moves
+    # one search for many maps: full_blur_sigma, then sigma= gives the "full" reading's results
+    assert torch.equal(full_blur_sigma(forward, x, sigma_step=0.5, max_sigma=1.5), expected)
+    maps = torch.rand(2, 1, 4, 4, dtype=DT)
+    searched = blurring_test(forward, x, maps, fraction=0.25, sigma_step=0.5, max_sigma=1.5, sigma_selection="full")
+    given = blurring_test(forward, x, maps, fraction=0.25, sigma=expected)
+    assert torch.equal(given.per_image, searched.per_image) and torch.equal(given.sigma, expected)
+    with pytest.raises(ValueError, match="one blur per image"):
+        blurring_test(forward, x, maps, sigma=expected[:1])
+    with pytest.raises(ValueError, match="finite blurs"):
+        blurring_test(forward, x, maps, sigma=torch.tensor([1.0, -1.0], dtype=DT))
+    with pytest.raises(ValueError, match="sigma= replaces the search"):
+        blurring_test(forward, x, maps, sigma=expected, sigma_selection="step")
 
 
 def test_area_and_median_helpers_by_hand():

@@ -5,6 +5,7 @@ Captum's own classes (``IntegratedGradients``, ``Saliency``, ``NoiseTunnel``, ``
 classes here are the methods Captum lacks.
 """
 
+from captum_uncertainty.attr._utils.latent_search import LossNotDecreasing
 from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients
 from captum_uncertainty.attr.clue import CLUE, Counterfactuals
 from captum_uncertainty.attr.counterfactual_path import CounterfactualPathIG, FiducialWarning, Fiducials
@@ -28,6 +29,7 @@ __all__ = [
     "FullGrad",
     "GuidedIntegratedGradients",
     "LayerUncertaintyIntegratedGradients",
+    "LossNotDecreasing",
     "UABackprop",
     "UncertaintyIntegratedGradients",
 ]

@@ -13,7 +13,7 @@ images per forward call.
 - :func:`make_anomalies`, :func:`anomaly_localization`: Wang et al.'s IoU and ADA (App. C).
 """
 
-from captum_uncertainty.metrics.blurring import BlurringResult, blurring_test
+from captum_uncertainty.metrics.blurring import BlurringResult, blurring_test, full_blur_sigma
 from captum_uncertainty.metrics.insertion_deletion import InsertionDeletionResult, insertion_deletion
 from captum_uncertainty.metrics.localization import (
     Anomalies,
@@ -42,6 +42,7 @@ __all__ = [
     "box_iou",
     "default_patch_size",
     "entropy_information_curve",
+    "full_blur_sigma",
     "insertion_deletion",
     "make_anomalies",
     "uncertainty_reduction_curve",

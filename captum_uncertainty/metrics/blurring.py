@@ -9,7 +9,7 @@ images in chunked, batched forward calls (:func:`replaced_scores`).
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from captum_uncertainty.metrics._checks import (
 __all__ = [
     "BlurringResult",
     "blurring_test",
+    "full_blur_sigma",
     "pixel_ranks",
     "pixel_budget",
     "replaced_scores",
@@ -195,6 +196,7 @@ def blurring_test(
     batch_size: Optional[int] = None,
     sigma_selection: str = "final",
     percent: Optional[float] = None,
+    sigma: Optional[Tensor] = None,
 ) -> BlurringResult:
     r"""Wang et al.'s blurring test (Sec. 5.2.1, Eq. 13; settings from App. B.2.1).
 
@@ -245,6 +247,10 @@ def blurring_test(
         sigma_selection (str): ``"final"`` (default), ``"image"``, ``"step"`` or ``"full"`` (see
             above).
         percent (float, optional): the budget in percent, ``(0, 100]``; overrides ``fraction``.
+        sigma (Tensor, optional): ``(N,)`` blur of each image, used instead of a search. Pass
+            ``full_blur_sigma(forward_func, inputs, ...)`` to score many maps of the same images
+            in the ``"full"`` reading with one search (the results equal
+            ``sigma_selection="full"``); allowed with ``"final"`` and ``"full"`` only.
 
     Returns:
         BlurringResult: ``murr``, ``auc_urr``, ``curve`` ``(T,)``, ``per_image`` ``(N, T)``,
@@ -266,32 +272,31 @@ def blurring_test(
     ranks = pixel_ranks(check_maps(maps, inputs))
     fraction = check_fraction(fraction, percent)
     batch_size = check_batch_size(batch_size)
-    if isinstance(sigma_step, bool) or not isinstance(sigma_step, (int, float)) or not sigma_step > 0:
-        raise ValueError(f"sigma_step must be a number > 0, got {sigma_step!r}")
-    if isinstance(max_sigma, bool) or not isinstance(max_sigma, (int, float)) or not 0 <= max_sigma < math.inf:
-        raise ValueError(f"max_sigma must be a finite number >= 0, got {max_sigma!r}")
+    check_sigma_search(sigma_step, max_sigma)
     if sigma_selection not in _SELECTIONS:
         raise ValueError(f"sigma_selection must be one of {_SELECTIONS}, got {sigma_selection!r}")
     n, _, h, w = inputs.shape
     budget = pixel_budget(fraction, h, w)
-    sigmas = torch.arange(int(math.floor(max_sigma / sigma_step + 1e-9)) + 1, dtype=inputs.dtype, device=inputs.device)
-    sigmas = sigmas * sigma_step
     reference = scores(forward_func, inputs, batch_size)
     steps = torch.arange(1, budget + 1, device=inputs.device)
+    if sigma is not None:
+        if sigma_selection not in ("final", "full"):
+            raise ValueError(
+                f"sigma= replaces the search: it goes with sigma_selection 'final' or 'full', not {sigma_selection!r}"
+            )
+        return _curve_at(forward_func, inputs, ranks, steps, check_sigmas(sigma, inputs), reference, batch_size)
+    if sigma_selection == "full":
+        chosen = full_blur_sigma(forward_func, inputs, sigma_step, max_sigma, batch_size)
+        return _curve_at(forward_func, inputs, ranks, steps, chosen, reference, batch_size)
+    sigmas = sigma_grid(sigma_step, max_sigma, inputs)
 
     def blurred_for(sigma_of_k: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         return lambda k, i: gaussian_blur(inputs[i], sigma_of_k[k])
 
-    if sigma_selection in ("final", "full"):
-        pixels = budget if sigma_selection == "final" else h * w  # "full": every pixel blurred
-        final = replaced_scores(forward_func, inputs, blurred_for(sigmas), ranks, [pixels] * len(sigmas), batch_size)
-        best = final.argmin(0)  # (N,), first (smallest) sigma on ties
-        chosen = sigmas[best]
-        per_sigma = replaced_scores(
-            forward_func, inputs, lambda k, i: gaussian_blur(inputs[i], chosen[i]), ranks, steps, batch_size
-        )
-        per_image = running_reduction(per_sigma, reference)
-        return _result(per_image, chosen, reference)
+    if sigma_selection == "final":
+        final = replaced_scores(forward_func, inputs, blurred_for(sigmas), ranks, [budget] * len(sigmas), batch_size)
+        chosen = sigmas[final.argmin(0)]  # (N,), first (smallest) sigma on ties
+        return _curve_at(forward_func, inputs, ranks, steps, chosen, reference, batch_size)
 
     grid_sigma = sigmas.repeat_interleave(budget)  # k = s * T + (t - 1)
     grid = replaced_scores(forward_func, inputs, blurred_for(grid_sigma), ranks, steps.repeat(len(sigmas)), batch_size)
@@ -307,6 +312,67 @@ def blurring_test(
     at_max = per_image[:, -1:].eq(best_per_step.values.t()).to(torch.long).argmax(1)
     chosen = sigmas[best_per_step.indices.t()[torch.arange(n, device=inputs.device), at_max]]
     return _result(per_image, chosen, reference)
+
+
+def check_sigma_search(sigma_step: float, max_sigma: float) -> None:
+    if isinstance(sigma_step, bool) or not isinstance(sigma_step, (int, float)) or not sigma_step > 0:
+        raise ValueError(f"sigma_step must be a number > 0, got {sigma_step!r}")
+    if isinstance(max_sigma, bool) or not isinstance(max_sigma, (int, float)) or not 0 <= max_sigma < math.inf:
+        raise ValueError(f"max_sigma must be a finite number >= 0, got {max_sigma!r}")
+
+
+def sigma_grid(sigma_step: float, max_sigma: float, like: Tensor) -> Tensor:
+    """``0, step, ..., max`` on ``like``'s device and dtype."""
+    count = int(math.floor(max_sigma / sigma_step + 1e-9)) + 1
+    return torch.arange(count, dtype=like.dtype, device=like.device) * sigma_step
+
+
+def check_sigmas(sigma: Any, inputs: Tensor) -> Tensor:
+    if not isinstance(sigma, Tensor) or sigma.shape != inputs.shape[:1]:
+        shape = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
+        raise ValueError(f"sigma must be a tensor of one blur per image, shape ({inputs.shape[0]},); got {shape}")
+    if not torch.isfinite(sigma).all() or (sigma < 0).any():
+        raise ValueError("sigma must hold finite blurs >= 0")
+    return sigma.to(device=inputs.device, dtype=inputs.dtype)
+
+
+@torch.no_grad()
+def full_blur_sigma(
+    forward_func: Forward,
+    inputs: Tensor,
+    sigma_step: float = 0.2,
+    max_sigma: float = 20.0,
+    batch_size: Optional[int] = None,
+) -> Tensor:
+    """The blur of the ``"full"`` reading of :func:`blurring_test`: per image, the sigma of the
+    grid ``0, step, ..., max`` minimising ``U(gaussian_blur(x, sigma))`` (ties: the smaller
+    sigma). It does not depend on any map, so one call serves every map of these images.
+
+    Returns:
+        Tensor: ``(N,)`` sigmas.
+
+    Examples::
+
+        >>> sigma = full_blur_sigma(uf, x)
+        >>> results = {name: blurring_test(uf, x, maps, sigma=sigma) for name, maps in all_maps.items()}
+    """
+    inputs = check_images(inputs)
+    batch_size = check_batch_size(batch_size)
+    check_sigma_search(sigma_step, max_sigma)
+    sigmas = sigma_grid(sigma_step, max_sigma, inputs)
+    everything = torch.zeros((inputs.shape[0], 1) + tuple(inputs.shape[2:]), dtype=torch.long, device=inputs.device)
+    blurred = replaced_scores(
+        forward_func, inputs, lambda k, i: gaussian_blur(inputs[i], sigmas[k]), everything, [1] * len(sigmas), batch_size
+    )
+    return sigmas[blurred.argmin(0)]
+
+
+def _curve_at(forward_func: Forward, inputs: Tensor, ranks: Tensor, steps: Tensor, sigma: Tensor, reference: Tensor,
+              batch_size: Optional[int]) -> BlurringResult:
+    """The blurring curve with each image blurred by its own ``sigma``."""
+    per_sigma = replaced_scores(forward_func, inputs, lambda k, i: gaussian_blur(inputs[i], sigma[i]), ranks, steps,
+                                batch_size)
+    return _result(running_reduction(per_sigma, reference), sigma, reference)
 
 
 def _result(per_image: Tensor, sigma: Tensor, reference: Tensor) -> BlurringResult:

@@ -31,6 +31,62 @@ def check_search_settings(lr: float, max_iterations: int, tolerance: float, pati
         raise ValueError(f"tolerance must be a non-negative number, got {tolerance!r}")
 
 
+class LossNotDecreasing:
+    r"""Stopping rule of the Featurespace reference code (``tfp.optimizer.convergence_criteria.
+    LossNotDecreasing``), per input.
+
+    With ``d_t = L_{t-1} - L_t`` (``d_1 = 0``) and the moving average
+    ``a_t = d_t + (1 - 1/window_size) (a_{t-1} - d_t)`` (``a_0 = 0``), an input stops at the
+    first step ``t >= min_steps`` where ``a_t < max(atol, rtol * a_W)``, ``a_W`` being the
+    average after the first ``window_size`` steps. Unset tolerances count as 0; at least one
+    must be given.
+
+    Args:
+        atol (float, optional): absolute threshold on the average decrease.
+        rtol (float, optional): threshold relative to the average decrease of the first window.
+        window_size (int): effective window of the moving average. Default: 10.
+        min_steps (int): no input stops before this many steps. Default: 20.
+    """
+
+    def __init__(
+        self, atol: Optional[float] = None, rtol: Optional[float] = None, window_size: int = 10, min_steps: int = 20
+    ) -> None:
+        if atol is None and rtol is None:
+            raise ValueError("LossNotDecreasing needs atol or rtol (or both)")
+        for name, value in (("atol", atol), ("rtol", rtol)):
+            if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        for name, value in (("window_size", window_size), ("min_steps", min_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.atol, self.rtol = float(atol or 0.0), float(rtol or 0.0)
+        self.window_size, self.min_steps = window_size, min_steps
+
+    def start(self, losses: Tensor) -> "_AverageDecreaseState":
+        return _AverageDecreaseState(self, losses)
+
+
+class _AverageDecreaseState:
+    """Per-input moving averages of :class:`LossNotDecreasing` over one search."""
+
+    def __init__(self, rule: LossNotDecreasing, like: Tensor) -> None:
+        self.rule = rule
+        self.previous = torch.full_like(like, float("nan"))
+        self.average = torch.zeros_like(like)
+        self.initial = torch.zeros_like(like)
+
+    def stop(self, rows: Tensor, losses: Tensor, step: int) -> Tensor:
+        rule = self.rule
+        previous = self.previous[rows]
+        decrease = torch.where(previous.isnan(), torch.zeros_like(losses), previous - losses)
+        average = decrease + (1 - 1 / rule.window_size) * (self.average[rows] - decrease)
+        threshold = torch.clamp(rule.rtol * self.initial[rows], min=rule.atol)
+        self.previous[rows], self.average[rows] = losses, average
+        if step <= rule.window_size:
+            self.initial[rows] = average
+        return (average < threshold) & (step >= rule.min_steps)
+
+
 def search_latents(
     objective: Objective,
     start: Tensor,
@@ -39,17 +95,21 @@ def search_latents(
     tolerance: float = 1e-3,
     patience: int = 5,
     project: Optional[Projection] = None,
+    stopping: Optional[LossNotDecreasing] = None,
 ) -> LatentSearch:
     """Minimise a per-row objective over latent codes with Adam, every row on its own.
 
     Each row (input) keeps its own Adam moments and stops on its own: once its loss has not
     improved on its best value by more than ``tolerance`` for ``patience`` consecutive
-    iterations, or after ``max_iterations``. Stopped rows leave the batch, so the result of a
-    row does not depend on which other rows share the batch (batched search equals one-by-one
-    search up to floating-point reduction order). The objective only ever sees the rows still
-    running, with their indices. Returns the lowest-loss code each row visited.
+    iterations (or, with ``stopping``, by that rule), or after ``max_iterations``. Stopped rows
+    leave the batch, so the result of a row does not depend on which other rows share the batch
+    (batched search equals one-by-one search up to floating-point reduction order). The
+    objective only ever sees the rows still running, with their indices. Returns the lowest-loss
+    code each row visited.
     """
     check_search_settings(lr, max_iterations, tolerance, patience)
+    if stopping is not None and not isinstance(stopping, LossNotDecreasing):
+        raise TypeError(f"stopping must be None or a LossNotDecreasing rule, got {type(stopping).__name__}")
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     latents = start.detach().clone()
     first_moment, second_moment = torch.zeros_like(latents), torch.zeros_like(latents)
@@ -58,6 +118,7 @@ def search_latents(
     stalled = torch.zeros(latents.shape[:1], dtype=torch.long, device=latents.device)
     iterations = torch.zeros_like(stalled)
     active = torch.ones(latents.shape[:1], dtype=torch.bool, device=latents.device)
+    average_decrease = stopping.start(best_losses) if stopping is not None else None
     for step in range(1, max_iterations + 1):
         rows = active.nonzero().flatten()
         if rows.numel() == 0:
@@ -78,5 +139,6 @@ def search_latents(
         scale = (second_moment[rows] / (1 - beta2**step)).sqrt() + eps
         moved = latents[rows] - lr * corrected / scale
         latents[rows] = project(moved, rows) if project is not None else moved
-        active[rows[stalled[rows] >= patience]] = False
+        done = stalled[rows] >= patience if average_decrease is None else average_decrease.stop(rows, losses, step)
+        active[rows[done]] = False
     return LatentSearch(best_latents, best_losses, iterations)
