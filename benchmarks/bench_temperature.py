@@ -33,9 +33,9 @@ from torch import Tensor
 
 from captum_uncertainty.attr import UABackprop
 from captum_uncertainty.data import accuracy, load_mnist
-from captum_uncertainty.experiments.benchmark import benchmark_ensemble
+from captum_uncertainty.experiments.benchmark import METRIC_BATCH, benchmark_ensemble
 from captum_uncertainty.forward import UncertaintyForward
-from captum_uncertainty.metrics import blurring_test
+from captum_uncertainty.metrics import blurring_test, full_blur_sigma
 
 PAPER_PAIR = (0.08, 0.3)
 FRACTIONS = (0.02, 0.05)
@@ -93,14 +93,19 @@ def most_uncertain(uf: UncertaintyForward, images: Tensor, count: int) -> Tensor
     return images[uncertainty.argsort(descending=True)[:count]]
 
 
-def pair_scores(uf: UncertaintyForward, x: Tensor, pair: Pair, path: str, sigma_step: float) -> dict[Key, float]:
-    """Blurring-test MURR and AUC-URR of one pair's maps, at every fraction under every reading."""
+def pair_scores(
+    uf: UncertaintyForward, x: Tensor, pair: Pair, path: str, sigma_step: float, full_sigma: Tensor
+) -> dict[Key, float]:
+    """Blurring-test MURR and AUC-URR of one pair's maps, at every fraction under every reading
+    (the "full" reading's blur, which no map changes, searched once: ``full_sigma``)."""
     tau1, tau2 = pair
     maps = UABackprop(uf).attribute(x, path=path, tau1=tau1, tau2=tau2).detach()
     scores: dict[Key, float] = {}
     for fraction in FRACTIONS:
         for reading in READINGS:
-            result = blurring_test(uf, x, maps, fraction=fraction, sigma_step=sigma_step, sigma_selection=reading)
+            given = {"sigma": full_sigma} if reading == "full" else {}
+            result = blurring_test(uf, x, maps, fraction=fraction, sigma_step=sigma_step, batch_size=METRIC_BATCH,
+                                   **given)
             scores["murr", fraction, reading] = result.murr
             scores["auc_urr", fraction, reading] = result.auc_urr
     return scores
@@ -173,7 +178,8 @@ def main() -> None:
     with torch.no_grad():
         test_accuracy = accuracy(ensemble, data.x_test, data.y_test)
     grid: Sequence[Pair] = [(tau1, tau2) for tau1 in args.tau1 for tau2 in args.tau2]
-    results = {pair: pair_scores(uf, x, pair, args.path, args.sigma_step) for pair in grid}
+    full_sigma = full_blur_sigma(uf, x, args.sigma_step, batch_size=METRIC_BATCH)
+    results = {pair: pair_scores(uf, x, pair, args.path, args.sigma_step, full_sigma) for pair in grid}
     lines = [header_line(args, test_accuracy), ""]
     lines += markdown_table(results) + [""] + best_pair_lines(results) + paper_rank_lines(results)
     lines += ["", f"wall time {time.perf_counter() - started:.0f} s"]

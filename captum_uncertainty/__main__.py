@@ -66,6 +66,11 @@ def build_parser() -> OneLineParser:
         default=None,
         help="comma-separated latent sizes: run the VAE-sensitivity study (Perez supplement Table 1) instead",
     )
+    bench.add_argument(
+        "--reading", choices=("ours", "reference"), default="ours",
+        help="with --vae-latent-sizes: 'reference' runs CounterfactualPathIG and the URC / EIC in our and in the "
+        "Featurespace reference code's reading on digits above the median uncertainty",
+    )
     add_attribute_command(commands)
     return parser
 
@@ -172,7 +177,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             from captum_uncertainty.experiments.benchmark import BenchmarkConfig, run_benchmark, run_vae_study
 
-            if args.vae_latent_sizes:
+            if args.reading == "reference":
+                if not args.vae_latent_sizes:
+                    raise ValueError("--reading reference is a VAE study: give --vae-latent-sizes too (e.g. 32)")
+                from captum_uncertainty.experiments.reference_reading import run_reading_study
+
+                run_reading_study(args.out, latent_sizes=parse_ints(args.vae_latent_sizes), seed=args.seed,
+                                  images=args.images or 50, members=args.members, vae_epochs=args.vae_epochs or 20)
+            elif args.vae_latent_sizes:
                 sizes = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
                 run_vae_study(
                     args.out,

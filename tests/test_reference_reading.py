@@ -202,3 +202,20 @@ def test_urc_with_sigma_1_5_replaces_by_scipys_gaussian_filter():
     result = uncertainty_reduction_curve(pixel_sum, images, maps, fraction=0.05, sigma=1.5)
     with_baseline = uncertainty_reduction_curve(pixel_sum, images, maps, fraction=0.05, baseline=blurred)
     assert torch.allclose(result.per_image, with_baseline.per_image, atol=1e-12)
+
+
+def test_above_median_sample_draws_only_above_the_median():
+    from captum_uncertainty.experiments.reference_reading import above_median_sample
+
+    uncertainty = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.2, 0.8])  # median (lower middle) 0.5
+    drawn = above_median_sample(uncertainty, images=2, seed=0)
+    assert drawn.numel() == 2 and set(drawn.tolist()) <= {1, 3, 5}
+    assert torch.equal(drawn, above_median_sample(uncertainty, images=2, seed=0))
+    assert above_median_sample(uncertainty, images=10, seed=1).tolist() == [1, 3, 5]
+
+
+def test_cli_reference_reading_needs_a_vae_study(capsys):
+    from captum_uncertainty.__main__ import main
+
+    assert main(["benchmark", "--reading", "reference", "--out", "unused"]) == 2
+    assert "--vae-latent-sizes" in capsys.readouterr().err
