@@ -6,7 +6,8 @@ holds the ``scores.json`` the benchmark writes).
 
 Prints, per metric column, each method's score in both runs and its rank in each (1 = best;
 higher is better for MURR, URC, IoU and ADA, lower for AUC-URR), then the Spearman rank
-correlation of the two runs per column. Not a test.
+correlation of the two runs per column; ``--rst`` prints the chosen columns of both runs as one
+Sphinx list-table instead (the tables of docs/guide.rst). Not a test.
 """
 
 from __future__ import annotations
@@ -69,14 +70,30 @@ def side_by_side(first: dict, second: dict, key: str, title: str, higher: bool) 
     return lines
 
 
+def wide_rst(first: dict, second: dict, keys: list[str]) -> list[str]:
+    """One Sphinx list-table: per method, each chosen column in both runs."""
+    titles = {key: title for key, title, _ in COLUMNS}
+    labels = first["config"]["recipe"], second["config"]["recipe"]
+    lines = [".. list-table::", "   :header-rows: 1", "", "   * - method"]
+    lines += [f"     - {titles[key]} ({label})" for key in keys for label in labels]
+    for name in (n for n in first["scores"] if n in second["scores"]):
+        lines.append(f"   * - {name}")
+        lines += [f"     - {run['scores'][name][key]:.3f}" for key in keys for run in (first, second)]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
     parser.add_argument("--columns", default="murr_2%,murr_5%,murr_full_2%,murr_full_5%,urc_5%,iou",
                         help="comma-separated keys of scores.json")
+    parser.add_argument("--rst", action="store_true", help="print one Sphinx list-table of the columns instead")
     args = parser.parse_args()
     first, second = load(args.first), load(args.second)
+    if args.rst:
+        print("\n".join(wide_rst(first, second, args.columns.split(","))))
+        return
     print(f"test accuracy: {first['config']['recipe']} {first['test_accuracy']:.3f}, "
           f"{second['config']['recipe']} {second['test_accuracy']:.3f}\n")
     chosen = args.columns.split(",")

@@ -109,3 +109,11 @@ def test_errors_that_are_not_validation_errors_keep_their_traceback(monkeypatch,
         capture_output=True, text=True,
     )
     assert result.returncode == 1 and "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
+
+
+def test_every_benchmark_method_can_be_chosen_with_methods():
+    """``--methods`` splits at commas: a method name holding one could never be selected."""
+    from captum_uncertainty.experiments.benchmark import METHODS, select_methods
+
+    assert not [name for name in METHODS if "," in name]
+    assert list(select_methods(",".join(METHODS).split(","))) == list(METHODS)

@@ -213,7 +213,7 @@ METHODS: Dict[str, Explainer] = {
     "FullGrad": fullgrad,
     "IG (white)": integrated_gradients,
     "Blur IG": blur_ig,
-    "Blur IG (papers' setting: step 1e-10, max sigma 2)": blur_ig_papers_setting,
+    "Blur IG (papers' setting: step 1e-10; max sigma 2)": blur_ig_papers_setting,
     "Guided IG": guided_ig,
     "LIME": lime,
     "CLUE": clue,
@@ -257,6 +257,7 @@ def figure_to_data_uri(fig) -> str:
 
 
 def select_methods(names: Optional[Sequence[str]]) -> Dict[str, Explainer]:
+    """The chosen methods; ``--methods`` splits at commas, so no method name may hold one."""
     if names is None:
         return dict(METHODS)
     unknown = [n for n in names if n not in METHODS]

@@ -226,8 +226,12 @@ def blurring_test(
       judged with the same perturbation (``S*N + T*N`` forwards). The three other readings put
       the map under judgement into the sigma search, so two maps of one image can be judged with
       different blurs. ``"final"`` stays the default so that the tables in
-      ``benchmarks/RESULTS.md`` remain comparable; use ``"full"`` to compare maps under one
-      perturbation. Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in
+      ``benchmarks/RESULTS.md`` remain comparable with the papers' protocol; use ``"full"`` to
+      compare maps under one perturbation. Measured (100 MNIST digits, MURR 2%): on an ensemble
+      trained with Adam the two readings agree within 0.06 for every method; on one trained with
+      Wang et al.'s SGD recipe "final" lifts plain gradients from 0.016 to 0.231 and CLUE from
+      0.096 to 0.482 while random maps stay at 0.049 / 0.011, i.e. the search, not the map,
+      earns most of those scores. Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in
       the search, ``URR(T) >= 0`` in every mode, and every ``URR(t) >= 0`` for ``"image"``
       and ``"step"``.
     - Maps of the inputs' shape are summed over channels; a pixel is blurred in all channels.
