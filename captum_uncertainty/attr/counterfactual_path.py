@@ -334,7 +334,8 @@ def in_class_fiducials(
     28x28 digit with 10 classes.
 
     Args:
-        forward (UncertaintyForward): the posterior whose predictive defines the class term.
+        forward (captum_uncertainty.UncertaintyForward): the posterior whose predictive defines
+            the class term.
         generative_model (LatentGenerativeModel): the encoder / decoder.
         inputs (Tensor): inputs in ``[0, 1]``.
         class_weight (float): weight of the class term. Default: 1000.
@@ -343,7 +344,8 @@ def in_class_fiducials(
         max_iterations (int): most Adam steps per input. Default: 500.
         tolerance, patience (float, int): the default stopping rule (ignored with ``stopping``).
         class_loss (str): ``"cross_entropy"`` (default) or ``"class_averaged_bce"``.
-        stopping (LossNotDecreasing, optional): the reference code's stopping rule instead.
+        stopping (captum_uncertainty.attr.LossNotDecreasing, optional): the reference code's
+            stopping rule instead.
 
     Returns:
         Tensor: latent codes ``(N, D)``.
