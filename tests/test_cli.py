@@ -1,5 +1,6 @@
 """The command line: bad arguments end with one line and a non-zero exit status."""
 
+import json
 import subprocess
 import sys
 
@@ -54,6 +55,17 @@ def test_quick_benchmark_writes_its_table_and_report(tmp_path):
         assert values[4] <= 1 and values[5] <= 1  # MURR in the map-independent ("full") reading
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/png;base64,") == 3 and "CF-path IG" in report and "aleatoric (right)" in report
+    record = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
+    assert record["config"]["recipe"] == "adam" and 0 < record["test_accuracy"] <= 1
+    for row, name in zip(rows, methods.split(",")):  # the JSON holds the table's numbers
+        assert f"{record['scores'][name]['murr_2%']:.3f}" == row.strip(" |").split(" | ")[1]
+
+
+def test_unknown_recipe_is_refused():
+    from captum_uncertainty.experiments.benchmark import benchmark_ensemble
+
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        benchmark_ensemble(None, 5, 0, "sgd")
 
 
 def test_vae_study_writes_one_row_per_latent_size(tmp_path):
