@@ -1,27 +1,18 @@
 """Perez et al.'s reference-code reading (Featurespace uncertainty-attribution): the
-LossNotDecreasing stopping rule, the class-averaged BCE fiducial, refined latents, the EIC
-normalised by the fully replaced image and the sigma = 1.5 replacement."""
+LossNotDecreasing stopping rule, the class-averaged BCE, the EIC normalised by the fully replaced
+image and the sigma = 1.5 replacement. The reference in-class fiducial and the refined latents
+are tested with the other CounterfactualPathIG tests in test_counterfactual.py."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from captum_uncertainty import CounterfactualPathIG, UncertaintyForward
 from captum_uncertainty.attr import LossNotDecreasing
 from captum_uncertainty.attr._utils.latent_search import search_latents
-from captum_uncertainty.attr.counterfactual_path import (
-    FiducialWarning,
-    class_averaged_bce,
-    in_class_fiducials,
-    reconstruction_latents,
-    reconstruction_loss,
-    reference_in_class_settings,
-)
-from captum_uncertainty.generative.protocol import decode_latents, encode_inputs
+from captum_uncertainty.attr.counterfactual_path import class_averaged_bce, reference_in_class_settings
 from captum_uncertainty.metrics import entropy_information_curve, uncertainty_reduction_curve
 
 
@@ -101,69 +92,6 @@ def test_reference_settings_scale_with_the_image():
     assert settings["class_weight"] == 1e4 * 784
     assert settings["class_loss"] == "class_averaged_bce" and settings["max_iterations"] == 2000
     assert settings["stopping"].rtol == 1e-3 and settings["stopping"].atol == 0.0
-
-
-@pytest.fixture(scope="module")
-def uf(digits_ensemble):
-    return UncertaintyForward(digits_ensemble, measure="total")
-
-
-@pytest.fixture(scope="module")
-def uncertain(digits, uf):
-    with torch.no_grad():
-        return digits.x_test[uf(digits.x_test).argsort(descending=True)[:6]]
-
-
-def test_reference_fiducials_keep_the_class_and_lower_the_uncertainty(uf, uncertain, digits_vae):
-    settings = dict(reference_in_class_settings(uncertain), max_iterations=150)  # 2000 takes minutes here
-    latents = in_class_fiducials(uf, digits_vae, uncertain, **settings)
-    found = CounterfactualPathIG(uf, digits_vae).fiducials(uncertain, latents)
-    assert found.valid.all()
-
-
-def test_reference_class_term_equals_a_literal_objective(uf, uncertain, digits_ensemble, digits_vae):
-    """The search minimises sum-BCE + 1e4*H*W * Keras BCE(onehot, mean softmax) + 0.5 ||z||^2."""
-    x = uncertain[:3]
-    weight = 1e4 * 64
-    with torch.no_grad():
-        target = torch.stack([torch.softmax(m(x), -1) for m in digits_ensemble]).mean(0).argmax(-1)
-
-    def literal(latents, rows):
-        losses = []
-        for z, row in zip(latents, rows.tolist()):
-            image = decode_latents(digits_vae, z[None], x[row : row + 1]).clamp(1e-6, 1 - 1e-6)
-            reconstruction = -(x[row] * image.log() + (1 - x[row]) * (1 - image).log()).sum()
-            p = torch.stack([torch.softmax(m(image), -1)[0] for m in digits_ensemble]).mean(0).clamp(1e-7, 1 - 1e-7)
-            onehot = torch.zeros_like(p)
-            onehot[target[row]] = 1
-            keras_bce = -(onehot * p.log() + (1 - onehot) * (1 - p).log()).mean()
-            losses.append(reconstruction + weight * keras_bce + 0.5 * z.square().sum())
-        return torch.stack(losses)
-
-    with torch.no_grad():
-        start = encode_inputs(digits_vae, x)
-    expected = search_latents(literal, start, lr=0.01, max_iterations=15).latents
-    settings = dict(reference_in_class_settings(x), max_iterations=15, stopping=None)
-    assert torch.allclose(in_class_fiducials(uf, digits_vae, x, **settings), expected, atol=1e-4)
-
-
-def test_refined_latents_reconstruct_better_and_keep_completeness(uf, uncertain, digits_vae):
-    refined = reconstruction_latents(digits_vae, uncertain)
-    with torch.no_grad():
-        raw = encode_inputs(digits_vae, uncertain)
-        loss = [reconstruction_loss(decode_latents(digits_vae, z, uncertain), uncertain) + 0.5 * z.square().sum(1)
-                for z in (raw, refined)]
-    assert (loss[1] <= loss[0] + 1e-9).all() and (loss[1] < loss[0]).any()
-    cpig = CounterfactualPathIG(uf, digits_vae)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FiducialWarning)
-        attributions, delta = cpig.attribute(uncertain, fiducial="in_class", n_steps=64, latent_end="refined",
-                                             return_convergence_delta=True)
-        plain = cpig.attribute(uncertain, fiducial="in_class", n_steps=64)
-    assert delta.abs().max() < 0.05 * uf(uncertain).detach().max()
-    assert not torch.allclose(attributions, plain)
-    with pytest.raises(ValueError, match="latent_end"):
-        cpig.attribute(uncertain, latent_end="decoder")
 
 
 def pixel_sum(images):
