@@ -89,7 +89,7 @@ def main() -> None:
     print(f"| literal per-(s, i) loop (grad only) | {t_literal:.2f} | | |")
     print(f"| floor: 1 forward + C backward per member | {t_floor:.2f} | | |")
     for path in ("grad", "inputgrad", "fullgrad"):
-        t = median_time(lambda: ua.attribute(x, path=path), args.repeats)
+        t = median_time(lambda path=path: ua.attribute(x, path=path), args.repeats)
         print(f"| UABackprop path={path} | {t:.2f} | {t_literal / t:.2f} | {t / t_floor:.2f} |")
     t = median_time(lambda: ua.attribute(x, path="fullgrad", decompose=True), args.repeats)
     print(f"| UABackprop path=fullgrad, decompose=True | {t:.2f} | {t_literal / t:.2f} | {t / t_floor:.2f} |")
@@ -97,7 +97,9 @@ def main() -> None:
     small = x[:32]
     t_captum = median_time(lambda: IntegratedGradients(LoopEntropy(members)).attribute(small, n_steps=50), args.repeats)
     t_ours = median_time(lambda: UncertaintyIntegratedGradients(uf).attribute(small, n_steps=50), args.repeats)
-    t_dec = median_time(lambda: UncertaintyIntegratedGradients(uf).attribute(small, n_steps=50, decompose=True), args.repeats)
+    t_dec = median_time(
+        lambda: UncertaintyIntegratedGradients(uf).attribute(small, n_steps=50, decompose=True), args.repeats
+    )
     print("\n| IG of epistemic uncertainty, batch 32, 50 steps | seconds | ratio to Captum IG on loop entropy |")
     print("|---|---|---|")
     print(f"| Captum IntegratedGradients(LoopEntropy) (total) | {t_captum:.2f} | 1.00 |")
@@ -107,11 +109,15 @@ def main() -> None:
     images = x[:20]
     per_image = {
         "UA-Backprop (fullgrad)": lambda: ua.attribute(images),
-        "Blur IG (100 steps)": lambda: BlurIntegratedGradients(uf).attribute(images, n_steps=100, internal_batch_size=500),
+        "Blur IG (100 steps)": lambda: BlurIntegratedGradients(uf).attribute(
+            images, n_steps=100, internal_batch_size=500
+        ),
         "SmoothGrad (50 samples)": lambda: NoiseTunnel(Saliency(uf)).attribute(
             images, nt_type="smoothgrad", nt_samples=50, nt_samples_batch_size=10, stdevs=0.1
         ),
-        "IG (100 steps)": lambda: UncertaintyIntegratedGradients(uf).attribute(images, n_steps=100, internal_batch_size=500),
+        "IG (100 steps)": lambda: UncertaintyIntegratedGradients(uf).attribute(
+            images, n_steps=100, internal_batch_size=500
+        ),
     }
     times = {name: median_time(run, args.repeats) / images.shape[0] for name, run in per_image.items()}
     base = times["UA-Backprop (fullgrad)"]

@@ -74,8 +74,16 @@ def plain_loop(explainer: UABackprop, inputs: Tensor) -> List[Tensor]:
 
 def dataset_job(explainer: UABackprop, inputs: Tensor, engine: str = "local", **options: object) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        attribute_dataset(explainer, TensorDataset(inputs), Path(folder) / "out", batch_size=BATCH, engine=engine,
-                          progress=False, **options, **KWARGS)
+        attribute_dataset(
+            explainer,
+            TensorDataset(inputs),
+            Path(folder) / "out",
+            batch_size=BATCH,
+            engine=engine,
+            progress=False,
+            **options,
+            **KWARGS,
+        )
 
 
 def best_seconds(jobs: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
@@ -139,7 +147,9 @@ def per_batch_costs(explainer: UABackprop, inputs: Tensor, repeats: int) -> Dict
         "attribute (UABackprop inputgrad)": lambda: explainer.attribute(batch, **KWARGS),
         "uncertainties + prediction (one forward)": summary,
         "Parquet shard write (64 rows)": write,
-        "attribute_batch (all of the above but the write)": lambda: attribute_batch(explainer, forward, batch, 0, 0, 0, KWARGS),
+        "attribute_batch (all of the above but the write)": lambda: attribute_batch(
+            explainer, forward, batch, 0, 0, 0, KWARGS
+        ),
     }
     return best_seconds(jobs, max(repeats, 5))
 
@@ -177,17 +187,24 @@ def main() -> None:
     explainer = UABackprop(UncertaintyForward(members, measure="epistemic"))
     inputs = digits_inputs(args.inputs)
     large = 4 * args.inputs
-    print(f"digits 1x8x8, batch {BATCH}, 5-member ensemble, UABackprop path=inputgrad, "
-          f"torch threads {torch.get_num_threads()}; training took {time.perf_counter() - started:.0f} s\n")
+    print(
+        f"digits 1x8x8, batch {BATCH}, 5-member ensemble, UABackprop path=inputgrad, "
+        f"torch threads {torch.get_num_threads()}; training took {time.perf_counter() - started:.0f} s\n"
+    )
 
-    seconds = best_seconds({"loop": lambda: plain_loop(explainer, inputs),
-                            "local": lambda: dataset_job(explainer, inputs)}, args.repeats)
+    seconds = best_seconds(
+        {"loop": lambda: plain_loop(explainer, inputs), "local": lambda: dataset_job(explainer, inputs)}, args.repeats
+    )
     print(f"| job, {args.inputs} inputs (best of {args.repeats}) | seconds | images / s | vs plain loop |")
     print("|---|---|---|---|")
-    for name, label in (("loop", "plain DataLoader loop, maps kept in memory"),
-                        ("local", "attribute_dataset, local engine (writes Parquet)")):
-        print(f"| {label} | {seconds[name]:.2f} | {args.inputs / seconds[name]:.0f} | "
-              f"{seconds['loop'] / seconds[name]:.2f} |")
+    for name, label in (
+        ("loop", "plain DataLoader loop, maps kept in memory"),
+        ("local", "attribute_dataset, local engine (writes Parquet)"),
+    ):
+        print(
+            f"| {label} | {seconds[name]:.2f} | {args.inputs / seconds[name]:.0f} | "
+            f"{seconds['loop'] / seconds[name]:.2f} |"
+        )
 
     with tempfile.TemporaryDirectory() as folder:
         weights = Path(folder) / "members.pt"
@@ -196,8 +213,10 @@ def main() -> None:
     print("\n| attribute_dataset, local | RSS before (MB) | peak RSS during the job (MB) | growth (MB) | seconds |")
     print("|---|---|---|---|---|")
     for count, figures in memory.items():
-        print(f"| {count} inputs | {figures['before']:.0f} | {figures['peak']:.0f} | "
-              f"{figures['peak'] - figures['before']:.1f} | {figures['seconds']:.2f} |")
+        print(
+            f"| {count} inputs | {figures['before']:.0f} | {figures['peak']:.0f} | "
+            f"{figures['peak'] - figures['before']:.1f} | {figures['seconds']:.2f} |"
+        )
 
     if not args.no_ray:
         ray = ray_seconds(explainer, (args.inputs, large))
@@ -207,8 +226,10 @@ def main() -> None:
         for count, value in ray.items():
             print(f"| {count} | {local[count]:.2f} | {value:.2f} | {value / local[count]:.1f} |")
         slope = (ray[large] - ray[args.inputs]) / (large - args.inputs) * BATCH
-        print(f"\nRay: {1000 * slope:.0f} ms per extra batch of {BATCH} (2 actors), "
-              f"fixed cost {ray[args.inputs] - slope * args.inputs / BATCH:.1f} s")
+        print(
+            f"\nRay: {1000 * slope:.0f} ms per extra batch of {BATCH} (2 actors), "
+            f"fixed cost {ray[args.inputs] - slope * args.inputs / BATCH:.1f} s"
+        )
 
     costs = per_batch_costs(explainer, inputs, args.repeats)
     print("\n| step, one batch of 64 | ms |")

@@ -40,8 +40,8 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.rand(args.batch, 1, 28, 28)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"| S | loop (s) | vmap (s) | vmap / loop | auto picks |")
-    print(f"|---|---|---|---|---|")
+    print("| S | loop (s) | vmap (s) | vmap / loop | auto picks |")
+    print("|---|---|---|---|---|")
     for n_members in (1, 5, 10):
         members = [MNISTCNN() for _ in range(n_members)]
         timings = {}

@@ -68,19 +68,33 @@ def main() -> None:
     rows = {}
     for space in ["latent", "input"] if args.space == "both" else [args.space]:
         result = mitigation_study(
-            data.x_train, data.y_train, data.x_test, data.y_test, maps_train, maps_test, seeds=seeds,
-            alpha=args.alpha, space=space, epochs=args.epochs, n_train=args.n_train, normalization=args.normalization,
+            data.x_train,
+            data.y_train,
+            data.x_test,
+            data.y_test,
+            maps_train,
+            maps_test,
+            seeds=seeds,
+            alpha=args.alpha,
+            space=space,
+            epochs=args.epochs,
+            n_train=args.n_train,
+            normalization=args.normalization,
         )
         rows.setdefault("no attention", result["no attention"])
         rows[f"attention ({space})"] = result["attention"]
-    print(f"\nN = {args.n_train} of the {len(data.x_train)} bundled MNIST training digits, tested on {len(data.x_test)}; "
-          f"{args.seeds} seeds, {args.epochs} epochs, alpha {args.alpha}; epistemic UA-Backprop (fullgrad) maps of a "
-          f"5-CNN deep ensemble, {args.normalization} normalisation\n")
+    print(
+        f"\nN = {args.n_train} of the {len(data.x_train)} bundled MNIST training digits, tested on {len(data.x_test)}; "
+        f"{args.seeds} seeds, {args.epochs} epochs, alpha {args.alpha}; epistemic UA-Backprop (fullgrad) maps of a "
+        f"5-CNN deep ensemble, {args.normalization} normalisation\n"
+    )
     print("| training | accuracy (%) | NLL |")
     print("|---|---|---|")
     for name, row in rows.items():
-        print(f"| {name} | {row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f} "
-              f"| {row['nll_mean']:.3f} ± {row['nll_std']:.3f} |")
+        print(
+            f"| {name} | {row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f} "
+            f"| {row['nll_mean']:.3f} ± {row['nll_std']:.3f} |"
+        )
     print(f"\n{attention_summary(maps_test, args.normalization)}")
     print(f"command: {' '.join([sys.executable.split('/main/')[-1]] + sys.argv)}")
     print(f"wall time {time.perf_counter() - start:.0f} s (maps {map_time:.0f} s)")

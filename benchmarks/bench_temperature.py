@@ -104,8 +104,9 @@ def pair_scores(
     for fraction in FRACTIONS:
         for reading in READINGS:
             given = {"sigma": full_sigma} if reading == "full" else {}
-            result = blurring_test(uf, x, maps, fraction=fraction, sigma_step=sigma_step, batch_size=METRIC_BATCH,
-                                   **given)
+            result = blurring_test(
+                uf, x, maps, fraction=fraction, sigma_step=sigma_step, batch_size=METRIC_BATCH, **given
+            )
             scores["murr", fraction, reading] = result.murr
             scores["auc_urr", fraction, reading] = result.auc_urr
     return scores
@@ -145,7 +146,9 @@ def best_pair_lines(results: Results) -> list[str]:
     lines = []
     for column in COLUMNS:
         best = ordered_pairs(results, column)[0]
-        lines.append(f"- best on {column.title}: tau1 = {best[0]:g}, tau2 = {best[1]:g} ({results[best][column.key]:.3f})")
+        lines.append(
+            f"- best on {column.title}: tau1 = {best[0]:g}, tau2 = {best[1]:g} ({results[best][column.key]:.3f})"
+        )
     return lines
 
 
@@ -155,8 +158,7 @@ def paper_rank_lines(results: Results) -> list[str]:
         return [f"- the paper's pair (tau1 = {PAPER_PAIR[0]:g}, tau2 = {PAPER_PAIR[1]:g}) is not in the grid"]
     columns = [column for column in COLUMNS if column.title in RANKED_COLUMNS]
     return [
-        f"- paper's pair ranks {rank(results, column, paper)} of {len(results)} on {column.title}"
-        for column in columns
+        f"- paper's pair ranks {rank(results, column, paper)} of {len(results)} on {column.title}" for column in columns
     ]
 
 

@@ -22,7 +22,6 @@ Prints a markdown table of the best of ``--repeats`` interleaved runs after one 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import warnings
 from typing import Callable, Dict, List
@@ -96,25 +95,33 @@ def main() -> None:
     x = torch.rand(args.batch, 1, 28, 28)
     uf = UncertaintyForward(members, measure="epistemic")
     explainer = UABackprop(uf)
-    print(f"batch {args.batch}, S = {args.samples}, C = 10, MNISTCNN 1x28x28, "
-          f"{torch.get_num_threads()} threads, best of {args.repeats} interleaved runs (s)\n")
-    print("| path | UABackprop (classes_per_pass=1) | UABackprop (classes_per_pass=None) | literal (s, i) loop "
-          "| floor | speed-up vs literal | UABackprop / floor | max abs diff vs literal |")
+    print(
+        f"batch {args.batch}, S = {args.samples}, C = 10, MNISTCNN 1x28x28, "
+        f"{torch.get_num_threads()} threads, best of {args.repeats} interleaved runs (s)\n"
+    )
+    print(
+        "| path | UABackprop (classes_per_pass=1) | UABackprop (classes_per_pass=None) | literal (s, i) loop "
+        "| floor | speed-up vs literal | UABackprop / floor | max abs diff vs literal |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     variants = {  # name: (attribute options, literal loop's path or None, floor's path)
         "grad": ({"path": "grad"}, "grad", "grad"),
         "inputgrad": ({"path": "inputgrad"}, None, "grad"),
         "fullgrad (default: raw Eq. 10)": ({"path": "fullgrad"}, None, "fullgrad"),
-        "fullgrad (reference min-max)": ({"path": "fullgrad", "fullgrad_postprocess": "reference"}, "fullgrad", "fullgrad"),
+        "fullgrad (reference min-max)": (
+            {"path": "fullgrad", "fullgrad_postprocess": "reference"},
+            "fullgrad",
+            "fullgrad",
+        ),
     }
     for name, (options, literal_path, floor_path) in variants.items():
         methods = {
-            "ours": lambda: explainer.attribute(x, **options),
-            "batched": lambda: explainer.attribute(x, classes_per_pass=None, **options),
-            "floor": lambda: floor(members, x, floor_path, 10),
+            "ours": lambda options=options: explainer.attribute(x, **options),
+            "batched": lambda options=options: explainer.attribute(x, classes_per_pass=None, **options),
+            "floor": lambda floor_path=floor_path: floor(members, x, floor_path, 10),
         }
         if literal_path:
-            methods["literal"] = lambda: literal_loop(members, x, literal_path)
+            methods["literal"] = lambda literal_path=literal_path: literal_loop(members, x, literal_path)
         seconds = best_seconds(methods, args.repeats)
         ours, bottom = seconds["ours"], seconds["floor"]
         literal_cells = ["", "", ""]
@@ -122,8 +129,16 @@ def main() -> None:
             literal = seconds["literal"]
             difference = (explainer.attribute(x, **options) - literal_loop(members, x, literal_path)).abs().max().item()
             literal_cells = [f"{literal:.2f}", f"{literal / ours:.2f}x", f"{difference:.1e}"]
-        cells = [name, f"{ours:.2f}", f"{seconds['batched']:.2f}", literal_cells[0], f"{bottom:.2f}", literal_cells[1],
-                 f"{ours / bottom:.2f}x", literal_cells[2]]
+        cells = [
+            name,
+            f"{ours:.2f}",
+            f"{seconds['batched']:.2f}",
+            literal_cells[0],
+            f"{bottom:.2f}",
+            literal_cells[1],
+            f"{ours / bottom:.2f}x",
+            literal_cells[2],
+        ]
         print("| " + " | ".join(cells) + " |")
 
 

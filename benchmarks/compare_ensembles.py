@@ -86,16 +86,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
-    parser.add_argument("--columns", default="murr_2%,murr_5%,murr_full_2%,murr_full_5%,urc_5%,iou",
-                        help="comma-separated keys of scores.json")
+    parser.add_argument(
+        "--columns",
+        default="murr_2%,murr_5%,murr_full_2%,murr_full_5%,urc_5%,iou",
+        help="comma-separated keys of scores.json",
+    )
     parser.add_argument("--rst", action="store_true", help="print one Sphinx list-table of the columns instead")
     args = parser.parse_args()
     first, second = load(args.first), load(args.second)
     if args.rst:
         print("\n".join(wide_rst(first, second, args.columns.split(","))))
         return
-    print(f"test accuracy: {first['config']['recipe']} {first['test_accuracy']:.3f}, "
-          f"{second['config']['recipe']} {second['test_accuracy']:.3f}\n")
+    print(
+        f"test accuracy: {first['config']['recipe']} {first['test_accuracy']:.3f}, "
+        f"{second['config']['recipe']} {second['test_accuracy']:.3f}\n"
+    )
     chosen = args.columns.split(",")
     for key, title, higher in COLUMNS:
         if key in chosen:

@@ -40,7 +40,9 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="captum_uncertainty", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    demo = commands.add_parser("demo", help="train the bundled ensemble, show its most uncertain digits, quick benchmark")
+    demo = commands.add_parser(
+        "demo", help="train the bundled ensemble, show its most uncertain digits, quick benchmark"
+    )
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     demo.add_argument("--members", type=positive_int, default=5, help="ensemble size (default: 5)")
     demo.add_argument("--no-benchmark", action="store_true", help="skip the quick benchmark")
@@ -53,12 +55,16 @@ def build_parser() -> OneLineParser:
     bench.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all)")
     bench.add_argument("--seed", type=int, default=0, help="seed for data split, training and random maps")
     bench.add_argument(
-        "--recipe", choices=("adam", "wang"), default="adam",
+        "--recipe",
+        choices=("adam", "wang"),
+        default="adam",
         help="ensemble training: 'adam' (default: Adam 1e-3, 5 epochs) or 'wang' (Wang et al. App. B.1: SGD 0.1, "
         "momentum 0.9, 30 epochs)",
     )
     bench.add_argument(
-        "--vae-epochs", type=positive_int, default=None,
+        "--vae-epochs",
+        type=positive_int,
+        default=None,
         help="training epochs of the VAE the counterfactual methods use (default: 20, quick 5; the paper: 50)",
     )
     bench.add_argument(
@@ -67,7 +73,9 @@ def build_parser() -> OneLineParser:
         help="comma-separated latent sizes: run the VAE-sensitivity study (Perez supplement Table 1) instead",
     )
     bench.add_argument(
-        "--reading", choices=("ours", "reference"), default="ours",
+        "--reading",
+        choices=("ours", "reference"),
+        default="ours",
         help="with --vae-latent-sizes: 'reference' runs CounterfactualPathIG and the URC / EIC in our and in the "
         "Featurespace reference code's reading on digits above the median uncertainty",
     )
@@ -83,24 +91,43 @@ def add_attribute_command(commands: "argparse._SubParsersAction") -> None:
         "attribute", help="attribute every test input with one method, write Parquet shards (resumable)"
     )
     attribute.add_argument(
-        "--posterior", default="captum_uncertainty.dataset:bundled_posterior", metavar="MODULE:FUNCTION",
+        "--posterior",
+        default="captum_uncertainty.dataset:bundled_posterior",
+        metavar="MODULE:FUNCTION",
         help="function returning an UncertaintyForward, called with no arguments "
         "(default: the bundled 5-CNN MNIST ensemble, captum_uncertainty.dataset:bundled_posterior)",
     )
-    attribute.add_argument("--data", choices=("mnist", "digits"), default="mnist",
-                           help="test split to explain: bundled MNIST (28x28) or scikit-learn digits (8x8)")
+    attribute.add_argument(
+        "--data",
+        choices=("mnist", "digits"),
+        default="mnist",
+        help="test split to explain: bundled MNIST (28x28) or scikit-learn digits (8x8)",
+    )
     attribute.add_argument("--method", choices=tuple(METHODS), default="ua_backprop", help="attribution method")
     attribute.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (re-run to resume)")
     attribute.add_argument("--engine", choices=ENGINES, default="local", help="local process or Ray Data")
-    attribute.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
-                           help="inputs per batch and per shard (default: 64)")
-    attribute.add_argument("--limit", type=positive_int, default=None, metavar="N", help="explain only the first N test inputs")
-    attribute.add_argument("--measure", choices=MEASURES, default=None,
-                           help="uncertainty to explain (default: the posterior's own measure)")
+    attribute.add_argument(
+        "--batch-size", type=positive_int, default=64, metavar="N", help="inputs per batch and per shard (default: 64)"
+    )
+    attribute.add_argument(
+        "--limit", type=positive_int, default=None, metavar="N", help="explain only the first N test inputs"
+    )
+    attribute.add_argument(
+        "--measure",
+        choices=MEASURES,
+        default=None,
+        help="uncertainty to explain (default: the posterior's own measure)",
+    )
 
 
 def run_attribute(
-    posterior: str, data: str, method: str, out: Path, engine: str, batch_size: int, limit: Optional[int],
+    posterior: str,
+    data: str,
+    method: str,
+    out: Path,
+    engine: str,
+    batch_size: int,
+    limit: Optional[int],
     measure: Optional[str],
 ) -> None:
     from torch.utils.data import TensorDataset
@@ -172,8 +199,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "demo":
             run_demo(args.out, args.members, benchmark=not args.no_benchmark)
         elif args.command == "attribute":
-            run_attribute(args.posterior, args.data, args.method, args.out, args.engine, args.batch_size, args.limit,
-                          args.measure)
+            run_attribute(
+                args.posterior, args.data, args.method, args.out, args.engine, args.batch_size, args.limit, args.measure
+            )
         else:
             from captum_uncertainty.experiments.benchmark import BenchmarkConfig, run_benchmark, run_vae_study
 
@@ -182,8 +210,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     raise ValueError("--reading reference is a VAE study: give --vae-latent-sizes too (e.g. 32)")
                 from captum_uncertainty.experiments.reference_reading import run_reading_study
 
-                run_reading_study(args.out, latent_sizes=parse_ints(args.vae_latent_sizes), seed=args.seed,
-                                  images=args.images or 50, members=args.members, vae_epochs=args.vae_epochs or 20)
+                run_reading_study(
+                    args.out,
+                    latent_sizes=parse_ints(args.vae_latent_sizes),
+                    seed=args.seed,
+                    images=args.images or 50,
+                    members=args.members,
+                    vae_epochs=args.vae_epochs or 20,
+                )
             elif args.vae_latent_sizes:
                 sizes = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
                 run_vae_study(
@@ -197,8 +231,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 methods: Optional[List[str]] = args.methods.split(",") if args.methods else None
                 run_benchmark(
-                    args.out, quick=args.quick, images=args.images, members=args.members, methods=methods,
-                    seed=args.seed, vae_epochs=args.vae_epochs, recipe=args.recipe,
+                    args.out,
+                    quick=args.quick,
+                    images=args.images,
+                    members=args.members,
+                    methods=methods,
+                    seed=args.seed,
+                    vae_epochs=args.vae_epochs,
+                    recipe=args.recipe,
                 )
     except ValueError as error:  # the library's validation errors: one line, like argparse's
         sys.stderr.write(f"captum_uncertainty: error: {error}\n")

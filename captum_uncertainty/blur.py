@@ -55,7 +55,9 @@ def gaussian_blur(images: Tensor, sigma: Union[float, Tensor], truncate: Optiona
         raise ValueError(f"images must be a tensor of shape (N, C, H, W), got {shape}")
     if not images.is_floating_point():
         raise TypeError(f"images must be a floating point tensor, got dtype {images.dtype}")
-    if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, (int, float)) or not truncate > 0):
+    if truncate is not None and (
+        isinstance(truncate, bool) or not isinstance(truncate, (int, float)) or not truncate > 0
+    ):
         raise ValueError(f"truncate must be a number > 0 or None, got {truncate!r}")
     n = images.shape[0]
     if isinstance(sigma, Tensor):

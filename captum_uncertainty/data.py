@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 
-
 class DataSplit(NamedTuple):
     """Images ``(N, C, H, W)`` float32 in [0, 1] and int64 labels, split into train and test."""
 
@@ -212,8 +211,14 @@ def train_model(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return fit(
-            model, x.shape[0], lambda index: nn.functional.cross_entropy(model(x[index]), y[index]), chosen,
-            epochs=epochs, batch_size=batch_size, generator=torch.Generator().manual_seed(seed), progress=progress,
+            model,
+            x.shape[0],
+            lambda index: nn.functional.cross_entropy(model(x[index]), y[index]),
+            chosen,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=torch.Generator().manual_seed(seed),
+            progress=progress,
             description=description,
         )
 
@@ -240,7 +245,9 @@ def train_ensemble(
     """Train (or load from the cache) a deep ensemble of :class:`MNISTCNN` members.
 
     Members differ by their initialisation and data order (seed ``seed + member``). Weights are
-    cached in ``cache_dir`` (by default the per-user folder of ``captum_uncertainty.cache.default_cache_dir()``, ``$CAPTUM_UNCERTAINTY_CACHE`` or ``~/.cache/captum_uncertainty``) under a key made of
+    cached in ``cache_dir`` (by default the per-user folder of
+    ``captum_uncertainty.cache.default_cache_dir()``, ``$CAPTUM_UNCERTAINTY_CACHE`` or
+    ``~/.cache/captum_uncertainty``) under a key made of
     every argument and a fingerprint of the training data; ``cache_dir=None`` disables the cache.
 
     Args:
@@ -275,8 +282,13 @@ def train_ensemble(
     with torch.random.fork_rng():
         architecture = repr(build())
     config = dict(
-        n_members=n_members, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-        data=data_fingerprint(data), arch=architecture,
+        n_members=n_members,
+        epochs=epochs,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        data=data_fingerprint(data),
+        arch=architecture,
     )
     if optimizer != "adam":  # Adam runs keep the cache keys they always had
         config.update(optimizer=optimizer, momentum=momentum)
@@ -297,9 +309,17 @@ def train_ensemble(
             torch.manual_seed(seed + index)
             fresh = build()
         member = train_model(
-            fresh, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
-            seed=seed + index, progress=progress, description=f"member {index + 1}/{n_members}",
-            optimizer=optimizer, momentum=momentum,
+            fresh,
+            data.x_train,
+            data.y_train,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed + index,
+            progress=progress,
+            description=f"member {index + 1}/{n_members}",
+            optimizer=optimizer,
+            momentum=momentum,
         )
         members.append(member)
     if path is not None:

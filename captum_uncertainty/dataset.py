@@ -76,8 +76,16 @@ FORMAT = "captum_uncertainty.attribute_dataset/1"
 DEFAULT_BATCH_SIZE = 64
 #: Manifest keys that must match for a call to continue an existing ``out``.
 CONFIG_KEYS = (
-    "format", "library_version", "explainer", "measure", "num_samples", "attribute_kwargs",
-    "batch_size", "shard_size", "seed", "num_inputs",
+    "format",
+    "library_version",
+    "explainer",
+    "measure",
+    "num_samples",
+    "attribute_kwargs",
+    "batch_size",
+    "shard_size",
+    "seed",
+    "num_inputs",
 )
 #: Manifest keys describing the written columns (taken from the first attributed batch).
 LAYOUT_KEYS = ("columns", "map_columns", "map_shape", "map_dtype")
@@ -301,7 +309,8 @@ def ray_input_column(dataset: Any) -> str:
     tensors = []
     if isinstance(base, pa.Schema):
         tensors = [
-            field.name for field in base
+            field.name
+            for field in base
             if isinstance(field.type, pa.ExtensionType) and "tensor" in field.type.extension_name
         ]
     if len(tensors) != 1:
@@ -667,7 +676,9 @@ class ShardWriter:
         self.checked = False
         self.pending: Dict[int, List[Columns]] = {}
         self.written = 0
-        self.thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="attribute_dataset-writer")
+        self.thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="attribute_dataset-writer"
+        )
         self.in_flight: Optional[concurrent.futures.Future] = None
 
     def needed(self, start: int, size: int) -> bool:
@@ -791,8 +802,11 @@ def run_local(job: Job, source: Union[MapSource, LoaderSource, RaySource], write
     with preserved_rng(model_device(forward)):
         for batch in source.batches(writer.needed):
             if batch.inputs is not None:
-                writer.add(attribute_batch(job.explainer, forward, batch.inputs, batch.start, batch.number, job.seed,
-                                           job.attribute_kwargs))
+                writer.add(
+                    attribute_batch(
+                        job.explainer, forward, batch.inputs, batch.start, batch.number, job.seed, job.attribute_kwargs
+                    )
+                )
             seen += batch.size
             bar.update(batch.size)
     return seen
@@ -888,7 +902,9 @@ class RayAttributor:
         start = number * self.job.batch_size
         size = min(self.job.batch_size, int(self.inputs.num_inputs or 0) - start)
         inputs = self.inputs.load(start, size)
-        return attribute_batch(self.explainer, self.forward, inputs, start, number, self.job.seed, self.job.attribute_kwargs)
+        return attribute_batch(
+            self.explainer, self.forward, inputs, start, number, self.job.seed, self.job.attribute_kwargs
+        )
 
 
 @contextlib.contextmanager
@@ -944,7 +960,11 @@ def run_ray(
         inputs = source if isinstance(source, MapSource) else block_loader(ray, source)
         numbers = ray.data.from_items([{"batch": number} for number in pending])
         results = numbers.map_batches(
-            RayAttributor, batch_size=1, batch_format="numpy", compute=compute, num_gpus=num_gpus,
+            RayAttributor,
+            batch_size=1,
+            batch_format="numpy",
+            compute=compute,
+            num_gpus=num_gpus,
             fn_constructor_kwargs={"job": job, "inputs": inputs},
         )
         for columns in results.iter_batches(batch_size=None, batch_format="numpy"):

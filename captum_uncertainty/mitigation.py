@@ -193,7 +193,9 @@ class UncertaintyAttention(nn.Module):
         """``(1 + alpha * A) * features``, ``A`` resized to the features' spatial size."""
         if not isinstance(features, Tensor) or features.dim() != 4 or features.shape[0] != attention.shape[0]:
             shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-            raise ValueError(f"the attended layer must output (N, K, h, w) feature maps with N = {attention.shape[0]}, got {shape}")
+            raise ValueError(
+                f"the attended layer must output (N, K, h, w) feature maps with N = {attention.shape[0]}, got {shape}"
+            )
         if attention.shape[-2:] != features.shape[-2:]:
             attention = F.interpolate(attention, size=features.shape[-2:], mode="bilinear", align_corners=False)
         return (1 + self.alpha * attention) * features

@@ -202,9 +202,10 @@ class Posterior(nn.Module):
         if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
             raise ValueError(
                 f"{type(self).__name__} gave different samples for the same inputs on two calls (largest change "
-                f"{float((first - second).abs().max()):.3g}): attributions over a changing posterior are noise. Fix the "
-                "samples: seed the source (SampleCallable(..., seed=0)), freeze it (MCDropout for dropout, "
-                "WeightSamples for weight samples, captum_uncertainty.integrations.from_laplace / from_bayesian_torch / "
+                f"{float((first - second).abs().max()):.3g}): attributions over a changing posterior are noise. "
+                "Fix the samples: seed the source (SampleCallable(..., seed=0)), freeze it (MCDropout for dropout, "
+                "WeightSamples for weight samples, captum_uncertainty.integrations.from_laplace / "
+                "from_bayesian_torch / "
                 "from_torch_uncertainty), and run members in eval mode without random layers"
             )
         if not torch.allclose(alone[:, 0], first[:, 0], rtol=1e-4, atol=1e-5):
@@ -243,9 +244,11 @@ class SampleView(nn.Module):
         self.sample = sample
 
     def forward(self, *inputs: Any) -> Tensor:
-        return self.posterior.forward_single(self.sample, *inputs) if hasattr(
-            self.posterior, "forward_single"
-        ) else self.posterior(*inputs)[self.sample]
+        return (
+            self.posterior.forward_single(self.sample, *inputs)
+            if hasattr(self.posterior, "forward_single")
+            else self.posterior(*inputs)[self.sample]
+        )
 
 
 # ----------------------------------------------------------------------------- ensembles
@@ -503,11 +506,15 @@ class MCDropout(Posterior):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         self.model = model
-        self.dropouts = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)] if dropouts is None else list(dropouts)
+        self.dropouts = (
+            [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)] if dropouts is None else list(dropouts)
+        )
         inside = {id(m) for m in model.modules()}
         for index, module in enumerate(self.dropouts):
             if not isinstance(module, DROPOUT_TYPES) or id(module) not in inside:
-                raise ValueError(f"dropouts[{index}] must be an nn.Dropout* module of model, got {type(module).__name__}")
+                raise ValueError(
+                    f"dropouts[{index}] must be an nn.Dropout* module of model, got {type(module).__name__}"
+                )
         if not self.dropouts:
             raise ValueError("model has no nn.Dropout modules: MC dropout needs at least one")
         self._num_samples = num_samples
@@ -558,7 +565,9 @@ class MCDropout(Posterior):
             raise ValueError(f"model returned {shape}, expected a (N, C) tensor")
         return out.reshape(count, batch, -1)
 
-    def _mask_hook(self, module: nn.Module, samples: List[int], batch: int, calls: Dict[int, int]) -> Callable[..., Tensor]:
+    def _mask_hook(
+        self, module: nn.Module, samples: List[int], batch: int, calls: Dict[int, int]
+    ) -> Callable[..., Tensor]:
         def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
             # a module called twice in one forward is two dropout sites, each with its own masks
             site = calls.get(id(module), 0)
@@ -683,7 +692,9 @@ class SampleCallable(Posterior):
     def _collect(self, inputs: Tuple[Any, ...], batch: int) -> Tensor:
         layout = self.layout
         if layout == "output_kl":
-            return stack_sample_outputs([self._output_of_tuple(self.fn(*inputs), s) for s in range(self.num_samples)], batch)
+            return stack_sample_outputs(
+                [self._output_of_tuple(self.fn(*inputs), s) for s in range(self.num_samples)], batch
+            )
         out = self.fn(*inputs)
         if layout == "list":
             if not isinstance(out, (list, tuple)) or not all(isinstance(o, Tensor) for o in out):

@@ -30,37 +30,55 @@ class Project(NamedTuple):
 
 
 PROJECTS = {
-    "python": Project("Python", "3", "https://docs.python.org/3", (
-        ("pathlib.Path", "py:class", "library/pathlib.html#$"),
-        ("typing.NamedTuple", "py:class", "library/typing.html#$"),
-        ("typing.Protocol", "py:class", "library/typing.html#$"),
-        ("UserWarning", "py:exception", "library/exceptions.html#$"),
-        ("callable", "py:function", "library/functions.html#$"),
-    )),
-    "numpy": Project("NumPy", "stable", "https://numpy.org/doc/stable", (
-        ("numpy.ndarray", "py:class", "reference/generated/numpy.ndarray.html#$"),
-    )),
-    "torch": Project("PyTorch", "stable", "https://docs.pytorch.org/docs/stable", (
-        ("torch.Tensor", "py:class", "tensors.html#$"),
-        ("torch.device", "py:class", "tensor_attributes.html#$"),
-        ("torch.dtype", "py:class", "tensor_attributes.html#$"),
-        ("torch.Generator", "py:class", "generated/torch.Generator.html#$"),
-        ("torch.nn.Module", "py:class", "generated/torch.nn.Module.html#$"),
-        ("torch.nn.ModuleList", "py:class", "generated/torch.nn.ModuleList.html#$"),
-    )),
-    "captum": Project("Captum", "latest", "https://captum.ai/api", (
-        ("captum.attr.Attribution", "py:class", "base_classes.html#$"),
-        ("captum.attr.GradientAttribution", "py:class", "base_classes.html#$"),
-        ("captum.attr.PerturbationAttribution", "py:class", "base_classes.html#$"),
-        ("captum.attr.IntegratedGradients", "py:class", "integrated_gradients.html#$"),
-        ("captum.attr.NoiseTunnel", "py:class", "noise_tunnel.html#$"),
-        ("captum.attr.LayerIntegratedGradients", "py:class", "layer.html#$"),
-        ("captum.attr.Saliency", "py:class", "saliency.html#$"),
-        ("captum.attr.Lime", "py:class", "lime.html#$"),
-        ("captum.attr.KernelShap", "py:class", "kernel_shap.html#$"),
-        ("captum.attr.InputXGradient", "py:class", "input_x_gradient.html#$"),
-        ("captum.attr.visualization.visualize_image_attr", "py:function", "utilities.html#$"),
-    )),
+    "python": Project(
+        "Python",
+        "3",
+        "https://docs.python.org/3",
+        (
+            ("pathlib.Path", "py:class", "library/pathlib.html#$"),
+            ("typing.NamedTuple", "py:class", "library/typing.html#$"),
+            ("typing.Protocol", "py:class", "library/typing.html#$"),
+            ("UserWarning", "py:exception", "library/exceptions.html#$"),
+            ("callable", "py:function", "library/functions.html#$"),
+        ),
+    ),
+    "numpy": Project(
+        "NumPy",
+        "stable",
+        "https://numpy.org/doc/stable",
+        (("numpy.ndarray", "py:class", "reference/generated/numpy.ndarray.html#$"),),
+    ),
+    "torch": Project(
+        "PyTorch",
+        "stable",
+        "https://docs.pytorch.org/docs/stable",
+        (
+            ("torch.Tensor", "py:class", "tensors.html#$"),
+            ("torch.device", "py:class", "tensor_attributes.html#$"),
+            ("torch.dtype", "py:class", "tensor_attributes.html#$"),
+            ("torch.Generator", "py:class", "generated/torch.Generator.html#$"),
+            ("torch.nn.Module", "py:class", "generated/torch.nn.Module.html#$"),
+            ("torch.nn.ModuleList", "py:class", "generated/torch.nn.ModuleList.html#$"),
+        ),
+    ),
+    "captum": Project(
+        "Captum",
+        "latest",
+        "https://captum.ai/api",
+        (
+            ("captum.attr.Attribution", "py:class", "base_classes.html#$"),
+            ("captum.attr.GradientAttribution", "py:class", "base_classes.html#$"),
+            ("captum.attr.PerturbationAttribution", "py:class", "base_classes.html#$"),
+            ("captum.attr.IntegratedGradients", "py:class", "integrated_gradients.html#$"),
+            ("captum.attr.NoiseTunnel", "py:class", "noise_tunnel.html#$"),
+            ("captum.attr.LayerIntegratedGradients", "py:class", "layer.html#$"),
+            ("captum.attr.Saliency", "py:class", "saliency.html#$"),
+            ("captum.attr.Lime", "py:class", "lime.html#$"),
+            ("captum.attr.KernelShap", "py:class", "kernel_shap.html#$"),
+            ("captum.attr.InputXGradient", "py:class", "input_x_gradient.html#$"),
+            ("captum.attr.visualization.visualize_image_attr", "py:function", "utilities.html#$"),
+        ),
+    ),
 }
 
 #: name printed by autodoc -> public name in :data:`PROJECTS`

@@ -19,9 +19,10 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path[:0] = [str(ROOT), str(DOCS)]
 
-import captum_uncertainty  # noqa: E402
 from _offline_inventories import AUTODOC_ALIASES, write_inventories  # noqa: E402
 from sphinx.ext import intersphinx  # noqa: E402
+
+import captum_uncertainty  # noqa: E402
 
 project = "captum-uncertainty"
 author = "captum-uncertainty contributors"

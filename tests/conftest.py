@@ -34,7 +34,11 @@ def make_cnn(seed, channels=1, classes=4, hidden=None, dtype=torch.float64):
     from torch import nn
 
     torch.manual_seed(seed)
-    head = [nn.Linear(4 * 3 * 3, hidden), nn.ReLU(), nn.Linear(hidden, classes)] if hidden else [nn.Linear(4 * 3 * 3, classes)]
+    head = (
+        [nn.Linear(4 * 3 * 3, hidden), nn.ReLU(), nn.Linear(hidden, classes)]
+        if hidden
+        else [nn.Linear(4 * 3 * 3, classes)]
+    )
     net = nn.Sequential(
         nn.Conv2d(channels, 3, 3),
         nn.BatchNorm2d(3),

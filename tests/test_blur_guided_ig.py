@@ -18,6 +18,7 @@ def gaussian_blur(images, sigma):
     """Blur IG's kernel: the package's one blur, untruncated."""
     return blur(images, sigma, truncate=None)
 
+
 class TinyCNN(nn.Module):
     """Smooth (tanh) CNN on 1 x 8 x 8 inputs; ``out_features=None`` returns one scalar per input."""
 
@@ -264,8 +265,12 @@ def test_guided_ig_moves_low_gradient_features_first():
     x = torch.ones(1, 1, 8, 8, dtype=torch.float64)
     trace = []
     GuidedIntegratedGradients._guided_path(
-        recording_gradient(Linear(w), x.shape, trace), torch.zeros(1, 64, dtype=torch.float64), x.reshape(1, 64),
-        4, 0.1, 1.0,
+        recording_gradient(Linear(w), x.shape, trace),
+        torch.zeros(1, 64, dtype=torch.float64),
+        x.reshape(1, 64),
+        4,
+        0.1,
+        1.0,
     )
     halfway = trace[2].reshape(8, 8)  # after half of the L1 distance
     assert torch.equal(halfway[:, 4:], torch.ones(8, 4, dtype=torch.float64))
@@ -336,12 +341,15 @@ def test_classifier_target_and_noise_tunnel_per_class(cls):
     target = torch.tensor([2, 0])
     with_target = cls(net).attribute(x, target=target, n_steps=10)
     # reference: a forward returning the chosen logit directly (target=None)
-    per_row = torch.cat([cls(lambda v, c=int(c): net(v)[:, c]).attribute(x[i : i + 1], n_steps=10)
-                         for i, c in enumerate(target)])
+    per_row = torch.cat(
+        [cls(lambda v, c=int(c): net(v)[:, c]).attribute(x[i : i + 1], n_steps=10) for i, c in enumerate(target)]
+    )
     torch.testing.assert_close(with_target, per_row)
     for c in range(3):
         plain = cls(net).attribute(x, target=c, n_steps=10)
-        smooth0 = NoiseTunnel(cls(net)).attribute(x, nt_type="smoothgrad", nt_samples=2, stdevs=0.0, target=c, n_steps=10)
+        smooth0 = NoiseTunnel(cls(net)).attribute(
+            x, nt_type="smoothgrad", nt_samples=2, stdevs=0.0, target=c, n_steps=10
+        )
         torch.testing.assert_close(smooth0, plain)
         noisy = NoiseTunnel(cls(net)).attribute(
             x, nt_type="smoothgrad_sq", nt_samples=3, nt_samples_batch_size=2, stdevs=0.1, target=c, n_steps=10

@@ -69,8 +69,19 @@ def test_unknown_recipe_is_refused():
 
 
 def test_vae_study_writes_one_row_per_latent_size(tmp_path):
-    args = ["benchmark", "--vae-latent-sizes", "2,3", "--vae-epochs", "1", "--images", "2", "--members", "2",
-            "--out", str(tmp_path)]
+    args = [
+        "benchmark",
+        "--vae-latent-sizes",
+        "2,3",
+        "--vae-epochs",
+        "1",
+        "--images",
+        "2",
+        "--members",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     table = (tmp_path / "vae_study.md").read_text(encoding="utf-8")
     assert "VAE 1 epochs" in table
@@ -117,8 +128,13 @@ def test_errors_that_are_not_validation_errors_keep_their_traceback(monkeypatch,
     with pytest.raises(TypeError, match="internal bug"):
         cli.main(["demo", "--out", str(tmp_path)])
     result = subprocess.run(
-        [sys.executable, "-c", "import captum_uncertainty.__main__ as c; c.run_demo = lambda *a, **k: 1 / 0; c.main(['demo'])"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import captum_uncertainty.__main__ as c; c.run_demo = lambda *a, **k: 1 / 0; c.main(['demo'])",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1 and "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
 

@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 import torch
-from captum.attr import NoiseTunnel
-from captum.attr import IntegratedGradients
+from captum.attr import IntegratedGradients, NoiseTunnel
+from conftest import assert_untouched, model_state
 from torch import nn
 
 from captum_uncertainty import CLUE, CounterfactualPathIG, DeltaCLUE, UncertaintyForward
@@ -20,7 +20,6 @@ from captum_uncertainty.attr.counterfactual_path import (
 )
 from captum_uncertainty.attr.delta_clue import project_to_ball, uniform_in_ball
 from captum_uncertainty.generative.protocol import decode_latents, encode_inputs
-from conftest import assert_untouched, model_state
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,8 @@ def test_clue_lowers_uncertainty_while_staying_close(uf, uncertain, digits_vae):
     assert found.distance.max() < 0.35
     with torch.no_grad():
         start = uf(digits_vae.decode(digits_vae.encode(uncertain))) + (
-            digits_vae.decode(digits_vae.encode(uncertain)) - uncertain).abs().flatten(1).mean(1)
+            digits_vae.decode(digits_vae.encode(uncertain)) - uncertain
+        ).abs().flatten(1).mean(1)
     assert (found.objective <= start + 1e-6).all()
 
 
@@ -93,8 +93,9 @@ def test_searches_leave_the_models_untouched(uf, uncertain, digits_ensemble, dig
     before = model_state(modules)
     CLUE(uf, digits_vae).attribute(uncertain[:2], max_iterations=5)
     DeltaCLUE(uf, digits_vae).attribute(uncertain[:2], max_iterations=5, n_starts=2)
-    CounterfactualPathIG(uf, digits_vae).attribute(uncertain[:2], fiducial="in_class", n_steps=4,
-                                                   fiducial_kwargs={"max_iterations": 5})
+    CounterfactualPathIG(uf, digits_vae).attribute(
+        uncertain[:2], fiducial="in_class", n_steps=4, fiducial_kwargs={"max_iterations": 5}
+    )
     with pytest.raises(ValueError):
         CounterfactualPathIG(uf, digits_vae).attribute(uncertain[:2], fiducial=torch.full((2, 8), float("nan")))
     assert_untouched(before, modules)
@@ -209,7 +210,8 @@ def test_decomposition_sums_and_matches_single_measure_runs(uf, uncertain, digit
         parts, deltas = cpig.attribute(x, fiducial=latents, n_steps=32, decompose=True, return_convergence_delta=True)
         for measure in ("total", "aleatoric", "epistemic"):
             single, delta = CounterfactualPathIG(uf.with_measure(measure), digits_vae).attribute(
-                x, fiducial=latents, n_steps=32, return_convergence_delta=True)
+                x, fiducial=latents, n_steps=32, return_convergence_delta=True
+            )
             assert torch.allclose(parts.select(measure), single, atol=1e-6)
             assert torch.allclose(deltas.select(measure), delta, atol=1e-5)
     assert torch.allclose(parts.total, parts.aleatoric + parts.epistemic)
@@ -381,14 +383,17 @@ def test_refined_latents_reconstruct_better_and_keep_completeness(uf, uncertain,
     refined = reconstruction_latents(digits_vae, uncertain)
     with torch.no_grad():
         raw = encode_inputs(digits_vae, uncertain)
-        loss = [reconstruction_loss(decode_latents(digits_vae, z, uncertain), uncertain) + 0.5 * z.square().sum(1)
-                for z in (raw, refined)]
+        loss = [
+            reconstruction_loss(decode_latents(digits_vae, z, uncertain), uncertain) + 0.5 * z.square().sum(1)
+            for z in (raw, refined)
+        ]
     assert (loss[1] <= loss[0] + 1e-9).all() and (loss[1] < loss[0]).any()
     cpig = CounterfactualPathIG(uf, digits_vae)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FiducialWarning)
-        attributions, delta = cpig.attribute(uncertain, fiducial="in_class", n_steps=64, latent_end="refined",
-                                             return_convergence_delta=True)
+        attributions, delta = cpig.attribute(
+            uncertain, fiducial="in_class", n_steps=64, latent_end="refined", return_convergence_delta=True
+        )
         plain = cpig.attribute(uncertain, fiducial="in_class", n_steps=64)
     assert delta.abs().max() < 0.05 * uf(uncertain).detach().max()
     assert not torch.allclose(attributions, plain)

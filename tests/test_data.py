@@ -134,7 +134,7 @@ def test_the_cache_folder_is_per_user_and_configurable(tmp_path, monkeypatch):
 
 
 def test_the_paper_recipe_is_sgd_with_momentum_by_hand():
-    from captum_uncertainty.data import WANG_RECIPE, MNISTCNN, train_model
+    from captum_uncertainty.data import MNISTCNN, WANG_RECIPE, train_model
 
     assert WANG_RECIPE == dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=30)
     data = load_digits(test_size=300, seed=0)

@@ -14,6 +14,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 import torch
+from _dataset_factory import StopAt
 from captum.attr import NoiseTunnel, Saliency
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -26,7 +27,6 @@ from captum_uncertainty import (
 )
 from captum_uncertainty.__main__ import main
 from captum_uncertainty.dataset import MANIFEST, RaySource, block_loader, json_safe, read_manifest
-from _dataset_factory import StopAt
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 40
@@ -149,8 +149,10 @@ def test_dataloader_factory_and_random_methods_are_reproducible(uf, data, refere
     attribute_dataset(noisy, first, tmp_path / "b", batch_size=BATCH, progress=False, **kwargs)
     assert_same_output(tmp_path / "a", tmp_path / "b")
     attribute_dataset(noisy, first, tmp_path / "c", batch_size=BATCH, seed=1, progress=False, **kwargs)
-    assert not np.array_equal(columns_of(tmp_path / "a" / "part-00000.parquet")["attribution"],
-                              columns_of(tmp_path / "c" / "part-00000.parquet")["attribution"])
+    assert not np.array_equal(
+        columns_of(tmp_path / "a" / "part-00000.parquet")["attribution"],
+        columns_of(tmp_path / "c" / "part-00000.parquet")["attribution"],
+    )
     torch.random.set_rng_state(state)
 
 
@@ -163,11 +165,15 @@ def test_decompose_and_delta_columns(uf, x, data, tmp_path):
     assert read_manifest(tmp_path / "parts")["map_columns"] == names
     direct = ua.attribute(x[:BATCH], decompose=True, **KWARGS)
     for name, expected in zip(names, direct):
-        np.testing.assert_allclose(table.column(name).combine_chunks().to_numpy_ndarray()[:BATCH], expected.numpy(), atol=1e-6)
+        np.testing.assert_allclose(
+            table.column(name).combine_chunks().to_numpy_ndarray()[:BATCH], expected.numpy(), atol=1e-6
+        )
 
     ig = UncertaintyIntegratedGradients(uf)
     first = TensorDataset(data.tensors[0][:16])
-    attribute_dataset(ig, first, tmp_path / "ig", batch_size=BATCH, progress=False, n_steps=8, return_convergence_delta=True)
+    attribute_dataset(
+        ig, first, tmp_path / "ig", batch_size=BATCH, progress=False, n_steps=8, return_convergence_delta=True
+    )
     frame = pd.read_parquet(tmp_path / "ig").sort_values("index")
     maps, delta = ig.attribute(x[:BATCH], n_steps=8, return_convergence_delta=True)
     np.testing.assert_allclose(frame["delta"].to_numpy()[:BATCH], delta.double().numpy(), atol=1e-6)
@@ -215,16 +221,25 @@ for state in saved["members"]:
     members.append(member.eval())
 uf = UncertaintyForward(members, measure="epistemic")
 data = TensorDataset(saved["x"], saved["y"])
-attribute_dataset(StopAt(UABackprop(uf), at=2, kill=True), data, sys.argv[2], batch_size=8, progress=False, path="inputgrad")
+attribute_dataset(
+    StopAt(UABackprop(uf), at=2, kill=True), data, sys.argv[2], batch_size=8, progress=False, path="inputgrad"
+)
 """
 
 
 def test_killed_process_resumes_to_the_uninterrupted_output(uf, data, digits_ensemble, reference, tmp_path):
     weights = tmp_path / "ensemble.pt"
-    torch.save({"members": [m.state_dict() for m in digits_ensemble], "x": data.tensors[0], "y": data.tensors[1]}, weights)
+    torch.save(
+        {"members": [m.state_dict() for m in digits_ensemble], "x": data.tensors[0], "y": data.tensors[1]}, weights
+    )
     out = tmp_path / "out"
-    killed = subprocess.run([sys.executable, "-c", KILLED_SCRIPT, str(weights), str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_SCRIPT, str(weights), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert killed.returncode == 17, killed.stderr[-2000:]
     # shard 0 was on disk before batch 1 was attributed; shard 1 was being written in the background
     # when batch 2 killed the process: it is there whole, or not at all (at most a hidden temporary)
@@ -310,15 +325,31 @@ class EmptyStream(torch.utils.data.IterableDataset):
 
 def test_cli_attribute_writes_rows_and_rejects_a_bad_posterior(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    args = ["attribute", "--posterior", "tests._dataset_factory:make_forward", "--data", "digits",
-            "--method", "ua_backprop", "--out", str(tmp_path / "cli"), "--limit", "20"]
+    args = [
+        "attribute",
+        "--posterior",
+        "tests._dataset_factory:make_forward",
+        "--data",
+        "digits",
+        "--method",
+        "ua_backprop",
+        "--out",
+        str(tmp_path / "cli"),
+        "--limit",
+        "20",
+    ]
     assert main(args) == 0
     frame = pd.read_parquet(tmp_path / "cli")
     assert len(frame) == 20 and sorted(frame["index"]) == list(range(20))
     assert read_manifest(tmp_path / "cli")["attribute_kwargs"] == KWARGS
     capsys.readouterr()
-    for posterior in ("tests._dataset_factory:nowhere", "no_such_module_xyz:make", "no-colon",
-                      "tests._dataset_factory:not_a_forward", "tests._dataset_factory:KWARGS_MISSING"):
+    for posterior in (
+        "tests._dataset_factory:nowhere",
+        "no_such_module_xyz:make",
+        "no-colon",
+        "tests._dataset_factory:not_a_forward",
+        "tests._dataset_factory:KWARGS_MISSING",
+    ):
         assert main(["attribute", "--posterior", posterior, "--data", "digits", "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "--posterior" in err, err
@@ -331,8 +362,17 @@ def test_readers_and_the_ray_engine_agree_with_the_local_engine(ray_runtime, uf,
     attribute_dataset(UABackprop(uf), data, local, batch_size=BATCH, shard_size=12, progress=False, **KWARGS)
     assert shards(local) == [f"part-0000{k}.parquet" for k in range(4)]  # 12, 12, 12, 4 rows
     distributed = tmp_path / "ray"
-    result = attribute_dataset(UABackprop(uf), data, distributed, batch_size=BATCH, shard_size=12, engine="ray",
-                               concurrency=1, progress=False, **KWARGS)
+    result = attribute_dataset(
+        UABackprop(uf),
+        data,
+        distributed,
+        batch_size=BATCH,
+        shard_size=12,
+        engine="ray",
+        concurrency=1,
+        progress=False,
+        **KWARGS,
+    )
     assert result == DatasetResult(distributed, N, 4, 0)
     assert_same_output(local, distributed, map_atol=1e-6)
 

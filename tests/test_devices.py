@@ -12,6 +12,7 @@ import contextlib
 import pytest
 import torch
 from captum.attr import NoiseTunnel, Saliency
+from conftest import make_cnn
 
 from captum_uncertainty import (
     CLUE,
@@ -41,7 +42,6 @@ from captum_uncertainty.metrics import (
     uncertainty_reduction_curve,
 )
 from captum_uncertainty.mitigation import UncertaintyAttention, attention_weights
-from conftest import make_cnn
 
 
 @contextlib.contextmanager
@@ -113,14 +113,16 @@ CASES = {
     "ua grad batched classes": lambda w: ua(w, path="grad", classes_per_pass=None),
     "ua inputgrad unnormalised": lambda w: ua(w, path="inputgrad", normalize=False),
     "ua inputgrad target": lambda w: ua(w, path="inputgrad", target=2),
-    "ua ig black_white chunked": lambda w: ua(w, path="integrated_gradients", baselines="black_white",
-                                              internal_batch_size=3),
+    "ua ig black_white chunked": lambda w: ua(
+        w, path="integrated_gradients", baselines="black_white", internal_batch_size=3
+    ),
     "ua blur ig chunked": lambda w: ua(w, path="blur_integrated_gradients", internal_batch_size=4),
     "ua mc dropout fullgrad": lambda w: UABackprop(w.mc).attribute(w.x),
     "ua weight samples": lambda w: UABackprop(w.weights).attribute(w.x, path="inputgrad"),
     "ua callable": lambda w: UABackprop(w.callable).attribute(w.x, path="grad"),
-    "ua tabular": lambda w: UABackprop(w.tabular).attribute(w.features, path="integrated_gradients", n_steps=3,
-                                                           tau1=0.1, tau2=0.5),
+    "ua tabular": lambda w: UABackprop(w.tabular).attribute(
+        w.features, path="integrated_gradients", n_steps=3, tau1=0.1, tau2=0.5
+    ),
     # --- the other attribution classes
     "fullgrad": lambda w: FullGrad(w.uf).attribute(w.x),
     "fullgrad model": lambda w: FullGrad(w.classifier).attribute(w.x, target=1),
@@ -137,11 +139,18 @@ CASES = {
         w.x, "clue", n_steps=3, return_convergence_delta=True, fiducial_kwargs={"max_iterations": 3}
     ),
     "cf path in_class decompose": lambda w: CounterfactualPathIG(w.uf, w.vae).attribute(
-        w.x.clamp(0, 1), "in_class", n_steps=3, internal_batch_size=3, decompose=True,
-        fiducial_kwargs={"max_iterations": 3}
+        w.x.clamp(0, 1),
+        "in_class",
+        n_steps=3,
+        internal_batch_size=3,
+        decompose=True,
+        fiducial_kwargs={"max_iterations": 3},
     ),
     "cf path reference reading": lambda w: CounterfactualPathIG(w.uf, w.vae).attribute(
-        w.x.clamp(0, 1), "in_class", n_steps=3, latent_end="refined",
+        w.x.clamp(0, 1),
+        "in_class",
+        n_steps=3,
+        latent_end="refined",
         fiducial_kwargs=dict(reference_in_class_settings(w.x), max_iterations=25),
     ),
     "noise tunnel": lambda w: NoiseTunnel(UncertaintyIntegratedGradients(w.uf)).attribute(
@@ -150,19 +159,24 @@ CASES = {
     # --- metrics and the mitigation attention
     "blur": lambda w: gaussian_blur(w.x, torch.tensor([0.0, 1.0, 2.5], dtype=w.x.dtype, device=w.x.device)),
     "blurring final": lambda w: blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0).curve,
-    "blurring image": lambda w: blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0,
-                                              sigma_selection="image").curve,
-    "blurring step": lambda w: blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0,
-                                             sigma_selection="step").curve,
-    "blurring full given sigma": lambda w: blurring_test(w.uf, w.x, w.maps, fraction=0.1,
-                                                         sigma=full_blur_sigma(w.uf, w.x, max_sigma=1.0)).curve,
-    "eic replaced": lambda w: entropy_information_curve(w.uf, w.x, w.maps, steps=4, sigma=1.5,
-                                                        normalization="replaced").curve,
+    "blurring image": lambda w: (
+        blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0, sigma_selection="image").curve
+    ),
+    "blurring step": lambda w: (
+        blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0, sigma_selection="step").curve
+    ),
+    "blurring full given sigma": lambda w: (
+        blurring_test(w.uf, w.x, w.maps, fraction=0.1, sigma=full_blur_sigma(w.uf, w.x, max_sigma=1.0)).curve
+    ),
+    "eic replaced": lambda w: (
+        entropy_information_curve(w.uf, w.x, w.maps, steps=4, sigma=1.5, normalization="replaced").curve
+    ),
     "urc": lambda w: uncertainty_reduction_curve(w.uf, w.x, w.maps, fraction=0.1).curve,
     "eic": lambda w: entropy_information_curve(w.uf, w.x, w.maps, steps=4, sigma=1.0).curve,
     "deletion": lambda w: insertion_deletion(w.classifier, w.x, w.maps, steps=4).curve,
-    "insertion blur": lambda w: insertion_deletion(w.classifier, w.x, w.maps, mode="insertion",
-                                                   baseline="blur", steps=4).curve,
+    "insertion blur": lambda w: (
+        insertion_deletion(w.classifier, w.x, w.maps, mode="insertion", baseline="blur", steps=4).curve
+    ),
     "anomalies": lambda w: anomaly_localization(w.maps[:2], make_anomalies(w.uf, w.x, w.train, n_images=2).boxes).iou,
     "attention": lambda w: attention_weights(w.maps, "minmax"),
     "attention layer": lambda w: UncertaintyAttention(w.classifier, space="input")(w.x, attention_weights(w.maps)),

@@ -75,7 +75,7 @@ def test_every_api_entry_exists(directive, target):
 
 def test_api_reference_is_in_the_toctree():
     index = (DOCS / "index.rst").read_text()
-    toctree = index[index.index(".. toctree::"):]
+    toctree = index[index.index(".. toctree::") :]
     for page in ("api", "methods", "benchmark", "auto_tutorials/index"):
         assert re.search(rf"^\s+{re.escape(page)}\s*$", toctree, re.M), f"{page} missing from the toctree"
 

@@ -221,12 +221,15 @@ def test_binary_option_equals_the_explicit_two_class_form(measure):
     ones = [OneLogit(seed, squeeze=seed % 2 == 0) for seed in range(3)]  # (N,) and (N, 1) outputs
     binary = UncertaintyForward(ones, measure=measure, binary=True)
     explicit = UncertaintyForward([TwoLogits(m) for m in ones], measure=measure)
-    probabilities = UncertaintyForward([OneProbability(m) for m in ones], measure=measure, binary=True,
-                                       probabilities=True)
+    probabilities = UncertaintyForward(
+        [OneProbability(m) for m in ones], measure=measure, binary=True, probabilities=True
+    )
     assert torch.allclose(binary(x), explicit(x), atol=1e-12)
     assert torch.allclose(probabilities(x), explicit(x), atol=1e-10)
-    for method in (lambda f: UncertaintyIntegratedGradients(f).attribute(x, n_steps=16),
-                   lambda f: UABackprop(f).attribute(x, path="inputgrad", tau1=0.1, tau2=0.5)):
+    for method in (
+        lambda f: UncertaintyIntegratedGradients(f).attribute(x, n_steps=16),
+        lambda f: UABackprop(f).attribute(x, path="inputgrad", tau1=0.1, tau2=0.5),
+    ):
         assert torch.allclose(method(binary), method(explicit), atol=1e-10)
     with pytest.raises(ValueError, match="binary=True"):
         UncertaintyForward(ones)(x)  # one class without the option: a clear error naming it

@@ -48,10 +48,14 @@ def test_training_on_bundled_mnist_lowers_the_reconstruction_loss_and_is_seeded(
     for a, b in zip(runs[0].parameters(), runs[1].parameters()):
         assert torch.equal(a, b)
     with torch.no_grad():
-        reconstruction = F.binary_cross_entropy(runs[0].decode(runs[0].encode(images)), images, reduction="sum") / len(images)
+        reconstruction = F.binary_cross_entropy(runs[0].decode(runs[0].encode(images)), images, reduction="sum") / len(
+            images
+        )
         torch.manual_seed(0)
         untrained = VAE(latent_dim=8).eval()
-        before = F.binary_cross_entropy(untrained.decode(untrained.encode(images)), images, reduction="sum") / len(images)
+        before = F.binary_cross_entropy(untrained.decode(untrained.encode(images)), images, reduction="sum") / len(
+            images
+        )
     assert reconstruction < 0.8 * before
 
 

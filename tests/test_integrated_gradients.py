@@ -96,7 +96,9 @@ def test_noise_tunnel_matches_captum_ig_under_the_same_noise(members, x):
     assert torch.allclose(ours, theirs, atol=1e-8)
     plain = UncertaintyIntegratedGradients(uf).attribute(x, n_steps=8)
     assert not torch.allclose(ours, plain, atol=1e-6)  # the noise did something
-    quiet = NoiseTunnel(UncertaintyIntegratedGradients(uf)).attribute(x, nt_type="smoothgrad", nt_samples=2, stdevs=0.0, n_steps=8)
+    quiet = NoiseTunnel(UncertaintyIntegratedGradients(uf)).attribute(
+        x, nt_type="smoothgrad", nt_samples=2, stdevs=0.0, n_steps=8
+    )
     assert torch.allclose(quiet, plain)
 
 
@@ -130,7 +132,9 @@ def test_same_positional_call_as_captum_with_an_extra_argument(x):
     uf = UncertaintyForward([Gated(seed) for seed in range(3)], measure="epistemic")
     gate = torch.linspace(0.5, 2.0, x.shape[0], dtype=torch.float64)
     baseline = torch.full_like(x, 0.2)
-    ours, our_delta = UncertaintyIntegratedGradients(uf).attribute(x, baseline, None, gate, 32, "gausslegendre", 5, True)
+    ours, our_delta = UncertaintyIntegratedGradients(uf).attribute(
+        x, baseline, None, gate, 32, "gausslegendre", 5, True
+    )
     theirs, their_delta = IntegratedGradients(uf).attribute(x, baseline, None, gate, 32, "gausslegendre", 5, True)
     assert torch.allclose(ours, theirs, atol=1e-6, rtol=0)
     assert torch.allclose(our_delta, their_delta, atol=1e-6)
@@ -156,8 +160,9 @@ def test_tuple_inputs_as_captum_accepts_them(x):
     uf = UncertaintyForward([TwoInputs(seed) for seed in range(3)], measure="total")
     features = torch.linspace(-1, 1, x.shape[0] * 3, dtype=torch.float64).view(-1, 3)
     inputs, baselines = (x, features), (torch.zeros_like(x), 0.5)
-    ours, delta = UncertaintyIntegratedGradients(uf).attribute(inputs, baselines, n_steps=24,
-                                                               return_convergence_delta=True)
+    ours, delta = UncertaintyIntegratedGradients(uf).attribute(
+        inputs, baselines, n_steps=24, return_convergence_delta=True
+    )
     theirs = IntegratedGradients(uf).attribute(inputs, baselines, n_steps=24)
     assert isinstance(ours, tuple) and len(ours) == 2
     for a, b in zip(ours, theirs):
@@ -166,8 +171,9 @@ def test_tuple_inputs_as_captum_accepts_them(x):
     with torch.no_grad():
         gap = uf(x, features) - uf(torch.zeros_like(x), torch.full_like(features, 0.5))
     assert torch.allclose(ours[0].flatten(1).sum(1) + ours[1].sum(1), gap + delta, atol=1e-10)
-    total, aleatoric, epistemic = UncertaintyIntegratedGradients(uf).attribute(inputs, baselines, n_steps=8,
-                                                                               decompose=True)
+    total, aleatoric, epistemic = UncertaintyIntegratedGradients(uf).attribute(
+        inputs, baselines, n_steps=8, decompose=True
+    )
     assert isinstance(epistemic, tuple) and torch.allclose(epistemic[1], total[1] - aleatoric[1])
 
 

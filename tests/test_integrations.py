@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from bayesian_torch.models.dnn_to_bnn import dnn_to_bnn
 from captum.attr import IntegratedGradients
+from conftest import assert_untouched, model_state, randomize_batchnorm
 from laplace import Laplace
 from torch import nn
 from torch_uncertainty.methods import deep_ensembles, mc_dropout
@@ -21,11 +22,9 @@ from torch_uncertainty.models.classification import lenet
 
 import captum_uncertainty
 from captum_uncertainty import DeepEnsemble, MCDropout, UABackprop, UncertaintyForward, WeightSamples
+from captum_uncertainty.attr._utils.gradients import captured_layer_outputs
 from captum_uncertainty.integrations import from_bayesian_torch, from_laplace, from_torch_uncertainty
 from captum_uncertainty.integrations.bayesian_torch import PLAIN_LAYERS
-from conftest import assert_untouched, model_state, randomize_batchnorm
-
-from captum_uncertainty.attr._utils.gradients import captured_layer_outputs
 
 PATHS = ("fullgrad", "inputgrad", "integrated_gradients")
 CLASSES = 4
@@ -313,9 +312,7 @@ def test_bayesian_torch_layers_become_plain_layers_with_sampled_weights(x):
     first = posterior.sample_modules()[0].model
     assert type(first[0]) is nn.Conv2d and type(first[3]) is nn.Conv2d and type(first[6]) is nn.Linear
     assert first[3].padding == (1, 1) and first[0].bias is not None
-    for index, (mu_name, rho_name, attribute) in enumerate(
-        [("mu_kernel", "rho_kernel", "weight"), ("mu_bias", "rho_bias", "bias")]
-    ):
+    for mu_name, rho_name, attribute in [("mu_kernel", "rho_kernel", "weight"), ("mu_bias", "rho_bias", "bias")]:
         layer = model[0]
         mu, sigma = getattr(layer, mu_name).detach(), F.softplus(getattr(layer, rho_name).detach())
         draws = torch.stack([getattr(member.model[0], attribute).detach() for member in posterior.sample_modules()])

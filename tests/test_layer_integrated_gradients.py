@@ -196,7 +196,9 @@ def test_local_attribution_is_the_bare_integral_sum(members, tokens, pad):
     local = LayerUncertaintyIntegratedGradients(uf, embeddings(members), multiply_by_inputs=False)
     assert not local.multiplies_by_inputs
     captum = LayerIntegratedGradients(UncertaintyForward(members[:1]), members[0].emb, multiply_by_inputs=False)
-    one = LayerUncertaintyIntegratedGradients(UncertaintyForward(members[:1]), [members[0].emb], multiply_by_inputs=False)
+    one = LayerUncertaintyIntegratedGradients(
+        UncertaintyForward(members[:1]), [members[0].emb], multiply_by_inputs=False
+    )
     assert torch.allclose(one.attribute(tokens, pad, n_steps=8), captum.attribute(tokens, pad, n_steps=8), atol=1e-8)
     assert not torch.allclose(local.attribute(tokens, pad, n_steps=8), one.attribute(tokens, pad, n_steps=8))
 
@@ -205,7 +207,9 @@ def test_vmap_ensembles_run_as_a_loop_so_the_hooks_fire(members, tokens, pad):
     looped = LayerUncertaintyIntegratedGradients(UncertaintyForward(members), embeddings(members))
     posterior = DeepEnsemble(members, strategy="vmap")
     batched = LayerUncertaintyIntegratedGradients(UncertaintyForward(posterior), embeddings(members))
-    assert torch.allclose(batched.attribute(tokens, pad, n_steps=8), looped.attribute(tokens, pad, n_steps=8), atol=1e-12)
+    assert torch.allclose(
+        batched.attribute(tokens, pad, n_steps=8), looped.attribute(tokens, pad, n_steps=8), atol=1e-12
+    )
     assert posterior.strategy == "vmap"
 
 
@@ -248,7 +252,9 @@ def test_wrong_length_layer_list(members):
 
 def test_layer_not_in_its_member(members):
     with pytest.raises(ValueError, match=r"layer\[0\].*not a submodule of member 0"):
-        LayerUncertaintyIntegratedGradients(UncertaintyForward(members), [nn.Embedding(VOCAB, DIM)] + embeddings(members)[1:])
+        LayerUncertaintyIntegratedGradients(
+            UncertaintyForward(members), [nn.Embedding(VOCAB, DIM)] + embeddings(members)[1:]
+        )
     swapped = [members[1].emb, members[0].emb, members[2].emb]
     with pytest.raises(ValueError, match=r"layer\[0\]"):
         LayerUncertaintyIntegratedGradients(UncertaintyForward(members), swapped)

@@ -64,7 +64,15 @@ def test_gaussian_blur_matches_scipy_identity_and_mean_limit():
     x = torch.rand(2, 3, 5, 7, dtype=DT)
     for sigma in (0.7, 2.0, 20.0):  # 20: kernel much wider than the image
         reference = torch.stack(
-            [torch.stack([torch.from_numpy(ndimage.gaussian_filter(x[i, c].numpy(), sigma, mode="reflect")) for c in range(3)]) for i in range(2)]
+            [
+                torch.stack(
+                    [
+                        torch.from_numpy(ndimage.gaussian_filter(x[i, c].numpy(), sigma, mode="reflect"))
+                        for c in range(3)
+                    ]
+                )
+                for i in range(2)
+            ]
         )
         assert torch.allclose(gaussian_blur(x, sigma), reference, atol=1e-12)
     assert torch.equal(gaussian_blur(x, 0.0), x)
@@ -85,7 +93,9 @@ def test_blurring_test_right_and_reversed_maps(selection):
     r = 1 - min(blurred_value(s) for s in sigmas)  # best reduction reachable by the search
     assert r > 0.9
     right = map_with_pixel_at_rank(0)
-    result = blurring_test(one_pixel_uncertainty, x, right, fraction=0.25, sigma_step=0.5, max_sigma=20.0, sigma_selection=selection)
+    result = blurring_test(
+        one_pixel_uncertainty, x, right, fraction=0.25, sigma_step=0.5, max_sigma=20.0, sigma_selection=selection
+    )
     assert result.curve.shape == (4,) and result.per_image.shape == (1, 4)
     assert torch.allclose(result.curve, torch.full((4,), r, dtype=DT))
     assert result.murr == pytest.approx(r)
@@ -99,7 +109,9 @@ def test_blurring_test_right_and_reversed_maps(selection):
 
 def test_blurring_median_over_three_and_four_images_and_tie_order():
     x = bright_pixel_images(4)
-    maps = torch.cat([map_with_pixel_at_rank(0), map_with_pixel_at_rank(1), map_with_pixel_at_rank(15), map_with_pixel_at_rank(15)])
+    maps = torch.cat(
+        [map_with_pixel_at_rank(0), map_with_pixel_at_rank(1), map_with_pixel_at_rank(15), map_with_pixel_at_rank(15)]
+    )
     kwargs = dict(fraction=0.25, sigma_step=10.0, max_sigma=10.0)  # sigmas {0, 10}
     r = 1 - blurred_value(10.0)
     three = blurring_test(one_pixel_uncertainty, x[:3], maps[:3], **kwargs)
@@ -110,7 +122,9 @@ def test_blurring_median_over_three_and_four_images_and_tie_order():
     four = blurring_test(one_pixel_uncertainty, x, maps, **kwargs)  # even count: mean of the two middle values
     assert torch.allclose(four.curve, torch.tensor([0, r / 2, r / 2, r / 2], dtype=DT))
     # ties keep raster order: an all-zero map blurs pixels 0, 1, ..., so the bright one (index 6) 7th
-    ties = blurring_test(one_pixel_uncertainty, x[:1], torch.zeros(1, 1, 4, 4, dtype=DT), fraction=0.5, sigma_step=10.0, max_sigma=10.0)
+    ties = blurring_test(
+        one_pixel_uncertainty, x[:1], torch.zeros(1, 1, 4, 4, dtype=DT), fraction=0.5, sigma_step=10.0, max_sigma=10.0
+    )
     assert torch.allclose(ties.curve, torch.tensor([0.0] * 6 + [r, r], dtype=DT))
 
 
@@ -134,7 +148,9 @@ def reference_blurring(forward, x, maps, budget, sigmas, selection):
     if selection == "final":
         best = u[:, -1, :].argmin(0)
     elif selection == "full":  # U of the fully blurred image, the map plays no part
-        fully = torch.stack([torch.stack([forward(gaussian_blur(x[i : i + 1], s))[0] for i in range(n)]) for s in sigmas])
+        fully = torch.stack(
+            [torch.stack([forward(gaussian_blur(x[i : i + 1], s))[0] for i in range(n)]) for s in sigmas]
+        )
         best = fully.argmin(0)
     else:
         best = torch.cummax(red, dim=1).values[:, -1, :].argmax(0)
@@ -158,7 +174,9 @@ def test_blurring_matches_brute_force_and_is_batch_size_invariant(selection):
         sizes.append(images.shape[0])
         return forward(images)
 
-    result = blurring_test(counting, x, maps, fraction=3 / 16, sigma_step=0.5, max_sigma=1.5, batch_size=5, sigma_selection=selection)
+    result = blurring_test(
+        counting, x, maps, fraction=3 / 16, sigma_step=0.5, max_sigma=1.5, batch_size=5, sigma_selection=selection
+    )
     assert max(sizes) <= 5
     assert torch.allclose(result.per_image, expected, atol=1e-12)
     assert bool((result.per_image[:, 1:] >= result.per_image[:, :-1]).all())  # running max: monotone
@@ -189,8 +207,18 @@ def test_full_sigma_selection_does_not_depend_on_the_map():
         chosen.append(result.sigma)
     for sigma in chosen:
         assert torch.equal(sigma, expected)
-    final = [blurring_test(forward, x, torch.rand(2, 1, 4, 4, dtype=DT), fraction=0.0625, sigma_step=0.5,
-                           max_sigma=1.5, sigma_selection="final").sigma for _ in range(6)]
+    final = [
+        blurring_test(
+            forward,
+            x,
+            torch.rand(2, 1, 4, 4, dtype=DT),
+            fraction=0.0625,
+            sigma_step=0.5,
+            max_sigma=1.5,
+            sigma_selection="final",
+        ).sigma
+        for _ in range(6)
+    ]
     assert any(not torch.equal(s, final[0]) for s in final)  # the map-dependent reading moves
     # one search for many maps: full_blur_sigma, then sigma= gives the "full" reading's results
     assert torch.equal(full_blur_sigma(forward, x, sigma_step=0.5, max_sigma=1.5), expected)
@@ -308,7 +336,9 @@ def test_insertion_deletion_linear_toy_hand_computed():
     uf = UncertaintyForward([Member(), Member()], probabilities=True)
     assert torch.allclose(insertion_deletion(uf, x, good, steps=4).curve, deletion.curve)
     # a blurred constant image is the image itself: nothing is removed
-    assert insertion_deletion(linear_probabilities, x, good, baseline="blur", steps=4, probabilities=True).auc == pytest.approx(1.0)
+    assert insertion_deletion(
+        linear_probabilities, x, good, baseline="blur", steps=4, probabilities=True
+    ).auc == pytest.approx(1.0)
 
 
 def test_insertion_deletion_mean_over_images():

@@ -208,8 +208,17 @@ def test_study_returns_mean_and_std_and_alpha_zero_matches_plain(digits):
     maps_train = torch.rand(len(digits.x_train), 1, 8, 8, generator=torch.Generator().manual_seed(0))
     maps_test = torch.rand(len(digits.x_test), 1, 8, 8, generator=torch.Generator().manual_seed(1))
     result = mitigation_study(
-        digits.x_train, digits.y_train, digits.x_test, digits.y_test, maps_train, maps_test,
-        seeds=(0, 1), alpha=0.0, epochs=2, n_train=100, progress=False,
+        digits.x_train,
+        digits.y_train,
+        digits.x_test,
+        digits.y_test,
+        maps_train,
+        maps_test,
+        seeds=(0, 1),
+        alpha=0.0,
+        epochs=2,
+        n_train=100,
+        progress=False,
     )
     assert list(result) == ["no attention", "attention"]
     for row in result.values():
@@ -218,5 +227,15 @@ def test_study_returns_mean_and_std_and_alpha_zero_matches_plain(digits):
     # alpha = 0 and the same seed: the attention run is the plain run
     assert result["attention"] == result["no attention"]
     with pytest.raises(ValueError, match="same length"):
-        mitigation_study(digits.x_train, digits.y_train, digits.x_test, digits.y_test, maps_train[:5], maps_test,
-                         seeds=(0,), epochs=1, n_train=20, progress=False)
+        mitigation_study(
+            digits.x_train,
+            digits.y_train,
+            digits.x_test,
+            digits.y_test,
+            maps_train[:5],
+            maps_test,
+            seeds=(0,),
+            epochs=1,
+            n_train=20,
+            progress=False,
+        )

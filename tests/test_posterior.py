@@ -3,6 +3,7 @@
 import pytest
 import torch
 from captum.attr import IntegratedGradients
+from conftest import assert_untouched, model_state
 from torch import nn
 
 from captum_uncertainty import (
@@ -13,7 +14,6 @@ from captum_uncertainty import (
     WeightSamples,
     entropy_decomposition,
 )
-from conftest import assert_untouched, model_state
 
 
 class SmallCNN(nn.Module):
@@ -21,7 +21,9 @@ class SmallCNN(nn.Module):
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
         self.drop2d = nn.Dropout2d(0.25)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 3 * 3, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(4 * 3 * 3, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, classes)
+        )
 
     def forward(self, x):
         return self.head(self.drop2d(self.features(x)))

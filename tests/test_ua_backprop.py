@@ -4,11 +4,11 @@ positivity, decomposition, MC dropout, state invariance and bad input (FullGrad:
 import pytest
 import torch
 from captum.attr import NoiseTunnel
+from conftest import assert_untouched, literal_fullgrad_terms, literal_min_max, make_cnn, model_state, resized
 from torch import nn
 
 from captum_uncertainty import MCDropout, SampleCallable, UncertaintyForward
 from captum_uncertainty.attr.ua_backprop import UABackprop
-from conftest import assert_untouched, literal_fullgrad_terms, literal_min_max, make_cnn, model_state, resized
 
 MEASURES = ("total", "aleatoric", "epistemic")
 
@@ -142,7 +142,9 @@ def test_ig_path_matches_hand_written_eq_22(members, x):
     """Eq. 22 with a 2-point left Riemann rule (alphas 0 and 1/2) checked against manual gradients."""
     uf = UncertaintyForward(members[:1], measure="total")
     baseline = torch.zeros_like(x)
-    maps = UABackprop(uf).attribute(x[:1], path="integrated_gradients", tau1=0.3, tau2=0.4, n_steps=2, method="riemann_left")
+    maps = UABackprop(uf).attribute(
+        x[:1], path="integrated_gradients", tau1=0.3, tau2=0.4, n_steps=2, method="riemann_left"
+    )
     with torch.no_grad():
         g = torch.softmax(members[0](x[:1]), 1)[0]
     u_g = -g * torch.log(g)
@@ -223,7 +225,9 @@ def test_fullgrad_path_needs_a_hookable_posterior(members, x):
     def stacked(inputs):
         return torch.stack([m(inputs) for m in members])
 
-    opaque = UABackprop(UncertaintyForward(SampleCallable(stacked, layout="samples_first", num_samples=3), measure="total"))
+    opaque = UABackprop(
+        UncertaintyForward(SampleCallable(stacked, layout="samples_first", num_samples=3), measure="total")
+    )
     with pytest.raises(ValueError, match="path='fullgrad'"):
         opaque.attribute(x)
     listed = SampleCallable(stacked, layout="samples_first", num_samples=3, modules=members)
@@ -347,8 +351,12 @@ def literal_tabular(members, row, measure, path, tau1, tau2):
     for s, member in enumerate(members):
         for i in range(g.shape[1]):
             u_z = sum(
-                torch.softmax(torch.tensor([g[s, j] * (float(k == j) - g[s, k]) for k in range(g.shape[1])],
-                                           dtype=g.dtype) / (g[s, j] * tau1), dim=0)[i] * u_g[j]
+                torch.softmax(
+                    torch.tensor([g[s, j] * (float(k == j) - g[s, k]) for k in range(g.shape[1])], dtype=g.dtype)
+                    / (g[s, j] * tau1),
+                    dim=0,
+                )[i]
+                * u_g[j]
                 for j in range(g.shape[1])
             )
             point = row.unsqueeze(0).clone().requires_grad_()
@@ -381,8 +389,9 @@ def test_fullgrad_refuses_a_posterior_that_runs_copies_of_its_listed_modules(mem
     import copy
 
     copies = [copy.deepcopy(m) for m in members]
-    hidden = SampleCallable(lambda inputs: torch.stack([m(inputs) for m in copies]), layout="samples_first",
-                            modules=members)
+    hidden = SampleCallable(
+        lambda inputs: torch.stack([m(inputs) for m in copies]), layout="samples_first", modules=members
+    )
     with pytest.raises(ValueError, match="none of them ran"):
         UABackprop(UncertaintyForward(hidden)).attribute(x)
 

@@ -102,9 +102,7 @@ for k in range(len(top)):
     )
 
 smoothgrad = NoiseTunnel(IntegratedGradients(uf))
-sg_maps = smoothgrad.attribute(
-    inputs, baselines=baselines, n_steps=16, nt_type="smoothgrad", nt_samples=8, stdevs=0.1
-)
+sg_maps = smoothgrad.attribute(inputs, baselines=baselines, n_steps=16, nt_type="smoothgrad", nt_samples=8, stdevs=0.1)
 
 # %%
 # Captum's visualiser takes ``(H, W, C)`` numpy arrays, so we permute the tensors. Red pixels
@@ -125,12 +123,22 @@ for k in range(len(top)):
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     viz.visualize_image_attr(
-        hwc(ig_maps[k]), hwc(inputs[k]), method="blended_heat_map", sign="all",
-        plt_fig_axis=(fig, axes[k, 2]), use_pyplot=False, title="IG",
+        hwc(ig_maps[k]),
+        hwc(inputs[k]),
+        method="blended_heat_map",
+        sign="all",
+        plt_fig_axis=(fig, axes[k, 2]),
+        use_pyplot=False,
+        title="IG",
     )
     viz.visualize_image_attr(
-        hwc(sg_maps[k]), hwc(inputs[k]), method="blended_heat_map", sign="all",
-        plt_fig_axis=(fig, axes[k, 3]), use_pyplot=False, title="SmoothGrad IG",
+        hwc(sg_maps[k]),
+        hwc(inputs[k]),
+        method="blended_heat_map",
+        sign="all",
+        plt_fig_axis=(fig, axes[k, 3]),
+        use_pyplot=False,
+        title="SmoothGrad IG",
     )
 fig.tight_layout()
 

@@ -167,8 +167,13 @@ for k, name in enumerate(names):
         attribution = hwc(maps[measure][k])
         if abs(attribution).max() > 0:
             viz.visualize_image_attr(
-                attribution, hwc(examples[k]), method="blended_heat_map", sign="all",
-                plt_fig_axis=(fig, axes[k, c]), use_pyplot=False, title=measure,
+                attribution,
+                hwc(examples[k]),
+                method="blended_heat_map",
+                sign="all",
+                plt_fig_axis=(fig, axes[k, c]),
+                use_pyplot=False,
+                title=measure,
             )
         else:
             axes[k, c].set_title(f"{measure}: all zero", fontsize=8)

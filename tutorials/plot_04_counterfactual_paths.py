@@ -32,8 +32,10 @@ from captum_uncertainty.generative import load_or_train_vae
 data = load_mnist(test_size=1000, seed=0)
 members = train_ensemble(n_members=5, data=data, epochs=2, seed=0, progress=False)
 vae = load_or_train_vae(data.x_train, latent_dim=32, epochs=10, seed=0, progress=False)
-print(f"VAE reconstruction loss per digit: epoch 1 {vae.history[0]['reconstruction']:.1f} nats, "
-      f"epoch {len(vae.history)} {vae.history[-1]['reconstruction']:.1f} nats")
+print(
+    f"VAE reconstruction loss per digit: epoch 1 {vae.history[0]['reconstruction']:.1f} nats, "
+    f"epoch {len(vae.history)} {vae.history[-1]['reconstruction']:.1f} nats"
+)
 
 uf = UncertaintyForward(members, measure="total")
 with torch.no_grad():
@@ -59,8 +61,10 @@ def show_rows(rows, titles, cmap="gray"):
 
 maps, found = CLUE(uf, vae).attribute(x, return_counterfactuals=True)
 for i in range(len(x)):
-    print(f"digit {i}: U {found.input_uncertainty[i]:.3f} -> {found.uncertainty[i]:.3f} nats, "
-          f"mean |change| {found.distance[i]:.3f}, {int(found.iterations[i])} iterations")
+    print(
+        f"digit {i}: U {found.input_uncertainty[i]:.3f} -> {found.uncertainty[i]:.3f} nats, "
+        f"mean |change| {found.distance[i]:.3f}, {int(found.iterations[i])} iterations"
+    )
 show_rows([x, found.images, maps], ["x", "CLUE", "|x - CLUE|"], cmap="inferno")
 
 # %%
@@ -71,8 +75,10 @@ show_rows([x, found.images, maps], ["x", "CLUE", "|x - CLUE|"], cmap="inferno")
 
 diverse = DeltaCLUE(uf, vae).counterfactuals(x[:1], delta=2.0, n_starts=5, seed=0)
 codes = vae.encode(x[:1]).detach()
-print("distance of each solution to the encoder's code:",
-      [round(float(d), 3) for d in (diverse.latents[0] - codes).norm(dim=1)])
+print(
+    "distance of each solution to the encoder's code:",
+    [round(float(d), 3) for d in (diverse.latents[0] - codes).norm(dim=1)],
+)
 print("their uncertainty:", [round(float(u), 3) for u in diverse.uncertainty[0]])
 fig, axes = plt.subplots(1, 6, figsize=(10, 1.9))
 for axis, image, title in zip(axes, [x[0]] + list(diverse.images[0]), ["x"] + [f"start {k}" for k in range(5)]):
@@ -92,9 +98,11 @@ parts, deltas, fiducials = cpig.attribute(
     x, fiducial="in_class", n_steps=50, decompose=True, return_convergence_delta=True, return_fiducial=True
 )
 for i in range(len(x)):
-    print(f"digit {i}: class kept {bool(fiducials.fiducial_class[i] == fiducials.input_class[i])}, "
-          f"U(x) {fiducials.input_uncertainty[i]:.3f}, U(fiducial) {fiducials.uncertainty[i]:.3f}, "
-          f"convergence delta {deltas.total[i]:+.1e}")
+    print(
+        f"digit {i}: class kept {bool(fiducials.fiducial_class[i] == fiducials.input_class[i])}, "
+        f"U(x) {fiducials.input_uncertainty[i]:.3f}, U(fiducial) {fiducials.uncertainty[i]:.3f}, "
+        f"convergence delta {deltas.total[i]:+.1e}"
+    )
 
 alphas = torch.linspace(0, 1, 5)
 codes = vae.encode(x).detach()
@@ -109,5 +117,8 @@ show_rows(path + [x], [f"alpha={a:.2f}" for a in alphas] + ["x"])
 # signed attributions over the whole digit and the background.
 
 black = UncertaintyIntegratedGradients(uf).attribute(x, baselines="black", n_steps=50)
-show_rows([x, parts.total, parts.aleatoric, parts.epistemic, black],
-          ["x", "total", "aleatoric", "epistemic", "IG from black"], cmap="RdBu_r")
+show_rows(
+    [x, parts.total, parts.aleatoric, parts.epistemic, black],
+    ["x", "total", "aleatoric", "epistemic", "IG from black"],
+    cmap="RdBu_r",
+)

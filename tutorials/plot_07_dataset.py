@@ -59,9 +59,11 @@ manifest = read_manifest(out)
 print(frame.drop(columns="attribution").head())
 print("map shape:", manifest["map_shape"], "explainer:", manifest["explainer"], manifest["attribute_kwargs"])
 labels = data.y_test.numpy()[frame["index"]]
-print(f"accuracy {np.mean(frame['predicted'] == labels):.3f}; "
-      f"mean epistemic uncertainty right {frame['epistemic'][frame['predicted'] == labels].mean():.3f}, "
-      f"wrong {frame['epistemic'][frame['predicted'] != labels].mean():.3f} nats")
+print(
+    f"accuracy {np.mean(frame['predicted'] == labels):.3f}; "
+    f"mean epistemic uncertainty right {frame['epistemic'][frame['predicted'] == labels].mean():.3f}, "
+    f"wrong {frame['epistemic'][frame['predicted'] != labels].mean():.3f} nats"
+)
 
 # %%
 # The most uncertain digits and their maps

@@ -163,8 +163,9 @@ print("convergence delta, every member's embedding: ", [round(float(d), 6) for d
 # sentence, a negative value that it lowers it. Padding positions have identical embeddings at
 # both ends of the path, so their attributions are exactly zero.
 
-maps, deltas = lig.attribute(inputs, baselines=pad, n_steps=32, decompose=True, sum_embedding=True,
-                             return_convergence_delta=True)
+maps, deltas = lig.attribute(
+    inputs, baselines=pad, n_steps=32, decompose=True, sum_embedding=True, return_convergence_delta=True
+)
 print(f"largest |delta| of the three measures: {float(torch.stack(deltas).abs().max()):.2e}")
 for k in range(len(inputs)):
     words = [WORDS[int(i)] for i in inputs[k] if int(i) != 0]

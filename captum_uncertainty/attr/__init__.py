@@ -8,7 +8,7 @@ classes here are the methods Captum lacks.
 from captum_uncertainty.attr._utils.latent_search import LossNotDecreasing
 from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients
 from captum_uncertainty.attr.clue import CLUE, Counterfactuals
-from captum_uncertainty.attr.counterfactual_path import CounterfactualPathIG, FiducialWarning, Fiducials
+from captum_uncertainty.attr.counterfactual_path import CounterfactualPathIG, Fiducials, FiducialWarning
 from captum_uncertainty.attr.delta_clue import DeltaCLUE
 from captum_uncertainty.attr.distribution import ExplanationDistribution
 from captum_uncertainty.attr.fullgrad import FullGrad

@@ -17,10 +17,17 @@ from captum_uncertainty.attr._utils.formatting import (
     format_inputs,
     format_output,
 )
-from captum_uncertainty.attr._utils.path import blur_levels, blur_path, default_max_sigma, integrate_path, target_gradients
+from captum_uncertainty.attr._utils.path import (
+    blur_levels,
+    blur_path,
+    default_max_sigma,
+    integrate_path,
+    target_gradients,
+)
 from captum_uncertainty.blur import gaussian_blur
 
 __all__ = ["BlurIntegratedGradients", "default_max_sigma"]
+
 
 class BlurIntegratedGradients(GradientAttribution):
     r"""Blur Integrated Gradients (Xu et al., 2020, "Attribution in Scale and Space").
@@ -136,16 +143,19 @@ class BlurIntegratedGradients(GradientAttribution):
             raise ValueError(f"grad_step must be a float > 0, got {grad_step!r}")
         if max_sigma is None:
             max_sigma = default_max_sigma(tensors[0].shape[2], tensors[0].shape[3])
-        if not isinstance(max_sigma, (int, float)) or isinstance(max_sigma, bool) or not (
-            max_sigma > 0 and math.isfinite(max_sigma)
+        if (
+            not isinstance(max_sigma, (int, float))
+            or isinstance(max_sigma, bool)
+            or not (max_sigma > 0 and math.isfinite(max_sigma))
         ):
             raise ValueError(f"max_sigma must be a finite float > 0, got {max_sigma!r}")
         batch = tensors[0].shape[0]
         sigmas = self.sigma_grid(float(max_sigma), n_steps, sqrt, device=tensors[0].device)
         widths = (sigmas[1:] - sigmas[:-1]).to(tensors[0].dtype)
         gradients = target_gradients(self, target, additional_args_tuple(additional_forward_args), batch)
-        ((*totals,),) = integrate_path(blur_path(tensors, float(grad_step)), gradients, sigmas[:-1], widths, batch,
-                                       internal_batch_size)
+        ((*totals,),) = integrate_path(
+            blur_path(tensors, float(grad_step)), gradients, sigmas[:-1], widths, batch, internal_batch_size
+        )
         attributions = format_output(totals, is_tuple)
         if not return_convergence_delta:
             return attributions

@@ -154,8 +154,9 @@ class CLUE(Attribution):
     ) -> Counterfactuals:
         """Run the latent search (arguments as in :meth:`attribute`) and return what it found."""
         inputs = check_counterfactual_inputs(inputs)
-        objective = ClueObjective(self.forward_func, self.generative_model, inputs, uncertainty_weight,
-                                  distance_weight, distance, measure)
+        objective = ClueObjective(
+            self.forward_func, self.generative_model, inputs, uncertainty_weight, distance_weight, distance, measure
+        )
         with torch.no_grad():
             start = encode_inputs(self.generative_model, inputs)
             decode_latents(self.generative_model, start[:1], inputs[:1])
@@ -210,7 +211,9 @@ def resolve_distance(distance: Distance) -> Callable[[Tensor, Tensor], Tensor]:
         return lambda a, b: (a - b).abs().flatten(1).mean(1)
     if distance == "l2":
         return lambda a, b: (a - b).square().flatten(1).mean(1)
-    raise ValueError(f"distance must be one of {DISTANCES} or a callable d(counterfactuals, inputs) -> (N,), got {distance!r}")
+    raise ValueError(
+        f"distance must be one of {DISTANCES} or a callable d(counterfactuals, inputs) -> (N,), got {distance!r}"
+    )
 
 
 def check_counterfactual_inputs(inputs: Any, name: str = "inputs") -> Tensor:

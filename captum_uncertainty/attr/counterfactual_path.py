@@ -231,14 +231,18 @@ class CounterfactualPathIG(GradientAttribution):
         measures = ("total", "aleatoric") if decompose else (forward.measure,)
         batch = inputs.shape[0]
         gradients = uncertainty_gradients(forward, args, measures, batch, target)
-        latent_part = integrate_path(self.decoded_path(found.latents, latents, inputs), gradients, nodes, weights,
-                                     batch, internal_batch_size)
-        gap_part = integrate_path(straight_path((inputs,), (reconstruction,)), gradients, nodes, weights, batch,
-                                  internal_batch_size)
+        latent_part = integrate_path(
+            self.decoded_path(found.latents, latents, inputs), gradients, nodes, weights, batch, internal_batch_size
+        )
+        gap_part = integrate_path(
+            straight_path((inputs,), (reconstruction,)), gradients, nodes, weights, batch, internal_batch_size
+        )
         attribution = [a + g * (inputs - reconstruction) for (a,), (g,) in zip(latent_part, gap_part)]
         with torch.no_grad():
-            ends = zip(uncertainty_values(forward, (inputs,), args, measures, target),
-                       uncertainty_values(forward, (found.images,), args, measures, target))
+            ends = zip(
+                uncertainty_values(forward, (inputs,), args, measures, target),
+                uncertainty_values(forward, (found.images,), args, measures, target),
+            )
         deltas = [a.flatten(1).sum(1) - (at_x - at_f) for a, (at_x, at_f) in zip(attribution, ends)]
         result, delta = decomposed(attribution, deltas) if decompose else (attribution[0], deltas[0])
         outputs = (result,) + ((delta,) if return_convergence_delta else ()) + ((found,) if return_fiducial else ())
@@ -262,8 +266,9 @@ class CounterfactualPathIG(GradientAttribution):
             images = decode_latents(self.generative_model, latents, inputs)
             at_inputs, at_fiducials = forward.decompose(inputs), forward.decompose(images)
             classes = predicted_class(forward, inputs), predicted_class(forward, images)
-        return Fiducials(latents.detach(), images, at_fiducials.select(forward.measure),
-                         at_inputs.select(forward.measure), *classes)
+        return Fiducials(
+            latents.detach(), images, at_fiducials.select(forward.measure), at_inputs.select(forward.measure), *classes
+        )
 
     def fiducial_latents(self, fiducial: Tensor, inputs: Tensor) -> Tensor:
         if fiducial.shape == inputs.shape:
@@ -292,7 +297,9 @@ class CounterfactualPathIG(GradientAttribution):
             with torch.no_grad(), warnings.catch_warnings():
                 # torch's first forward-mode AD call loads JIT decompositions and warns about torch.jit
                 warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
-                points, velocities = jvp(lambda z: decode_latents(self.generative_model, z, like), (latents,), (tangents,))
+                points, velocities = jvp(
+                    lambda z: decode_latents(self.generative_model, z, like), (latents,), (tangents,)
+                )
             return (points.detach(),), (velocities.detach(),)
 
         return points_at
@@ -364,8 +371,11 @@ def in_class_fiducials(
         images = decode_latents(generative_model, latents, inputs[rows])
         log_p = forward.log_probabilities(images)
         log_mean = torch.logsumexp(log_p, 0) - math.log(log_p.shape[0])
-        return (reconstruction_loss(images, inputs[rows]) + class_weight * class_term(log_mean, target[rows])
-                + prior_weight * latents.square().sum(1))
+        return (
+            reconstruction_loss(images, inputs[rows])
+            + class_weight * class_term(log_mean, target[rows])
+            + prior_weight * latents.square().sum(1)
+        )
 
     return search_latents(objective, start, lr, max_iterations, tolerance, patience, stopping=stopping).latents
 
@@ -409,7 +419,9 @@ def reference_in_class_settings(inputs: Tensor) -> Dict[str, Any]:
     """
     height, width = inputs.shape[-2:]
     return dict(
-        class_loss="class_averaged_bce", class_weight=1e4 * height * width, max_iterations=2000,
+        class_loss="class_averaged_bce",
+        class_weight=1e4 * height * width,
+        max_iterations=2000,
         stopping=LossNotDecreasing(rtol=1e-3),
     )
 
@@ -445,9 +457,15 @@ def warn_about_invalid_fiducials(found: Fiducials) -> None:
     changed = (found.fiducial_class != found.input_class).nonzero().flatten().tolist()
     higher = (found.uncertainty >= found.input_uncertainty).nonzero().flatten().tolist()
     if changed:
-        warnings.warn(f"CounterfactualPathIG: the fiducials of inputs {changed} change the predicted class", FiducialWarning)
+        warnings.warn(
+            f"CounterfactualPathIG: the fiducials of inputs {changed} change the predicted class",
+            FiducialWarning,
+            stacklevel=3,
+        )
     if higher:
         warnings.warn(
             f"CounterfactualPathIG: the fiducials of inputs {higher} do not lower the uncertainty "
-            "(see return_fiducial=True for both values)", FiducialWarning,
+            "(see return_fiducial=True for both values)",
+            FiducialWarning,
+            stacklevel=3,
         )

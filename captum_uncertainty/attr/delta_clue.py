@@ -90,8 +90,18 @@ class DeltaCLUE(CLUE):
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         found = self.counterfactuals(
-            inputs, delta, n_starts, seed, uncertainty_weight, distance_weight, distance, measure,
-            lr, max_iterations, tolerance, patience,
+            inputs,
+            delta,
+            n_starts,
+            seed,
+            uncertainty_weight,
+            distance_weight,
+            distance,
+            measure,
+            lr,
+            max_iterations,
+            tolerance,
+            patience,
         )
         inputs = inputs.detach()
         if aggregate == "best":
@@ -133,8 +143,9 @@ class DeltaCLUE(CLUE):
         centres = centres.repeat_interleave(n_starts, 0)
         starts = centres + offsets.repeat(batch, 1)
         repeated = inputs.repeat_interleave(n_starts, 0)
-        objective = ClueObjective(self.forward_func, self.generative_model, repeated, uncertainty_weight,
-                                  distance_weight, distance, measure)
+        objective = ClueObjective(
+            self.forward_func, self.generative_model, repeated, uncertainty_weight, distance_weight, distance, measure
+        )
 
         def project(latents: Tensor, rows: Tensor) -> Tensor:
             return project_to_ball(latents, centres[rows], float(delta))
@@ -150,7 +161,9 @@ def uniform_in_ball(shape: torch.Size, radius: float, generator: torch.Generator
     """Offsets ``(N, D)`` drawn uniformly from the D-dimensional L2 ball of the given radius."""
     directions = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
     directions = directions / directions.norm(dim=1, keepdim=True)
-    radii = radius * torch.rand(shape[:1], generator=generator, dtype=torch.float64, device=generator.device) ** (1.0 / shape[1])
+    radii = radius * torch.rand(shape[:1], generator=generator, dtype=torch.float64, device=generator.device) ** (
+        1.0 / shape[1]
+    )
     return directions * radii.unsqueeze(1)
 
 

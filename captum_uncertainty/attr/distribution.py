@@ -63,7 +63,11 @@ class ExplanationDistribution:
     """
 
     def __init__(
-        self, forward_func: UncertaintyForward, attribution_class: Type[Attribution], cv_eps: float = 1e-3, **init_kwargs: Any
+        self,
+        forward_func: UncertaintyForward,
+        attribution_class: Type[Attribution],
+        cv_eps: float = 1e-3,
+        **init_kwargs: Any,
     ) -> None:
         if not isinstance(forward_func, UncertaintyForward):
             raise TypeError(f"forward_func must be an UncertaintyForward, got {type(forward_func).__name__}")

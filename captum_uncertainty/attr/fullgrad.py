@@ -10,9 +10,9 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_uncertainty.attr._utils.gradients import captured_layer_outputs, check_layers_ran, fullgrad_saliency
 from captum_uncertainty.attr._utils.checks import check_image_inputs
 from captum_uncertainty.attr._utils.formatting import additional_args_tuple
+from captum_uncertainty.attr._utils.gradients import captured_layer_outputs, check_layers_ran, fullgrad_saliency
 from captum_uncertainty.forward import UncertaintyForward
 
 __all__ = ["FullGrad", "FullGradTerms"]
@@ -109,7 +109,9 @@ class FullGrad(GradientAttribution):
     def has_convergence_delta(self) -> bool:
         return False
 
-    def raw_terms(self, inputs: Tensor, target: Any = None, additional_forward_args: Any = None, spatial_only: bool = False) -> FullGradTerms:
+    def raw_terms(
+        self, inputs: Tensor, target: Any = None, additional_forward_args: Any = None, spatial_only: bool = False
+    ) -> FullGradTerms:
         """The un-normalised input and bias terms of the selected output (see
         :class:`~captum_uncertainty.attr.fullgrad.FullGradTerms`)."""
         modules, posterior = modules_of(self.forward_func)

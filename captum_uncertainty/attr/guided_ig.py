@@ -172,7 +172,10 @@ class GuidedIntegratedGradients(GradientAttribution):
             for first in range(0, batch, rows):
                 last = min(first + rows, batch)
                 gradients = target_gradients(
-                    self, rows_of_target(target, batch, first, last), rows_of_args(args, batch, first, last), last - first
+                    self,
+                    rows_of_target(target, batch, first, last),
+                    rows_of_args(args, batch, first, last),
+                    last - first,
                 )
                 ((*grads,),) = gradients(_unflatten(point[first:last], tuple(t[first:last] for t in detached)), 1)
                 parts.append(_flatten(tuple(grads)))

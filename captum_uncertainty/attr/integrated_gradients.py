@@ -171,8 +171,9 @@ class UncertaintyIntegratedGradients(GradientAttribution):
         attributions: List[List[Tuple[Tensor, ...]]] = []
         differences: List[List[Tensor]] = []
         for baseline in format_baselines(baselines, tensors):
-            integrals = integrate_path(straight_path(tensors, baseline), gradients, nodes, weights, batch,
-                                       internal_batch_size)
+            integrals = integrate_path(
+                straight_path(tensors, baseline), gradients, nodes, weights, batch, internal_batch_size
+            )
             attributions.append([self.scaled(integral, tensors, baseline) for integral in integrals])
             with torch.no_grad():
                 at_inputs = uncertainty_values(forward, tensors, args, measures, target)
@@ -199,7 +200,5 @@ def average_tuples(parts: Sequence[Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
 def decomposed(maps: Sequence[Any], deltas: Sequence[Tensor]) -> Tuple[Decomposition, Decomposition]:
     """Total and aleatoric results -> Decompositions with epistemic = total - aleatoric."""
     total, aleatoric = maps
-    epistemic: Any = (
-        tuple(t - a for t, a in zip(total, aleatoric)) if isinstance(total, tuple) else total - aleatoric
-    )
+    epistemic: Any = tuple(t - a for t, a in zip(total, aleatoric)) if isinstance(total, tuple) else total - aleatoric
     return Decomposition(total, aleatoric, epistemic), Decomposition(deltas[0], deltas[1], deltas[0] - deltas[1])

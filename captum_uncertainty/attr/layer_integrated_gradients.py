@@ -208,18 +208,21 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
         at_baselines, values_b = layer_outputs_and_values(forward, self.layers, reference, args, measures, target)
         check_same_shapes(at_inputs, at_baselines)
         nodes, weights = quadrature(method, n_steps, at_inputs[0])
-        gradients = uncertainty_gradients(LayerUncertaintyForward(forward, self.layers), tensors + args, measures, batch,
-                                          target)
-        integrals = integrate_path(straight_path(at_inputs, at_baselines), gradients, nodes, weights, batch,
-                                   internal_batch_size)
+        gradients = uncertainty_gradients(
+            LayerUncertaintyForward(forward, self.layers), tensors + args, measures, batch, target
+        )
+        integrals = integrate_path(
+            straight_path(at_inputs, at_baselines), gradients, nodes, weights, batch, internal_batch_size
+        )
         maps = [self.member_sum(integral, at_inputs, at_baselines) for integral in integrals]
         deltas = [m.reshape(batch, -1).sum(1) - (x - b) for m, x, b in zip(maps, values_x, values_b)]
         maps = [m.sum(-1) for m in maps] if sum_embedding else maps
         result, delta = decomposed(maps, deltas) if decompose else (maps[0], deltas[0])
         return (result, delta) if return_convergence_delta else result
 
-    def member_sum(self, integral: Tuple[Tensor, ...], at_inputs: Tuple[Tensor, ...],
-                   at_baselines: Tuple[Tensor, ...]) -> Tensor:
+    def member_sum(
+        self, integral: Tuple[Tensor, ...], at_inputs: Tuple[Tensor, ...], at_baselines: Tuple[Tensor, ...]
+    ) -> Tensor:
         """``sum_s integral_s * (e_s(x) - e_s(x'))`` (or ``sum_s integral_s``)."""
         if self._multiply_by_inputs:
             terms = [g * (e - b) for g, e, b in zip(integral, at_inputs, at_baselines)]
@@ -244,8 +247,9 @@ class LayerUncertaintyForward(UncertaintyForward):
     """
 
     def __init__(self, forward: UncertaintyForward, layers: Sequence[nn.Module]) -> None:
-        super().__init__(forward.posterior, forward.measure, probabilities=forward.probabilities,
-                         validate=forward.validate)
+        super().__init__(
+            forward.posterior, forward.measure, probabilities=forward.probabilities, validate=forward.validate
+        )
         self.layers = list(layers)
 
     def per_class(self, *inputs: Any) -> Decomposition:

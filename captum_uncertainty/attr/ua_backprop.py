@@ -22,6 +22,13 @@ from captum_uncertainty.attr._utils.formatting import (
     format_baselines,
     repeat_batch_args,
 )
+from captum_uncertainty.attr._utils.gradients import (
+    captured_layer_outputs,
+    check_classes_per_pass,
+    check_record_rows,
+    class_gradient_chunks,
+    fullgrad_relevances,
+)
 from captum_uncertainty.attr._utils.path import (
     blur_levels,
     blur_path,
@@ -30,13 +37,6 @@ from captum_uncertainty.attr._utils.path import (
     quadrature,
     select_class,
     straight_path,
-)
-from captum_uncertainty.attr._utils.gradients import (
-    captured_layer_outputs,
-    check_classes_per_pass,
-    check_record_rows,
-    class_gradient_chunks,
-    fullgrad_relevances,
 )
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward, per_class_uncertainty
 from captum_uncertainty.posterior import expand_to_samples
@@ -266,7 +266,9 @@ class UABackprop(GradientAttribution):
         check_n_steps(n_steps)
         check_classes_per_pass(classes_per_pass)
         if fullgrad_postprocess not in FULLGRAD_POSTPROCESS:
-            raise ValueError(f"fullgrad_postprocess must be one of {FULLGRAD_POSTPROCESS}, got {fullgrad_postprocess!r}")
+            raise ValueError(
+                f"fullgrad_postprocess must be one of {FULLGRAD_POSTPROCESS}, got {fullgrad_postprocess!r}"
+            )
         tau1, tau2 = resolve_temperatures(inputs, tau1, tau2)
         args = additional_args_tuple(additional_forward_args)
         forward.posterior.check_inputs((inputs,) + args)
@@ -274,11 +276,23 @@ class UABackprop(GradientAttribution):
         inputs = inputs.detach()
         measures = MEASURES if decompose else (forward.measure,)
         if path == "integrated_gradients":
-            chunks = path_relevances(forward, inputs, args, straight_paths(inputs, baselines, method, n_steps),
-                                     internal_batch_size, classes_per_pass)
+            chunks = path_relevances(
+                forward,
+                inputs,
+                args,
+                straight_paths(inputs, baselines, method, n_steps),
+                internal_batch_size,
+                classes_per_pass,
+            )
         elif path == "blur_integrated_gradients":
-            chunks = path_relevances(forward, inputs, args, scale_space_path(inputs, max_sigma, n_steps),
-                                     internal_batch_size, classes_per_pass)
+            chunks = path_relevances(
+                forward,
+                inputs,
+                args,
+                scale_space_path(inputs, max_sigma, n_steps),
+                internal_batch_size,
+                classes_per_pass,
+            )
         else:
             chunks = class_relevances(forward, inputs, args, path, classes_per_pass, fullgrad_postprocess)
         with closing(chunks):
@@ -289,7 +303,9 @@ class UABackprop(GradientAttribution):
                 distribution = pixel_distribution(relevance.flatten(0, 2), tau2, normalize)
                 distribution = distribution.view(tuple(relevance.shape[:3]) + tuple(distribution.shape[1:]))
                 # Eq. 9: sum over classes of the chunk and over samples, weighted by U_{z_i^s}
-                maps = maps + torch.einsum("mskn,ksn...->mn...", shares[..., start:stop].transpose(-1, -2), distribution)
+                maps = maps + torch.einsum(
+                    "mskn,ksn...->mn...", shares[..., start:stop].transpose(-1, -2), distribution
+                )
         result = maps / logits.shape[0]  # Eq. 9: 1/S
         if decompose:
             return Decomposition(*result)
@@ -363,7 +379,11 @@ def class_relevances(
             "lists none (pass modules=... to SampleCallable), or use path='inputgrad', 'grad' or "
             "'integrated_gradients'"
         )
-    capture = captured_layer_outputs(posterior.sample_modules(), posterior, spatial_only=True) if fullgrad else nullcontext([])
+    capture = (
+        captured_layer_outputs(posterior.sample_modules(), posterior, spatial_only=True)
+        if fullgrad
+        else nullcontext([])
+    )
     with torch.enable_grad(), posterior.hookable(), capture as records:
         points = inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)).clone().requires_grad_(True)
         logits = sample_logits(forward, points, args)
@@ -381,7 +401,9 @@ def class_relevances(
 def sample_logits(forward: UncertaintyForward, points: Tensor, args: Tuple[Any, ...] = ()) -> Tensor:
     """Sample ``s``'s logits on ``points[s]`` (and its share of ``args``): raw outputs, or
     log-probabilities for probability members."""
-    outputs = forward.class_outputs(forward.posterior.forward_per_sample(points, *expand_to_samples(args, points.shape[0])))
+    outputs = forward.class_outputs(
+        forward.posterior.forward_per_sample(points, *expand_to_samples(args, points.shape[0]))
+    )
     if forward.probabilities:
         return torch.log(outputs.clamp_min(torch.finfo(outputs.dtype).tiny))
     return outputs

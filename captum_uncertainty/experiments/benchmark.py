@@ -80,7 +80,9 @@ class Context:
         if self._vae is None:
             from captum_uncertainty.generative import load_or_train_vae
 
-            self._vae = load_or_train_vae(self.x_train, latent_dim=32, epochs=self.config.vae_epochs, seed=self.config.seed)
+            self._vae = load_or_train_vae(
+                self.x_train, latent_dim=32, epochs=self.config.vae_epochs, seed=self.config.seed
+            )
         return self._vae
 
 
@@ -190,7 +192,9 @@ def counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> T
     with warnings.catch_warnings():  # fiducials that change the class are counted in the VAE study
         warnings.simplefilter("ignore", FiducialWarning)
         return CounterfactualPathIG(uf, ctx.vae()).attribute(
-            x, fiducial="in_class", n_steps=min(50, ctx.config.ig_steps),
+            x,
+            fiducial="in_class",
+            n_steps=min(50, ctx.config.ig_steps),
             fiducial_kwargs={"max_iterations": ctx.config.clue_iterations},
         )
 
@@ -342,7 +346,9 @@ def run_benchmark(
         maps, seconds = timed(explain, uf, x, ctx)
         row: Dict[str, float] = {"runtime_s": seconds}
         for fraction in (0.02, 0.05):
-            result = blurring_test(uf, x, maps, fraction=fraction, sigma_step=config.sigma_step, batch_size=METRIC_BATCH)
+            result = blurring_test(
+                uf, x, maps, fraction=fraction, sigma_step=config.sigma_step, batch_size=METRIC_BATCH
+            )
             row[f"murr_{fraction:.0%}"], row[f"auc_urr_{fraction:.0%}"] = result.murr, result.auc_urr
             if fraction == 0.05:
                 curves[name] = result.curve
@@ -492,14 +498,15 @@ def run_vae_study(
             "valid_fiducials": fiducials.valid.double().mean().item(),
         }
     lines = [
-        f"# VAE latent-size study (Perez et al. supplement, Table 1)\n",
+        "# VAE latent-size study (Perez et al. supplement, Table 1)\n",
         f"{images} most uncertain bundled MNIST test digits, {members}-CNN ensemble, total uncertainty, "
         f"CounterfactualPathIG (in-class fiducial, {n_steps} steps), VAE {vae_epochs} epochs, seed {seed}.\n",
         "| latent size | Area over EIC | URC 1% | URC 5% | s / image | valid fiducials |",
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {size} | {row['aoeic']:.3f} | {row['urc_1%']:.3f} | {row['urc_5%']:.3f} | {row['runtime_s']:.3f} | {row['valid_fiducials']:.0%} |"
+        f"| {size} | {row['aoeic']:.3f} | {row['urc_1%']:.3f} | {row['urc_5%']:.3f} | "
+        f"{row['runtime_s']:.3f} | {row['valid_fiducials']:.0%} |"
         for size, row in scores.items()
     ]
     (out / "vae_study.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -56,7 +56,11 @@ class MitigationCNN(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 1, image_size: Union[int, Tuple[int, int]] = 28, num_classes: int = 10, dropout: float = 0.5
+        self,
+        in_channels: int = 1,
+        image_size: Union[int, Tuple[int, int]] = 28,
+        num_classes: int = 10,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -67,8 +71,14 @@ class MitigationCNN(nn.Module):
             nn.Conv2d(in_channels, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4), nn.ReLU(), nn.MaxPool2d(2)
         )
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Flatten(), nn.Linear(32 * side_h * side_w, 128), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, num_classes),
+            nn.Dropout(dropout),
+            nn.Flatten(),
+            nn.Linear(32 * side_h * side_w, 128),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(128, 128),
+            nn.ReLU(),
+            nn.Linear(128, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,7 +119,8 @@ def train_with_attention(
             the default model is ``y_train.max() + 1``.
         attention (Tensor, optional): ``(N, 1, H, W)`` from :func:`~captum_uncertainty.mitigation.attention_weights`;
             ``None`` trains plainly. Default: ``None``.
-        alpha (float): attention strength (see :class:`~captum_uncertainty.mitigation.UncertaintyAttention`). Default: 0.2.
+        alpha (float): attention strength (see
+            :class:`~captum_uncertainty.mitigation.UncertaintyAttention`). Default: 0.2.
         space (str): ``"latent"`` or ``"input"``. Default: ``"latent"``.
         epochs (int): training epochs. Default: 120.
         batch_size (int): minibatch size. Default: 128.
@@ -145,8 +156,17 @@ def train_with_attention(
             logits = net(x_train[index], None if attention is None else attention[index])
             return F.cross_entropy(logits, y_train[index])
 
-        return fit(model, x_train.shape[0], batch_loss, optimizer, epochs=epochs, batch_size=batch_size,
-                   generator=torch.Generator().manual_seed(seed), schedule=schedule, progress=progress)
+        return fit(
+            model,
+            x_train.shape[0],
+            batch_loss,
+            optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=torch.Generator().manual_seed(seed),
+            schedule=schedule,
+            progress=progress,
+        )
 
 
 def default_model(x_train: Tensor, y_train: Tensor) -> MitigationCNN:
@@ -158,9 +178,13 @@ def default_model(x_train: Tensor, y_train: Tensor) -> MitigationCNN:
 
 def check_training_data(x: Tensor, y: Tensor, attention: Optional[Tensor]) -> None:
     if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"x_train must be a non-empty (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+        raise ValueError(
+            f"x_train must be a non-empty (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}"
+        )
     if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
-        raise ValueError(f"y_train must be an integer tensor of shape ({x.shape[0]},), got {getattr(y, 'shape', type(y).__name__)}")
+        raise ValueError(
+            f"y_train must be an integer tensor of shape ({x.shape[0]},), got {getattr(y, 'shape', type(y).__name__)}"
+        )
     if attention is not None:
         check_attention(attention, x)
 
@@ -214,10 +238,12 @@ def evaluate(
     model.eval()
     try:
         with torch.no_grad():
-            logits = torch.cat([
-                net(x[i : i + batch_size], None if attention is None else attention[i : i + batch_size])
-                for i in range(0, x.shape[0], batch_size)
-            ])
+            logits = torch.cat(
+                [
+                    net(x[i : i + batch_size], None if attention is None else attention[i : i + batch_size])
+                    for i in range(0, x.shape[0], batch_size)
+                ]
+            )
     finally:
         for module, mode in modes:
             module.training = mode
@@ -238,8 +264,10 @@ def stratified_subset(y: Tensor, size: int, seed: int) -> Tensor:
     if not 1 <= size <= len(y):
         raise ValueError(f"n_train must be in [1, {len(y)}], got {size}")
     generator = torch.Generator().manual_seed(seed)
-    pools = [members[torch.randperm(len(members), generator=generator, device="cpu")]
-             for members in (torch.nonzero(y.cpu() == c).flatten() for c in torch.unique(y.cpu()))]
+    pools = [
+        members[torch.randperm(len(members), generator=generator, device="cpu")]
+        for members in (torch.nonzero(y.cpu() == c).flatten() for c in torch.unique(y.cpu()))
+    ]
     quotas = [0] * len(pools)
     remaining = size
     while remaining:
@@ -272,7 +300,8 @@ def mitigation_study(
 
     For every seed, a class-stratified subset of ``n_train`` training images is drawn with that
     seed; a :class:`MitigationCNN` is trained on it plainly and another with the attention
-    :func:`~captum_uncertainty.mitigation.attention_weights` of the subset's pre-generated maps (:func:`train_with_attention`,
+    :func:`~captum_uncertainty.mitigation.attention_weights` of the subset's pre-generated maps
+    (:func:`train_with_attention`,
     both initialised from the same seed, so they start from identical weights and see the same
     batches); both are evaluated on the whole test set, the attention model with the attention
     of ``maps_test``.
@@ -324,7 +353,9 @@ def mitigation_study(
 
 def check_study_inputs(x: Tensor, y: Tensor, maps: Tensor, split: str) -> None:
     if not (len(x) == len(y) == len(maps)):
-        raise ValueError(f"x_{split}, y_{split} and maps_{split} must have the same length, got {len(x)}, {len(y)}, {len(maps)}")
+        raise ValueError(
+            f"x_{split}, y_{split} and maps_{split} must have the same length, got {len(x)}, {len(y)}, {len(maps)}"
+        )
 
 
 def summarise(values: Sequence[Dict[str, float]]) -> Dict[str, float]:

@@ -46,7 +46,9 @@ def above_median_sample(uncertainty: Tensor, images: int, seed: int) -> Tensor:
     return candidates[order[:images].to(candidates.device)].sort().values
 
 
-def explain(uf: UncertaintyForward, vae: torch.nn.Module, x: Tensor, reading: str, n_steps: int) -> Tuple[Tensor, Tensor, float]:
+def explain(
+    uf: UncertaintyForward, vae: torch.nn.Module, x: Tensor, reading: str, n_steps: int
+) -> Tuple[Tensor, Tensor, float]:
     """CounterfactualPathIG maps ``(N, 1, H, W)``, fiducial validity ``(N,)`` and seconds per image."""
     from captum_uncertainty.attr.counterfactual_path import (
         CounterfactualPathIG,
@@ -72,8 +74,9 @@ def score(uf: UncertaintyForward, x: Tensor, maps: Tensor, reading: str, batch_s
 
     settings = METRIC_READINGS[reading]
     sigma = settings["sigma"]
-    eic = entropy_information_curve(uf, x, maps, sigma=sigma, normalization=settings["normalization"],
-                                    batch_size=batch_size)
+    eic = entropy_information_curve(
+        uf, x, maps, sigma=sigma, normalization=settings["normalization"], batch_size=batch_size
+    )
     row = {"aoeic": eic.area_over}
     for fraction in (0.01, 0.05):
         urc = uncertainty_reduction_curve(uf, x, maps, fraction=fraction, sigma=sigma, batch_size=batch_size)
@@ -128,7 +131,8 @@ def write_table(path: Path, results, images: int, members: int, vae_epochs: int,
         "# CounterfactualPathIG in our and the reference code's reading\n",
         f"{images} test digits drawn from those above the median total uncertainty, {members}-CNN ensemble, total "
         f"uncertainty, in-class fiducial, {n_steps} steps per segment, VAE {vae_epochs} epochs, seed {seed}.\n",
-        "| latent size | method reading | metric reading | Area over EIC | URC 1% | URC 5% | s / image | valid fiducials |",
+        "| latent size | method reading | metric reading | Area over EIC | URC 1% | URC 5% | s / image "
+        "| valid fiducials |",
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [

@@ -66,12 +66,16 @@ def encode_inputs(model: LatentGenerativeModel, inputs: Tensor, name: str = "gen
     latents = model.encode(inputs)
     if not isinstance(latents, Tensor) or latents.dim() != 2 or latents.shape[0] != inputs.shape[0]:
         shape = tuple(latents.shape) if isinstance(latents, Tensor) else type(latents).__name__
-        raise ValueError(f"{name}.encode must return latent codes of shape (N, D) = ({inputs.shape[0]}, D), got {shape}")
+        raise ValueError(
+            f"{name}.encode must return latent codes of shape (N, D) = ({inputs.shape[0]}, D), got {shape}"
+        )
     check_latents(latents, f"{name}.encode(inputs)")
     return latents.to(inputs.dtype)
 
 
-def decode_latents(model: LatentGenerativeModel, latents: Tensor, like: Tensor, name: str = "generative_model") -> Tensor:
+def decode_latents(
+    model: LatentGenerativeModel, latents: Tensor, like: Tensor, name: str = "generative_model"
+) -> Tensor:
     """``model.decode(latents)`` checked against the shape of the inputs ``like`` it stands for."""
     images = model.decode(latents)
     if not isinstance(images, Tensor) or images.shape != like.shape:

@@ -58,16 +58,22 @@ class VAE(nn.Module):
         self.volume = (64, height // 4, width // 4)
         flat = math.prod(self.volume)
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(),
+            nn.Conv2d(channels, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(flat, hidden),
+            nn.ReLU(),
         )
         self.mean_head = nn.Linear(hidden, latent_dim)
         self.log_std_head = nn.Linear(hidden, latent_dim)
         self.decoder_input = nn.Sequential(nn.Linear(latent_dim, flat), nn.ReLU())
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(32, channels, 3, stride=1, padding=1),
         )
         self.history: List[Dict[str, float]] = []
@@ -171,7 +177,9 @@ def train_vae(
     if images.shape[0] == 0:
         raise ValueError("images must contain at least one image")
     if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-        raise ValueError("images must be finite and scaled to [0, 1] (the reconstruction loss is a binary cross-entropy)")
+        raise ValueError(
+            "images must be finite and scaled to [0, 1] (the reconstruction loss is a binary cross-entropy)"
+        )
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -189,9 +197,18 @@ def train_vae(
         vae.history.append({"reconstruction": sums[0] / images.shape[0], "kl": sums[1] / images.shape[0]})
         sums[0] = sums[1] = 0.0
 
-    return fit(vae, images.shape[0], batch_loss, torch.optim.Adam(vae.parameters(), lr=lr), epochs=epochs,
-               batch_size=batch_size, generator=generator, end_of_epoch=record_epoch, progress=progress,
-               description="VAE epochs")
+    return fit(
+        vae,
+        images.shape[0],
+        batch_loss,
+        torch.optim.Adam(vae.parameters(), lr=lr),
+        epochs=epochs,
+        batch_size=batch_size,
+        generator=generator,
+        end_of_epoch=record_epoch,
+        progress=progress,
+        description="VAE epochs",
+    )
 
 
 def save_vae(vae: VAE, path: Union[str, Path]) -> None:
@@ -229,8 +246,13 @@ def load_or_train_vae(
 
         >>> vae = load_or_train_vae(load_mnist().x_train, latent_dim=32, epochs=20)
     """
-    config = {"shape": list(images.shape[1:]), "latent_dim": latent_dim, "epochs": epochs, "seed": seed,
-              "images": hashlib.sha1(images.detach().contiguous().numpy().tobytes()).hexdigest()[:12]}
+    config = {
+        "shape": list(images.shape[1:]),
+        "latent_dim": latent_dim,
+        "epochs": epochs,
+        "seed": seed,
+        "images": hashlib.sha1(images.detach().contiguous().numpy().tobytes()).hexdigest()[:12],
+    }
     folder = resolve_cache_dir(cache_dir)
     path = cache_file(folder, "vae", config) if folder is not None else None
     if path is not None and path.exists():

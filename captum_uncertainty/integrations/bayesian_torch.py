@@ -315,4 +315,3 @@ def plain_batchnorm(layer: nn.Module, kind: Type[nn.Module]) -> nn.Module:
     for name, parameter in plain.named_parameters():
         parameter.requires_grad_(getattr(layer, name).requires_grad)
     return plain
-

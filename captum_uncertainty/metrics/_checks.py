@@ -148,9 +148,7 @@ def check_scores(scores: Any, batch: int, name: str = "forward_func") -> Tensor:
     if scores.dim() == 2 and scores.shape[1] == 1:
         scores = scores[:, 0]
     if tuple(scores.shape) != (batch,):
-        raise ValueError(
-            f"{name} must return one score per image, shape ({batch},), got shape {tuple(scores.shape)}"
-        )
+        raise ValueError(f"{name} must return one score per image, shape ({batch},), got shape {tuple(scores.shape)}")
     return scores
 
 

@@ -43,6 +43,7 @@ Replacement = Union[Tensor, Callable[[Tensor, Tensor], Tensor]]
 #: Images per forward call when ``batch_size=None``.
 DEFAULT_BATCH_SIZE = 4096
 
+
 # ----------------------------------------------------------------------------------------------
 # Pixel orders and batched evaluation of partially replaced images
 # ----------------------------------------------------------------------------------------------
@@ -366,16 +367,29 @@ def full_blur_sigma(
     sigmas = sigma_grid(sigma_step, max_sigma, inputs)
     everything = torch.zeros((inputs.shape[0], 1) + tuple(inputs.shape[2:]), dtype=torch.long, device=inputs.device)
     blurred = replaced_scores(
-        forward_func, inputs, lambda k, i: gaussian_blur(inputs[i], sigmas[k]), everything, [1] * len(sigmas), batch_size
+        forward_func,
+        inputs,
+        lambda k, i: gaussian_blur(inputs[i], sigmas[k]),
+        everything,
+        [1] * len(sigmas),
+        batch_size,
     )
     return sigmas[blurred.argmin(0)]
 
 
-def _curve_at(forward_func: Forward, inputs: Tensor, ranks: Tensor, steps: Tensor, sigma: Tensor, reference: Tensor,
-              batch_size: Optional[int]) -> BlurringResult:
+def _curve_at(
+    forward_func: Forward,
+    inputs: Tensor,
+    ranks: Tensor,
+    steps: Tensor,
+    sigma: Tensor,
+    reference: Tensor,
+    batch_size: Optional[int],
+) -> BlurringResult:
     """The blurring curve with each image blurred by its own ``sigma``."""
-    per_sigma = replaced_scores(forward_func, inputs, lambda k, i: gaussian_blur(inputs[i], sigma[i]), ranks, steps,
-                                batch_size)
+    per_sigma = replaced_scores(
+        forward_func, inputs, lambda k, i: gaussian_blur(inputs[i], sigma[i]), ranks, steps, batch_size
+    )
     return _result(running_reduction(per_sigma, reference), sigma, reference)
 
 

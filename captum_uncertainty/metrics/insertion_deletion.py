@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
+from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.metrics._checks import (
     check_batch_size,
     check_feature_maps,
@@ -18,7 +19,6 @@ from captum_uncertainty.metrics._checks import (
     check_positive_int,
     check_replacement,
 )
-from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.metrics.blurring import pixel_ranks, replaced_scores, scores
 
 __all__ = ["InsertionDeletionResult", "insertion_deletion", "class_probabilities"]

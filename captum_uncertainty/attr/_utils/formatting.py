@@ -140,8 +140,7 @@ def rows_of_args(args: Tuple[Any, ...], batch: int, start: int, stop: int) -> Tu
     """Rows ``start:stop`` of the per-example arguments (tensors whose first dimension is the
     batch size); other arguments are passed unchanged."""
     return tuple(
-        arg[start:stop] if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == batch else arg
-        for arg in args
+        arg[start:stop] if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == batch else arg for arg in args
     )
 
 

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 BIASED_LAYERS = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
     nn.modules.batchnorm._BatchNorm,
 )
 

@@ -121,8 +121,10 @@ def integrate_path(
         chunk_weights = weights[start:stop]
         outputs = gradients(points, count)
         sums = [
-            [weighted_step_sum(g, points[j], None if velocities is None else velocities[j], chunk_weights, batch)
-             for j, g in enumerate(per_input)]
+            [
+                weighted_step_sum(g, points[j], None if velocities is None else velocities[j], chunk_weights, batch)
+                for j, g in enumerate(per_input)
+            ]
             for per_input in outputs
         ]
         totals = sums if totals is None else [[a + b for a, b in zip(old, new)] for old, new in zip(totals, sums)]
@@ -130,7 +132,9 @@ def integrate_path(
     return [tuple(per_input) for per_input in totals]
 
 
-def weighted_step_sum(gradient: Tensor, point: Tensor, velocity: Optional[Tensor], weights: Tensor, batch: int) -> Tensor:
+def weighted_step_sum(
+    gradient: Tensor, point: Tensor, velocity: Optional[Tensor], weights: Tensor, batch: int
+) -> Tensor:
     """``sum_k w_k g_k (* v_k)`` of a ``(*lead, k * N, ...)`` gradient at ``(k * N, ...)`` points, keeping ``lead``."""
     lead = gradient.dim() - point.dim()
     count = weights.shape[0]
@@ -154,7 +158,11 @@ def straight_path(inputs: Points, baselines: Points) -> PathFunction:
 
 
 def uncertainty_values(
-    forward: UncertaintyForward, inputs: Points, args: Tuple[Any, ...], measures: Sequence[str], target: TargetType = None
+    forward: UncertaintyForward,
+    inputs: Points,
+    args: Tuple[Any, ...],
+    measures: Sequence[str],
+    target: TargetType = None,
 ) -> List[Tensor]:
     """Each measure's ``(N,)`` value: the scalar uncertainty, or with ``target`` the class
     term ``U_{g_target}`` of Wang et al.'s Eq. 4."""
