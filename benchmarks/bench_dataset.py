@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from captum_uncertainty import UABackprop, UncertaintyForward, attribute_dataset
 from captum_uncertainty.data import MNISTCNN, load_digits, train_ensemble
-from captum_uncertainty.dataset import arrow_table, attribute_batch, uncertainty_summary
+from captum_uncertainty.dataset import arrow_table, attribute_batch
 
 BATCH = 64
 KWARGS = {"path": "inputgrad"}
@@ -141,7 +141,7 @@ def per_batch_costs(explainer: UABackprop, inputs: Tensor, repeats: int) -> Dict
 
     def summary() -> None:
         with torch.no_grad():
-            uncertainty_summary(forward, batch)
+            forward.summary(batch)
 
     jobs = {
         "attribute (UABackprop inputgrad)": lambda: explainer.attribute(batch, **KWARGS),

@@ -46,12 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_uncertainty.forward import (
-    Decomposition,
-    UncertaintyForward,
-    per_class_from_log_probabilities,
-    sample_log_probabilities,
-)
+from captum_uncertainty.forward import Decomposition, UncertaintyForward
 from captum_uncertainty.posterior import first_parameter
 
 __all__ = [
@@ -394,19 +389,6 @@ def model_device(forward: UncertaintyForward) -> torch.device:
     return torch.device("cpu") if reference is None else reference.device
 
 
-def uncertainty_summary(forward: UncertaintyForward, inputs: Tensor) -> Tuple[Decomposition, Tensor]:
-    """``forward.decompose(inputs)`` and the predicted classes, from one pass through the posterior.
-
-    The same operations as :meth:`UncertaintyForward.decompose` and
-    ``forward.predictive(inputs).mean(0).argmax(-1)``, so the values are identical.
-    """
-    outputs = forward.sample_outputs(inputs)
-    log_p = sample_log_probabilities(outputs, forward.probabilities, forward.validate)
-    terms = per_class_from_log_probabilities(log_p, outputs if forward.probabilities else None)
-    decomposition = Decomposition(*(term.sum(-1) for term in terms))
-    return decomposition, log_p.exp().mean(0).argmax(-1)
-
-
 def split_result(result: Any) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
     """``({map column: maps}, {delta column: deltas})`` of what ``attribute`` returned."""
     delta: Any = None
@@ -452,13 +434,11 @@ def attribute_batch(
     seed_batch(batch_seed(seed, number), inputs.device)
     maps, deltas = split_result(explainer.attribute(inputs, **attribute_kwargs))
     with torch.no_grad():
-        decomposition, predicted = uncertainty_summary(forward, inputs)
-    columns: Columns = {
-        "index": np.arange(start, start + size, dtype=np.int64),
-        "predicted": predicted.detach().cpu().numpy().astype(np.int64),
-    }
-    for name, values in zip(UNCERTAINTY_COLUMNS, decomposition):
-        columns[name] = values.detach().cpu().double().numpy()
+        summary = forward.summary(inputs)
+    columns: Columns = {"index": np.arange(start, start + size, dtype=np.int64)}
+    for name, values in summary.items():
+        values = values.detach().cpu()
+        columns[name] = values.numpy().astype(np.int64) if name == "predicted" else values.double().numpy()
     for name, values in deltas.items():
         columns[name] = values.detach().cpu().double().reshape(size).numpy()
     for name, values in maps.items():

@@ -22,15 +22,18 @@ tiny))``; the clamp only ever multiplies an exact zero, so values are exact and 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from captum_uncertainty.posterior import Posterior, as_posterior
+from captum_uncertainty._validation import check_bool, check_choice
+from captum_uncertainty.posterior import Posterior, as_posterior, expand_to_samples
 
 __all__ = [
     "MEASURES",
+    "PROBABILITY_SUM_TOLERANCE",
+    "SUMMARY_COLUMNS",
     "Decomposition",
     "UncertaintyForward",
     "entropy_decomposition",
@@ -43,6 +46,9 @@ MEASURES = ("total", "aleatoric", "epistemic")
 #: Largest deviation of a probability vector's sum from 1 that is accepted.
 PROBABILITY_SUM_TOLERANCE = 1e-3
 
+#: The per-input columns of :meth:`UncertaintyForward.summary`, in order.
+SUMMARY_COLUMNS = ("predicted",) + MEASURES
+
 
 class Decomposition(NamedTuple):
     """Total, aleatoric and epistemic uncertainty (same shape each)."""
@@ -53,16 +59,10 @@ class Decomposition(NamedTuple):
 
     def select(self, measure: str) -> Tensor:
         """Return the tensor of one measure by name."""
-        return getattr(self, check_measure(measure))
+        return getattr(self, check_choice(measure, "measure", MEASURES))
 
 
-def check_measure(measure: Any) -> str:
-    if measure not in MEASURES:
-        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
-    return measure
-
-
-def check_outputs(outputs: Any, name: str = "outputs") -> Tensor:
+def _check_outputs(outputs: Any, name: str = "outputs") -> Tensor:
     """Check a stack of sample outputs of shape ``(S, N, C)``."""
     if not isinstance(outputs, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (S, N, C), got {type(outputs).__name__}")
@@ -82,7 +82,7 @@ def check_outputs(outputs: Any, name: str = "outputs") -> Tensor:
     return outputs
 
 
-def looks_like_probabilities(outputs: Tensor) -> bool:
+def _looks_like_probabilities(outputs: Tensor) -> bool:
     """True when every vector is non-negative and sums to 1 (within tolerance)."""
     detached = outputs.detach()
     if bool((detached < 0).any()) or bool((detached > 1).any()):
@@ -106,21 +106,36 @@ def sample_log_probabilities(outputs: Tensor, probabilities: bool = False, valid
         Tensor: ``log p_s`` with ``-inf`` replaced by ``log(tiny)`` for exact zeros.
     """
     if validate:
-        check_outputs(outputs)
-        if probabilities:
-            check_probabilities(outputs)
-        elif looks_like_probabilities(outputs):
-            raise ValueError(
-                "outputs look like probabilities (non-negative, summing to 1) but logits were "
-                "expected; pass probabilities=True if the members return probabilities"
-            )
+        _validate_outputs(outputs, probabilities)
     if probabilities:
-        tiny = torch.finfo(outputs.dtype).tiny
-        return torch.log(outputs.clamp_min(tiny))
+        return _log_of_probabilities(outputs)
     return torch.log_softmax(outputs, dim=-1)
 
 
-def check_probabilities(outputs: Tensor) -> None:
+def _validate_outputs(outputs: Tensor, probabilities: bool) -> None:
+    """The one check of sample outputs against their declaration (shape, finiteness, logits or
+    probabilities), made by every reader of sample outputs."""
+    _check_outputs(outputs)
+    if probabilities:
+        _check_probabilities(outputs)
+    elif _looks_like_probabilities(outputs):
+        raise ValueError(
+            "outputs look like probabilities (non-negative, summing to 1) but logits were "
+            "expected; pass probabilities=True if the members return probabilities"
+        )
+
+
+def _log_of_probabilities(probabilities: Tensor) -> Tensor:
+    """``log p`` with exact zeros mapped to ``log(tiny)``: finite, and only ever multiplied by 0."""
+    return torch.log(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny))
+
+
+def _log_mean_probabilities(log_p: Tensor) -> Tensor:
+    """``log mean_s p_s`` from per-sample log-probabilities ``(S, N, C)``, in log space."""
+    return torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])
+
+
+def _check_probabilities(outputs: Tensor) -> None:
     detached = outputs.detach()
     if bool((detached < 0).any()) or bool((detached > 1).any()):
         raise ValueError(
@@ -135,20 +150,19 @@ def check_probabilities(outputs: Tensor) -> None:
         )
 
 
-def per_class_from_log_probabilities(log_p: Tensor, p: Optional[Tensor] = None) -> Decomposition:
+def _per_class_from_log_probabilities(log_p: Tensor, p: Optional[Tensor] = None) -> Decomposition:
     """Wang et al. Eq. 4 from per-sample log-probabilities ``(S, N, C)``; terms ``(N, C)``.
 
     ``p`` are the probabilities themselves when the caller has them (declared probabilities):
     then exact zeros stay exact zeros instead of ``exp(log(tiny))``.
     """
-    n_samples = log_p.shape[0]
     if p is None:
         p = log_p.exp()
-        log_mean = torch.logsumexp(log_p, dim=0) - math.log(n_samples)
+        log_mean = _log_mean_probabilities(log_p)
         mean = log_mean.exp()
     else:
         mean = p.mean(0)
-        log_mean = torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
+        log_mean = _log_of_probabilities(mean)
     aleatoric = -(p * log_p).mean(0)
     total = -(mean * log_mean)
     return Decomposition(total, aleatoric, total - aleatoric)
@@ -175,7 +189,7 @@ def per_class_uncertainty(outputs: Tensor, probabilities: bool = False, validate
         True
     """
     log_p = sample_log_probabilities(outputs, probabilities, validate)
-    return per_class_from_log_probabilities(log_p, outputs if probabilities else None)
+    return _per_class_from_log_probabilities(log_p, outputs if probabilities else None)
 
 
 def entropy_decomposition(outputs: Tensor, probabilities: bool = False, validate: bool = True) -> Decomposition:
@@ -260,13 +274,9 @@ class UncertaintyForward(nn.Module):
     ) -> None:
         super().__init__()
         self.posterior = as_posterior(posterior)
-        self.measure = check_measure(measure)
-        if not isinstance(probabilities, bool):
-            raise TypeError(f"probabilities must be a bool, got {type(probabilities).__name__}")
-        self.probabilities = probabilities
-        if not isinstance(binary, bool):
-            raise TypeError(f"binary must be a bool, got {type(binary).__name__}")
-        self.binary = binary
+        self.measure = check_choice(measure, "measure", MEASURES)
+        self.probabilities = check_bool(probabilities, "probabilities")
+        self.binary = check_bool(binary, "binary")
         self.validate = bool(validate)
 
     @property
@@ -312,11 +322,45 @@ class UncertaintyForward(nn.Module):
         """
         return self.log_probabilities(*inputs).exp()
 
+    def log_predictive_mean(self, *inputs: Any) -> Tensor:
+        """``log mean_s p_s``, the log posterior predictive distribution ``(N, C)``, in log space."""
+        return _log_mean_probabilities(self.log_probabilities(*inputs))
+
+    def predicted_class(self, *inputs: Any) -> Tensor:
+        """The class of highest posterior predictive probability, ``(N,)`` int64."""
+        return self.predictive(*inputs).mean(0).argmax(-1)
+
+    def logits_per_sample(self, points: Tensor, args: Tuple[Any, ...] = ()) -> Tensor:
+        """Sample ``s``'s logits on ``points[s]`` (``(S, N, ...)`` points, one copy per sample, and
+        its share of ``args``), so one backward pass gives every sample its own input gradient.
+
+        The outputs are checked as every other reader of the samples checks them (when
+        ``validate``); declared probabilities become ``log p`` (whose softmax is ``p``).
+        """
+        outputs = self.class_outputs(
+            self.posterior.forward_per_sample(points, *expand_to_samples(args, points.shape[0]))
+        )
+        if self.validate:
+            _validate_outputs(outputs, self.probabilities)
+        return _log_of_probabilities(outputs) if self.probabilities else outputs
+
     def per_class(self, *inputs: Any) -> Decomposition:
         """Per-class terms ``U_{g_i}`` (Wang et al. Eq. 4), each ``(N, C)``."""
         outputs = self.sample_outputs(*inputs)
         log_p = sample_log_probabilities(outputs, self.probabilities, self.validate)
-        return per_class_from_log_probabilities(log_p, outputs if self.probabilities else None)
+        return _per_class_from_log_probabilities(log_p, outputs if self.probabilities else None)
+
+    def summary(self, *inputs: Any) -> Dict[str, Tensor]:
+        """The per-input columns a data-set run stores beside each map, from one pass through the
+        posterior: ``predicted`` (int64, the argmax of the posterior predictive) and the three
+        measures, keyed and ordered as :data:`SUMMARY_COLUMNS`; the same values as
+        :meth:`predicted_class` and :meth:`decompose`."""
+        outputs = self.sample_outputs(*inputs)
+        log_p = sample_log_probabilities(outputs, self.probabilities, self.validate)
+        terms = _per_class_from_log_probabilities(log_p, outputs if self.probabilities else None)
+        columns = {"predicted": log_p.exp().mean(0).argmax(-1)}
+        columns.update((name, term.sum(-1)) for name, term in zip(MEASURES, terms))
+        return columns
 
     def decompose(self, *inputs: Any) -> Decomposition:
         """All three measures, each ``(N,)``, from one pass through the posterior."""
@@ -329,6 +373,3 @@ class UncertaintyForward(nn.Module):
     def extra_repr(self) -> str:
         kind = "probabilities" if self.probabilities else "logits"
         return f"measure={self.measure!r}, samples={self.num_samples}, members return {kind}"
-
-
-ForwardLike = Callable[..., Tensor]

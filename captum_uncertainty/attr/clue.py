@@ -11,7 +11,8 @@ from torch import Tensor
 
 from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
 from captum_uncertainty.attr._utils.latent_search import LatentSearch, search_latents
-from captum_uncertainty.forward import UncertaintyForward, check_measure
+from captum_uncertainty._validation import check_choice
+from captum_uncertainty.forward import MEASURES, UncertaintyForward
 from captum_uncertainty.generative.protocol import (
     LatentGenerativeModel,
     check_generative_model,
@@ -185,7 +186,7 @@ class ClueObjective:
         self.inputs = inputs
         self.weights = (float(uncertainty_weight), float(distance_weight))
         self.distance = resolve_distance(distance)
-        self.measure = forward.measure if measure is None else check_measure(measure)
+        self.measure = forward.measure if measure is None else check_choice(measure, "measure", MEASURES)
 
     def terms(self, latents: Tensor, rows: Tensor):
         images = decode_latents(self.generative_model, latents, self.inputs[rows])

@@ -1,0 +1,140 @@
+"""The one place that checks arguments: clear ``ValueError``/``TypeError`` messages naming the argument.
+
+Every public function and class of the package checks its arguments with these helpers, so the
+same mistake gets the same message everywhere: ``"<name> must be <what>, got <value>"``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, Collection, Optional, Sequence, TypeVar
+
+from torch import Tensor
+
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_finite_tensor",
+    "check_floating_tensor",
+    "check_int",
+    "check_non_negative_number",
+    "check_optional_positive_int",
+    "check_positive_int",
+    "check_positive_number",
+    "check_tensor",
+    "choice_values",
+]
+
+T = TypeVar("T")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """An ``int`` (not a ``bool``) in ``[minimum, maximum]``; the bounds are optional."""
+    if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if minimum is not None and maximum is not None:
+            what = f"an int in [{minimum}, {maximum}]"
+        elif minimum is not None:
+            what = f"an int >= {minimum}"
+        elif maximum is not None:
+            what = f"an int <= {maximum}"
+        else:
+            what = "an int"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """An ``int >= 1`` (a ``bool`` is refused)."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_optional_positive_int(value: Any, name: str) -> Optional[int]:
+    """``None`` or an ``int >= 1``."""
+    if value is not None and (not _is_int(value) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    return value
+
+
+def check_positive_number(value: Any, name: str, allow_inf: bool = True) -> float:
+    """A real number ``> 0`` (``inf`` only with ``allow_inf``; NaN and ``bool`` refused)."""
+    if not _is_number(value) or not value > 0 or (not allow_inf and math.isinf(value)):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return value
+
+
+def check_non_negative_number(value: Any, name: str) -> float:
+    """A real number ``>= 0`` (NaN and ``bool`` refused)."""
+    if not _is_number(value) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Exactly ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def choice_values(choices: Any) -> tuple:
+    """The accepted values of a ``SUPPORTED_*`` tuple or a ``str`` enum class."""
+    if isinstance(choices, type) and issubclass(choices, enum.Enum):
+        return tuple(member.value for member in choices)
+    return tuple(choices)
+
+
+def check_choice(value: Any, name: str, choices: Collection[T], extra: str = "") -> T:
+    """One of ``choices`` (a tuple, or a ``str`` enum whose values are accepted).
+
+    ``extra`` completes the message for arguments that also take other kinds of values
+    (``"or a callable"``).
+    """
+    allowed = choice_values(choices)
+    if isinstance(value, enum.Enum):
+        value = value.value
+    try:
+        accepted = value in allowed
+    except TypeError:  # unhashable values are never a choice
+        accepted = False
+    if not accepted:
+        tail = f" {extra}" if extra else ""
+        raise ValueError(f"{name} must be one of {allowed}{tail}, got {value!r}")
+    return value
+
+
+def check_tensor(value: Any, name: str, shape: str = "") -> Tensor:
+    """A ``torch.Tensor``; ``shape`` describes the expected layout in the message."""
+    if not isinstance(value, Tensor):
+        layout = f" of shape {shape}" if shape else ""
+        raise TypeError(f"{name} must be a torch.Tensor{layout}, got {type(value).__name__}")
+    return value
+
+
+def check_floating_tensor(value: Any, name: str, shape: str = "") -> Tensor:
+    """A floating-point ``torch.Tensor``."""
+    check_tensor(value, name, shape)
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {value.dtype}")
+    return value
+
+
+def check_finite_tensor(value: Any, name: str, shape: str = "", dims: Optional[Sequence[int]] = None) -> Tensor:
+    """A floating-point tensor without NaN or inf, with one of ``dims`` dimensions when given."""
+    check_floating_tensor(value, name, shape)
+    if dims is not None and value.dim() not in dims:
+        layout = shape or " or ".join(f"{d} dimensions" for d in dims)
+        raise ValueError(f"{name} must have shape {layout}, got shape {tuple(value.shape)}")
+    if value.numel() and not bool(value.isfinite().all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return value
