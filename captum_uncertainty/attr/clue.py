@@ -9,9 +9,9 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_uncertainty._validation import check_choice
 from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
 from captum_uncertainty.attr._utils.latent_search import LatentSearch, search_latents
-from captum_uncertainty._validation import check_choice
 from captum_uncertainty.forward import MEASURES, UncertaintyForward
 from captum_uncertainty.generative.protocol import (
     LatentGenerativeModel,

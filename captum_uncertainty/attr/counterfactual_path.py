@@ -22,8 +22,8 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_gradients,
     uncertainty_values,
 )
+from captum_uncertainty.attr._utils.results import decomposed
 from captum_uncertainty.attr.clue import CLUE, check_counterfactual_inputs
-from captum_uncertainty.attr.integrated_gradients import decomposed
 from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.generative.protocol import (
     LatentGenerativeModel,

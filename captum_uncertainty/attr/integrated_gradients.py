@@ -26,9 +26,10 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_gradients,
     uncertainty_values,
 )
-from captum_uncertainty.forward import Decomposition, UncertaintyForward
+from captum_uncertainty.attr._utils.results import decomposed
+from captum_uncertainty.forward import UncertaintyForward
 
-__all__ = ["UncertaintyIntegratedGradients", "decomposed"]
+__all__ = ["UncertaintyIntegratedGradients"]
 
 
 class UncertaintyIntegratedGradients(GradientAttribution):
@@ -195,10 +196,3 @@ class UncertaintyIntegratedGradients(GradientAttribution):
 def average_tuples(parts: Sequence[Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
     """Element-wise mean of several tuples of tensors (one per baseline set)."""
     return tuple(torch.stack(items).mean(0) for items in zip(*parts))
-
-
-def decomposed(maps: Sequence[Any], deltas: Sequence[Tensor]) -> Tuple[Decomposition, Decomposition]:
-    """Total and aleatoric results -> Decompositions with epistemic = total - aleatoric."""
-    total, aleatoric = maps
-    epistemic: Any = tuple(t - a for t, a in zip(total, aleatoric)) if isinstance(total, tuple) else total - aleatoric
-    return Decomposition(total, aleatoric, epistemic), Decomposition(deltas[0], deltas[1], deltas[0] - deltas[1])

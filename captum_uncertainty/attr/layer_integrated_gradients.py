@@ -51,7 +51,7 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_gradients,
     uncertainty_values,
 )
-from captum_uncertainty.attr.integrated_gradients import decomposed
+from captum_uncertainty.attr._utils.results import decomposed
 from captum_uncertainty.forward import Decomposition, UncertaintyForward
 from captum_uncertainty.posterior import Posterior
 
