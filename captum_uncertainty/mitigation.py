@@ -26,9 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_uncertainty._validation import check_choice, check_non_negative_number
+
 __all__ = [
+    "NORMALIZATIONS",
+    "SPACES",
     "UncertaintyAttention",
     "attention_weights",
+    "check_attention",
     "last_conv_layer",
 ]
 
@@ -66,9 +71,8 @@ def attention_weights(maps: Tensor, normalization: str = "softmax") -> Tensor:
         >>> maps = UABackprop(UncertaintyForward(models, measure="epistemic")).attribute(x)
         >>> attention = attention_weights(maps)  # (N, 1, 28, 28)
     """
-    check_maps(maps)
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    _check_maps(maps)
+    check_choice(normalization, "normalization", NORMALIZATIONS)
     summed = maps.detach().sum(1, keepdim=True)
     flat = summed.flatten(1)
     if normalization == "softmax":
@@ -79,7 +83,7 @@ def attention_weights(maps: Tensor, normalization: str = "softmax") -> Tensor:
     return ((1 - normalised) * normalised).view_as(summed)
 
 
-def check_maps(maps: Tensor) -> None:
+def _check_maps(maps: Tensor) -> None:
     """ValueErrors naming ``maps`` for a non-tensor, a non-4D tensor, an empty batch, NaN or inf."""
     if not isinstance(maps, Tensor):
         raise ValueError(f"maps must be a Tensor of shape (N, C, H, W), got {type(maps).__name__}")
@@ -162,9 +166,9 @@ class UncertaintyAttention(nn.Module):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
-        self.alpha = check_alpha(alpha)
-        self.space = check_space(space)
-        self.layer = resolve_layer(model, layer, space)
+        self.alpha = _check_alpha(alpha)
+        self.space = check_choice(space, "space", SPACES)
+        self.layer = _resolve_layer(model, layer, space)
 
     def forward(self, inputs: Tensor, attention: Optional[Tensor]) -> Tensor:
         """Logits of ``model`` on ``inputs`` with the attention applied.
@@ -183,6 +187,7 @@ class UncertaintyAttention(nn.Module):
         attention = attention.to(device=inputs.device, dtype=inputs.dtype)
         if self.space == "input":
             return self.model(self.scale(inputs, attention))
+        assert self.layer is not None  # space="latent" always resolves a layer
         handle = self.layer.register_forward_hook(lambda module, args, output: self.scale(output, attention))
         try:
             return self.model(inputs)
@@ -201,19 +206,14 @@ class UncertaintyAttention(nn.Module):
         return (1 + self.alpha * attention) * features
 
 
-def check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+def _check_alpha(alpha: float) -> float:
+    check_non_negative_number(alpha, "alpha")
+    if not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     return float(alpha)
 
 
-def check_space(space: str) -> str:
-    if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
-    return space
-
-
-def resolve_layer(model: nn.Module, layer: Optional[nn.Module], space: str) -> Optional[nn.Module]:
+def _resolve_layer(model: nn.Module, layer: Optional[nn.Module], space: str) -> Optional[nn.Module]:
     if space == "input":
         if layer is not None:
             raise ValueError("layer is only used with space='latent'")

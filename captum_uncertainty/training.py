@@ -8,6 +8,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from captum_uncertainty._validation import check_positive_int
+
 __all__ = ["fit"]
 
 
@@ -36,10 +38,8 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
     model.train()
     bar = tqdm(range(epochs), desc=description, disable=not progress, leave=False)
     for _ in bar:

@@ -14,12 +14,13 @@ Examples::
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_uncertainty._validation import check_positive_int, check_positive_number
 from captum_uncertainty.mitigation import (
     UncertaintyAttention,
     attention_weights,
@@ -140,12 +141,12 @@ def train_with_attention(
         >>> model = train_with_attention(x, y, attention_weights(maps), epochs=120, seed=0)
         >>> plain = train_with_attention(x, y, None, seed=0)
     """
-    check_training_data(x_train, y_train, attention)
-    check_schedule(epochs, batch_size, lr)
+    _check_training_data(x_train, y_train, attention)
+    _check_schedule(epochs, batch_size, lr)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if model is None:
-            model = default_model(x_train, y_train)
+            model = _default_model(x_train, y_train)
         net = UncertaintyAttention(model, layer, alpha=alpha, space=space)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
         milestones = [max(1, round(epochs * share)) for share in (0.25, 0.5, 0.75)]
@@ -169,14 +170,14 @@ def train_with_attention(
         )
 
 
-def default_model(x_train: Tensor, y_train: Tensor) -> MitigationCNN:
+def _default_model(x_train: Tensor, y_train: Tensor) -> MitigationCNN:
     """A :class:`MitigationCNN` sized for ``x_train`` with ``y_train.max() + 1`` classes."""
     channels, height, width = x_train.shape[1:]
     model = MitigationCNN(int(channels), (int(height), int(width)), int(y_train.max()) + 1)
     return model.to(x_train.device)
 
 
-def check_training_data(x: Tensor, y: Tensor, attention: Optional[Tensor]) -> None:
+def _check_training_data(x: Tensor, y: Tensor, attention: Optional[Tensor]) -> None:
     if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[0] == 0:
         raise ValueError(
             f"x_train must be a non-empty (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}"
@@ -189,12 +190,10 @@ def check_training_data(x: Tensor, y: Tensor, attention: Optional[Tensor]) -> No
         check_attention(attention, x)
 
 
-def check_schedule(epochs: int, batch_size: int, lr: float) -> None:
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+def _check_schedule(epochs: int, batch_size: int, lr: float) -> None:
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_number(lr, "lr")
 
 
 def evaluate(
@@ -335,30 +334,30 @@ def mitigation_study(
     """
     from tqdm.auto import tqdm
 
-    check_study_inputs(x_train, y_train, maps_train, "train")
-    check_study_inputs(x_test, y_test, maps_test, "test")
+    _check_study_inputs(x_train, y_train, maps_train, "train")
+    _check_study_inputs(x_test, y_test, maps_test, "test")
     test_attention = attention_weights(maps_test, normalization)
     runs: Dict[str, List[Dict[str, float]]] = {"no attention": [], "attention": []}
     for seed in tqdm(list(seeds), desc="mitigation seeds", disable=not progress):
         subset = stratified_subset(y_train, n_train, seed).to(x_train.device)
         x, y = x_train[subset], y_train[subset]
         attention = attention_weights(maps_train[subset], normalization)
-        settings = dict(alpha=alpha, space=space)
+        settings: Dict[str, Any] = dict(alpha=alpha, space=space)
         plain = train_with_attention(x, y, None, epochs=epochs, seed=seed, progress=False, **settings)
         runs["no attention"].append(evaluate(plain, x_test, y_test, None, **settings))
         attended = train_with_attention(x, y, attention, epochs=epochs, seed=seed, progress=False, **settings)
         runs["attention"].append(evaluate(attended, x_test, y_test, test_attention, **settings))
-    return {name: summarise(values) for name, values in runs.items()}
+    return {name: _summarise(values) for name, values in runs.items()}
 
 
-def check_study_inputs(x: Tensor, y: Tensor, maps: Tensor, split: str) -> None:
+def _check_study_inputs(x: Tensor, y: Tensor, maps: Tensor, split: str) -> None:
     if not (len(x) == len(y) == len(maps)):
         raise ValueError(
             f"x_{split}, y_{split} and maps_{split} must have the same length, got {len(x)}, {len(y)}, {len(maps)}"
         )
 
 
-def summarise(values: Sequence[Dict[str, float]]) -> Dict[str, float]:
+def _summarise(values: Sequence[Dict[str, float]]) -> Dict[str, float]:
     """Mean and standard deviation (``ddof=1``) over runs of every metric."""
     summary: Dict[str, float] = {}
     for key in values[0]:
