@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PINS := torch==2.14.1 torchvision==0.29.1
 # the optional extras are installed for the tests: they run against the real packages
-EXTRAS := data+test+dataset+integrations+ray
+EXTRAS := data+test+lint+dataset+integrations+ray
 
-.PHONY: demo test docs benchmark clean
+.PHONY: demo test lint docs benchmark clean
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,6 +21,12 @@ demo: $(VENV)/.installed-$(EXTRAS)
 
 test: $(VENV)/.installed-$(EXTRAS)
 	$(PY) -m pytest -q
+
+# ruff (lint and format) and mypy, configured in pyproject.toml
+lint: $(VENV)/.installed-$(EXTRAS)
+	$(VENV)/bin/ruff check captum_uncertainty tests benchmarks tutorials docs
+	$(VENV)/bin/ruff format --check captum_uncertainty tests benchmarks tutorials docs
+	$(VENV)/bin/mypy
 
 docs: $(VENV)/.installed-$(EXTRAS)+docs
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
