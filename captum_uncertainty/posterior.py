@@ -26,14 +26,21 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
+from captum_uncertainty._validation import check_choice, check_optional_positive_int, check_positive_int
+
 __all__ = [
     "Posterior",
     "DeepEnsemble",
     "MCDropout",
     "WeightSamples",
     "SampleCallable",
+    "LAYOUTS",
+    # package-internal: used by forward.py, dataset, attribution methods and integrations
     "as_posterior",
     "preserved_modes",
+    "first_parameter",
+    "expand_to_samples",
+    "DROPOUT_TYPES",
 ]
 
 
@@ -55,6 +62,7 @@ def preserved_modes(modules: Sequence[nn.Module], eval_mode: bool = True) -> Ite
 
 
 def first_parameter(modules: Sequence[nn.Module]) -> Optional[Tensor]:
+    """The first floating-point parameter or buffer of ``modules`` (their device and dtype), or ``None``."""
     for module in modules:
         for tensor in itertools.chain(module.parameters(), module.buffers()):
             if tensor.is_floating_point():
@@ -62,14 +70,14 @@ def first_parameter(modules: Sequence[nn.Module]) -> Optional[Tensor]:
     return None
 
 
-def batch_size_of(inputs: Tuple[Any, ...]) -> int:
+def _batch_size_of(inputs: Tuple[Any, ...]) -> int:
     for item in inputs:
         if isinstance(item, Tensor) and item.dim() > 0:
             return item.shape[0]
     raise ValueError("inputs must contain at least one tensor with a batch dimension")
 
 
-def check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
+def _check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
     """A member's output must be an ``(N, C)`` floating tensor."""
     if isinstance(output, (tuple, list)):
         raise TypeError(
@@ -88,9 +96,9 @@ def check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
     return output
 
 
-def stack_sample_outputs(outputs: Sequence[Tensor], batch_size: int) -> Tensor:
+def _stack_sample_outputs(outputs: Sequence[Tensor], batch_size: int) -> Tensor:
     """Stack per-sample ``(N, C)`` outputs, checking every sample has the same class count."""
-    checked = [check_member_output(out, s, batch_size) for s, out in enumerate(outputs)]
+    checked = [_check_member_output(out, s, batch_size) for s, out in enumerate(outputs)]
     classes = [out.shape[1] for out in checked]
     if len(set(classes)) > 1:
         detail = ", ".join(f"sample {s}: C={c}" for s, c in enumerate(classes))
@@ -98,11 +106,11 @@ def stack_sample_outputs(outputs: Sequence[Tensor], batch_size: int) -> Tensor:
     return torch.stack(checked)
 
 
-def per_sample_slices(inputs: Tuple[Any, ...], sample: int) -> Tuple[Any, ...]:
+def _per_sample_slices(inputs: Tuple[Any, ...], sample: int) -> Tuple[Any, ...]:
     return tuple(x[sample] if isinstance(x, Tensor) else x for x in inputs)
 
 
-def first_row(inputs: Tuple[Any, ...], batch: int) -> Tuple[Any, ...]:
+def _first_row(inputs: Tuple[Any, ...], batch: int) -> Tuple[Any, ...]:
     """Row 0 of every per-example tensor (first dimension ``batch``); other inputs unchanged."""
     return tuple(x[:1] if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == batch else x for x in inputs)
 
@@ -148,13 +156,13 @@ class Posterior(nn.Module):
         The generic version runs the whole posterior once per sample and keeps sample ``s``;
         it is exact for any source whose samples are fixed between calls, at ``S`` times the cost.
         """
-        outputs = [self(*per_sample_slices(inputs, s))[s] for s in range(self.num_samples)]
+        outputs = [self(*_per_sample_slices(inputs, s))[s] for s in range(self.num_samples)]
         return torch.stack(outputs)
 
     def sample_module(self, sample: int) -> nn.Module:
         """An ``nn.Module`` computing sample ``sample``'s raw ``(N, C)`` output."""
         self.check_sample_index(sample)
-        return SampleView(self, sample)
+        return _SampleView(self, sample)
 
     def check_sample_index(self, sample: int) -> None:
         if not isinstance(sample, int) or not 0 <= sample < self.num_samples:
@@ -195,10 +203,10 @@ class Posterior(nn.Module):
         """
         if self.verified:
             return
-        batch = batch_size_of(inputs)
+        batch = _batch_size_of(inputs)
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             first, second = self(*inputs), self(*inputs)
-            alone = self(*first_row(inputs, batch)) if batch > 1 else first[:, :1]
+            alone = self(*_first_row(inputs, batch)) if batch > 1 else first[:, :1]
         if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
             raise ValueError(
                 f"{type(self).__name__} gave different samples for the same inputs on two calls (largest change "
@@ -235,7 +243,7 @@ class Posterior(nn.Module):
             self.current_sample = previous
 
 
-class SampleView(nn.Module):
+class _SampleView(nn.Module):
     """One posterior sample as a module returning ``(N, C)`` (keeps the user's layers as submodules)."""
 
     def __init__(self, posterior: Posterior, sample: int) -> None:
@@ -254,7 +262,7 @@ class SampleView(nn.Module):
 # ----------------------------------------------------------------------------- ensembles
 
 
-def same_architecture(members: Sequence[nn.Module]) -> bool:
+def _same_architecture(members: Sequence[nn.Module]) -> bool:
     """Same class and the same parameter/buffer names, shapes and dtypes."""
 
     def signature(module: nn.Module) -> List[Tuple[str, Tuple[int, ...], torch.dtype]]:
@@ -265,7 +273,7 @@ def same_architecture(members: Sequence[nn.Module]) -> bool:
     return all(type(m) is type(first) and signature(m) == signature(first) for m in members[1:])
 
 
-def check_members(members: Any, name: str = "posterior") -> List[nn.Module]:
+def _check_members(members: Any, name: str = "posterior") -> List[nn.Module]:
     if isinstance(members, nn.Module) and not isinstance(members, nn.ModuleList):
         raise TypeError(f"{name} must be a sequence of nn.Module members, got a single {type(members).__name__}")
     try:
@@ -308,10 +316,9 @@ class DeepEnsemble(Posterior):
 
     def __init__(self, members: Sequence[nn.Module], strategy: str = "loop") -> None:
         super().__init__()
-        self.members = nn.ModuleList(check_members(members, "members"))
-        if strategy not in self.STRATEGIES:
-            raise ValueError(f"strategy must be one of {self.STRATEGIES}, got {strategy!r}")
-        if strategy == "vmap" and not same_architecture(self.members):
+        self.members = nn.ModuleList(_check_members(members, "members"))
+        check_choice(strategy, "strategy", self.STRATEGIES)
+        if strategy == "vmap" and not _same_architecture(self.members):
             raise ValueError("strategy='vmap' needs members of the same architecture; use strategy='loop'")
         self.strategy = strategy
         self._chosen: Dict[Tuple[Any, ...], str] = {}
@@ -350,12 +357,12 @@ class DeepEnsemble(Posterior):
             return self._run_loop(inputs, per_sample)
 
     def _run_loop(self, inputs: Tuple[Any, ...], per_sample: bool) -> Tensor:
-        batch = batch_size_of(per_sample_slices(inputs, 0) if per_sample else inputs)
+        batch = _batch_size_of(_per_sample_slices(inputs, 0) if per_sample else inputs)
         outputs = []
         for s, member in enumerate(self.members):
             with self.running(s):
-                outputs.append(member(*(per_sample_slices(inputs, s) if per_sample else inputs)))
-        return stack_sample_outputs(outputs, batch)
+                outputs.append(member(*(_per_sample_slices(inputs, s) if per_sample else inputs)))
+        return _stack_sample_outputs(outputs, batch)
 
     def _run_vmap(self, inputs: Tuple[Any, ...], per_sample: bool) -> Tensor:
         from torch.func import functional_call, stack_module_state, vmap
@@ -368,7 +375,7 @@ class DeepEnsemble(Posterior):
 
         in_dims = (0, 0) + tuple(0 if per_sample and isinstance(x, Tensor) else None for x in inputs)
         out = vmap(call, in_dims=in_dims, randomness="error")(params, buffers, *inputs)
-        batch = batch_size_of(per_sample_slices(inputs, 0) if per_sample else inputs)
+        batch = _batch_size_of(_per_sample_slices(inputs, 0) if per_sample else inputs)
         if out.dim() == 2 and out.shape[1] == batch:
             out = out.unsqueeze(-1)  # binary members returning (N,)
         if out.dim() != 3 or out.shape[1] != batch:
@@ -378,7 +385,7 @@ class DeepEnsemble(Posterior):
     def _strategy_for(self, inputs: Tuple[Any, ...], per_sample: bool) -> str:
         if self.strategy != "auto":
             return self.strategy
-        if len(self.members) == 1 or not same_architecture(self.members):
+        if len(self.members) == 1 or not _same_architecture(self.members):
             return "loop"
         key = (per_sample,) + tuple((tuple(x.shape), x.dtype, x.device) for x in inputs if isinstance(x, Tensor))
         if key not in self._chosen:
@@ -443,8 +450,7 @@ class WeightSamples(DeepEnsemble):
         ``factory()`` may return one model per call, or an iterable (e.g. a generator)
         yielding models, of which the first ``num_samples`` are taken.
         """
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        check_positive_int(num_samples, "num_samples")
         first = factory()
         if isinstance(first, nn.Module):
             models = [first] + [factory() for _ in range(num_samples - 1)]
@@ -452,15 +458,16 @@ class WeightSamples(DeepEnsemble):
             models = list(itertools.islice(first, num_samples))
             if len(models) < num_samples:
                 raise ValueError(f"factory yielded {len(models)} models, fewer than num_samples={num_samples}")
-        return DeepEnsemble(check_members(models, "factory models"), strategy=strategy)
+        return DeepEnsemble(_check_members(models, "factory models"), strategy=strategy)
 
 
 # ----------------------------------------------------------------------------- MC dropout
 
+#: The dropout modules :class:`MCDropout` masks.
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def dropout_mask_shape(module: nn.Module, feature_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+def _dropout_mask_shape(module: nn.Module, feature_shape: Tuple[int, ...]) -> Tuple[int, ...]:
     """Element-wise masks for ``nn.Dropout``, channel masks for ``nn.DropoutNd``."""
     if isinstance(module, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
         return feature_shape[:1] + (1,) * (len(feature_shape) - 1)
@@ -503,8 +510,7 @@ class MCDropout(Posterior):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        check_positive_int(num_samples, "num_samples")
         self.model = model
         self.dropouts = (
             [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)] if dropouts is None else list(dropouts)
@@ -548,7 +554,7 @@ class MCDropout(Posterior):
 
     def _run(self, inputs: Tuple[Any, ...], samples: List[int]) -> Tensor:
         count = len(samples)
-        batch = batch_size_of(per_sample_slices(inputs, 0))
+        batch = _batch_size_of(_per_sample_slices(inputs, 0))
         flat = tuple(x.reshape(count * batch, *x.shape[2:]) if isinstance(x, Tensor) else x for x in inputs)
         calls: Dict[int, int] = {}  # per forward: how often each dropout module has run
         handles = [d.register_forward_hook(self._mask_hook(d, samples, batch, calls)) for d in self.dropouts]
@@ -580,7 +586,7 @@ class MCDropout(Posterior):
 
     def _masks_for(self, module: nn.Module, site: int, feature_shape: Tuple[int, ...], like: Tensor) -> Tensor:
         key = (id(module), site)
-        shape = dropout_mask_shape(module, feature_shape)
+        shape = _dropout_mask_shape(module, feature_shape)
         if key not in self._masks:
             keep = 1.0 - module.p
             draw = torch.rand((self.num_samples,) + shape, generator=self._generator, device="cpu") < keep
@@ -597,6 +603,7 @@ class MCDropout(Posterior):
 
 # ----------------------------------------------------------------------------- callables
 
+#: The output layouts :class:`SampleCallable` accepts.
 LAYOUTS = ("samples_first", "flat", "output_kl", "list")
 
 
@@ -652,10 +659,8 @@ class SampleCallable(Posterior):
         super().__init__()
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        check_choice(layout, "layout", LAYOUTS)
+        check_optional_positive_int(num_samples, "num_samples")
         if layout in ("flat", "output_kl") and num_samples is None:
             raise ValueError(f"layout={layout!r} needs num_samples")
         self.fn = fn
@@ -676,7 +681,7 @@ class SampleCallable(Posterior):
         return list(self._modules_list)
 
     def forward(self, *inputs: Any) -> Tensor:
-        batch = batch_size_of(inputs)
+        batch = _batch_size_of(inputs)
         if self.seed is None:
             samples = self._collect(inputs, batch)
         else:
@@ -692,14 +697,14 @@ class SampleCallable(Posterior):
     def _collect(self, inputs: Tuple[Any, ...], batch: int) -> Tensor:
         layout = self.layout
         if layout == "output_kl":
-            return stack_sample_outputs(
+            return _stack_sample_outputs(
                 [self._output_of_tuple(self.fn(*inputs), s) for s in range(self.num_samples)], batch
             )
         out = self.fn(*inputs)
         if layout == "list":
             if not isinstance(out, (list, tuple)) or not all(isinstance(o, Tensor) for o in out):
                 raise TypeError(f"layout='list' expects a list of (N, C) tensors, got {type(out).__name__}")
-            return stack_sample_outputs(list(out), batch)
+            return _stack_sample_outputs(list(out), batch)
         if not isinstance(out, Tensor):
             raise TypeError(
                 f"layout={layout!r} expects a tensor, got {type(out).__name__}"
@@ -748,4 +753,4 @@ def as_posterior(posterior: Any) -> Posterior:
         )
     if isinstance(posterior, (str, bytes)) or not hasattr(posterior, "__iter__"):
         raise TypeError(f"posterior must be a Posterior or a list of nn.Module members, got {type(posterior).__name__}")
-    return DeepEnsemble(check_members(posterior, "posterior"))
+    return DeepEnsemble(_check_members(posterior, "posterior"))

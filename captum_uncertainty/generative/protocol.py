@@ -7,7 +7,14 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["LatentGenerativeModel", "check_generative_model", "encode_inputs", "decode_latents"]
+__all__ = [
+    "LatentGenerativeModel",
+    "check_generative_model",
+    # package-internal: used by the counterfactual attribution methods
+    "encode_inputs",
+    "decode_latents",
+    "check_latents",
+]
 
 
 @runtime_checkable
@@ -62,7 +69,7 @@ def check_generative_model(model: Any, method: str, name: str = "generative_mode
 
 def encode_inputs(model: LatentGenerativeModel, inputs: Tensor, name: str = "generative_model") -> Tensor:
     """``model.encode(inputs)`` checked: a finite ``(N, D)`` tensor on the inputs' device and dtype."""
-    check_same_dtype_and_device(model, inputs, name)
+    _check_same_dtype_and_device(model, inputs, name)
     latents = model.encode(inputs)
     if not isinstance(latents, Tensor) or latents.dim() != 2 or latents.shape[0] != inputs.shape[0]:
         shape = tuple(latents.shape) if isinstance(latents, Tensor) else type(latents).__name__
@@ -88,13 +95,14 @@ def decode_latents(
 
 
 def check_latents(latents: Tensor, name: str) -> Tensor:
+    """``latents`` unchanged, or a ``ValueError`` naming the inputs whose codes are NaN or inf."""
     if not torch.isfinite(latents).all():
         rows = (~torch.isfinite(latents)).flatten(1).any(1).nonzero().flatten().tolist()
         raise ValueError(f"{name} has non-finite latent codes (NaN or inf) for inputs {rows}")
     return latents
 
 
-def check_same_dtype_and_device(model: Any, inputs: Tensor, name: str) -> None:
+def _check_same_dtype_and_device(model: Any, inputs: Tensor, name: str) -> None:
     """For an ``nn.Module`` model: its parameters must share the inputs' dtype and device."""
     parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     if parameter is not None and (parameter.dtype != inputs.dtype or parameter.device != inputs.device):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_uncertainty._validation import check_positive_int, check_tensor
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
 from captum_uncertainty.training import fit
 
@@ -50,10 +51,8 @@ class VAE(nn.Module):
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 32, hidden: int = 128) -> None:
         super().__init__()
-        self.image_shape = check_image_shape(image_shape)
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
-        self.latent_dim = latent_dim
+        self.image_shape = _check_image_shape(image_shape)
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         channels, height, width = self.image_shape
         self.volume = (64, height // 4, width // 4)
         flat = math.prod(self.volume)
@@ -80,7 +79,7 @@ class VAE(nn.Module):
 
     def encode_distribution(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
         """Mean and log standard deviation of q(z|x), each ``(N, latent_dim)``."""
-        check_vae_inputs(inputs, self.image_shape)
+        _check_vae_inputs(inputs, self.image_shape)
         features = self.encoder(inputs)
         return self.mean_head(features), self.log_std_head(features)
 
@@ -109,16 +108,15 @@ class VAE(nn.Module):
         return f"image_shape={self.image_shape}, latent_dim={self.latent_dim}"
 
 
-def check_image_shape(image_shape: Sequence[int]) -> Tuple[int, int, int]:
+def _check_image_shape(image_shape: Sequence[int]) -> Tuple[int, int, int]:
     shape = tuple(int(side) for side in image_shape)
     if len(shape) != 3 or min(shape) < 1 or shape[1] % 4 or shape[2] % 4:
         raise ValueError(f"image_shape must be (C, H, W) with H and W multiples of 4, got {tuple(image_shape)}")
     return shape  # type: ignore[return-value]
 
 
-def check_vae_inputs(inputs: Tensor, image_shape: Tuple[int, int, int], name: str = "inputs") -> None:
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(inputs).__name__}")
+def _check_vae_inputs(inputs: Tensor, image_shape: Tuple[int, int, int], name: str = "inputs") -> None:
+    check_tensor(inputs, name)
     if inputs.dim() != 4 or tuple(inputs.shape[1:]) != image_shape:
         raise ValueError(f"{name} must have shape (N, {', '.join(map(str, image_shape))}), got {tuple(inputs.shape)}")
 
@@ -173,16 +171,15 @@ def train_vae(
     """
     if not isinstance(vae, VAE):
         raise TypeError(f"vae must be a captum_uncertainty.generative.VAE, got {type(vae).__name__}")
-    check_vae_inputs(images, vae.image_shape, "images")
+    _check_vae_inputs(images, vae.image_shape, "images")
     if images.shape[0] == 0:
         raise ValueError("images must contain at least one image")
     if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
         raise ValueError(
             "images must be finite and scaled to [0, 1] (the reconstruction loss is a binary cross-entropy)"
         )
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
     generator = torch.Generator().manual_seed(seed)  # data order and reparameterisation noise
     images = images.detach()
     sums = [0.0, 0.0]  # this epoch's summed reconstruction and KL terms

@@ -42,6 +42,7 @@ __all__ = [
     "QuantusUncertaintyModel",
     "quantus_explain_func",
     "quantus_batch",
+    # package-internal: imports an optional dependency for the integration modules
     "require",
 ]
 
@@ -77,20 +78,6 @@ def require(module: str, package: str, caller: str) -> ModuleType:
             f"{caller} needs the optional package {package} ({module!r} could not be imported: {error}); "
             f"install it with `{INSTALL_HINT}`"
         ) from error
-
-
-def check_num_samples(num_samples: Any, name: str = "num_samples") -> int:
-    """A positive ``int`` (not a ``bool``)."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"{name} must be a positive int, got {num_samples!r}")
-    return num_samples
-
-
-def check_seed(seed: Any) -> int:
-    """An ``int`` seed for a ``torch.Generator`` (not a ``bool``)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return seed
 
 
 def __getattr__(name: str) -> Any:

@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_uncertainty.integrations import check_num_samples, check_seed, require
+from captum_uncertainty._validation import check_positive_int
+from captum_uncertainty.integrations import require
+from captum_uncertainty.integrations._utils import check_seed
 from captum_uncertainty.posterior import DeepEnsemble
 
-__all__ = ["from_bayesian_torch", "BayesianTorchSample", "SampledLayerWithKL"]
+__all__ = ["from_bayesian_torch", "BayesianTorchSample", "SampledLayerWithKL", "PLAIN_LAYERS"]
 
 #: bayesian-torch layer class name -> the plain layer it becomes.
 PLAIN_LAYERS: Dict[str, Type[nn.Module]] = {
@@ -120,11 +122,11 @@ def from_bayesian_torch(model: nn.Module, num_samples: int, seed: int = 0) -> De
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    num_samples = check_num_samples(num_samples)
+    num_samples = check_positive_int(num_samples, "num_samples")
     seed = check_seed(seed)
-    layers = conversion_plan(model)
+    layers = _conversion_plan(model)
     generators: Generators = {}
-    members = [BayesianTorchSample(sampled_copy(model, layers, generators, seed)) for _ in range(num_samples)]
+    members = [BayesianTorchSample(_sampled_copy(model, layers, generators, seed)) for _ in range(num_samples)]
     return DeepEnsemble(members)
 
 
@@ -180,7 +182,7 @@ class SampledLayerWithKL(nn.Module):
         return (out, out.new_zeros(())) if return_kl else out
 
 
-def conversion_plan(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+def _conversion_plan(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     """``(path, layer)`` of every bayesian-torch layer to convert, in ``named_modules`` order.
 
     Raises ``ValueError`` naming the first bayesian layer that cannot be converted.
@@ -209,7 +211,9 @@ def conversion_plan(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return plan
 
 
-def sampled_copy(model: nn.Module, layers: List[Tuple[str, nn.Module]], generators: Generators, seed: int) -> nn.Module:
+def _sampled_copy(
+    model: nn.Module, layers: List[Tuple[str, nn.Module]], generators: Generators, seed: int
+) -> nn.Module:
     """A deep copy of ``model`` with each planned layer replaced by its plain, sampled version.
 
     The replacements are put in ``deepcopy``'s memo, so the bayesian layers are never copied and
@@ -218,39 +222,39 @@ def sampled_copy(model: nn.Module, layers: List[Tuple[str, nn.Module]], generato
     memo: Dict[int, Any] = {}
     with torch.no_grad():
         for _, layer in layers:
-            memo[id(layer)] = replacement(layer, generators, seed)
+            memo[id(layer)] = _replacement(layer, generators, seed)
     return copy.deepcopy(model, memo)
 
 
-def replacement(layer: nn.Module, generators: Generators, seed: int) -> nn.Module:
+def _replacement(layer: nn.Module, generators: Generators, seed: int) -> nn.Module:
     """The plain module standing in for ``layer`` (wrapped if ``layer`` returned ``(output, kl)``)."""
     name = type(layer).__name__
     if name in PLAIN_BATCHNORMS:
-        return SampledLayerWithKL(plain_batchnorm(layer, PLAIN_BATCHNORMS[name]), pairs_in=True).train(layer.training)
-    plain = sampled_plain_layer(layer, PLAIN_LAYERS[name], generators, seed).train(layer.training)
+        return SampledLayerWithKL(_plain_batchnorm(layer, PLAIN_BATCHNORMS[name]), pairs_in=True).train(layer.training)
+    plain = _sampled_plain_layer(layer, PLAIN_LAYERS[name], generators, seed).train(layer.training)
     if getattr(layer, "dnn_to_bnn_flag", False):
         return plain
     return SampledLayerWithKL(plain).train(layer.training)
 
 
-def draw(mu: Tensor, rho: Tensor, generators: Generators, seed: int) -> nn.Parameter:
+def _draw(mu: Tensor, rho: Tensor, generators: Generators, seed: int) -> nn.Parameter:
     """One draw ``mu + softplus(rho) * eps`` as a parameter (``requires_grad`` as ``mu``).
 
     ``softplus(rho) = log(1 + exp(rho))`` is bayesian-torch's ``sigma``.
     """
-    eps = torch.randn(mu.shape, generator=generator_for(mu.device, generators, seed), device=mu.device, dtype=mu.dtype)
+    eps = torch.randn(mu.shape, generator=_generator_for(mu.device, generators, seed), device=mu.device, dtype=mu.dtype)
     value = mu.detach() + F.softplus(rho.detach()) * eps
     return nn.Parameter(value, requires_grad=mu.requires_grad)
 
 
-def generator_for(device: torch.device, generators: Generators, seed: int) -> torch.Generator:
+def _generator_for(device: torch.device, generators: Generators, seed: int) -> torch.Generator:
     """The generator of ``device``, created (seeded with ``seed``) on first use."""
     if device not in generators:
         generators[device] = torch.Generator(device=device).manual_seed(seed)
     return generators[device]
 
 
-def layer_tensors(layer: nn.Module) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+def _layer_tensors(layer: nn.Module) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
     """``mu`` and ``rho`` of the weight (``mu_kernel`` or ``mu_weight``) and of the bias (or ``None``)."""
     if hasattr(layer, "mu_kernel"):
         mu, rho = layer.mu_kernel, layer.rho_kernel
@@ -261,21 +265,21 @@ def layer_tensors(layer: nn.Module) -> Tuple[Tensor, Tensor, Optional[Tensor], O
     return mu, rho, mu_bias, rho_bias
 
 
-def sampled_plain_layer(layer: nn.Module, kind: Type[nn.Module], generators: Generators, seed: int) -> nn.Module:
+def _sampled_plain_layer(layer: nn.Module, kind: Type[nn.Module], generators: Generators, seed: int) -> nn.Module:
     """``kind`` with ``layer``'s hyperparameters and one draw of its weight and bias.
 
     The plain layer is built on the meta device (no initialisation, no random numbers) and
     gets the drawn tensors, on ``mu``'s device and dtype, as parameters.
     """
-    mu, rho, mu_bias, rho_bias = layer_tensors(layer)
-    plain = empty_plain_layer(layer, kind, mu, has_bias=mu_bias is not None)
-    plain.weight = draw(mu, rho, generators, seed)
+    mu, rho, mu_bias, rho_bias = _layer_tensors(layer)
+    plain = _empty_plain_layer(layer, kind, mu, has_bias=mu_bias is not None)
+    plain.weight = _draw(mu, rho, generators, seed)
     if mu_bias is not None:
-        plain.bias = draw(mu_bias, rho_bias, generators, seed)
+        plain.bias = _draw(mu_bias, rho_bias, generators, seed)
     return plain
 
 
-def empty_plain_layer(layer: nn.Module, kind: Type[nn.Module], mu: Tensor, has_bias: bool) -> nn.Module:
+def _empty_plain_layer(layer: nn.Module, kind: Type[nn.Module], mu: Tensor, has_bias: bool) -> nn.Module:
     """The plain layer on the meta device, shaped like ``layer``'s weight ``mu``."""
     if kind is nn.Linear:
         out_features, in_features = mu.shape
@@ -297,7 +301,7 @@ def empty_plain_layer(layer: nn.Module, kind: Type[nn.Module], mu: Tensor, has_b
     return kind(in_channels, out_channels, kernel_size, **common)
 
 
-def plain_batchnorm(layer: nn.Module, kind: Type[nn.Module]) -> nn.Module:
+def _plain_batchnorm(layer: nn.Module, kind: Type[nn.Module]) -> nn.Module:
     """torch's BatchNorm with ``layer``'s settings, parameters and running statistics (copied)."""
     floating = [t for t in layer.state_dict().values() if t.is_floating_point()]
     device = floating[0].device if floating else None

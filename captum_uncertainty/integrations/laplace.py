@@ -18,7 +18,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from captum_uncertainty.integrations import check_num_samples, check_seed, require
+from captum_uncertainty._validation import check_positive_int
+from captum_uncertainty.integrations import require
+from captum_uncertainty.integrations._utils import check_seed
 from captum_uncertainty.posterior import WeightSamples
 
 __all__ = ["from_laplace"]
@@ -89,17 +91,17 @@ def from_laplace(la: Any, num_samples: int, seed: int = 0) -> WeightSamples:
         >>> uf = UncertaintyForward(posterior, measure="epistemic")
         >>> maps = UABackprop(uf).attribute(x)            # FullGrad path, sums to uf(x)
     """
-    check_laplace(la)
-    num_samples = check_num_samples(num_samples)
+    _check_laplace(la)
+    num_samples = check_positive_int(num_samples, "num_samples")
     seed = check_seed(seed)
-    base, sampled = sampled_parameters(la)
-    vectors = draw_weight_samples(la, num_samples, seed)
-    names = parameter_names(base, sampled)
-    state_dicts = [state_dict_with(base, names, sampled, vector) for vector in vectors]
-    return WeightSamples(without_laplace_hooks(base, la), state_dicts)
+    base, sampled = _sampled_parameters(la)
+    vectors = _draw_weight_samples(la, num_samples, seed)
+    names = _parameter_names(base, sampled)
+    state_dicts = [_state_dict_with(base, names, sampled, vector) for vector in vectors]
+    return WeightSamples(_without_laplace_hooks(base, la), state_dicts)
 
 
-def check_laplace(la: Any) -> None:
+def _check_laplace(la: Any) -> None:
     """``la`` must be a fitted, weight-space, classification Laplace approximation."""
     laplace = require("laplace", "laplace-torch", "from_laplace")
     if not isinstance(la, laplace.BaseLaplace):
@@ -124,7 +126,7 @@ def check_laplace(la: Any) -> None:
         raise ValueError("la is not fitted: call la.fit(train_loader) before from_laplace(la, ...)")
 
 
-def sampled_parameters(la: Any) -> Tuple[nn.Module, List[Tensor]]:
+def _sampled_parameters(la: Any) -> Tuple[nn.Module, List[Tensor]]:
     """The module the samples refer to and its parameters in the order of ``la.sample``'s columns.
 
     Last-layer Laplace keeps its own deep copy of the model (``la.model.model``, whose last
@@ -137,13 +139,13 @@ def sampled_parameters(la: Any) -> Tuple[nn.Module, List[Tensor]]:
     return la.model, list(la.params)
 
 
-def draw_weight_samples(la: Any, num_samples: int, seed: int) -> Tensor:
+def _draw_weight_samples(la: Any, num_samples: int, seed: int) -> Tensor:
     """``(S, P)`` detached weight vectors from a generator on the model's device."""
     device = next(la.model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         vectors = la.sample(num_samples, generator=generator).detach()
-    expected = sum(p.numel() for p in sampled_parameters(la)[1])
+    expected = sum(p.numel() for p in _sampled_parameters(la)[1])
     if vectors.dim() != 2 or vectors.shape != (num_samples, expected):
         raise ValueError(
             f"la.sample returned shape {tuple(vectors.shape)}, expected ({num_samples}, {expected}) for the "
@@ -152,7 +154,7 @@ def draw_weight_samples(la: Any, num_samples: int, seed: int) -> Tensor:
     return vectors
 
 
-def parameter_names(base: nn.Module, parameters: Sequence[Tensor]) -> List[List[str]]:
+def _parameter_names(base: nn.Module, parameters: Sequence[Tensor]) -> List[List[str]]:
     """Every state-dict name of each parameter (tied parameters have several)."""
     names: Dict[int, List[str]] = {}
     for name, parameter in base.named_parameters(remove_duplicate=False):
@@ -166,7 +168,7 @@ def parameter_names(base: nn.Module, parameters: Sequence[Tensor]) -> List[List[
     return [names[id(p)] for p in parameters]
 
 
-def state_dict_with(
+def _state_dict_with(
     base: nn.Module, names: Sequence[Sequence[str]], parameters: Sequence[Tensor], vector: Tensor
 ) -> Dict[str, Tensor]:
     """``base``'s state dict with ``parameters`` replaced by consecutive slices of ``vector``."""
@@ -181,7 +183,7 @@ def state_dict_with(
     return state
 
 
-def without_laplace_hooks(base: nn.Module, la: Any) -> nn.Module:
+def _without_laplace_hooks(base: nn.Module, la: Any) -> nn.Module:
     """``base``, or a deep copy of it without the feature hook laplace-torch put on its last layer.
 
     ``laplace.utils.FeatureExtractor`` hooks the last layer of its copy of the model to store
@@ -191,18 +193,18 @@ def without_laplace_hooks(base: nn.Module, la: Any) -> nn.Module:
     extractor = la.model
     if not isinstance(extractor, feature_extractor):
         return base
-    if not any(owned_by(hook, extractor) for module in base.modules() for hook in module._forward_hooks.values()):
+    if not any(_owned_by(hook, extractor) for module in base.modules() for hook in module._forward_hooks.values()):
         return base
     stripped = copy.deepcopy(base)
     for module in stripped.modules():
-        for key in [key for key, hook in module._forward_hooks.items() if owned_by(hook, extractor)]:
+        for key in [key for key, hook in module._forward_hooks.items() if _owned_by(hook, extractor)]:
             del module._forward_hooks[key]
             module._forward_hooks_with_kwargs.pop(key, None)
             module._forward_hooks_always_called.pop(key, None)
     return stripped
 
 
-def owned_by(hook: Any, owner: Any) -> bool:
+def _owned_by(hook: Any, owner: Any) -> bool:
     """Whether ``hook`` is a method of ``owner`` or a closure over it."""
     if getattr(hook, "__self__", None) is owner:
         return True

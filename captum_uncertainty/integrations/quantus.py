@@ -70,7 +70,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_uncertainty._validation import check_bool
 from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.posterior import first_parameter
 
 __all__ = ["QuantusUncertaintyModel", "UncertaintyScores", "quantus_explain_func", "quantus_batch"]
 
@@ -138,14 +140,14 @@ class QuantusUncertaintyModel(nn.Module):
 
     def train(self, mode: bool = True) -> "QuantusUncertaintyModel":
         """Set this wrapper's ``training`` flag only (the posterior manages its modules' modes)."""
-        if not isinstance(mode, bool):
-            raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
-        self.training = mode
+        self.training = check_bool(mode, "mode")
         return self
 
     def forward(self, inputs: Tensor) -> Tensor:
         """The uncertainty of each input, ``(N, 1)``, on the model's device and dtype."""
-        return self.forward_func(as_model_tensor(inputs, self.forward_func)).unsqueeze(1).as_subclass(UncertaintyScores)
+        return (
+            self.forward_func(_as_model_tensor(inputs, self.forward_func)).unsqueeze(1).as_subclass(UncertaintyScores)
+        )
 
 
 def quantus_explain_func(
@@ -186,9 +188,9 @@ def quantus_explain_func(
 
     def explain_func(model: Any, inputs: Any, targets: Any = None, **kwargs: Any) -> np.ndarray:
         kwargs.pop("device", None)
-        forward_func = uncertainty_forward_of(model)
-        check_targets(targets)
-        x = as_model_tensor(inputs, forward_func)
+        forward_func = _uncertainty_forward_of(model)
+        _check_targets(targets)
+        x = _as_model_tensor(inputs, forward_func)
         attributions = method(forward_func).attribute(x, **{**attribute_kwargs, **kwargs})
         if not isinstance(attributions, Tensor):
             raise TypeError(
@@ -216,7 +218,7 @@ def quantus_batch(inputs: Any) -> Dict[str, np.ndarray]:
     return {"x_batch": array, "y_batch": np.zeros(array.shape[0], dtype=np.int64)}
 
 
-def uncertainty_forward_of(model: Any) -> UncertaintyForward:
+def _uncertainty_forward_of(model: Any) -> UncertaintyForward:
     """The :class:`UncertaintyForward` behind the model Quantus passes to an explain function."""
     if isinstance(model, QuantusUncertaintyModel):
         return model.forward_func
@@ -228,7 +230,7 @@ def uncertainty_forward_of(model: Any) -> UncertaintyForward:
     )
 
 
-def check_targets(targets: Any) -> None:
+def _check_targets(targets: Any) -> None:
     """Quantus's targets index the single uncertainty output: all zeros."""
     if targets is None:
         return
@@ -240,18 +242,10 @@ def check_targets(targets: Any) -> None:
         )
 
 
-def as_model_tensor(inputs: Any, forward_func: UncertaintyForward) -> Tensor:
+def _as_model_tensor(inputs: Any, forward_func: UncertaintyForward) -> Tensor:
     """``inputs`` (numpy or tensor) on the device and in the floating dtype of the posterior's modules."""
     x = torch.as_tensor(inputs)
-    reference = next(
-        (
-            t
-            for module in forward_func.posterior.sample_modules()
-            for t in list(module.parameters()) + list(module.buffers())
-            if t.is_floating_point()
-        ),
-        None,
-    )
+    reference = first_parameter(forward_func.posterior.sample_modules())
     if reference is None:
         return x
     return x.to(device=reference.device, dtype=reference.dtype if x.is_floating_point() else x.dtype)

@@ -17,7 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
-from captum_uncertainty.integrations import check_num_samples, check_seed, require
+from captum_uncertainty._validation import check_optional_positive_int
+from captum_uncertainty.integrations import require
+from captum_uncertainty.integrations._utils import check_seed
 from captum_uncertainty.posterior import DROPOUT_TYPES, DeepEnsemble, MCDropout, Posterior
 
 __all__ = ["from_torch_uncertainty", "SUPPORTED_WRAPPERS"]
@@ -82,30 +84,29 @@ def from_torch_uncertainty(model: nn.Module, num_samples: Optional[int] = None, 
     ensembles = require("torch_uncertainty.methods.deep_ensembles", "torch-uncertainty", "from_torch_uncertainty")
     dropout = require("torch_uncertainty.methods.mc_dropout", "torch-uncertainty", "from_torch_uncertainty")
     seed = check_seed(seed)
-    if num_samples is not None:
-        num_samples = check_num_samples(num_samples)
+    num_samples = check_optional_positive_int(num_samples, "num_samples")
     if isinstance(model, ensembles._DeepEnsembles):
         if isinstance(model, ensembles._RegDeepEnsembles):
-            raise ValueError(regression_message("deep_ensembles"))
-        return ensemble_posterior(model, num_samples)
+            raise ValueError(_regression_message("deep_ensembles"))
+        return _ensemble_posterior(model, num_samples)
     if isinstance(model, dropout._MCDropout):
         if isinstance(model, dropout._RegMCDropout):
-            raise ValueError(regression_message("mc_dropout"))
-        return dropout_posterior(model, num_samples, seed)
+            raise ValueError(_regression_message("mc_dropout"))
+        return _dropout_posterior(model, num_samples, seed)
     raise TypeError(
         f"model must be one of torch-uncertainty's wrappers: {'; '.join(SUPPORTED_WRAPPERS)}; got "
         f"{type(model).__name__}. For other models build a DeepEnsemble, MCDropout or WeightSamples directly"
     )
 
 
-def regression_message(builder: str) -> str:
+def _regression_message(builder: str) -> str:
     return (
         f"model is a regression {builder}(...) wrapper; from_torch_uncertainty explains classifiers "
         "(task='classification')"
     )
 
 
-def ensemble_posterior(model: nn.Module, num_samples: Optional[int]) -> DeepEnsemble:
+def _ensemble_posterior(model: nn.Module, num_samples: Optional[int]) -> DeepEnsemble:
     """The members of a ``_DeepEnsembles`` as a :class:`DeepEnsemble`."""
     members = list(model.core_models)
     if num_samples is not None and num_samples != len(members):
@@ -115,16 +116,16 @@ def ensemble_posterior(model: nn.Module, num_samples: Optional[int]) -> DeepEnse
     return DeepEnsemble(members)
 
 
-def dropout_posterior(model: nn.Module, num_samples: Optional[int], seed: int) -> MCDropout:
+def _dropout_posterior(model: nn.Module, num_samples: Optional[int], seed: int) -> MCDropout:
     """``MCDropout`` over the wrapper's core model, sampling the layers torch-uncertainty samples."""
     core = model.core_model
     stochastic = list(model.filtered_modules)  # all dropout modules, or the last one (last_layer=True)
-    check_dropout_types(core, stochastic)
-    network, sampled = with_dropout_per_call_site(core, stochastic)
+    _check_dropout_types(core, stochastic)
+    network, sampled = _with_dropout_per_call_site(core, stochastic)
     return MCDropout(network, num_samples=num_samples or model.num_estimators, seed=seed, dropouts=sampled)
 
 
-def check_dropout_types(core: nn.Module, stochastic: List[nn.Module]) -> None:
+def _check_dropout_types(core: nn.Module, stochastic: List[nn.Module]) -> None:
     """Every dropout layer torch-uncertainty samples must be one MCDropout can mask."""
     paths = {id(module): path for path, module in core.named_modules()}
     for module in stochastic:
@@ -135,7 +136,7 @@ def check_dropout_types(core: nn.Module, stochastic: List[nn.Module]) -> None:
             )
 
 
-def with_dropout_per_call_site(core: nn.Module, stochastic: List[nn.Module]) -> Tuple[nn.Module, List[nn.Module]]:
+def _with_dropout_per_call_site(core: nn.Module, stochastic: List[nn.Module]) -> Tuple[nn.Module, List[nn.Module]]:
     """``core``, or an ``fx`` graph of it in which each reuse of a dropout module calls a copy.
 
     Returns the network to run and the dropout modules in it to sample (``stochastic`` plus
@@ -144,7 +145,7 @@ def with_dropout_per_call_site(core: nn.Module, stochastic: List[nn.Module]) -> 
     fail when its input shapes differ), where torch-uncertainty draws independent noise.
     """
     try:
-        graph_module = fx_trace(core)
+        graph_module = _fx_trace(core)
     except Exception:  # noqa: BLE001 - untraceable forward: use the model as it is
         return core, stochastic
     calls = collections.Counter(node.target for node in graph_module.graph.nodes if node.op == "call_module")
@@ -172,7 +173,7 @@ def with_dropout_per_call_site(core: nn.Module, stochastic: List[nn.Module]) -> 
     return graph_module, sampled
 
 
-def fx_trace(core: nn.Module) -> Any:
+def _fx_trace(core: nn.Module) -> Any:
     """``torch.fx.symbolic_trace(core)``: a ``GraphModule`` sharing ``core``'s submodules."""
     import torch.fx
 
