@@ -21,7 +21,7 @@ import copy
 import itertools
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +48,7 @@ __all__ = [
 
 
 @contextmanager
-def preserved_modes(modules: Sequence[nn.Module], eval_mode: bool = True) -> Iterator[None]:
+def preserved_modes(modules: Union[Sequence[nn.Module], nn.ModuleList], eval_mode: bool = True) -> Iterator[None]:
     """Run a block with ``modules`` in eval mode, restoring every submodule's flag after."""
     saved = [(sub, sub.training) for module in modules for sub in module.modules()]
     try:
@@ -246,6 +246,8 @@ class Posterior(nn.Module):
 class _SampleView(nn.Module):
     """One posterior sample as a module returning ``(N, C)`` (keeps the user's layers as submodules)."""
 
+    posterior: Any  # a Posterior; Any because only some posteriors define forward_single
+
     def __init__(self, posterior: Posterior, sample: int) -> None:
         super().__init__()
         self.posterior = posterior
@@ -262,7 +264,7 @@ class _SampleView(nn.Module):
 # ----------------------------------------------------------------------------- ensembles
 
 
-def _same_architecture(members: Sequence[nn.Module]) -> bool:
+def _same_architecture(members: Union[Sequence[nn.Module], nn.ModuleList]) -> bool:
     """Same class and the same parameter/buffer names, shapes and dtypes."""
 
     def signature(module: nn.Module) -> List[Tuple[str, Tuple[int, ...], torch.dtype]]:
@@ -588,7 +590,7 @@ class MCDropout(Posterior):
         key = (id(module), site)
         shape = _dropout_mask_shape(module, feature_shape)
         if key not in self._masks:
-            keep = 1.0 - module.p
+            keep = 1.0 - float(module.p)  # type: ignore[arg-type]  # a dropout layer's float p
             draw = torch.rand((self.num_samples,) + shape, generator=self._generator, device="cpu") < keep
             scale = 1.0 / keep if keep > 0 else 0.0
             self._masks[key] = draw.to(dtype=torch.float64) * scale  # stays on the CPU: the generator's device

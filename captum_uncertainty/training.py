@@ -3,7 +3,7 @@ study's classifiers)."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -12,9 +12,11 @@ from captum_uncertainty._validation import check_positive_int
 
 __all__ = ["fit"]
 
+_Model = TypeVar("_Model", bound=nn.Module)
+
 
 def fit(
-    model: nn.Module,
+    model: _Model,
     size: int,
     batch_loss: Callable[[Tensor], Tensor],
     optimizer: torch.optim.Optimizer,
@@ -26,7 +28,7 @@ def fit(
     end_of_epoch: Optional[Callable[[], None]] = None,
     progress: bool = False,
     description: str = "training",
-) -> nn.Module:
+) -> _Model:
     """Train ``model`` in place for ``epochs`` passes over ``size`` examples; returns it in eval mode.
 
     Each epoch draws a random order of the example indices from ``generator`` (on the CPU) and

@@ -112,7 +112,7 @@ def _check_image_shape(image_shape: Sequence[int]) -> Tuple[int, int, int]:
     shape = tuple(int(side) for side in image_shape)
     if len(shape) != 3 or min(shape) < 1 or shape[1] % 4 or shape[2] % 4:
         raise ValueError(f"image_shape must be (C, H, W) with H and W multiples of 4, got {tuple(image_shape)}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _check_vae_inputs(inputs: Tensor, image_shape: Tuple[int, int, int], name: str = "inputs") -> None:

@@ -254,7 +254,7 @@ def _generator_for(device: torch.device, generators: Generators, seed: int) -> t
     return generators[device]
 
 
-def _layer_tensors(layer: nn.Module) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+def _layer_tensors(layer: Any) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
     """``mu`` and ``rho`` of the weight (``mu_kernel`` or ``mu_weight``) and of the bias (or ``None``)."""
     if hasattr(layer, "mu_kernel"):
         mu, rho = layer.mu_kernel, layer.rho_kernel
@@ -275,11 +275,12 @@ def _sampled_plain_layer(layer: nn.Module, kind: Type[nn.Module], generators: Ge
     plain = _empty_plain_layer(layer, kind, mu, has_bias=mu_bias is not None)
     plain.weight = _draw(mu, rho, generators, seed)
     if mu_bias is not None:
+        assert rho_bias is not None  # _layer_tensors reads rho_bias whenever mu_bias exists
         plain.bias = _draw(mu_bias, rho_bias, generators, seed)
     return plain
 
 
-def _empty_plain_layer(layer: nn.Module, kind: Type[nn.Module], mu: Tensor, has_bias: bool) -> nn.Module:
+def _empty_plain_layer(layer: Any, kind: Type[nn.Module], mu: Tensor, has_bias: bool) -> nn.Module:
     """The plain layer on the meta device, shaped like ``layer``'s weight ``mu``."""
     if kind is nn.Linear:
         out_features, in_features = mu.shape

@@ -106,7 +106,7 @@ def _regression_message(builder: str) -> str:
     )
 
 
-def _ensemble_posterior(model: nn.Module, num_samples: Optional[int]) -> DeepEnsemble:
+def _ensemble_posterior(model: Any, num_samples: Optional[int]) -> DeepEnsemble:
     """The members of a ``_DeepEnsembles`` as a :class:`DeepEnsemble`."""
     members = list(model.core_models)
     if num_samples is not None and num_samples != len(members):
@@ -116,7 +116,7 @@ def _ensemble_posterior(model: nn.Module, num_samples: Optional[int]) -> DeepEns
     return DeepEnsemble(members)
 
 
-def _dropout_posterior(model: nn.Module, num_samples: Optional[int], seed: int) -> MCDropout:
+def _dropout_posterior(model: Any, num_samples: Optional[int], seed: int) -> MCDropout:
     """``MCDropout`` over the wrapper's core model, sampling the layers torch-uncertainty samples."""
     core = model.core_model
     stochastic = list(model.filtered_modules)  # all dropout modules, or the last one (last_layer=True)
