@@ -3,6 +3,7 @@
 from captum_uncertainty.attr import (
     CLUE,
     BlurIntegratedGradients,
+    ClueSettings,
     CounterfactualPathIG,
     DeltaCLUE,
     ExplanationDistribution,
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BlurIntegratedGradients",
     "CLUE",
+    "ClueSettings",
     "CounterfactualPathIG",
     "DeltaCLUE",
     "ExplanationDistribution",

@@ -1,6 +1,7 @@
 """CLUE, delta-CLUE and CounterfactualPathIG on a trained digits ensemble and VAE."""
 
 import copy
+import dataclasses
 import warnings
 
 import pytest
@@ -9,13 +10,13 @@ from captum.attr import IntegratedGradients, NoiseTunnel
 from conftest import assert_untouched, model_state
 from torch import nn
 
-from captum_uncertainty import CLUE, CounterfactualPathIG, DeltaCLUE, UncertaintyForward
-from captum_uncertainty.attr._utils.latent_search import search_latents
+from captum_uncertainty import CLUE, ClueSettings, CounterfactualPathIG, DeltaCLUE, UncertaintyForward
+from captum_uncertainty.attr import CounterfactualPathResult, CounterfactualPathResultWithDelta, Fiducials
+from captum_uncertainty.attr._utils.latent_search import reconstruction_loss, search_latents
 from captum_uncertainty.attr.counterfactual_path import (
     FiducialWarning,
     in_class_fiducials,
     reconstruction_latents,
-    reconstruction_loss,
     reference_in_class_settings,
 )
 from captum_uncertainty.attr.delta_clue import project_to_ball, uniform_in_ball
@@ -99,6 +100,45 @@ def test_searches_leave_the_models_untouched(uf, uncertain, digits_ensemble, dig
     with pytest.raises(ValueError):
         CounterfactualPathIG(uf, digits_vae).attribute(uncertain[:2], fiducial=torch.full((2, 8), float("nan")))
     assert_untouched(before, modules)
+
+
+def test_clue_settings_object_equals_keywords(uf, uncertain, digits_vae):
+    clue, x = CLUE(uf, digits_vae), uncertain[:3]
+    settings = ClueSettings(distance="l2", measure="epistemic", lr=0.02, max_iterations=7, patience=2)
+    by_keywords = clue.counterfactuals(x, distance="l2", measure="epistemic", lr=0.02, max_iterations=7, patience=2)
+    by_settings = clue.counterfactuals(x, settings=settings)
+    for a, b in zip(by_keywords, by_settings):
+        assert torch.equal(a, b)
+    assert torch.equal(
+        clue.attribute(x, settings=settings),
+        clue.attribute(x, distance="l2", measure="epistemic", lr=0.02, max_iterations=7, patience=2),
+    )
+    dclue = DeltaCLUE(uf, digits_vae)
+    dsettings = ClueSettings(max_iterations=4)
+    assert torch.equal(
+        dclue.attribute(x, n_starts=2, settings=dsettings), dclue.attribute(x, n_starts=2, max_iterations=4)
+    )
+    # the "clue" fiducial is the CLUE search, its fiducial_kwargs CLUE's keywords or settings=
+    expected = clue.counterfactuals(x, max_iterations=4).latents
+    cpig = CounterfactualPathIG(uf, digits_vae)
+    assert torch.equal(cpig.fiducials(x, "clue", max_iterations=4).latents, expected)
+    assert torch.equal(cpig.fiducials(x, "clue", settings=dsettings).latents, expected)
+    with pytest.raises(ValueError, match="not both"):
+        clue.attribute(x, lr=0.05, settings=settings)
+    with pytest.raises(TypeError, match="settings must be a ClueSettings"):
+        clue.attribute(x, settings={"lr": 0.05})
+    with pytest.raises(ValueError, match="uncertainty_weight must be a non-negative number"):
+        ClueSettings(uncertainty_weight=-1.0)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        ClueSettings(distance="cosine")
+    with pytest.raises(ValueError, match="measure must be one of"):
+        ClueSettings(measure="mutual")
+    with pytest.raises(ValueError, match="patience must be a positive int"):
+        ClueSettings(patience=0)
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        ClueSettings(lr=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.lr = 0.1
 
 
 # ----------------------------------------------------------------------------------- delta-CLUE
@@ -318,6 +358,29 @@ def test_bad_input_raises_clear_errors(uf, uncertain, digits_vae):
         CLUE(uf, digits_vae).attribute(x, distance="cosine")
     with pytest.raises(ValueError, match="max_iterations"):
         CLUE(uf, digits_vae).attribute(x, max_iterations=0)
+
+
+def test_result_forms_unpack_as_before_and_read_by_name(uf, uncertain, digits_vae):
+    x, fiducial = uncertain[:2], torch.zeros(8)
+    cpig = CounterfactualPathIG(uf, digits_vae)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FiducialWarning)
+        plain = cpig.attribute(x, fiducial, n_steps=4)
+        captum = cpig.attribute(x, fiducial, n_steps=4, return_convergence_delta=True)
+        with_fiducials = cpig.attribute(x, fiducial, n_steps=4, return_fiducial=True)
+        both = cpig.attribute(x, fiducial, n_steps=4, return_convergence_delta=True, return_fiducial=True)
+    assert isinstance(plain, torch.Tensor)
+    assert type(captum) is tuple and len(captum) == 2  # Captum's (attributions, delta)
+    attributions, found = with_fiducials
+    assert isinstance(with_fiducials, CounterfactualPathResult) and isinstance(found, Fiducials)
+    assert with_fiducials.attributions is attributions and with_fiducials.fiducials is found
+    assert with_fiducials.delta is None
+    attributions, delta, found = both
+    assert isinstance(both, CounterfactualPathResultWithDelta) and isinstance(found, Fiducials)
+    assert both.attributions is attributions and both.delta is delta and both.fiducials is found
+    for result in (captum[0], with_fiducials.attributions, both.attributions):
+        assert torch.equal(result, plain)
+    assert torch.equal(both.delta, captum[1])
 
 
 def test_noise_tunnel_keeps_the_decomposition_and_captum_order(uf, uncertain, digits_vae):

@@ -11,8 +11,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from captum_uncertainty.attr import LossNotDecreasing
-from captum_uncertainty.attr._utils.latent_search import search_latents
-from captum_uncertainty.attr.counterfactual_path import class_averaged_bce, reference_in_class_settings
+from captum_uncertainty.attr._utils.latent_search import class_averaged_bce, search_latents
+from captum_uncertainty.attr.counterfactual_path import reference_in_class_settings
 from captum_uncertainty.metrics import entropy_information_curve, uncertainty_reduction_curve
 
 

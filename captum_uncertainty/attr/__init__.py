@@ -7,8 +7,14 @@ classes here are the methods Captum lacks.
 
 from captum_uncertainty.attr._utils.latent_search import LossNotDecreasing
 from captum_uncertainty.attr.blur_ig import BlurIntegratedGradients
-from captum_uncertainty.attr.clue import CLUE, Counterfactuals
-from captum_uncertainty.attr.counterfactual_path import CounterfactualPathIG, Fiducials, FiducialWarning
+from captum_uncertainty.attr.clue import CLUE, ClueSettings, Counterfactuals
+from captum_uncertainty.attr.counterfactual_path import (
+    CounterfactualPathIG,
+    CounterfactualPathResult,
+    CounterfactualPathResultWithDelta,
+    Fiducials,
+    FiducialWarning,
+)
 from captum_uncertainty.attr.delta_clue import DeltaCLUE
 from captum_uncertainty.attr.distribution import ExplanationDistribution
 from captum_uncertainty.attr.fullgrad import FullGrad
@@ -20,7 +26,10 @@ from captum_uncertainty.attr.ua_backprop import UABackprop
 __all__ = [
     "BlurIntegratedGradients",
     "CLUE",
+    "ClueSettings",
     "CounterfactualPathIG",
+    "CounterfactualPathResult",
+    "CounterfactualPathResultWithDelta",
     "Counterfactuals",
     "DeltaCLUE",
     "ExplanationDistribution",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Dict, NamedTuple, Optional, Union
 
@@ -12,9 +11,17 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.func import jvp
 
+from captum_uncertainty._validation import check_choice, check_non_negative_number
 from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
+from captum_uncertainty.attr._utils.counterfactual import check_counterfactual_inputs, clue_search, clue_settings
 from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
-from captum_uncertainty.attr._utils.latent_search import LossNotDecreasing, search_latents
+from captum_uncertainty.attr._utils.latent_search import (
+    LossNotDecreasing,
+    class_averaged_bce,
+    class_cross_entropy,
+    reconstruction_loss,
+    search_latents,
+)
 from captum_uncertainty.attr._utils.path import (
     integrate_path,
     quadrature,
@@ -23,7 +30,6 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_values,
 )
 from captum_uncertainty.attr._utils.results import decomposed
-from captum_uncertainty.attr.clue import CLUE, check_counterfactual_inputs
 from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.generative.protocol import (
     LatentGenerativeModel,
@@ -35,16 +41,21 @@ from captum_uncertainty.generative.protocol import (
 
 __all__ = [
     "CounterfactualPathIG",
+    "CounterfactualPathResult",
+    "CounterfactualPathResultWithDelta",
     "Fiducials",
     "FiducialWarning",
+    "SUPPORTED_CLASS_LOSSES",
+    "SUPPORTED_FIDUCIALS",
+    "SUPPORTED_LATENT_ENDS",
     "in_class_fiducials",
     "reconstruction_latents",
     "reference_in_class_settings",
 ]
 
-FIDUCIAL_NAMES = ("clue", "in_class")
-LATENT_ENDS = ("encoder", "refined")
-CLASS_LOSSES = ("cross_entropy", "class_averaged_bce")
+SUPPORTED_FIDUCIALS = ("clue", "in_class")
+SUPPORTED_LATENT_ENDS = ("encoder", "refined")
+SUPPORTED_CLASS_LOSSES = ("cross_entropy", "class_averaged_bce")
 FiducialType = Union[str, Tensor]
 
 
@@ -77,6 +88,42 @@ class Fiducials(NamedTuple):
         return (self.fiducial_class == self.input_class) & (self.uncertainty < self.input_uncertainty)
 
 
+class CounterfactualPathResult(NamedTuple):
+    """:meth:`CounterfactualPathIG.attribute` with ``return_fiducial=True`` (no convergence delta).
+
+    Unpacks as ``attributions, fiducials = ...``; :attr:`delta` is ``None``.
+
+    Attributes:
+        attributions (Tensor or Decomposition): the attributions.
+        fiducials (Fiducials): the path's starting points.
+    """
+
+    attributions: Any
+    fiducials: Fiducials
+
+    @property
+    def delta(self) -> None:
+        """No convergence delta was asked for."""
+        return None
+
+
+class CounterfactualPathResultWithDelta(NamedTuple):
+    """:meth:`CounterfactualPathIG.attribute` with ``return_fiducial=True`` and
+    ``return_convergence_delta=True``.
+
+    Unpacks as ``attributions, delta, fiducials = ...``.
+
+    Attributes:
+        attributions (Tensor or Decomposition): the attributions.
+        delta (Tensor or Decomposition): the convergence delta ``(N,)``.
+        fiducials (Fiducials): the path's starting points.
+    """
+
+    attributions: Any
+    delta: Any
+    fiducials: Fiducials
+
+
 class CounterfactualPathIG(GradientAttribution):
     r"""Integrated Gradients of uncertainty along a counterfactual, on-manifold path (Perez et al., 2022).
 
@@ -104,7 +151,7 @@ class CounterfactualPathIG(GradientAttribution):
 
     Fiducials (``fiducial=``):
 
-    * ``"clue"``: :class:`CLUE`'s counterfactual for the forward's measure;
+    * ``"clue"``: :class:`~captum_uncertainty.CLUE`'s counterfactual for the forward's measure;
     * ``"in_class"``: the Featurespace reference code's search: minimise
       ``BCE(dec(z), x) + c * CE(y_hat, p(dec(z))) + 0.5 ||z||^2`` from the encoder's code, where
       ``y_hat`` is the class the posterior predictive assigns to ``x``, BCE is summed over the
@@ -121,7 +168,7 @@ class CounterfactualPathIG(GradientAttribution):
     does not, a :class:`~captum_uncertainty.attr.FiducialWarning` names the inputs concerned
     (the attribution is still computed from it, and complete with respect to it: never a silent
     fallback). ``return_fiducial=True`` returns the :class:`~captum_uncertainty.attr.Fiducials`
-    with both uncertainties.
+    with both uncertainties (see :meth:`attribute` for the result's form).
 
     Args:
         forward_func (UncertaintyForward): the uncertainty to explain.
@@ -193,8 +240,9 @@ class CounterfactualPathIG(GradientAttribution):
             return_fiducial (bool, keyword only): also return the
                 :class:`~captum_uncertainty.attr.Fiducials`.
             fiducial_kwargs (dict, optional, keyword only): settings of the fiducial search (for
-                ``"clue"``: the arguments of :meth:`CLUE.counterfactuals`; for ``"in_class"``:
-                those of :func:`~captum_uncertainty.attr.counterfactual_path.in_class_fiducials`;
+                ``"clue"``: the arguments of :meth:`~captum_uncertainty.CLUE.counterfactuals`, i.e.
+                the fields of :class:`~captum_uncertainty.attr.ClueSettings` or ``settings=``;
+                for ``"in_class"``: those of :func:`~captum_uncertainty.attr.counterfactual_path.in_class_fiducials`;
                 :func:`~captum_uncertainty.attr.counterfactual_path.reference_in_class_settings`
                 gives the Featurespace reference code's).
             latent_end (str, keyword only): the latent code ``z_x`` the latent segment ends at:
@@ -204,9 +252,22 @@ class CounterfactualPathIG(GradientAttribution):
                 which shortens the pixel-space gap segment. Completeness holds either way.
 
         Returns:
-            Tensor or Decomposition: attributions of the inputs' shape; then the convergence
-            delta ``(N,)`` and the :class:`~captum_uncertainty.attr.Fiducials`, each if
-            requested.
+            Tensor or Decomposition: attributions of the inputs' shape, alone by default. With
+            ``return_convergence_delta=True`` only, Captum's tuple ``(attributions, delta)``
+            (``delta`` ``(N,)``). With ``return_fiducial=True``, a NamedTuple that unpacks by
+            position: :class:`~captum_uncertainty.attr.CounterfactualPathResult`
+            ``(attributions, fiducials)``, whose ``delta`` is ``None``, or, with
+            ``return_convergence_delta=True`` too,
+            :class:`~captum_uncertainty.attr.CounterfactualPathResultWithDelta`
+            ``(attributions, delta, fiducials)``. Both read ``.attributions``, ``.delta`` and
+            ``.fiducials``.
+
+        Examples::
+
+            >>> attr, delta = cpig.attribute(x, return_convergence_delta=True)
+            >>> attr, found = cpig.attribute(x, return_fiducial=True)
+            >>> result = cpig.attribute(x, return_convergence_delta=True, return_fiducial=True)
+            >>> attr, delta, found = result               # or result.attributions, result.delta, ...
         """
         forward: UncertaintyForward = self.forward_func
         inputs = check_counterfactual_inputs(inputs)
@@ -216,11 +277,10 @@ class CounterfactualPathIG(GradientAttribution):
                 "additional_forward_args are passed along the path, but the fiducial searches run the forward "
                 "without them: pass a tensor fiducial (latent codes or images) together with them"
             )
-        if latent_end not in LATENT_ENDS:
-            raise ValueError(f"latent_end must be one of {LATENT_ENDS}, got {latent_end!r}")
+        check_choice(latent_end, "latent_end", SUPPORTED_LATENT_ENDS)
         nodes, weights = quadrature(method, n_steps, inputs)
         found = self.fiducials(inputs, fiducial, **(fiducial_kwargs or {}))
-        warn_about_invalid_fiducials(found)
+        _warn_about_invalid_fiducials(found)
         if latent_end == "refined":
             latents = reconstruction_latents(self.generative_model, inputs)
         else:
@@ -245,8 +305,11 @@ class CounterfactualPathIG(GradientAttribution):
             )
         deltas = [a.flatten(1).sum(1) - (at_x - at_f) for a, (at_x, at_f) in zip(attribution, ends)]
         result, delta = decomposed(attribution, deltas) if decompose else (attribution[0], deltas[0])
-        outputs = (result,) + ((delta,) if return_convergence_delta else ()) + ((found,) if return_fiducial else ())
-        return outputs if len(outputs) > 1 else result
+        if return_fiducial:
+            if return_convergence_delta:
+                return CounterfactualPathResultWithDelta(result, delta, found)
+            return CounterfactualPathResult(result, found)
+        return (result, delta) if return_convergence_delta else result
 
     def fiducials(self, inputs: Tensor, fiducial: FiducialType = "clue", **search_kwargs: Any) -> Fiducials:
         """The fiducial of each input, with both uncertainties and both predicted classes."""
@@ -256,16 +319,14 @@ class CounterfactualPathIG(GradientAttribution):
             if search_kwargs:
                 raise ValueError("fiducial_kwargs apply to a fiducial search; a tensor fiducial takes none")
             latents = self.fiducial_latents(fiducial, inputs)
-        elif fiducial == "clue":
-            latents = CLUE(forward, self.generative_model).counterfactuals(inputs, **search_kwargs).latents
-        elif fiducial == "in_class":
-            latents = in_class_fiducials(forward, self.generative_model, inputs, **search_kwargs)
+        elif check_choice(fiducial, "fiducial", SUPPORTED_FIDUCIALS, extra="or a tensor") == "clue":
+            latents = clue_search(forward, self.generative_model, inputs, clue_settings(**search_kwargs)).latents
         else:
-            raise ValueError(f"fiducial must be one of {FIDUCIAL_NAMES} or a tensor, got {fiducial!r}")
+            latents = in_class_fiducials(forward, self.generative_model, inputs, **search_kwargs)
         with torch.no_grad():
             images = decode_latents(self.generative_model, latents, inputs)
             at_inputs, at_fiducials = forward.decompose(inputs), forward.decompose(images)
-            classes = predicted_class(forward, inputs), predicted_class(forward, images)
+            classes = forward.predicted_class(inputs), forward.predicted_class(images)
         return Fiducials(
             latents.detach(), images, at_fiducials.select(forward.measure), at_inputs.select(forward.measure), *classes
         )
@@ -303,11 +364,6 @@ class CounterfactualPathIG(GradientAttribution):
             return (points.detach(),), (velocities.detach(),)
 
         return points_at
-
-
-def predicted_class(forward: UncertaintyForward, inputs: Tensor) -> Tensor:
-    """The posterior predictive's most probable class per input."""
-    return forward.predictive(inputs).mean(0).argmax(-1)
 
 
 def in_class_fiducials(
@@ -357,50 +413,38 @@ def in_class_fiducials(
     Returns:
         Tensor: latent codes ``(N, D)``.
     """
-    if not isinstance(class_weight, (int, float)) or class_weight < 0:
-        raise ValueError(f"class_weight must be a non-negative number, got {class_weight!r}")
-    if class_loss not in CLASS_LOSSES:
-        raise ValueError(f"class_loss must be one of {CLASS_LOSSES}, got {class_loss!r}")
-    check_reconstruction_range(inputs, 'fiducial="in_class"')
+    check_non_negative_number(class_weight, "class_weight")
+    check_choice(class_loss, "class_loss", SUPPORTED_CLASS_LOSSES)
+    _check_reconstruction_range(inputs, 'fiducial="in_class"')
     with torch.no_grad():
         start = encode_inputs(generative_model, inputs)
-        target = predicted_class(forward, inputs)
+        target = forward.predicted_class(inputs)
     class_term = class_cross_entropy if class_loss == "cross_entropy" else class_averaged_bce
 
     def objective(latents: Tensor, rows: Tensor) -> Tensor:
         images = decode_latents(generative_model, latents, inputs[rows])
-        log_p = forward.log_probabilities(images)
-        log_mean = torch.logsumexp(log_p, 0) - math.log(log_p.shape[0])
+        log_mean = forward.log_predictive_mean(images)
         return (
             reconstruction_loss(images, inputs[rows])
             + class_weight * class_term(log_mean, target[rows])
             + prior_weight * latents.square().sum(1)
         )
 
-    return search_latents(objective, start, lr, max_iterations, tolerance, patience, stopping=stopping).latents
+    search = search_latents(
+        objective,
+        start,
+        lr=lr,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        patience=patience,
+        stopping=stopping,
+    )
+    return search.latents
 
 
-def check_reconstruction_range(inputs: Tensor, what: str) -> None:
+def _check_reconstruction_range(inputs: Tensor, what: str) -> None:
     if inputs.min() < 0 or inputs.max() > 1:
         raise ValueError(f"{what} needs inputs in [0, 1] (its reconstruction term is a binary cross-entropy)")
-
-
-def reconstruction_loss(images: Tensor, inputs: Tensor) -> Tensor:
-    """Binary cross-entropy of the decoded images against the inputs, summed per input."""
-    clipped = images.clamp(1e-6, 1 - 1e-6)
-    return torch.nn.functional.binary_cross_entropy(clipped, inputs, reduction="none").flatten(1).sum(1)
-
-
-def class_cross_entropy(log_mean: Tensor, target: Tensor) -> Tensor:
-    """``-log p_y`` of the posterior predictive ``(B, C)`` (log space)."""
-    return -log_mean.gather(1, target.unsqueeze(1)).squeeze(1)
-
-
-def class_averaged_bce(log_mean: Tensor, target: Tensor) -> Tensor:
-    """Keras's ``binary_crossentropy(onehot(y), p)``: per-class BCE averaged over the classes."""
-    probabilities = log_mean.exp().clamp(1e-7, 1 - 1e-7)
-    onehot = torch.nn.functional.one_hot(target, probabilities.shape[1]).to(probabilities)
-    return torch.nn.functional.binary_cross_entropy(probabilities, onehot, reduction="none").mean(1)
 
 
 def reference_in_class_settings(inputs: Tensor) -> Dict[str, Any]:
@@ -441,7 +485,7 @@ def reconstruction_latents(
     input with ``LossNotDecreasing(atol=1e-3)`` unless ``stopping`` says otherwise; returns the
     lowest-loss code visited, ``(N, D)``.
     """
-    check_reconstruction_range(inputs, 'latent_end="refined"')
+    _check_reconstruction_range(inputs, 'latent_end="refined"')
     with torch.no_grad():
         start = encode_inputs(generative_model, inputs)
 
@@ -450,10 +494,10 @@ def reconstruction_latents(
         return reconstruction_loss(images, inputs[rows]) + prior_weight * latents.square().sum(1)
 
     rule = LossNotDecreasing(atol=1e-3) if stopping is None else stopping
-    return search_latents(objective, start, lr, max_iterations, stopping=rule).latents
+    return search_latents(objective, start, lr=lr, max_iterations=max_iterations, stopping=rule).latents
 
 
-def warn_about_invalid_fiducials(found: Fiducials) -> None:
+def _warn_about_invalid_fiducials(found: Fiducials) -> None:
     changed = (found.fiducial_class != found.input_class).nonzero().flatten().tolist()
     higher = (found.uncertainty >= found.input_uncertainty).nonzero().flatten().tolist()
     if changed:

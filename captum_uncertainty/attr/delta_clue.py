@@ -5,29 +5,38 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_uncertainty.attr._utils.latent_search import search_latents
-from captum_uncertainty.attr.clue import (
-    CLUE,
-    ClueObjective,
+from captum_uncertainty._validation import check_choice, check_positive_int, check_positive_number
+from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
+from captum_uncertainty.attr._utils.counterfactual import (
+    ClueSettings,
     Counterfactuals,
     Distance,
     check_counterfactual_inputs,
+    clue_search,
+    clue_settings,
     counterfactual_map,
 )
-from captum_uncertainty.generative.protocol import decode_latents, encode_inputs
+from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.generative.protocol import (
+    LatentGenerativeModel,
+    check_generative_model,
+    decode_latents,
+    encode_inputs,
+)
 
-__all__ = ["DeltaCLUE", "uniform_in_ball", "project_to_ball"]
+__all__ = ["DeltaCLUE", "SUPPORTED_AGGREGATES", "uniform_in_ball", "project_to_ball"]
 
-AGGREGATES = ("best", "mean")
+SUPPORTED_AGGREGATES = ("best", "mean")
 
 
-class DeltaCLUE(CLUE):
+class DeltaCLUE(Attribution):
     r"""delta-CLUE (Ley et al., 2021): a diverse set of CLUEs inside an L2 ball of the latent space.
 
-    Runs the :class:`CLUE` objective ``w_u U(dec(z)) + w_d d(dec(z), x)`` from ``n_starts``
+    Runs the :class:`~captum_uncertainty.CLUE` objective ``w_u U(dec(z)) + w_d d(dec(z), x)`` from ``n_starts``
     random starting codes drawn uniformly from the ball ``||z - z_x||_2 <= delta`` around the
     encoder's code ``z_x``, and projects every Adam step back onto that ball, so that every
     solution stays within ``delta`` of ``z_x``. :meth:`counterfactuals` returns all the
@@ -36,7 +45,7 @@ class DeltaCLUE(CLUE):
     or the mean of the K maps (``aggregate="mean"``).
 
     All starts of all inputs run as one batch; each keeps its own Adam state and stopping rule
-    (see :class:`CLUE`). The K start offsets are drawn once from a seeded generator and shared by
+    (see :class:`~captum_uncertainty.CLUE`). The K start offsets are drawn once from a seeded generator and shared by
     all inputs, so an input's solutions do not depend on the rest of the batch.
 
     Args:
@@ -50,6 +59,13 @@ class DeltaCLUE(CLUE):
         >>> found.images.shape                      # (N, 5, 1, 28, 28)
         >>> maps = dclue.attribute(x, delta=2.0)    # (N, 1, 28, 28)
     """
+
+    def __init__(self, forward_func: UncertaintyForward, generative_model: Optional[LatentGenerativeModel]) -> None:
+        super().__init__(check_uncertainty_forward(forward_func))
+        self.generative_model = check_generative_model(generative_model, type(self).__name__)
+
+    def has_convergence_delta(self) -> bool:
+        return False
 
     @log_usage()
     def attribute(  # type: ignore[override]
@@ -68,6 +84,8 @@ class DeltaCLUE(CLUE):
         tolerance: float = 1e-3,
         patience: int = 5,
         return_counterfactuals: bool = False,
+        *,
+        settings: Optional[ClueSettings] = None,
     ) -> Any:
         r"""One delta-CLUE map per input.
 
@@ -79,29 +97,34 @@ class DeltaCLUE(CLUE):
                 (mean of the solutions' maps). Default: ``"best"``.
             seed (int): seed of the random starts. Default: 0.
             uncertainty_weight, distance_weight, distance, measure, lr, max_iterations, tolerance, patience:
-                as in :meth:`CLUE.attribute`.
+                the search settings, as in :class:`~captum_uncertainty.attr.ClueSettings`.
             return_counterfactuals (bool): also return the
                 :class:`~captum_uncertainty.attr.Counterfactuals` (all starts).
+            settings (ClueSettings, optional, keyword only): all the search settings in one
+                object, instead of the keyword arguments above (which must then stay at their
+                defaults).
 
         Returns:
             Tensor: ``(N, 1, H, W)`` for images ``(N, C, H, W)``, otherwise the inputs' shape;
             with the :class:`~captum_uncertainty.attr.Counterfactuals` if requested.
         """
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        check_choice(aggregate, "aggregate", SUPPORTED_AGGREGATES)
         found = self.counterfactuals(
             inputs,
             delta,
             n_starts,
             seed,
-            uncertainty_weight,
-            distance_weight,
-            distance,
-            measure,
-            lr,
-            max_iterations,
-            tolerance,
-            patience,
+            settings=clue_settings(
+                settings,
+                uncertainty_weight=uncertainty_weight,
+                distance_weight=distance_weight,
+                distance=distance,
+                measure=measure,
+                lr=lr,
+                max_iterations=max_iterations,
+                tolerance=tolerance,
+                patience=patience,
+            ),
         )
         inputs = inputs.detach()
         if aggregate == "best":
@@ -113,7 +136,7 @@ class DeltaCLUE(CLUE):
             maps = maps.view((inputs.shape[0], -1) + tuple(maps.shape[1:])).mean(1)
         return (maps, found) if return_counterfactuals else maps
 
-    def counterfactuals(  # type: ignore[override]
+    def counterfactuals(
         self,
         inputs: Tensor,
         delta: float = 2.0,
@@ -127,13 +150,25 @@ class DeltaCLUE(CLUE):
         max_iterations: int = 500,
         tolerance: float = 1e-3,
         patience: int = 5,
+        *,
+        settings: Optional[ClueSettings] = None,
     ) -> Counterfactuals:
-        """All ``n_starts`` solutions per input, each field shaped ``(N, K, ...)``."""
+        """All ``n_starts`` solutions per input, each field shaped ``(N, K, ...)`` (arguments as in
+        :meth:`attribute`)."""
         inputs = check_counterfactual_inputs(inputs)
-        if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not delta > 0:
-            raise ValueError(f"delta must be a positive number, got {delta!r}")
-        if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
-            raise ValueError(f"n_starts must be a positive int, got {n_starts!r}")
+        check_positive_number(delta, "delta")
+        check_positive_int(n_starts, "n_starts")
+        settings = clue_settings(
+            settings,
+            uncertainty_weight=uncertainty_weight,
+            distance_weight=distance_weight,
+            distance=distance,
+            measure=measure,
+            lr=lr,
+            max_iterations=max_iterations,
+            tolerance=tolerance,
+            patience=patience,
+        )
         batch = inputs.shape[0]
         with torch.no_grad():
             centres = encode_inputs(self.generative_model, inputs)
@@ -142,19 +177,20 @@ class DeltaCLUE(CLUE):
         offsets = uniform_in_ball(torch.Size((n_starts, centres.shape[1])), float(delta), generator).to(centres)
         centres = centres.repeat_interleave(n_starts, 0)
         starts = centres + offsets.repeat(batch, 1)
-        repeated = inputs.repeat_interleave(n_starts, 0)
-        objective = ClueObjective(
-            self.forward_func, self.generative_model, repeated, uncertainty_weight, distance_weight, distance, measure
-        )
 
         def project(latents: Tensor, rows: Tensor) -> Tensor:
             return project_to_ball(latents, centres[rows], float(delta))
 
-        search = search_latents(objective, starts, lr, max_iterations, tolerance, patience, project)
-        found = objective.summarise(search)
-        per_input = [field.view((batch, n_starts) + tuple(field.shape[1:])) for field in found]
-        per_input[3] = found.input_uncertainty.view(batch, n_starts)[:, 0]
-        return Counterfactuals(*per_input)
+        found = clue_search(
+            self.forward_func,
+            self.generative_model,
+            inputs.repeat_interleave(n_starts, 0),
+            settings,
+            starts=starts,
+            project=project,
+        )
+        per_input = Counterfactuals(*(field.view((batch, n_starts) + tuple(field.shape[1:])) for field in found))
+        return per_input._replace(input_uncertainty=per_input.input_uncertainty[:, 0])
 
 
 def uniform_in_ball(shape: torch.Size, radius: float, generator: torch.Generator) -> Tensor:

@@ -46,7 +46,7 @@ def above_median_sample(uncertainty: Tensor, images: int, seed: int) -> Tensor:
     return candidates[order[:images].to(candidates.device)].sort().values
 
 
-def explain(
+def _explain(
     uf: UncertaintyForward, vae: torch.nn.Module, x: Tensor, reading: str, n_steps: int
 ) -> Tuple[Tensor, Tensor, float]:
     """CounterfactualPathIG maps ``(N, 1, H, W)``, fiducial validity ``(N,)`` and seconds per image."""
@@ -69,7 +69,7 @@ def explain(
     return attributions.detach().sum(1, keepdim=True), found.valid, seconds
 
 
-def score(uf: UncertaintyForward, x: Tensor, maps: Tensor, reading: str, batch_size: int) -> Dict[str, float]:
+def _score(uf: UncertaintyForward, x: Tensor, maps: Tensor, reading: str, batch_size: int) -> Dict[str, float]:
     from captum_uncertainty.metrics import entropy_information_curve, uncertainty_reduction_curve
 
     settings = METRIC_READINGS[reading]
@@ -117,16 +117,16 @@ def run_reading_study(
     for size in latent_sizes:
         vae = load_or_train_vae(data.x_train, latent_dim=size, epochs=vae_epochs, seed=seed)
         for method in METHOD_READINGS:
-            maps, valid, seconds = explain(uf, vae, x, method, n_steps)
+            maps, valid, seconds = _explain(uf, vae, x, method, n_steps)
             for metric in METRIC_READINGS:
-                row = score(uf, x, maps, metric, batch_size)
+                row = _score(uf, x, maps, metric, batch_size)
                 row.update(runtime_s=seconds, valid_fiducials=valid.double().mean().item())
                 results[(size, method, metric)] = row
-    write_table(out / "reading_study.md", results, x.shape[0], members, vae_epochs, n_steps, seed)
+    _write_table(out / "reading_study.md", results, x.shape[0], members, vae_epochs, n_steps, seed)
     return results
 
 
-def write_table(path: Path, results, images: int, members: int, vae_epochs: int, n_steps: int, seed: int) -> None:
+def _write_table(path: Path, results, images: int, members: int, vae_epochs: int, n_steps: int, seed: int) -> None:
     lines = [
         "# CounterfactualPathIG in our and the reference code's reading\n",
         f"{images} test digits drawn from those above the median total uncertainty, {members}-CNN ensemble, total "

@@ -1,4 +1,5 @@
-"""Batched latent-space optimisation with per-input early stopping (CLUE, delta-CLUE, fiducials)."""
+"""Batched latent-space optimisation with per-input early stopping (CLUE, delta-CLUE, fiducials),
+and the loss terms of the fiducial searches."""
 
 from __future__ import annotations
 
@@ -6,6 +7,19 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
+
+from captum_uncertainty._validation import check_non_negative_number, check_positive_int, check_positive_number
+
+__all__ = [
+    "LatentSearch",
+    "LossNotDecreasing",
+    "Objective",
+    "Projection",
+    "class_averaged_bce",
+    "class_cross_entropy",
+    "reconstruction_loss",
+    "search_latents",
+]
 
 #: ``objective(latents, rows) -> (len(rows),)``: the per-input loss of the rows still searching.
 Objective = Callable[[Tensor, Tensor], Tensor]
@@ -21,14 +35,11 @@ class LatentSearch(NamedTuple):
     iterations: Tensor
 
 
-def check_search_settings(lr: float, max_iterations: int, tolerance: float, patience: int) -> None:
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    for name, value in (("max_iterations", max_iterations), ("patience", patience)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
-        raise ValueError(f"tolerance must be a non-negative number, got {tolerance!r}")
+def _check_search_settings(lr: float, max_iterations: int, tolerance: float, patience: int) -> None:
+    check_positive_number(lr, "lr")
+    check_positive_int(max_iterations, "max_iterations")
+    check_positive_int(patience, "patience")
+    check_non_negative_number(tolerance, "tolerance")
 
 
 class LossNotDecreasing:
@@ -54,11 +65,10 @@ class LossNotDecreasing:
         if atol is None and rtol is None:
             raise ValueError("LossNotDecreasing needs atol or rtol (or both)")
         for name, value in (("atol", atol), ("rtol", rtol)):
-            if value is not None and not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        for name, value in (("window_size", window_size), ("min_steps", min_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            if value is not None:
+                check_non_negative_number(value, name)
+        check_positive_int(window_size, "window_size")
+        check_positive_int(min_steps, "min_steps")
         self.atol, self.rtol = float(atol or 0.0), float(rtol or 0.0)
         self.window_size, self.min_steps = window_size, min_steps
 
@@ -107,7 +117,7 @@ def search_latents(
     objective only ever sees the rows still running, with their indices. Returns the lowest-loss
     code each row visited.
     """
-    check_search_settings(lr, max_iterations, tolerance, patience)
+    _check_search_settings(lr, max_iterations, tolerance, patience)
     if stopping is not None and not isinstance(stopping, LossNotDecreasing):
         raise TypeError(f"stopping must be None or a LossNotDecreasing rule, got {type(stopping).__name__}")
     beta1, beta2, eps = 0.9, 0.999, 1e-8
@@ -142,3 +152,21 @@ def search_latents(
         done = stalled[rows] >= patience if average_decrease is None else average_decrease.stop(rows, losses, step)
         active[rows[done]] = False
     return LatentSearch(best_latents, best_losses, iterations)
+
+
+def reconstruction_loss(images: Tensor, inputs: Tensor) -> Tensor:
+    """Binary cross-entropy of the decoded images against the inputs, summed per input."""
+    clipped = images.clamp(1e-6, 1 - 1e-6)
+    return torch.nn.functional.binary_cross_entropy(clipped, inputs, reduction="none").flatten(1).sum(1)
+
+
+def class_cross_entropy(log_mean: Tensor, target: Tensor) -> Tensor:
+    """``-log p_y`` of the posterior predictive ``(B, C)`` (log space)."""
+    return -log_mean.gather(1, target.unsqueeze(1)).squeeze(1)
+
+
+def class_averaged_bce(log_mean: Tensor, target: Tensor) -> Tensor:
+    """Keras's ``binary_crossentropy(onehot(y), p)``: per-class BCE averaged over the classes."""
+    probabilities = log_mean.exp().clamp(1e-7, 1 - 1e-7)
+    onehot = torch.nn.functional.one_hot(target, probabilities.shape[1]).to(probabilities)
+    return torch.nn.functional.binary_cross_entropy(probabilities, onehot, reduction="none").mean(1)
