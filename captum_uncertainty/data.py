@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -175,7 +175,7 @@ class MNISTCNN(nn.Module):
 
 
 #: Wang et al.'s App. B.1 recipe for their MNIST CNN: ``train_ensemble(**WANG_RECIPE)``.
-WANG_RECIPE = dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=30)
+WANG_RECIPE: Dict[str, Any] = dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=30)
 
 OPTIMIZERS = ("adam", "sgd")
 

@@ -24,14 +24,29 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from captum_uncertainty.forward import UncertaintyForward
 
-__all__ = ["BenchmarkConfig", "METHODS", "run_benchmark", "run_vae_study"]
+if TYPE_CHECKING:
+    from captum_uncertainty.generative import VAE
+
+__all__ = [
+    "BenchmarkConfig",
+    "Context",
+    "METHODS",
+    "METRIC_BATCH",
+    "benchmark_ensemble",
+    "lime",
+    "run_benchmark",
+    "run_vae_study",
+    "seeded",
+    "select_methods",
+    "smoothgrad",
+]
 
 
 @dataclass
@@ -74,9 +89,9 @@ class Context:
 
     config: BenchmarkConfig
     x_train: Tensor
-    _vae: Optional[torch.nn.Module] = field(default=None, repr=False)
+    _vae: Optional["VAE"] = field(default=None, repr=False)
 
-    def vae(self) -> torch.nn.Module:
+    def vae(self) -> "VAE":
         if self._vae is None:
             from captum_uncertainty.generative import load_or_train_vae
 
@@ -89,14 +104,14 @@ class Context:
 Explainer = Callable[[UncertaintyForward, Tensor, Context], Tensor]
 
 
-def as_map(attributions: Tensor) -> Tensor:
+def _as_map(attributions: Tensor) -> Tensor:
     """Any input-shaped attribution to one ``(N, 1, H, W)`` map (channel sum)."""
     if isinstance(attributions, tuple):
         attributions = attributions[0]
     return attributions.detach().sum(1, keepdim=True) if attributions.dim() == 4 else attributions.detach()
 
 
-def ua_backprop(path: str, **options: str) -> Explainer:
+def _ua_backprop(path: str, **options: str) -> Explainer:
     def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
         from captum_uncertainty.attr import UABackprop
 
@@ -105,7 +120,7 @@ def ua_backprop(path: str, **options: str) -> Explainer:
     return explain
 
 
-def grad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _grad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     from captum.attr import Saliency
 
     return Saliency(uf).attribute(x, abs=True)
@@ -119,25 +134,25 @@ def smoothgrad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     )
 
 
-def fullgrad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _fullgrad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     from captum_uncertainty.attr import FullGrad
 
     return FullGrad(uf).attribute(x)
 
 
-def integrated_gradients(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _integrated_gradients(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     from captum_uncertainty.attr import UncertaintyIntegratedGradients
 
     return UncertaintyIntegratedGradients(uf).attribute(x, baselines="white", n_steps=ctx.config.ig_steps)
 
 
-def blur_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _blur_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     from captum_uncertainty.attr import BlurIntegratedGradients
 
     return BlurIntegratedGradients(uf).attribute(x, n_steps=ctx.config.ig_steps)
 
 
-def blur_ig_papers_setting(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _blur_ig_papers_setting(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     """Blur IG as the papers ran it (benchmark only): the reference code's finite-difference step
     of 1e-10 in sigma on float32 images, which rounds almost every pixel's path derivative to 0,
     and its largest sigma of 2 (ours: 6.25 on 28-pixel digits)."""
@@ -146,7 +161,7 @@ def blur_ig_papers_setting(uf: UncertaintyForward, x: Tensor, ctx: Context) -> T
     return BlurIntegratedGradients(uf).attribute(x.float(), n_steps=ctx.config.ig_steps, max_sigma=2.0, grad_step=1e-10)
 
 
-def guided_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _guided_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     from captum_uncertainty.attr import GuidedIntegratedGradients
 
     return GuidedIntegratedGradients(uf).attribute(x, n_steps=min(50, ctx.config.ig_steps))
@@ -174,19 +189,19 @@ def lime(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     )
 
 
-def clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     from captum_uncertainty.attr import CLUE
 
     return CLUE(uf, ctx.vae()).attribute(x, max_iterations=ctx.config.clue_iterations)
 
 
-def delta_clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _delta_clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     from captum_uncertainty.attr import DeltaCLUE
 
     return DeltaCLUE(uf, ctx.vae()).attribute(x, max_iterations=ctx.config.clue_iterations)
 
 
-def counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     from captum_uncertainty.attr import CounterfactualPathIG, FiducialWarning
 
     with warnings.catch_warnings():  # fiducials that change the class are counted in the VAE study
@@ -199,31 +214,31 @@ def counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> T
         )
 
 
-def random_map(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+def _random_map(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     """Uniform noise maps (Wang et al. App. D.6), seeded."""
     generator = torch.Generator().manual_seed(ctx.config.seed)
     return torch.rand((x.shape[0], 1) + tuple(x.shape[2:]), generator=generator, device="cpu").to(x)
 
 
 METHODS: Dict[str, Explainer] = {
-    "UA-Backprop+FullGrad": ua_backprop("fullgrad"),
-    "UA-Backprop+FullGrad (reference min-max)": ua_backprop("fullgrad", fullgrad_postprocess="reference"),
-    "UA-Backprop+Grad": ua_backprop("grad"),
-    "UA-Backprop+InputGrad": ua_backprop("inputgrad"),
-    "UA-Backprop+IG": ua_backprop("integrated_gradients"),
-    "UA-Backprop+BlurIG": ua_backprop("blur_integrated_gradients"),
-    "Grad": grad,
+    "UA-Backprop+FullGrad": _ua_backprop("fullgrad"),
+    "UA-Backprop+FullGrad (reference min-max)": _ua_backprop("fullgrad", fullgrad_postprocess="reference"),
+    "UA-Backprop+Grad": _ua_backprop("grad"),
+    "UA-Backprop+InputGrad": _ua_backprop("inputgrad"),
+    "UA-Backprop+IG": _ua_backprop("integrated_gradients"),
+    "UA-Backprop+BlurIG": _ua_backprop("blur_integrated_gradients"),
+    "Grad": _grad,
     "SmoothGrad": smoothgrad,
-    "FullGrad": fullgrad,
-    "IG (white)": integrated_gradients,
-    "Blur IG": blur_ig,
-    "Blur IG (papers' setting: step 1e-10; max sigma 2)": blur_ig_papers_setting,
-    "Guided IG": guided_ig,
+    "FullGrad": _fullgrad,
+    "IG (white)": _integrated_gradients,
+    "Blur IG": _blur_ig,
+    "Blur IG (papers' setting: step 1e-10; max sigma 2)": _blur_ig_papers_setting,
+    "Guided IG": _guided_ig,
     "LIME": lime,
-    "CLUE": clue,
-    "delta-CLUE": delta_clue,
-    "CF-path IG": counterfactual_path_ig,
-    "Random": random_map,
+    "CLUE": _clue,
+    "delta-CLUE": _delta_clue,
+    "CF-path IG": _counterfactual_path_ig,
+    "Random": _random_map,
 }
 
 #: Images per forward call of the metrics: the 5-CNN ensemble runs 590 images/s in batches of
@@ -242,16 +257,16 @@ def seeded(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context) 
     seed, so that a method's maps do not depend on which methods ran before it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.config.seed)
-        return as_map(explain(uf, x, ctx))
+        return _as_map(explain(uf, x, ctx))
 
 
-def timed(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context):
+def _timed(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context):
     start = time.perf_counter()
     maps = seeded(explain, uf, x, ctx)
     return maps, (time.perf_counter() - start) / x.shape[0]
 
 
-def figure_to_data_uri(fig) -> str:
+def _figure_to_data_uri(fig) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -343,7 +358,7 @@ def run_benchmark(
     examples: Dict[str, Tensor] = {}
     aleatoric_examples: Dict[str, Tensor] = {}
     for name, explain in tqdm(chosen.items(), desc="methods"):
-        maps, seconds = timed(explain, uf, x, ctx)
+        maps, seconds = _timed(explain, uf, x, ctx)
         row: Dict[str, float] = {"runtime_s": seconds}
         for fraction in (0.02, 0.05):
             result = blurring_test(
@@ -358,7 +373,7 @@ def run_benchmark(
             row[f"urc_{fraction:.0%}"] = uncertainty_reduction_curve(
                 uf, x, maps, fraction=fraction, batch_size=METRIC_BATCH
             ).score
-        anomaly_maps, _ = timed(explain, uf, anomalies.images, ctx)
+        anomaly_maps, _ = _timed(explain, uf, anomalies.images, ctx)
         localisation = anomaly_localization(anomaly_maps, anomalies.boxes)
         row["iou"], row["ada"] = localisation.iou, localisation.ada
         scores[name] = row
@@ -366,7 +381,7 @@ def run_benchmark(
         aleatoric_examples[name] = seeded(explain, uf.with_measure("aleatoric"), x[:EXAMPLES], ctx)
 
     test_accuracy = accuracy(ensemble, data.x_test, data.y_test)
-    write_results(out, scores, curves, (examples, aleatoric_examples), x, config, test_accuracy)
+    _write_results(out, scores, curves, (examples, aleatoric_examples), x, config, test_accuracy)
     return scores
 
 
@@ -374,7 +389,7 @@ def benchmark_ensemble(data, members: int, seed: int, recipe: str) -> List[torch
     """The benchmark's ensemble, trained (or loaded from the cache) with ``recipe``."""
     from captum_uncertainty.data import WANG_RECIPE, train_ensemble
 
-    recipes = {"adam": {}, "wang": WANG_RECIPE}
+    recipes: Dict[str, Dict[str, Any]] = {"adam": {}, "wang": WANG_RECIPE}
     if recipe not in recipes:
         raise ValueError(f"recipe must be one of {sorted(recipes)}, got {recipe!r}")
     return train_ensemble(n_members=members, data=data, seed=seed, **recipes[recipe])
@@ -395,7 +410,7 @@ COLUMNS = [
 ]
 
 
-def markdown_table(scores: Dict[str, Dict[str, float]]) -> str:
+def _markdown_table(scores: Dict[str, Dict[str, float]]) -> str:
     lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " |"]
     lines.append("|---" * (len(COLUMNS) + 1) + "|")
     for name, row in scores.items():
@@ -403,7 +418,7 @@ def markdown_table(scores: Dict[str, Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(
+def _write_results(
     out: Path, scores, curves, examples, x: Tensor, config: BenchmarkConfig, test_accuracy: float
 ) -> None:
     import json
@@ -417,12 +432,12 @@ def write_results(
         f"IG steps {config.ig_steps}, SmoothGrad samples {config.smoothgrad_samples}, sigma step "
         f"{config.sigma_step}, seed {config.seed}. Runtime: CPU.\n\n"
     )
-    table = markdown_table(scores)
+    table = _markdown_table(scores)
     (out / "results.md").write_text(header + table + "\n", encoding="utf-8")
     record = {"config": vars(config), "test_accuracy": test_accuracy, "scores": scores}
     (out / "scores.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    curve_png = figure_to_data_uri(plot_curves(curves))
-    grids = [figure_to_data_uri(plot_attribution_grid(x[:EXAMPLES], maps)) for maps in examples]
+    curve_png = _figure_to_data_uri(plot_curves(curves))
+    grids = [_figure_to_data_uri(plot_attribution_grid(x[:EXAMPLES], maps)) for maps in examples]
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{row[k]:.3f}</td>" for k, _ in COLUMNS) + "</tr>"
         for name, row in scores.items()
@@ -488,7 +503,7 @@ def run_vae_study(
             attributions, fiducials = CounterfactualPathIG(uf, vae).attribute(
                 x, fiducial="in_class", n_steps=n_steps, return_fiducial=True
             )
-        maps = as_map(attributions)
+        maps = _as_map(attributions)
         runtime = (time.perf_counter() - start) / x.shape[0]
         scores[size] = {
             "aoeic": entropy_information_curve(uf, x, maps).area_over,

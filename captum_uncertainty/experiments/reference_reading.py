@@ -17,17 +17,20 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from captum_uncertainty.forward import UncertaintyForward
 
+if TYPE_CHECKING:
+    from captum_uncertainty.generative import VAE
+
 __all__ = ["METRIC_READINGS", "METHOD_READINGS", "above_median_sample", "run_reading_study"]
 
 #: Keyword arguments of the URC / EIC per metric reading.
-METRIC_READINGS: Dict[str, Dict[str, object]] = {
+METRIC_READINGS: Dict[str, Dict[str, Any]] = {
     "ours": {"sigma": math.inf, "normalization": "input"},
     "reference": {"sigma": 1.5, "normalization": "replaced"},
 }
@@ -46,9 +49,7 @@ def above_median_sample(uncertainty: Tensor, images: int, seed: int) -> Tensor:
     return candidates[order[:images].to(candidates.device)].sort().values
 
 
-def _explain(
-    uf: UncertaintyForward, vae: torch.nn.Module, x: Tensor, reading: str, n_steps: int
-) -> Tuple[Tensor, Tensor, float]:
+def _explain(uf: UncertaintyForward, vae: "VAE", x: Tensor, reading: str, n_steps: int) -> Tuple[Tensor, Tensor, float]:
     """CounterfactualPathIG maps ``(N, 1, H, W)``, fiducial validity ``(N,)`` and seconds per image."""
     from captum_uncertainty.attr.counterfactual_path import (
         CounterfactualPathIG,
@@ -56,7 +57,7 @@ def _explain(
         reference_in_class_settings,
     )
 
-    options = {}
+    options: Dict[str, Any] = {}
     if reading == "reference":
         options = dict(fiducial_kwargs=reference_in_class_settings(x), latent_end="refined")
     start = time.perf_counter()
