@@ -13,7 +13,6 @@ from captum_uncertainty.attr._utils.counterfactual import (
     SUPPORTED_DISTANCES,
     ClueSettings,
     Counterfactuals,
-    Distance,
     check_counterfactual_inputs,
     clue_search,
     clue_settings,
@@ -79,77 +78,40 @@ class CLUE(Attribution):
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor,
-        uncertainty_weight: float = 1.0,
-        distance_weight: float = 1.0,
-        distance: Distance = "l1",
-        measure: Optional[str] = None,
-        lr: float = 0.01,
-        max_iterations: int = 500,
-        tolerance: float = 1e-3,
-        patience: int = 5,
         return_counterfactuals: bool = False,
         *,
         settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
     ) -> Any:
         r"""The CLUE map ``|x - dec(z_CLUE)|``, summed over channels for images.
 
         Args:
             inputs (Tensor): inputs ``(N, ...)`` to explain, in the space the classifier reads.
-            uncertainty_weight, distance_weight, distance, measure, lr, max_iterations, tolerance, patience:
-                the search settings, as in :class:`~captum_uncertainty.attr.ClueSettings`
-                (weights 1.0 and 1.0, ``"l1"``, the forward's measure, 0.01, 500, 1e-3, 5).
             return_counterfactuals (bool): also return the
                 :class:`~captum_uncertainty.attr.Counterfactuals`.
             settings (ClueSettings, optional, keyword only): all the search settings in one
-                object, instead of the keyword arguments above (which must then stay at their
-                defaults).
+                object. Default: ``None`` (the settings come from ``**search_settings``).
+            **search_settings: any field of :class:`~captum_uncertainty.attr.ClueSettings` by
+                name (``uncertainty_weight=1.0, distance_weight=1.0, distance="l1",
+                measure=None, lr=0.01, max_iterations=500, tolerance=1e-3, patience=5``);
+                not together with ``settings``.
 
         Returns:
             Tensor: ``(N, 1, H, W)`` for image inputs ``(N, C, H, W)``, otherwise the inputs'
             shape; with the :class:`~captum_uncertainty.attr.Counterfactuals` if requested.
         """
-        found = self.counterfactuals(
-            inputs,
-            settings=clue_settings(
-                settings,
-                uncertainty_weight=uncertainty_weight,
-                distance_weight=distance_weight,
-                distance=distance,
-                measure=measure,
-                lr=lr,
-                max_iterations=max_iterations,
-                tolerance=tolerance,
-                patience=patience,
-            ),
-        )
+        found = self.counterfactuals(inputs, settings=settings, **search_settings)
         maps = counterfactual_map(inputs, found.images)
         return (maps, found) if return_counterfactuals else maps
 
     def counterfactuals(
         self,
         inputs: Tensor,
-        uncertainty_weight: float = 1.0,
-        distance_weight: float = 1.0,
-        distance: Distance = "l1",
-        measure: Optional[str] = None,
-        lr: float = 0.01,
-        max_iterations: int = 500,
-        tolerance: float = 1e-3,
-        patience: int = 5,
         *,
         settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
     ) -> Counterfactuals:
         """Run the latent search (arguments as in :meth:`attribute`) and return what it found."""
         inputs = check_counterfactual_inputs(inputs)
-        settings = clue_settings(
-            settings,
-            uncertainty_weight=uncertainty_weight,
-            distance_weight=distance_weight,
-            distance=distance,
-            measure=measure,
-            lr=lr,
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            patience=patience,
-        )
+        settings = clue_settings(settings, **search_settings)
         return clue_search(self.forward_func, self.generative_model, inputs, settings)

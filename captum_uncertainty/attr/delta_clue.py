@@ -14,7 +14,6 @@ from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
 from captum_uncertainty.attr._utils.counterfactual import (
     ClueSettings,
     Counterfactuals,
-    Distance,
     check_counterfactual_inputs,
     clue_search,
     clue_settings,
@@ -75,17 +74,10 @@ class DeltaCLUE(Attribution):
         n_starts: int = 5,
         aggregate: str = "best",
         seed: int = 0,
-        uncertainty_weight: float = 1.0,
-        distance_weight: float = 1.0,
-        distance: Distance = "l1",
-        measure: Optional[str] = None,
-        lr: float = 0.01,
-        max_iterations: int = 500,
-        tolerance: float = 1e-3,
-        patience: int = 5,
         return_counterfactuals: bool = False,
         *,
         settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
     ) -> Any:
         r"""One delta-CLUE map per input.
 
@@ -96,13 +88,14 @@ class DeltaCLUE(Attribution):
             aggregate (str): ``"best"`` (the map of the lowest-objective solution) or ``"mean"``
                 (mean of the solutions' maps). Default: ``"best"``.
             seed (int): seed of the random starts. Default: 0.
-            uncertainty_weight, distance_weight, distance, measure, lr, max_iterations, tolerance, patience:
-                the search settings, as in :class:`~captum_uncertainty.attr.ClueSettings`.
             return_counterfactuals (bool): also return the
                 :class:`~captum_uncertainty.attr.Counterfactuals` (all starts).
             settings (ClueSettings, optional, keyword only): all the search settings in one
-                object, instead of the keyword arguments above (which must then stay at their
-                defaults).
+                object. Default: ``None`` (the settings come from ``**search_settings``).
+            **search_settings: any field of :class:`~captum_uncertainty.attr.ClueSettings` by
+                name (``uncertainty_weight=1.0, distance_weight=1.0, distance="l1",
+                measure=None, lr=0.01, max_iterations=500, tolerance=1e-3, patience=5``);
+                not together with ``settings``.
 
         Returns:
             Tensor: ``(N, 1, H, W)`` for images ``(N, C, H, W)``, otherwise the inputs' shape;
@@ -114,17 +107,8 @@ class DeltaCLUE(Attribution):
             delta,
             n_starts,
             seed,
-            settings=clue_settings(
-                settings,
-                uncertainty_weight=uncertainty_weight,
-                distance_weight=distance_weight,
-                distance=distance,
-                measure=measure,
-                lr=lr,
-                max_iterations=max_iterations,
-                tolerance=tolerance,
-                patience=patience,
-            ),
+            settings=settings,
+            **search_settings,
         )
         inputs = inputs.detach()
         if aggregate == "best":
@@ -142,33 +126,16 @@ class DeltaCLUE(Attribution):
         delta: float = 2.0,
         n_starts: int = 5,
         seed: int = 0,
-        uncertainty_weight: float = 1.0,
-        distance_weight: float = 1.0,
-        distance: Distance = "l1",
-        measure: Optional[str] = None,
-        lr: float = 0.01,
-        max_iterations: int = 500,
-        tolerance: float = 1e-3,
-        patience: int = 5,
         *,
         settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
     ) -> Counterfactuals:
         """All ``n_starts`` solutions per input, each field shaped ``(N, K, ...)`` (arguments as in
         :meth:`attribute`)."""
         inputs = check_counterfactual_inputs(inputs)
         check_positive_number(delta, "delta")
         check_positive_int(n_starts, "n_starts")
-        settings = clue_settings(
-            settings,
-            uncertainty_weight=uncertainty_weight,
-            distance_weight=distance_weight,
-            distance=distance,
-            measure=measure,
-            lr=lr,
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            patience=patience,
-        )
+        settings = clue_settings(settings, **search_settings)
         batch = inputs.shape[0]
         with torch.no_grad():
             centres = encode_inputs(self.generative_model, inputs)

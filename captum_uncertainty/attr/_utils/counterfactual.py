@@ -88,6 +88,9 @@ class ClueSettings:
 
 def clue_settings(settings: Optional[ClueSettings] = None, **keywords: Any) -> ClueSettings:
     """``settings``, or the :class:`ClueSettings` of the keyword arguments (never both)."""
+    unknown = sorted(set(keywords) - {f.name for f in dataclasses.fields(ClueSettings)})
+    if unknown:
+        raise TypeError(f"unknown CLUE search settings {unknown}; the settings are the fields of ClueSettings")
     from_keywords = ClueSettings(**keywords)
     if settings is None:
         return from_keywords
