@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_uncertainty.attr._utils.gradients import captured_layer_outputs, fullgrad_saliency
-from captum_uncertainty.attr.ua_backprop import UABackprop, logit_uncertainties, pixel_distribution
+from captum_uncertainty.attr._utils.ua_backprop import logit_uncertainties, pixel_distribution
+from captum_uncertainty.attr.ua_backprop import UABackprop
 from captum_uncertainty.data import MNISTCNN
 from captum_uncertainty.forward import UncertaintyForward
 

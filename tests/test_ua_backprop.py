@@ -399,7 +399,7 @@ def test_fullgrad_refuses_a_posterior_that_runs_copies_of_its_listed_modules(mem
 @pytest.mark.parametrize("measure", MEASURES)
 def test_blur_ig_path_is_complete_and_uses_blur_ig_of_each_logit(members, x, measure):
     from captum_uncertainty import BlurIntegratedGradients
-    from captum_uncertainty.attr.ua_backprop import path_relevances, scale_space_path
+    from captum_uncertainty.attr._utils.ua_backprop import path_relevances, scale_space_path
 
     uf = UncertaintyForward(members, measure=measure)
     maps = UABackprop(uf).attribute(x, path="blur_integrated_gradients", n_steps=6, max_sigma=1.5)
@@ -417,3 +417,28 @@ def test_blur_ig_path_is_complete_and_uses_blur_ig_of_each_logit(members, x, mea
         UABackprop(uf).attribute(x, path="blur_integrated_gradients", max_sigma=-1.0)
     with pytest.raises(ValueError, match="spatial layout"):
         UABackprop(uf).attribute(x.flatten(1), path="blur_integrated_gradients", tau1=0.1, tau2=0.1)
+
+
+ALL_PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients", "blur_integrated_gradients")
+
+
+@pytest.mark.parametrize("path", ALL_PATHS)
+def test_every_path_checks_the_outputs_against_their_declaration(members, x, path):
+    """As uf(x): probabilities passed as logits, or logits declared as probabilities, are refused
+    unless the forward has validate=False."""
+    softmax_members = [nn.Sequential(member, nn.Softmax(dim=-1)) for member in members]
+    options = dict(path=path, n_steps=3, max_sigma=1.5)
+    with pytest.raises(ValueError, match="look like probabilities"):
+        UABackprop(UncertaintyForward(softmax_members)).attribute(x, **options)
+    with pytest.raises(ValueError, match="probabilities=True but"):
+        UABackprop(UncertaintyForward(members, probabilities=True)).attribute(x, **options)
+    unchecked = [
+        UncertaintyForward(softmax_members, validate=False),
+        UncertaintyForward(members, probabilities=True, validate=False),
+    ]
+    for uf in unchecked:
+        maps = UABackprop(uf).attribute(x, **options)
+        assert maps.shape == (3, 1, 8, 8) and bool(maps.isfinite().all())
+    declared = UncertaintyForward(softmax_members, probabilities=True)  # declared correctly: runs, complete
+    maps = UABackprop(declared).attribute(x, **options)
+    assert torch.allclose(maps.flatten(1).sum(1), declared(x).detach(), rtol=1e-6)

@@ -40,7 +40,7 @@ class FullGradTerms(NamedTuple):
         return total
 
 
-def modules_of(forward_func: Callable[..., Tensor]) -> Tuple[List[nn.Module], Optional[object]]:
+def _modules_of(forward_func: Callable[..., Tensor]) -> Tuple[List[nn.Module], Optional[object]]:
     """The user's modules whose layer biases FullGrad needs, and the posterior (if any)."""
     if isinstance(forward_func, UncertaintyForward):
         return forward_func.posterior.sample_modules(), forward_func.posterior
@@ -52,7 +52,7 @@ def modules_of(forward_func: Callable[..., Tensor]) -> Tuple[List[nn.Module], Op
     )
 
 
-def selected_output(output: Tensor, target: Any) -> Tensor:
+def _selected_output(output: Tensor, target: Any) -> Tensor:
     """The scalar per example: the output itself when it is ``(N,)``, else its ``target`` column."""
     if output.dim() == 1:
         if target is not None:
@@ -99,7 +99,7 @@ class FullGrad(GradientAttribution):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor]) -> None:
-        modules_of(forward_func)
+        _modules_of(forward_func)
         super().__init__(forward_func)
 
     @property
@@ -114,11 +114,11 @@ class FullGrad(GradientAttribution):
     ) -> FullGradTerms:
         """The un-normalised input and bias terms of the selected output (see
         :class:`~captum_uncertainty.attr.fullgrad.FullGradTerms`)."""
-        modules, posterior = modules_of(self.forward_func)
+        modules, posterior = _modules_of(self.forward_func)
         point = inputs.detach().clone().requires_grad_(True)
         hookable = posterior.hookable() if posterior is not None else nullcontext()
         with torch.enable_grad(), hookable, captured_layer_outputs(modules, posterior, spatial_only) as records:
-            output = selected_output(self.forward_func(point, *additional_args_tuple(additional_forward_args)), target)
+            output = _selected_output(self.forward_func(point, *additional_args_tuple(additional_forward_args)), target)
             check_layers_ran(records)
             outputs = [record.output for record in records]
             gradients = torch.autograd.grad(output.sum(), [point] + outputs, allow_unused=True)

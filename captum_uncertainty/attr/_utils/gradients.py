@@ -18,7 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-BIASED_LAYERS = (
+__all__ = [
+    "LayerOutput",
+    "LayerRecords",
+    "captured_layer_outputs",
+    "check_layers_ran",
+    "check_record_rows",
+    "class_gradient_chunks",
+    "fullgrad_relevances",
+    "fullgrad_saliency",
+]
+
+_BIASED_LAYERS = (
     nn.Conv1d,
     nn.Conv2d,
     nn.Conv3d,
@@ -30,7 +41,7 @@ BIASED_LAYERS = (
 )
 
 
-def implicit_bias(module: nn.Module) -> Optional[Tensor]:
+def _implicit_bias(module: nn.Module) -> Optional[Tensor]:
     """The additive bias of a conv / linear layer, or a BatchNorm layer's implicit bias."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         if module.training or module.running_mean is None:
@@ -70,7 +81,7 @@ class LayerRecords(List[LayerOutput]):
     hooked: int = 0
 
 
-def unseen_bias_layers(modules: Sequence[nn.Module]) -> List[str]:
+def _unseen_bias_layers(modules: Sequence[nn.Module]) -> List[str]:
     """Layers carrying a bias-like parameter that FullGrad's hooks do not cover (named by path).
 
     FullGrad's bias terms are read from convolution, linear and BatchNorm layers; any other
@@ -80,7 +91,7 @@ def unseen_bias_layers(modules: Sequence[nn.Module]) -> List[str]:
     unseen = []
     for index, root in enumerate(modules):
         for name, module in root.named_modules():
-            if isinstance(module, BIASED_LAYERS):
+            if isinstance(module, _BIASED_LAYERS):
                 continue
             own = [p for p, value in module.named_parameters(recurse=False) if "bias" in p and value is not None]
             if own:
@@ -100,7 +111,7 @@ def captured_layer_outputs(
     A layer carrying a bias the hooks cannot read raises ``ValueError`` naming it (a map
     without those bias terms would be silently incomplete).
     """
-    unseen = unseen_bias_layers(modules)
+    unseen = _unseen_bias_layers(modules)
     if unseen:
         raise ValueError(
             "FullGrad reads the biases of Conv, Linear and BatchNorm layers, but these layers carry biases it "
@@ -114,7 +125,7 @@ def captured_layer_outputs(
     def hook(module: nn.Module, _inputs: object, output: Tensor) -> None:
         # the bias is checked when the layer runs: posteriors switch modules to eval mode
         # inside their call, after the hooks were registered
-        bias = implicit_bias(module) if isinstance(output, Tensor) and output.requires_grad else None
+        bias = _implicit_bias(module) if isinstance(output, Tensor) and output.requires_grad else None
         if bias is not None:
             sample = getattr(posterior, "current_sample", None) if posterior is not None else None
             records.append(LayerOutput(module, output, sample, bias.detach()))
@@ -123,7 +134,7 @@ def captured_layer_outputs(
         seen = set()
         for root in modules:
             for module in root.modules():
-                if id(module) in seen or not isinstance(module, BIASED_LAYERS):
+                if id(module) in seen or not isinstance(module, _BIASED_LAYERS):
                     continue
                 seen.add(id(module))
                 if getattr(module, "bias", None) is None and not isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -138,20 +149,20 @@ def captured_layer_outputs(
             handle.remove()
 
 
-def row_range(maps: Tensor) -> Tuple[Tensor, Tensor]:
+def _row_range(maps: Tensor) -> Tuple[Tensor, Tensor]:
     """Per-row minimum and (positive) max - min, each ``(B, 1)``, in one pass."""
     low, high = torch.aminmax(maps.flatten(1), dim=1, keepdim=True)
     return low, (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
 
 
-def normalized_channel_sum(term: Tensor) -> Tensor:
+def _normalized_channel_sum(term: Tensor) -> Tensor:
     """``min_max(|term|).sum(1, keepdim=True)`` without normalising every element.
 
     The channel sum of ``(|t| - low) / span`` is ``(sum_c |t| - channels * low) / span``, so only
     the ``(B, 1, H, W)`` channel sum is rescaled.
     """
     magnitude = term.abs()
-    low, span = row_range(magnitude)
+    low, span = _row_range(magnitude)
     view = (-1,) + (1,) * (term.dim() - 1)
     return (magnitude.sum(1, keepdim=True) - term.shape[1] * low.view(view)) / span.view(view)
 
@@ -164,11 +175,11 @@ def fullgrad_saliency(input_term: Tensor, bias_terms: Sequence[Tensor], size: Tu
     bilinear resizing to the input's spatial ``size``; the maps are then added. Non-spatial
     terms (linear layers) have no location and are left out of the map, as in the reference.
     """
-    saliency = normalized_channel_sum(input_term)
+    saliency = _normalized_channel_sum(input_term)
     for term in bias_terms:
         if term.dim() != 4:
             continue
-        layer_map = normalized_channel_sum(term)
+        layer_map = _normalized_channel_sum(term)
         saliency = saliency + F.interpolate(layer_map, size=size, mode="bilinear", align_corners=False)
     return saliency
 
@@ -195,7 +206,7 @@ def fullgrad_relevances(
     if postprocess == "raw":
         total = input_term.abs()
     else:
-        total = normalized_channel_sum(input_term.flatten(0, 2)).view((k, samples, batch, 1) + size)
+        total = _normalized_channel_sum(input_term.flatten(0, 2)).view((k, samples, batch, 1) + size)
     layers = torch.zeros((k, samples, batch, 1) + size, dtype=input_term.dtype, device=input_term.device)
     for record, gradient in zip(records, gradients):
         if record.output.dim() != 4:
@@ -205,7 +216,7 @@ def fullgrad_relevances(
         if postprocess == "raw":
             maps = torch.einsum("krchw,c->krhw", gradient.abs(), bias).reshape(k * rows, 1, *gradient.shape[-2:])
         else:
-            maps = normalized_channel_sum(gradient.abs().mul_(bias.view(-1, 1, 1)).flatten(0, 1))
+            maps = _normalized_channel_sum(gradient.abs().mul_(bias.view(-1, 1, 1)).flatten(0, 1))
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False).view((k, rows, 1) + size)
         if record.sample is None:
             layers += maps.view((k, samples, batch, 1) + size)
@@ -241,14 +252,6 @@ def check_layers_ran(records: Sequence[LayerOutput]) -> None:
             "does), so the map would lack every bias term. Use a posterior that runs the listed modules (e.g. "
             "captum_uncertainty.integrations.from_laplace), or path='inputgrad', 'grad' or 'integrated_gradients'"
         )
-
-
-def check_classes_per_pass(classes_per_pass: Optional[int]) -> Optional[int]:
-    if classes_per_pass is not None and (
-        isinstance(classes_per_pass, bool) or not isinstance(classes_per_pass, int) or classes_per_pass < 1
-    ):
-        raise ValueError(f"classes_per_pass must be a positive int or None, got {classes_per_pass!r}")
-    return classes_per_pass
 
 
 def class_gradient_chunks(

@@ -1,0 +1,200 @@
+"""UA-Backprop's pieces (Wang et al., 2023): the Eq. 4-8 logit shares, the Eq. 10 pixel
+distribution and the relevance generators of the z -> x paths."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, ContextManager, Generator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from captum_uncertainty._validation import check_positive_number
+from captum_uncertainty.attr._utils.formatting import TargetType, format_baselines, repeat_batch_args
+from captum_uncertainty.attr._utils.gradients import (
+    captured_layer_outputs,
+    check_record_rows,
+    class_gradient_chunks,
+    fullgrad_relevances,
+)
+from captum_uncertainty.attr._utils.path import (
+    blur_levels,
+    blur_path,
+    default_max_sigma,
+    integrate_path,
+    quadrature,
+    select_class,
+    straight_path,
+)
+from captum_uncertainty.forward import UncertaintyForward, per_class_uncertainty
+
+__all__ = [
+    "BLUR_GRAD_STEP",
+    "RelevanceChunks",
+    "RelevancePath",
+    "class_relevances",
+    "logit_uncertainties",
+    "path_relevances",
+    "pixel_distribution",
+    "scale_space_path",
+    "straight_paths",
+]
+
+#: Finite-difference step in sigma of the Blur IG path (Blur IG's reference value).
+BLUR_GRAD_STEP = 0.01
+
+#: First the logits ``(S, N, C)`` at ``x``, then ``(start, stop, relevance)`` per class chunk.
+RelevanceChunks = Generator[Any, None, None]
+
+#: A path for :func:`path_relevances`: the path function, its nodes and weights, and the
+#: displacement that multiplies the integral (``x - x0`` for a straight path, ``None`` when the
+#: velocity is part of the path).
+RelevancePath = Tuple[Any, Tensor, Tensor, Optional[Tensor]]
+
+
+def _logit_coefficients(g: Tensor, tau1: float, normalize: bool) -> Tensor:
+    """``c[s, n, j, i]``, the share of ``U_{g_j}`` that logit ``z_i`` receives (Eq. 7-8).
+
+    ``dg_j/dz_i / (g_j tau1) = (delta_ij - g_i) / tau1``, so Eq. 8's softmax over ``i`` is taken
+    of that (exact even where ``g_j`` underflows to 0). Without normalisation (App. D.7) the raw
+    softmax Jacobian ``dg_j/dz_i = g_j (delta_ij - g_i)`` is used.
+    """
+    eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    difference = eye - g.unsqueeze(-2)  # [..., j, i] = delta_ij - g_i
+    if normalize:
+        return torch.softmax(difference / tau1, dim=-1)
+    return g.unsqueeze(-1) * difference
+
+
+def pixel_distribution(relevance: Tensor, tau2: float, normalize: bool) -> Tensor:
+    """psi of Eq. 10: for images ``(B, C, H, W)`` the channel mean, then a softmax over pixels
+    with temperature ``tau2``; for inputs of any other shape ``(B, ...)`` (tabular features,
+    sequences) the softmax is taken over all features of a row, with no channel mean."""
+    mean = relevance.mean(1, keepdim=True) if relevance.dim() == 4 else relevance
+    if not normalize:
+        return mean
+    return torch.softmax(mean.flatten(1) / tau2, dim=1).view_as(mean)
+
+
+def logit_uncertainties(
+    logits: Tensor, tau1: float, normalize: bool, measures: Sequence[str], target: TargetType = None
+) -> Tensor:
+    """``U_{z_i^s}`` for each measure, shape ``(M, S, N, C)`` (Eq. 4, 5, 8).
+
+    Eq. 4's ``U_{g_j}`` is computed once from all samples (it is a term of the entropy of the
+    predictive mean and of the mean member entropy) and shared by every sample ``s``, as the
+    paper states below Eq. 4; only the coefficients ``c^s`` are per sample. With ``target``,
+    only the target class's term ``U_{g_target}`` is passed on.
+    """
+    logits = logits.detach()
+    # the logits come from UncertaintyForward.logits_per_sample, which validated the outputs (when the
+    # forward validates) and turned declared probabilities into log p: they are logits here
+    per_class = per_class_uncertainty(logits, probabilities=False, validate=False)
+    coefficients = _logit_coefficients(torch.softmax(logits, dim=-1), tau1, normalize)  # (S, N, j, i)
+    terms: List[Tensor] = [per_class.select(m) for m in measures]
+    if target is not None:
+        terms = [_only_class(term, target) for term in terms]
+    return torch.stack([torch.einsum("snji,nj->sni", coefficients, term) for term in terms])
+
+
+def _only_class(per_class: Tensor, target: TargetType) -> Tensor:
+    """``(N, C)`` terms with every column but ``target``'s set to zero."""
+    kept = select_class(per_class, target)  # validates target
+    index = torch.as_tensor(target, device=per_class.device).reshape(-1, 1).expand(per_class.shape[0], 1)
+    return torch.zeros_like(per_class).scatter(1, index, kept.unsqueeze(1))
+
+
+def class_relevances(
+    forward: UncertaintyForward,
+    inputs: Tensor,
+    args: Tuple[Any, ...],
+    path: str,
+    classes_per_pass: Optional[int],
+    fullgrad_postprocess: str = "raw",
+) -> RelevanceChunks:
+    """First yield the logits ``(S, N, C)`` at ``x``, then ``(start, stop, relevance)`` per class chunk.
+
+    ``relevance`` is ``(stop - start, S, N, *input shape)``: the relevance of logit ``z_i^s``
+    for each class ``i`` of the chunk, every sample ``s`` and input ``n``. Each chunk costs one
+    backward pass through all samples and inputs at once (see
+    :func:`~captum_uncertainty.attr._utils.gradients.class_gradient_chunks`).
+    """
+    posterior = forward.posterior
+    num_samples = posterior.num_samples
+    fullgrad = path == "fullgrad"
+    if fullgrad and not posterior.sample_modules():
+        raise ValueError(
+            f"path='fullgrad' needs the posterior's modules to hook their layers, but {type(posterior).__name__} "
+            "lists none (pass modules=... to SampleCallable), or use path='inputgrad', 'grad' or "
+            "'integrated_gradients'"
+        )
+    capture: ContextManager[Any] = (
+        captured_layer_outputs(posterior.sample_modules(), posterior, spatial_only=True)
+        if fullgrad
+        else nullcontext([])
+    )
+    with torch.enable_grad(), posterior.hookable(), capture as records:
+        points = inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)).clone().requires_grad_(True)
+        logits = forward.logits_per_sample(points, args)
+        if fullgrad:
+            check_record_rows(records, inputs.shape[0], num_samples)
+        yield logits.detach()
+        wrt = [points] + [record.output for record in records]
+        for start, stop, gradients in class_gradient_chunks(logits, wrt, classes_per_pass):
+            input_term = gradients[0] if path == "grad" else gradients[0] * inputs
+            if fullgrad:
+                input_term = fullgrad_relevances(input_term, records, gradients[1:], fullgrad_postprocess)
+            yield start, stop, input_term.detach()
+
+
+def straight_paths(inputs: Tensor, baselines: Any, method: str, n_steps: int) -> List[RelevancePath]:
+    """Eq. 22's straight paths from each reference (two for ``"black_white"``)."""
+    nodes, weights = quadrature(method, n_steps, inputs)
+    return [
+        (straight_path((inputs,), reference), nodes, weights, inputs - reference[0])
+        for reference in format_baselines(baselines, (inputs,))
+    ]
+
+
+def scale_space_path(inputs: Tensor, max_sigma: Optional[float], n_steps: int) -> List[RelevancePath]:
+    """Blur IG's path from ``gaussian_blur(x, max_sigma)`` to ``x``: Riemann steps of width ``d sigma``."""
+    if max_sigma is None:
+        max_sigma = default_max_sigma(inputs.shape[2], inputs.shape[3])
+    check_positive_number(max_sigma, "max_sigma", allow_inf=False)
+    sigmas = blur_levels(float(max_sigma), n_steps, device=inputs.device)
+    widths = (sigmas[1:] - sigmas[:-1]).to(inputs.dtype)
+    return [(blur_path((inputs,), BLUR_GRAD_STEP), sigmas[:-1], widths, None)]
+
+
+def path_relevances(
+    forward: UncertaintyForward,
+    inputs: Tensor,
+    args: Tuple[Any, ...],
+    paths: Sequence[RelevancePath],
+    internal_batch_size: Optional[int],
+    classes_per_pass: Optional[int],
+) -> RelevanceChunks:
+    """Path-integrated relevances of every class logit of every sample, by the path engine:
+    ``int dz_i^s/dx . gamma'`` (times ``x - x0`` for straight paths), averaged over the paths.
+
+    Yields the logits at ``x``, then one chunk with all classes.
+    """
+    num_samples, batch = forward.posterior.num_samples, inputs.shape[0]
+    with torch.no_grad():
+        logits = forward.logits_per_sample(inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)), args)
+    yield logits
+    num_classes = logits.shape[-1]
+
+    def class_gradients(points: Tuple[Tensor, ...], count: int) -> List[Tuple[Tensor, ...]]:
+        (flat,) = points
+        stacked = flat.unsqueeze(0).expand((num_samples,) + tuple(flat.shape)).clone().requires_grad_(True)
+        with torch.enable_grad():
+            path_logits = forward.logits_per_sample(stacked, repeat_batch_args(args, batch, count))
+            chunks = [gradient for _, _, (gradient,) in class_gradient_chunks(path_logits, [stacked], classes_per_pass)]
+        return [(torch.cat(chunks),)]  # (C, S, count * N, ...)
+
+    relevance = torch.zeros((num_classes, num_samples) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
+    for path_function, nodes, weights, displacement in paths:
+        ((integral,),) = integrate_path(path_function, class_gradients, nodes, weights, batch, internal_batch_size)
+        relevance += (integral if displacement is None else integral * displacement) / len(paths)
+    yield 0, num_classes, relevance
