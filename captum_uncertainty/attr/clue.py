@@ -75,7 +75,7 @@ class CLUE(Attribution):
         return False
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Tensor,
         return_counterfactuals: bool = False,

@@ -196,7 +196,7 @@ class CounterfactualPathIG(GradientAttribution):
         return True
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Tensor,
         fiducial: FiducialType = "clue",
@@ -358,9 +358,8 @@ class CounterfactualPathIG(GradientAttribution):
             with torch.no_grad(), warnings.catch_warnings():
                 # torch's first forward-mode AD call loads JIT decompositions and warns about torch.jit
                 warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
-                points, velocities = jvp(
-                    lambda z: decode_latents(self.generative_model, z, like), (latents,), (tangents,)
-                )
+                decoded = jvp(lambda z: decode_latents(self.generative_model, z, like), (latents,), (tangents,))
+                points, velocities = decoded[0], decoded[1]
             return (points.detach(),), (velocities.detach(),)
 
         return points_at

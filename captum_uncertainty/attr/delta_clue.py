@@ -67,7 +67,7 @@ class DeltaCLUE(Attribution):
         return False
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Tensor,
         delta: float = 2.0,

@@ -14,6 +14,7 @@ from captum_uncertainty.attr._utils.checks import check_image_inputs
 from captum_uncertainty.attr._utils.formatting import additional_args_tuple
 from captum_uncertainty.attr._utils.gradients import captured_layer_outputs, check_layers_ran, fullgrad_saliency
 from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.posterior import Posterior
 
 __all__ = ["FullGrad", "FullGradTerms"]
 
@@ -40,7 +41,7 @@ class FullGradTerms(NamedTuple):
         return total
 
 
-def _modules_of(forward_func: Callable[..., Tensor]) -> Tuple[List[nn.Module], Optional[object]]:
+def _modules_of(forward_func: Callable[..., Tensor]) -> Tuple[List[nn.Module], Optional[Posterior]]:
     """The user's modules whose layer biases FullGrad needs, and the posterior (if any)."""
     if isinstance(forward_func, UncertaintyForward):
         return forward_func.posterior.sample_modules(), forward_func.posterior
@@ -129,7 +130,7 @@ class FullGrad(GradientAttribution):
         return FullGradTerms(gradients[0] * inputs.detach(), [term.detach() for term in bias_terms])
 
     @log_usage()
-    def attribute(self, inputs: Tensor, target: Any = None, additional_forward_args: Any = None) -> Tensor:  # type: ignore[override]
+    def attribute(self, inputs: Tensor, target: Any = None, additional_forward_args: Any = None) -> Tensor:
         r"""The FullGrad saliency map.
 
         Args:
@@ -146,4 +147,4 @@ class FullGrad(GradientAttribution):
         batch = inputs.shape[0]
         spatial = [t.reshape(-1, batch, *t.shape[1:]) for t in terms.bias_terms if t.dim() == 4]
         per_sample = [group[s] for group in spatial for s in range(group.shape[0])]
-        return fullgrad_saliency(terms.input_term, per_sample, tuple(inputs.shape[2:]))
+        return fullgrad_saliency(terms.input_term, per_sample, (inputs.shape[2], inputs.shape[3]))

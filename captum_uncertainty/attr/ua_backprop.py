@@ -96,7 +96,7 @@ class UABackprop(GradientAttribution):
         return False
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Tensor,
         baselines: Any = None,

@@ -44,7 +44,7 @@ _BIASED_LAYERS = (
 def _implicit_bias(module: nn.Module) -> Optional[Tensor]:
     """The additive bias of a conv / linear layer, or a BatchNorm layer's implicit bias."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        if module.training or module.running_mean is None:
+        if module.training or module.running_mean is None or module.running_var is None:
             return None  # batch statistics: not an affine map of one input
         scale = torch.rsqrt(module.running_var + module.eps)
         if module.weight is not None:
@@ -225,7 +225,7 @@ def fullgrad_relevances(
     return total + layers
 
 
-def check_record_rows(records: Sequence[LayerOutput], batch: int, num_samples: int) -> None:
+def check_record_rows(records: LayerRecords, batch: int, num_samples: int) -> None:
     """Each hooked layer call must hold one sample's ``N`` rows, or all ``S * N`` sample-major rows.
 
     Posteriors that run their modules per sample (:class:`DeepEnsemble`, :class:`WeightSamples`)
@@ -243,9 +243,9 @@ def check_record_rows(records: Sequence[LayerOutput], batch: int, num_samples: i
             )
 
 
-def check_layers_ran(records: Sequence[LayerOutput]) -> None:
+def check_layers_ran(records: LayerRecords) -> None:
     """Hooked layers that never ran mean the forward used other modules: no bias term would be read."""
-    if not records and getattr(records, "hooked", 0):
+    if not records and records.hooked:
         raise ValueError(
             f"FullGrad hooked {records.hooked} biased layers of the posterior's modules, but none of them ran: "
             "the posterior runs other modules than those it lists (e.g. a deep copy of the model, as laplace-torch "
