@@ -11,10 +11,18 @@ images per forward call.
   Area over the EIC (supplement Sec. 2).
 - :func:`insertion_deletion`: pixel insertion / deletion AUC (arXiv 2403.17224).
 - :func:`make_anomalies`, :func:`anomaly_localization`: Wang et al.'s IoU and ADA (App. C).
+
+Every result is a named tuple with a headline ``score`` (MURR, the URC, the Area over the EIC,
+the AUC, the mean IoU) and a class-level ``higher_is_better`` saying which way it is read.
 """
 
 from captum_uncertainty.metrics.blurring import BlurringResult, blurring_test, full_blur_sigma
-from captum_uncertainty.metrics.insertion_deletion import InsertionDeletionResult, insertion_deletion
+from captum_uncertainty.metrics.insertion_deletion import (
+    DeletionResult,
+    InsertionDeletionResult,
+    InsertionResult,
+    insertion_deletion,
+)
 from captum_uncertainty.metrics.localization import (
     Anomalies,
     LocalizationResult,
@@ -33,8 +41,10 @@ from captum_uncertainty.metrics.reduction_curves import (
 __all__ = [
     "Anomalies",
     "BlurringResult",
+    "DeletionResult",
     "InformationCurve",
     "InsertionDeletionResult",
+    "InsertionResult",
     "LocalizationResult",
     "ReductionCurve",
     "anomaly_localization",

@@ -1,170 +1,51 @@
-r"""Wang et al.'s blurring test (Sec. 5.2.1, Eq. 13, App. B.2.1), and the pixel-replacement
-machinery shared by all curve metrics.
-
-The machinery: pixels are ranked by an attribution map, and the score of an image whose top ``t``
-pixels (all channels) are taken from a *replacement* image is evaluated for many ``t`` and many
-images in chunked, batched forward calls (:func:`replaced_scores`).
+r"""Wang et al.'s blurring test (Sec. 5.2.1, Eq. 13, App. B.2.1): the uncertainty left as the
+top-attributed pixels are blurred, with a per-image sigma search.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, ClassVar, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
+from captum_uncertainty._typing import Forward
+from captum_uncertainty._validation import check_choice, check_optional_positive_int
 from captum_uncertainty.blur import gaussian_blur
-from captum_uncertainty.metrics._checks import (
-    check_batch_size,
+from captum_uncertainty.metrics._utils.checks import (
     check_fraction,
     check_images,
     check_maps,
-    check_scores,
+    check_sigma_search,
+    check_sigmas,
 )
+from captum_uncertainty.metrics._utils.curves import (
+    area_over_curve_remaining,
+    median_over_images,
+    reduction,
+    running_reduction,
+)
+from captum_uncertainty.metrics._utils.replacement import chunked_scores, pixel_budget, pixel_ranks, replaced_scores
 
-__all__ = [
-    "BlurringResult",
-    "blurring_test",
-    "full_blur_sigma",
-    "pixel_ranks",
-    "pixel_budget",
-    "replaced_scores",
-    "reduction",
-    "running_reduction",
-    "scores",
-    "median_over_images",
-    "area_over_curve_remaining",
-]
+__all__ = ["BlurringResult", "SUPPORTED_SIGMA_SELECTIONS", "blurring_test", "full_blur_sigma"]
 
-Forward = Callable[[Tensor], Tensor]
-Replacement = Union[Tensor, Callable[[Tensor, Tensor], Tensor]]
-
-#: Images per forward call when ``batch_size=None``.
-DEFAULT_BATCH_SIZE = 4096
+#: The readings of the sigma search of :func:`blurring_test`.
+SUPPORTED_SIGMA_SELECTIONS = ("image", "final", "step", "full")
 
 
-# ----------------------------------------------------------------------------------------------
-# Pixel orders and batched evaluation of partially replaced images
-# ----------------------------------------------------------------------------------------------
-def pixel_ranks(pixel_maps: Tensor) -> Tensor:
-    """Rank of every pixel: 0 for the largest attribution; ``(N, 1, H, W)`` for per-pixel maps
-    ``(N, H, W)`` (a pixel is all its channels), ``(N, F)`` for feature maps ``(N, F)``.
-
-    Ties are broken by raster order (row-major index: the earlier pixel first), via a stable sort.
-    """
-    n = pixel_maps.shape[0]
-    flat = pixel_maps.reshape(n, -1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand(n, -1))
-    return ranks.view(n, 1, *pixel_maps.shape[-2:]) if pixel_maps.dim() == 3 else ranks.view(pixel_maps.shape)
+class _BlurringFields(NamedTuple):
+    murr: float
+    auc_urr: float
+    curve: Tensor
+    per_image: Tensor
+    sigma: Tensor
+    reference: Tensor
 
 
-def pixel_budget(fraction: float, height: int, width: int) -> int:
-    """``T = round(fraction * H * W)`` pixels (half away from zero), at least 1."""
-    return max(1, int(math.floor(fraction * height * width + 0.5)))
-
-
-@torch.no_grad()
-def replaced_scores(
-    forward_func: Forward,
-    base: Tensor,
-    replacement: Replacement,
-    ranks: Tensor,
-    counts: Union[Sequence[int], Tensor],
-    batch_size: Optional[int] = None,
-    scalar: bool = True,
-) -> Tensor:
-    """Scores ``(K, N)`` of ``base`` images whose ``counts[k]`` top-ranked pixels (all channels)
-    are taken from ``replacement``.
-
-    The ``K * N`` images are built lazily, ``batch_size`` at a time (``None``:
-    ``DEFAULT_BATCH_SIZE``), so memory stays bounded.
-
-    Args:
-        forward_func (callable): ``(B, C, H, W)`` -> ``(B,)`` scores.
-        base (Tensor): images ``(N, C, H, W)``.
-        replacement (Tensor or callable): images ``(N, C, H, W)``, or a function
-            ``(k_index, n_index) -> (B, C, H, W)`` giving the replacement of image ``n`` for
-            condition ``k`` (used for per-condition blurs).
-        ranks (Tensor): ``(N, 1, H, W)`` pixel ranks from :func:`pixel_ranks`.
-        counts (sequence of int or Tensor): ``K`` pixel counts.
-        batch_size (int, optional): images per forward call.
-        scalar (bool): if True the forward must return ``(B,)`` scores; if False any
-            ``(B, ...)`` output is accepted and the result is ``(K, N, ...)``.
-    """
-    n = base.shape[0]
-    counts_t = torch.as_tensor(counts, dtype=torch.long, device=base.device).reshape(-1)
-    total = counts_t.numel() * n
-    chunk = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    outputs = []
-    for start in range(0, total, max(chunk, 1)):
-        index = torch.arange(start, min(start + chunk, total), device=base.device)
-        k, i = index // n, index % n
-        source = replacement[i] if isinstance(replacement, Tensor) else replacement(k, i)
-        mask = ranks[i] < counts_t[k].view((-1,) + (1,) * (ranks.dim() - 1))
-        images = torch.where(mask, source, base[i])
-        outputs.append(_checked(forward_func(images), images.shape[0], scalar))
-    result = torch.cat(outputs)
-    return result.view((counts_t.numel(), n) + tuple(result.shape[1:]))
-
-
-@torch.no_grad()
-def scores(forward_func: Forward, images: Tensor, batch_size: Optional[int] = None, scalar: bool = True) -> Tensor:
-    """``forward_func`` on ``(N, C, H, W)`` images, ``batch_size`` at a time; ``(N,)`` (or
-    ``(N, ...)`` with ``scalar=False``)."""
-    chunk = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    parts = [
-        _checked(forward_func(images[i : i + chunk]), images[i : i + chunk].shape[0], scalar)
-        for i in range(0, images.shape[0], chunk)
-    ]
-    return torch.cat(parts)
-
-
-def _checked(output: Tensor, batch: int, scalar: bool) -> Tensor:
-    if scalar:
-        return check_scores(output, batch).detach()
-    if not isinstance(output, Tensor) or output.dim() == 0 or output.shape[0] != batch:
-        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise ValueError(f"forward_func must return a tensor with {batch} rows, got {shape}")
-    return output.detach()
-
-
-def reduction(uncertainty: Tensor, reference: Tensor) -> Tensor:
-    """``1 - U(x_t) / U(x)`` for uncertainties ``(..., N)`` and references ``(N,)``.
-
-    An image with ``U(x) <= 0`` has nothing to reduce: its reductions are defined as 0.
-    """
-    positive = reference > 0
-    safe = torch.where(positive, reference, torch.ones_like(reference))
-    return torch.where(positive, 1 - uncertainty / safe, torch.zeros_like(uncertainty))
-
-
-def running_reduction(uncertainty: Tensor, reference: Tensor) -> Tensor:
-    """Per-image running maximum of ``1 - U(x_t) / U(x)`` over ``t`` (Wang Eq. 13 before the
-    average): ``(T, N)`` uncertainties and ``(N,)`` references -> ``(N, T)``."""
-    return torch.cummax(reduction(uncertainty, reference).t(), dim=1).values
-
-
-def median_over_images(per_image: Tensor) -> Tensor:
-    """Median over the first axis; for an even count, the mean of the two middle values (NumPy's
-    convention, not ``torch.median``'s lower middle value)."""
-    return torch.quantile(per_image, 0.5, dim=0)
-
-
-def area_over_curve_remaining(curve: Tensor) -> float:
-    """Area under the remaining-uncertainty curve ``1 - URR(t)`` for ``t = 0..T`` with
-    ``URR(0) = 0``, the t axis normalised to ``[0, 1]`` (trapezoid rule)."""
-    remaining = torch.cat([curve.new_ones(1), 1 - curve])
-    return float(torch.trapezoid(remaining, dx=1.0 / (remaining.numel() - 1)))
-
-
-# ----------------------------------------------------------------------------------------------
-# The blurring test
-# ----------------------------------------------------------------------------------------------
-class BlurringResult(NamedTuple):
-    """Result of :func:`blurring_test`.
+class BlurringResult(_BlurringFields):
+    """Result of :func:`blurring_test`; ``score`` is ``murr``, higher is better
+    (``higher_is_better = True``).
 
     Attributes:
         murr (float): maximum uncertainty reduction rate ``max_t URR(t)`` (higher is better).
@@ -176,15 +57,13 @@ class BlurringResult(NamedTuple):
         reference (Tensor): ``(N,)`` uncertainties ``U(x)`` of the unblurred images.
     """
 
-    murr: float
-    auc_urr: float
-    curve: Tensor
-    per_image: Tensor
-    sigma: Tensor
-    reference: Tensor
+    __slots__ = ()
+    higher_is_better: ClassVar[bool] = True
 
-
-_SELECTIONS = ("image", "final", "step", "full")
+    @property
+    def score(self) -> float:
+        """The headline score, ``murr``."""
+        return self.murr
 
 
 def blurring_test(
@@ -276,13 +155,12 @@ def blurring_test(
     inputs = check_images(inputs)
     ranks = pixel_ranks(check_maps(maps, inputs))
     fraction = check_fraction(fraction, percent)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_optional_positive_int(batch_size, "batch_size")
     check_sigma_search(sigma_step, max_sigma)
-    if sigma_selection not in _SELECTIONS:
-        raise ValueError(f"sigma_selection must be one of {_SELECTIONS}, got {sigma_selection!r}")
+    check_choice(sigma_selection, "sigma_selection", SUPPORTED_SIGMA_SELECTIONS)
     n, _, h, w = inputs.shape
     budget = pixel_budget(fraction, h, w)
-    reference = scores(forward_func, inputs, batch_size)
+    reference = chunked_scores(forward_func, inputs, batch_size)
     steps = torch.arange(1, budget + 1, device=inputs.device)
     if sigma is not None:
         if sigma_selection not in ("final", "full"):
@@ -293,7 +171,7 @@ def blurring_test(
     if sigma_selection == "full":
         chosen = full_blur_sigma(forward_func, inputs, sigma_step, max_sigma, batch_size)
         return _curve_at(forward_func, inputs, ranks, steps, chosen, reference, batch_size)
-    sigmas = sigma_grid(sigma_step, max_sigma, inputs)
+    sigmas = _sigma_grid(sigma_step, max_sigma, inputs)
 
     def blurred_for(sigma_of_k: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         return lambda k, i: gaussian_blur(inputs[i], sigma_of_k[k])
@@ -319,26 +197,10 @@ def blurring_test(
     return _result(per_image, chosen, reference)
 
 
-def check_sigma_search(sigma_step: float, max_sigma: float) -> None:
-    if isinstance(sigma_step, bool) or not isinstance(sigma_step, (int, float)) or not sigma_step > 0:
-        raise ValueError(f"sigma_step must be a number > 0, got {sigma_step!r}")
-    if isinstance(max_sigma, bool) or not isinstance(max_sigma, (int, float)) or not 0 <= max_sigma < math.inf:
-        raise ValueError(f"max_sigma must be a finite number >= 0, got {max_sigma!r}")
-
-
-def sigma_grid(sigma_step: float, max_sigma: float, like: Tensor) -> Tensor:
+def _sigma_grid(sigma_step: float, max_sigma: float, like: Tensor) -> Tensor:
     """``0, step, ..., max`` on ``like``'s device and dtype."""
     count = int(math.floor(max_sigma / sigma_step + 1e-9)) + 1
     return torch.arange(count, dtype=like.dtype, device=like.device) * sigma_step
-
-
-def check_sigmas(sigma: Any, inputs: Tensor) -> Tensor:
-    if not isinstance(sigma, Tensor) or sigma.shape != inputs.shape[:1]:
-        shape = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
-        raise ValueError(f"sigma must be a tensor of one blur per image, shape ({inputs.shape[0]},); got {shape}")
-    if not torch.isfinite(sigma).all() or (sigma < 0).any():
-        raise ValueError("sigma must hold finite blurs >= 0")
-    return sigma.to(device=inputs.device, dtype=inputs.dtype)
 
 
 @torch.no_grad()
@@ -362,9 +224,9 @@ def full_blur_sigma(
         >>> results = {name: blurring_test(uf, x, maps, sigma=sigma) for name, maps in all_maps.items()}
     """
     inputs = check_images(inputs)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_optional_positive_int(batch_size, "batch_size")
     check_sigma_search(sigma_step, max_sigma)
-    sigmas = sigma_grid(sigma_step, max_sigma, inputs)
+    sigmas = _sigma_grid(sigma_step, max_sigma, inputs)
     everything = torch.zeros((inputs.shape[0], 1) + tuple(inputs.shape[2:]), dtype=torch.long, device=inputs.device)
     blurred = replaced_scores(
         forward_func,

@@ -5,29 +5,35 @@ deviation), not from one explanation.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
+from captum_uncertainty._typing import Forward
+from captum_uncertainty._validation import check_choice, check_optional_positive_int, check_positive_int
 from captum_uncertainty.blur import gaussian_blur
-from captum_uncertainty.metrics._checks import (
-    check_batch_size,
-    check_feature_maps,
-    check_images_or_features,
-    check_positive_int,
-    check_replacement,
-)
-from captum_uncertainty.metrics.blurring import pixel_ranks, replaced_scores, scores
+from captum_uncertainty.metrics._utils.checks import check_feature_maps, check_images_or_features, check_replacement
+from captum_uncertainty.metrics._utils.curves import evenly_spaced_counts
+from captum_uncertainty.metrics._utils.replacement import chunked_scores, pixel_ranks, replaced_scores
 
-__all__ = ["InsertionDeletionResult", "insertion_deletion", "class_probabilities"]
+__all__ = [
+    "DeletionResult",
+    "InsertionDeletionResult",
+    "InsertionResult",
+    "SUPPORTED_MODES",
+    "class_probabilities",
+    "insertion_deletion",
+]
 
-Forward = Callable[[Tensor], Tensor]
+#: The modes of :func:`insertion_deletion`.
+SUPPORTED_MODES = ("deletion", "insertion")
 
 
 class InsertionDeletionResult(NamedTuple):
-    """Result of :func:`insertion_deletion`.
+    """Result of :func:`insertion_deletion`; ``score`` is ``auc``. Its direction depends on the
+    mode, so the function returns one of the two subclasses: :class:`DeletionResult` (lower is
+    better) or :class:`InsertionResult` (higher is better), each with its ``higher_is_better``.
 
     Attributes:
         auc (float): mean over images of the per-image AUC (= the AUC of ``curve``).
@@ -44,6 +50,27 @@ class InsertionDeletionResult(NamedTuple):
     per_image: Tensor
     per_image_auc: Tensor
     target: Tensor
+
+    @property
+    def score(self) -> float:
+        """The headline score, ``auc``."""
+        return self.auc
+
+
+class DeletionResult(InsertionDeletionResult):
+    """:class:`InsertionDeletionResult` of ``mode="deletion"``: lower is better
+    (``higher_is_better = False``)."""
+
+    __slots__ = ()
+    higher_is_better: ClassVar[bool] = False
+
+
+class InsertionResult(InsertionDeletionResult):
+    """:class:`InsertionDeletionResult` of ``mode="insertion"``: higher is better
+    (``higher_is_better = True``)."""
+
+    __slots__ = ()
+    higher_is_better: ClassVar[bool] = True
 
 
 def class_probabilities(forward_func: Forward, probabilities: bool = False) -> Forward:
@@ -132,8 +159,9 @@ def insertion_deletion(
         probabilities (bool): the classifier already returns probabilities.
 
     Returns:
-        InsertionDeletionResult: ``auc``, ``curve``, ``fractions``, ``per_image``,
-        ``per_image_auc``, ``target``.
+        InsertionDeletionResult: a :class:`DeletionResult` (lower is better) or an
+        :class:`InsertionResult` (higher is better): ``auc``, ``curve``, ``fractions``,
+        ``per_image``, ``per_image_auc``, ``target``.
 
     Examples::
 
@@ -143,21 +171,19 @@ def insertion_deletion(
     """
     inputs = check_images_or_features(inputs)
     ranks = pixel_ranks(check_feature_maps(maps, inputs))
-    batch_size = check_batch_size(batch_size)
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    batch_size = check_optional_positive_int(batch_size, "batch_size")
+    check_choice(mode, "mode", SUPPORTED_MODES)
     n = inputs.shape[0]
     pixels = ranks[0].numel()
     steps = pixels if steps is None else check_positive_int(steps, "steps")
     reference = _baseline_images(baseline, inputs, blur_sigma)
     probs = class_probabilities(forward_func, probabilities)
-    target_t = _targets(target, scores(probs, inputs, batch_size, scalar=False))
-    counts = [int(math.floor(j * pixels / steps + 0.5)) for j in range(steps + 1)]
+    target_t = _targets(target, chunked_scores(probs, inputs, batch_size, scalar=False))
+    counts = evenly_spaced_counts(pixels, steps)
     start, end = (inputs, reference) if mode == "deletion" else (reference, inputs)
     values = replaced_scores(probs, start, end, ranks, counts, batch_size, scalar=False)  # (K, N, classes)
     per_image = values.gather(2, target_t.view(1, n, 1).expand(len(counts), n, 1))[..., 0].t()
     fractions = torch.tensor(counts, dtype=per_image.dtype, device=per_image.device) / pixels
     per_image_auc = torch.trapezoid(per_image, fractions, dim=1)
-    return InsertionDeletionResult(
-        float(per_image_auc.mean()), per_image.mean(0), fractions, per_image, per_image_auc, target_t
-    )
+    result = DeletionResult if mode == "deletion" else InsertionResult
+    return result(float(per_image_auc.mean()), per_image.mean(0), fractions, per_image, per_image_auc, target_t)

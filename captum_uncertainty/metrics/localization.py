@@ -5,25 +5,25 @@ test image, then check whether the attribution map points at it.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_uncertainty.metrics._checks import check_batch_size, check_images, check_positive_int
-from captum_uncertainty.metrics.blurring import scores
+from captum_uncertainty._typing import Forward
+from captum_uncertainty._validation import check_int, check_optional_positive_int, check_positive_int
+from captum_uncertainty.metrics._utils.checks import check_images
+from captum_uncertainty.metrics._utils.replacement import chunked_scores
 
 __all__ = [
     "Anomalies",
     "LocalizationResult",
+    "anomaly_localization",
+    "box_iou",
     "default_patch_size",
     "make_anomalies",
-    "box_iou",
-    "anomaly_localization",
 ]
-
-Forward = Callable[[Tensor], Tensor]
 
 
 class Anomalies(NamedTuple):
@@ -45,20 +45,32 @@ class Anomalies(NamedTuple):
     donors: Tensor
 
 
-class LocalizationResult(NamedTuple):
-    """Result of :func:`anomaly_localization`.
-
-    Attributes:
-        iou (float): mean IoU between predicted and true boxes.
-        ada (float): anomaly detection accuracy, the share of images with IoU > 0.5.
-        per_image_iou (Tensor): ``(N,)`` IoUs (float64).
-        predicted_boxes (Tensor): ``(N, 4)`` long ``(top, left, bottom, right)``, exclusive ends.
-    """
-
+class _LocalizationFields(NamedTuple):
     iou: float
     ada: float
     per_image_iou: Tensor
     predicted_boxes: Tensor
+
+
+class LocalizationResult(_LocalizationFields):
+    """Result of :func:`anomaly_localization`; ``score`` is ``iou``, higher is better
+    (``higher_is_better = True``; so is ``ada``).
+
+    Attributes:
+        iou (float): mean IoU between predicted and true boxes (higher is better).
+        ada (float): anomaly detection accuracy, the share of images with IoU > 0.5 (higher is
+            better).
+        per_image_iou (Tensor): ``(N,)`` IoUs (float64).
+        predicted_boxes (Tensor): ``(N, 4)`` long ``(top, left, bottom, right)``, exclusive ends.
+    """
+
+    __slots__ = ()
+    higher_is_better: ClassVar[bool] = True
+
+    @property
+    def score(self) -> float:
+        """The headline score, ``iou``."""
+        return self.iou
 
 
 def default_patch_size(height: int, width: Optional[int] = None) -> int:
@@ -70,9 +82,7 @@ def default_patch_size(height: int, width: Optional[int] = None) -> int:
 
 def _check_patch(patch_size: Any, height: int, width: int) -> int:
     size = default_patch_size(height, width) if patch_size is None else patch_size
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= min(height, width):
-        raise ValueError(f"patch_size must be an int in [1, {min(height, width)}], got {patch_size!r}")
-    return size
+    return check_int(size, "patch_size", 1, min(height, width))
 
 
 def _candidate_indices(candidates: Union[None, int, Tensor], available: int) -> Tensor:
@@ -86,7 +96,7 @@ def _candidate_indices(candidates: Union[None, int, Tensor], available: int) -> 
     return torch.arange(min(check_positive_int(candidates, "candidates"), available), device="cpu")
 
 
-def box_masks(boxes: Tensor, height: int, width: int) -> Tensor:
+def _box_masks(boxes: Tensor, height: int, width: int) -> Tensor:
     """Boolean masks ``(N, 1, H, W)`` of boxes ``(N, 4)`` (exclusive ends)."""
     rows = torch.arange(height, device=boxes.device).view(1, height, 1)
     cols = torch.arange(width, device=boxes.device).view(1, 1, width)
@@ -144,7 +154,7 @@ def make_anomalies(
         raise ValueError(
             f"x_train must have the image shape of x_test {tuple(x_test.shape[1:])}, got {tuple(x_train.shape[1:])}"
         )
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_optional_positive_int(batch_size, "batch_size")
     _, _, h, w = x_test.shape
     size = _check_patch(patch_size, h, w)
     index = _candidate_indices(candidates, x_test.shape[0])
@@ -159,8 +169,8 @@ def make_anomalies(
     boxes = torch.stack([tops, lefts, tops + size, lefts + size], dim=1)
     device = x_test.device
     originals = x_test[index.to(device)]
-    patched = torch.where(box_masks(boxes.to(device), h, w), x_train[donors.to(x_train.device)].to(device), originals)
-    rise = scores(forward_func, patched, batch_size) - scores(forward_func, originals, batch_size)
+    patched = torch.where(_box_masks(boxes.to(device), h, w), x_train[donors.to(x_train.device)].to(device), originals)
+    rise = chunked_scores(forward_func, patched, batch_size) - chunked_scores(forward_func, originals, batch_size)
     keep = torch.argsort(rise.cpu(), descending=True, stable=True)[:n_images]
     return Anomalies(patched[keep.to(device)], boxes[keep], rise[keep.to(rise.device)], index[keep], donors[keep])
 

@@ -10,39 +10,51 @@ image are replaced, one at a time in attribution order, by the pixels of a fully
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Union
+from typing import ClassVar, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
-from captum_uncertainty.metrics._checks import (
-    check_batch_size,
+from captum_uncertainty._typing import Forward
+from captum_uncertainty._validation import check_choice, check_optional_positive_int, check_positive_int
+from captum_uncertainty.blur import gaussian_blur
+from captum_uncertainty.metrics._utils.checks import (
+    check_blur_sigma,
     check_feature_maps,
     check_fraction,
     check_images_or_features,
-    check_positive_int,
     check_replacement,
 )
-from captum_uncertainty.metrics.blurring import (
-    gaussian_blur,
+from captum_uncertainty.metrics._utils.curves import (
+    evenly_spaced_counts,
     median_over_images,
-    pixel_budget,
-    pixel_ranks,
     reduction,
-    replaced_scores,
     running_reduction,
-    scores,
 )
+from captum_uncertainty.metrics._utils.replacement import chunked_scores, pixel_budget, pixel_ranks, replaced_scores
 
-__all__ = ["ReductionCurve", "InformationCurve", "uncertainty_reduction_curve", "entropy_information_curve"]
+__all__ = [
+    "EIC_NORMALIZATIONS",
+    "InformationCurve",
+    "ReductionCurve",
+    "entropy_information_curve",
+    "uncertainty_reduction_curve",
+]
 
-Forward = Callable[[Tensor], Tensor]
-
+#: The normalisations of :func:`entropy_information_curve`.
 EIC_NORMALIZATIONS = ("input", "replaced")
 
 
-class ReductionCurve(NamedTuple):
-    """Result of :func:`uncertainty_reduction_curve`.
+class _ReductionCurveFields(NamedTuple):
+    score: float
+    curve: Tensor
+    per_image: Tensor
+    reference: Tensor
+
+
+class ReductionCurve(_ReductionCurveFields):
+    """Result of :func:`uncertainty_reduction_curve`; ``score`` is the URC at the budget, higher
+    is better (``higher_is_better = True``).
 
     Attributes:
         score (float): median over images of the largest reduction within the budget
@@ -52,14 +64,21 @@ class ReductionCurve(NamedTuple):
         reference (Tensor): ``(N,)`` uncertainties of the original images.
     """
 
-    score: float
+    __slots__ = ()
+    higher_is_better: ClassVar[bool] = True
+
+
+class _InformationCurveFields(NamedTuple):
+    area_over: float
     curve: Tensor
+    fractions: Tensor
     per_image: Tensor
     reference: Tensor
 
 
-class InformationCurve(NamedTuple):
-    """Result of :func:`entropy_information_curve`.
+class InformationCurve(_InformationCurveFields):
+    """Result of :func:`entropy_information_curve`; ``score`` is ``area_over``, higher is better
+    (``higher_is_better = True``).
 
     Attributes:
         area_over (float): Area over the EIC, ``1 -`` the area under ``curve`` (higher is better).
@@ -69,20 +88,16 @@ class InformationCurve(NamedTuple):
         reference (Tensor): ``(N,)`` uncertainties of the original images.
     """
 
-    area_over: float
-    curve: Tensor
-    fractions: Tensor
-    per_image: Tensor
-    reference: Tensor
+    __slots__ = ()
+    higher_is_better: ClassVar[bool] = True
+
+    @property
+    def score(self) -> float:
+        """The headline score, ``area_over``."""
+        return self.area_over
 
 
-def _check_sigma(sigma: float) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or math.isnan(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a number >= 0 (inf = fully blurred), got {sigma!r}")
-    return float(sigma)
-
-
-def replacement_for(inputs: Tensor, baseline: Optional[Union[float, Tensor]], sigma: float) -> Tensor:
+def _replacement_for(inputs: Tensor, baseline: Optional[Union[float, Tensor]], sigma: float) -> Tensor:
     """What replaces the top-ranked elements: ``baseline`` if given, else the blurred images;
     features have no blur and need a ``baseline``."""
     if baseline is not None:
@@ -92,7 +107,7 @@ def replacement_for(inputs: Tensor, baseline: Optional[Union[float, Tensor]], si
             "features (N, F) have no blur: pass baseline= the per-feature values that stand for a removed "
             "feature, e.g. baseline=x_train.mean(0)"
         )
-    return gaussian_blur(inputs, _check_sigma(sigma))
+    return gaussian_blur(inputs, check_blur_sigma(sigma))
 
 
 def uncertainty_reduction_curve(
@@ -147,10 +162,10 @@ def uncertainty_reduction_curve(
     inputs = check_images_or_features(inputs)
     ranks = pixel_ranks(check_feature_maps(maps, inputs))
     fraction = check_fraction(fraction, percent)
-    batch_size = check_batch_size(batch_size)
-    blurred = replacement_for(inputs, baseline, sigma)
+    batch_size = check_optional_positive_int(batch_size, "batch_size")
+    blurred = _replacement_for(inputs, baseline, sigma)
     budget = pixel_budget(fraction, ranks[0].numel(), 1)
-    reference = scores(forward_func, inputs, batch_size)
+    reference = chunked_scores(forward_func, inputs, batch_size)
     values = replaced_scores(forward_func, inputs, blurred, ranks, range(1, budget + 1), batch_size)
     per_image = running_reduction(values, reference)
     curve = median_over_images(per_image)
@@ -214,16 +229,15 @@ def entropy_information_curve(
         >>> r = entropy_information_curve(uf, x, maps, steps=100)
         >>> r.area_over
     """
-    if normalization not in EIC_NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {EIC_NORMALIZATIONS}, got {normalization!r}")
+    check_choice(normalization, "normalization", EIC_NORMALIZATIONS)
     inputs = check_images_or_features(inputs)
     ranks = pixel_ranks(check_feature_maps(maps, inputs))
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_optional_positive_int(batch_size, "batch_size")
     pixels = ranks[0].numel()
     steps = pixels if steps is None else check_positive_int(steps, "steps")
-    counts = torch.tensor([int(math.floor(j * pixels / steps + 0.5)) for j in range(steps + 1)], device=inputs.device)
-    blurred = replacement_for(inputs, baseline, sigma)
-    reference = scores(forward_func, inputs, batch_size)
+    counts = torch.tensor(evenly_spaced_counts(pixels, steps), device=inputs.device)
+    blurred = _replacement_for(inputs, baseline, sigma)
+    reference = chunked_scores(forward_func, inputs, batch_size)
     values = replaced_scores(forward_func, inputs, blurred, ranks, counts, batch_size)
     if normalization == "replaced":
         replaced = values[-1:]

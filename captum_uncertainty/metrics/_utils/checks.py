@@ -1,43 +1,49 @@
-"""Input validation shared by the metrics.
+"""Argument checks specific to the metrics (shapes of images, maps and scores, pixel shares, blurs).
 
-Every check raises a :class:`ValueError` (or :class:`TypeError` for a wrong type) whose message
-names the offending argument and says what was expected.
+Generic checks come from :mod:`captum_uncertainty._validation`. Every check raises a
+:class:`ValueError` (or :class:`TypeError` for a wrong type) whose message names the offending
+argument and says what was expected.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from captum_uncertainty._validation import (
+    check_floating_tensor,
+    check_non_negative_number,
+    check_positive_number,
+    check_tensor,
+)
+
 __all__ = [
+    "check_blur_sigma",
     "check_feature_maps",
-    "check_images_or_features",
-    "check_replacement",
-    "check_images",
-    "check_maps",
     "check_fraction",
-    "check_batch_size",
-    "check_positive_int",
+    "check_images",
+    "check_images_or_features",
+    "check_maps",
+    "check_replacement",
     "check_scores",
+    "check_sigma_search",
+    "check_sigmas",
 ]
 
 
 def check_images(images: Any, name: str = "inputs") -> Tensor:
     """A non-empty floating point tensor of shape ``(N, C, H, W)``, returned detached."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
+    check_tensor(images, name, "(N, C, H, W)")
     if images.dim() != 4:
         raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (N = 0); expected at least one image")
     if images.shape[2] == 0 or images.shape[3] == 0 or images.shape[1] == 0:
         raise ValueError(f"{name} must have C, H, W >= 1, got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor, got dtype {images.dtype}")
-    return images.detach()
+    return check_floating_tensor(images, name).detach()
 
 
 def check_images_or_features(inputs: Any, name: str = "inputs") -> Tensor:
@@ -45,9 +51,7 @@ def check_images_or_features(inputs: Any, name: str = "inputs") -> Tensor:
     if isinstance(inputs, Tensor) and inputs.dim() == 2:
         if inputs.shape[0] == 0 or inputs.shape[1] == 0:
             raise ValueError(f"{name} must have N, F >= 1, got shape {tuple(inputs.shape)}")
-        if not inputs.is_floating_point():
-            raise TypeError(f"{name} must be a floating point tensor, got dtype {inputs.dtype}")
-        return inputs.detach()
+        return check_floating_tensor(inputs, name).detach()
     if isinstance(inputs, Tensor) and inputs.dim() != 4:
         raise ValueError(f"{name} must be images (N, C, H, W) or features (N, F), got shape {tuple(inputs.shape)}")
     return check_images(inputs, name)
@@ -58,8 +62,7 @@ def check_feature_maps(maps: Any, inputs: Tensor, name: str = "maps") -> Tensor:
     inputs' own shape ``(N, F)`` for features."""
     if inputs.dim() == 4:
         return check_maps(maps, inputs, name)
-    if not isinstance(maps, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(maps).__name__}")
+    check_tensor(maps, name)
     if tuple(maps.shape) != tuple(inputs.shape):
         raise ValueError(f"{name} must have the features' shape {tuple(inputs.shape)}, got {tuple(maps.shape)}")
     if not bool(torch.isfinite(maps).all()):
@@ -89,8 +92,7 @@ def check_maps(maps: Any, inputs: Tensor, name: str = "maps") -> Tensor:
     latter is summed over channels (signed sum: pass ``maps.abs()`` for magnitudes). NaN or
     infinite entries are rejected.
     """
-    if not isinstance(maps, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(maps).__name__}")
+    check_tensor(maps, name)
     n, c, h, w = inputs.shape
     if maps.shape[0:1] == (0,):
         raise ValueError(f"{name} is an empty batch (N = 0); expected {n} maps")
@@ -125,19 +127,6 @@ def check_fraction(fraction: Any, percent: Any = None, name: str = "fraction") -
     return value
 
 
-def check_batch_size(batch_size: Any, name: str = "batch_size") -> Optional[int]:
-    """``None`` or a positive int."""
-    if batch_size is None:
-        return None
-    return check_positive_int(batch_size, name)
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def check_scores(scores: Any, batch: int, name: str = "forward_func") -> Tensor:
     """The output of a scoring forward for ``batch`` images: one finite-or-not score each, ``(B,)``.
 
@@ -150,6 +139,28 @@ def check_scores(scores: Any, batch: int, name: str = "forward_func") -> Tensor:
     if tuple(scores.shape) != (batch,):
         raise ValueError(f"{name} must return one score per image, shape ({batch},), got shape {tuple(scores.shape)}")
     return scores
+
+
+def check_blur_sigma(sigma: Any, name: str = "sigma") -> float:
+    """The blur of a replacement image: a number ``>= 0`` (``inf`` = fully blurred), as a float."""
+    return float(check_non_negative_number(sigma, name))
+
+
+def check_sigma_search(sigma_step: Any, max_sigma: Any) -> None:
+    """The sigma grid ``0, sigma_step, ..., max_sigma``: a step ``> 0`` and a finite maximum ``>= 0``."""
+    check_positive_number(sigma_step, "sigma_step")
+    if math.isinf(check_non_negative_number(max_sigma, "max_sigma")):
+        raise ValueError(f"max_sigma must be a finite non-negative number, got {max_sigma!r}")
+
+
+def check_sigmas(sigma: Any, inputs: Tensor) -> Tensor:
+    """One finite blur ``>= 0`` per image, ``(N,)``, on the inputs' device and dtype."""
+    if not isinstance(sigma, Tensor) or sigma.shape != inputs.shape[:1]:
+        shape = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
+        raise ValueError(f"sigma must be a tensor of one blur per image, shape ({inputs.shape[0]},); got {shape}")
+    if not torch.isfinite(sigma).all() or (sigma < 0).any():
+        raise ValueError("sigma must hold finite blurs >= 0")
+    return sigma.to(device=inputs.device, dtype=inputs.dtype)
 
 
 def _real(value: Any, name: str) -> float:
