@@ -107,11 +107,8 @@ def blurring_test(
       the map under judgement into the sigma search, so two maps of one image can be judged with
       different blurs. ``"final"`` stays the default so that the tables in
       ``benchmarks/RESULTS.md`` remain comparable with the papers' protocol; use ``"full"`` to
-      compare maps under one perturbation. Measured (100 MNIST digits, MURR 2%): on an ensemble
-      trained with Adam the two readings agree within 0.06 for every method; on one trained with
-      Wang et al.'s SGD recipe "final" lifts plain gradients from 0.016 to 0.231 and CLUE from
-      0.096 to 0.482 while random maps stay at 0.049 / 0.011, i.e. the search, not the map,
-      earns most of those scores. Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in
+      compare maps under one perturbation (the measured gap between the readings:
+      :ref:`guide-which-pixels`). Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in
       the search, ``URR(T) >= 0`` in every mode, and every ``URR(t) >= 0`` for ``"image"``
       and ``"step"``.
     - Maps of the inputs' shape are summed over channels; a pixel is blurred in all channels.
