@@ -48,13 +48,12 @@ __all__ = [
 
 
 @contextmanager
-def preserved_modes(modules: Union[Sequence[nn.Module], nn.ModuleList], eval_mode: bool = True) -> Iterator[None]:
+def preserved_modes(modules: Union[Sequence[nn.Module], nn.ModuleList]) -> Iterator[None]:
     """Run a block with ``modules`` in eval mode, restoring every submodule's flag after."""
     saved = [(sub, sub.training) for module in modules for sub in module.modules()]
     try:
-        if eval_mode:
-            for module in modules:
-                module.eval()
+        for module in modules:
+            module.eval()
         yield
     finally:
         for sub, flag in saved:
