@@ -309,6 +309,25 @@ def test_guided_ig_errors():
     assert gig.has_convergence_delta() and gig.multiplies_by_inputs
 
 
+def test_guided_ig_takes_captums_argument_order():
+    """``internal_batch_size`` before ``return_convergence_delta``, as in Captum's IntegratedGradients."""
+    gig = GuidedIntegratedGradients(TinyCNN().double())
+    x = images()
+    keywords = gig.attribute(x, n_steps=8, internal_batch_size=2, return_convergence_delta=True)
+    positional = gig.attribute(x, None, None, None, 8, 0.1, 0.02, 2, True)
+    for ours, theirs in zip(keywords, positional):
+        assert torch.equal(ours, theirs)
+    assert torch.equal(keywords[0], gig.attribute(x, n_steps=8))
+
+
+@pytest.mark.parametrize("old_order", [(True, None), (False, None), (True, 2), (False, 2)])
+def test_guided_ig_refuses_the_old_positional_order(old_order):
+    """A bool in the ``internal_batch_size`` slot is a convergence flag passed in the old order."""
+    gig = GuidedIntegratedGradients(TinyCNN().double())
+    with pytest.raises(TypeError, match="internal_batch_size.*return_convergence_delta"):
+        gig.attribute(images(), None, None, None, 8, 0.1, 0.02, *old_order)
+
+
 # ----------------------------------------------------------------------------- uncertainty / classifiers
 @pytest.fixture
 def ensemble():

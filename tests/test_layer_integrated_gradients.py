@@ -292,3 +292,54 @@ def test_named_baselines_and_non_uncertainty_forward_are_refused(members, tokens
         lig.attribute(tokens, baselines="black", n_steps=4)
     with pytest.raises(TypeError, match="UncertaintyForward"):
         LayerUncertaintyIntegratedGradients(members[0], embeddings(members))
+
+
+# ----------------------------------------------------------------------------- binary members
+
+
+class BinaryBag(nn.Module):
+    """Token ids (N, L) -> embedding bag (N, D) -> tanh -> linear: one logit per input (N,)."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.emb = nn.EmbeddingBag(VOCAB, DIM, mode="mean", padding_idx=0)
+        self.emb.weight.data.mul_(2.0)
+        self.fc = nn.Linear(DIM, 1)
+        self.fc.bias.data.mul_(4.0)
+
+    def forward(self, tokens):
+        return self.fc(torch.tanh(2 * self.emb(tokens))).squeeze(-1)
+
+
+class TwoLogits(nn.Module):
+    """The same classifier with its two classes spelled out: logits ``[0, z]``."""
+
+    def __init__(self, binary):
+        super().__init__()
+        self.binary = binary
+
+    def forward(self, tokens):
+        z = self.binary(tokens).unsqueeze(-1)
+        return torch.cat([torch.zeros_like(z), z], dim=-1)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_binary_members_with_one_logit_are_complete_and_equal_two_logit_members(tokens, pad, measure):
+    members = [BinaryBag(seed).double() for seed in range(3)]
+    uf = UncertaintyForward(members, measure=measure, binary=True)
+    attributions, delta = LayerUncertaintyIntegratedGradients(uf, embeddings(members)).attribute(
+        tokens, pad, n_steps=64, return_convergence_delta=True
+    )
+    assert attributions.shape == (N, DIM)
+    expected = difference(uf, tokens, pad)
+    assert expected.abs().min() > 1e-4
+    assert torch.allclose(attributions.sum(1), expected, atol=1e-3, rtol=0)
+    assert delta.abs().max() < 1e-3
+    explicit = [TwoLogits(m) for m in members]
+    two = UncertaintyForward(explicit, measure=measure)
+    assert torch.allclose(difference(two, tokens, pad), expected, atol=1e-12, rtol=0)
+    theirs = LayerUncertaintyIntegratedGradients(two, [m.binary.emb for m in explicit]).attribute(
+        tokens, pad, n_steps=64
+    )
+    assert torch.allclose(attributions, theirs, atol=1e-12, rtol=0)

@@ -39,7 +39,10 @@ def _ids(paths):
 
 def _declared_all(tree: ast.Module):
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        if any(getattr(t, "id", None) == "__all__" for t in targets) and node.value is not None:
             return [ast.literal_eval(element) for element in node.value.elts]
     return None
 

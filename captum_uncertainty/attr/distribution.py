@@ -9,6 +9,8 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_uncertainty._validation import check_non_negative_number
+from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
 from captum_uncertainty.forward import UncertaintyForward
 
 __all__ = ["ExplanationDistribution", "DistributionResult"]
@@ -25,7 +27,7 @@ class DistributionResult(NamedTuple):
     target: Tensor
 
 
-def coefficient_of_variation(mean: Tensor, std: Tensor, eps: float) -> Tensor:
+def _coefficient_of_variation(mean: Tensor, std: Tensor, eps: float) -> Tensor:
     """``std / |mean|`` where ``|mean| > eps * max|mean|`` of the same example, else 0.
 
     Near-zero means make the ratio explode on pixels nobody attends to; those pixels get 0
@@ -69,12 +71,10 @@ class ExplanationDistribution:
         cv_eps: float = 1e-3,
         **init_kwargs: Any,
     ) -> None:
-        if not isinstance(forward_func, UncertaintyForward):
-            raise TypeError(f"forward_func must be an UncertaintyForward, got {type(forward_func).__name__}")
+        check_uncertainty_forward(forward_func)
         if not (isinstance(attribution_class, type) and issubclass(attribution_class, Attribution)):
             raise TypeError(f"attribution_class must be a Captum Attribution class, got {attribution_class!r}")
-        if not cv_eps >= 0:
-            raise ValueError(f"cv_eps must be >= 0, got {cv_eps}")
+        check_non_negative_number(cv_eps, "cv_eps")
         self.forward_func = forward_func
         self.attribution_class = attribution_class
         self.cv_eps = cv_eps
@@ -97,19 +97,19 @@ class ExplanationDistribution:
         posterior = self.forward_func.posterior
         if target is None:
             with torch.no_grad():
-                target = self.forward_func.predictive(inputs).mean(0).argmax(1)
+                target = self.forward_func.predicted_class(inputs)
         target = torch.as_tensor(target, device=inputs.device).reshape(-1).expand(inputs.shape[0])
         maps = []
         for s in range(posterior.num_samples):
-            method = self.attribution_class(class_outputs_of(self.forward_func, s), **self.init_kwargs)
+            method = self.attribution_class(_class_outputs_of(self.forward_func, s), **self.init_kwargs)
             maps.append(method.attribute(inputs, target=target, **attribute_kwargs).detach())
         samples = torch.stack(maps)
         mean = samples.mean(0)
         std = samples.std(0, unbiased=False)
-        return DistributionResult(samples, mean, std, coefficient_of_variation(mean, std, self.cv_eps), target)
+        return DistributionResult(samples, mean, std, _coefficient_of_variation(mean, std, self.cv_eps), target)
 
 
-class SampleClasses(nn.Module):
+class _SampleClasses(nn.Module):
     """Sample ``s``'s class outputs ``(N, C)`` as the forward sees them (a binary member's one
     logit becomes the two classes ``[0, z]``)."""
 
@@ -125,7 +125,7 @@ class SampleClasses(nn.Module):
         return self.forward_func.class_outputs(outputs.unsqueeze(0))[0]
 
 
-def class_outputs_of(forward: UncertaintyForward, sample: int) -> nn.Module:
+def _class_outputs_of(forward: UncertaintyForward, sample: int) -> nn.Module:
     """The module Captum explains for sample ``sample``: the member itself, or for binary
     members the two-class wrapper."""
-    return SampleClasses(forward, sample) if forward.binary else forward.posterior.sample_module(sample)
+    return _SampleClasses(forward, sample) if forward.binary else forward.posterior.sample_module(sample)

@@ -41,6 +41,18 @@ def _unflatten(flat: Tensor, like: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
     return tuple(part.reshape(t.shape) for part, t in zip(flat.split(sizes, dim=1), like))
 
 
+def _check_batch_size_slot(internal_batch_size: Any) -> None:
+    """A bool in the ``internal_batch_size`` slot is a ``return_convergence_delta`` passed by position
+    in the order before Captum's."""
+    if isinstance(internal_batch_size, bool):
+        raise TypeError(
+            f"internal_batch_size must be a positive int or None, got {internal_batch_size!r}; "
+            "GuidedIntegratedGradients.attribute takes Captum's order (inputs, baselines, target, "
+            "additional_forward_args, n_steps, fraction, max_dist, internal_batch_size, return_convergence_delta): "
+            "pass return_convergence_delta=... by keyword"
+        )
+
+
 class GuidedIntegratedGradients(GradientAttribution):
     r"""Guided Integrated Gradients (Kapishnikov et al., 2021).
 
@@ -102,7 +114,7 @@ class GuidedIntegratedGradients(GradientAttribution):
         return True
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: TensorOrTuple,
         baselines: BaselineType = None,
@@ -111,8 +123,8 @@ class GuidedIntegratedGradients(GradientAttribution):
         n_steps: int = 50,
         fraction: float = 0.1,
         max_dist: float = 0.02,
-        return_convergence_delta: bool = False,
         internal_batch_size: Optional[int] = None,
+        return_convergence_delta: bool = False,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
         r"""
         Args:
@@ -134,11 +146,11 @@ class GuidedIntegratedGradients(GradientAttribution):
             max_dist (float, optional): largest deviation from the straight path, as a
                 fraction of each feature's range, in ``(0, 1]``; ``1`` is unbounded.
                 Default: 0.02.
-            return_convergence_delta (bool, optional): also return
-                ``sum(attributions) - (F(x) - F(x'))`` per example. Default: ``False``.
             internal_batch_size (int, optional): at most this many inputs per forward pass
                 (the guided path is sequential in its steps, so the rows of each step are
                 chunked). Default: ``None`` (all rows at once).
+            return_convergence_delta (bool, optional): also return
+                ``sum(attributions) - (F(x) - F(x'))`` per example. Default: ``False``.
 
         Returns:
             *Tensor* or *tuple[Tensor, ...]* of **attributions**, same shape(s) as ``inputs``;
@@ -151,6 +163,7 @@ class GuidedIntegratedGradients(GradientAttribution):
             >>> gig = GuidedIntegratedGradients(uf)
             >>> attr, delta = gig.attribute(x, baselines=x * 0, return_convergence_delta=True)
         """
+        _check_batch_size_slot(internal_batch_size)
         tensors, is_tuple = format_inputs(inputs)
         baseline_sets = format_baselines(baselines, tensors)
         if len(baseline_sets) != 1:

@@ -119,7 +119,7 @@ class UncertaintyIntegratedGradients(GradientAttribution):
     ) -> Any: ...
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: TensorOrTuple,
         baselines: BaselineType = None,
@@ -175,24 +175,24 @@ class UncertaintyIntegratedGradients(GradientAttribution):
             integrals = integrate_path(
                 straight_path(tensors, baseline), gradients, nodes, weights, batch, internal_batch_size
             )
-            attributions.append([self.scaled(integral, tensors, baseline) for integral in integrals])
+            attributions.append([self._scaled(integral, tensors, baseline) for integral in integrals])
             with torch.no_grad():
                 at_inputs = uncertainty_values(forward, tensors, args, measures, target)
                 at_baseline = uncertainty_values(forward, baseline, args, measures, target)
             differences.append([a - b for a, b in zip(at_inputs, at_baseline)])
-        attribution = [average_tuples(parts) for parts in zip(*attributions)]
+        attribution = [_average_tuples(parts) for parts in zip(*attributions)]
         difference = [torch.stack(parts).mean(0) for parts in zip(*differences)]
         deltas = [sum(a.flatten(1).sum(1) for a in parts) - d for parts, d in zip(attribution, difference)]
         maps = [format_output(parts, is_tuple) for parts in attribution]
         result, delta = decomposed(maps, deltas) if decompose else (maps[0], deltas[0])
         return (result, delta) if return_convergence_delta else result
 
-    def scaled(self, integral: Tuple[Tensor, ...], inputs: Tuple[Tensor, ...], baseline: Tuple[Tensor, ...]):
+    def _scaled(self, integral: Tuple[Tensor, ...], inputs: Tuple[Tensor, ...], baseline: Tuple[Tensor, ...]):
         if not self._multiply_by_inputs:
             return integral
         return tuple(g * (x - b) for g, x, b in zip(integral, inputs, baseline))
 
 
-def average_tuples(parts: Sequence[Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
+def _average_tuples(parts: Sequence[Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
     """Element-wise mean of several tuples of tensors (one per baseline set)."""
     return tuple(torch.stack(items).mean(0) for items in zip(*parts))

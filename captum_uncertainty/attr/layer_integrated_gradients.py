@@ -110,7 +110,7 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
 
     def __init__(self, forward_func: UncertaintyForward, layer: LayerSpec, multiply_by_inputs: bool = True) -> None:
         super().__init__(check_uncertainty_forward(forward_func))
-        self.layers = resolve_layers(layer, member_modules(forward_func.posterior))
+        self.layers = _resolve_layers(layer, _member_modules(forward_func.posterior))
         self._multiply_by_inputs = multiply_by_inputs
 
     @property
@@ -153,7 +153,7 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
     ) -> Any: ...
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: TensorOrTuple,
         baselines: BaselineType = None,
@@ -203,10 +203,10 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
         args = additional_args_tuple(additional_forward_args)
         measures = ("total", "aleatoric") if decompose else (forward.measure,)
         batch = tensors[0].shape[0]
-        at_inputs, values_x = layer_outputs_and_values(forward, self.layers, tensors, args, measures, target)
-        reference = layer_baselines(baselines, tensors)
-        at_baselines, values_b = layer_outputs_and_values(forward, self.layers, reference, args, measures, target)
-        check_same_shapes(at_inputs, at_baselines)
+        at_inputs, values_x = _layer_outputs_and_values(forward, self.layers, tensors, args, measures, target)
+        reference = _layer_baselines(baselines, tensors)
+        at_baselines, values_b = _layer_outputs_and_values(forward, self.layers, reference, args, measures, target)
+        _check_same_shapes(at_inputs, at_baselines)
         nodes, weights = quadrature(method, n_steps, at_inputs[0])
         gradients = uncertainty_gradients(
             LayerUncertaintyForward(forward, self.layers), tensors + args, measures, batch, target
@@ -214,13 +214,13 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
         integrals = integrate_path(
             straight_path(at_inputs, at_baselines), gradients, nodes, weights, batch, internal_batch_size
         )
-        maps = [self.member_sum(integral, at_inputs, at_baselines) for integral in integrals]
+        maps = [self._member_sum(integral, at_inputs, at_baselines) for integral in integrals]
         deltas = [m.reshape(batch, -1).sum(1) - (x - b) for m, x, b in zip(maps, values_x, values_b)]
         maps = [m.sum(-1) for m in maps] if sum_embedding else maps
         result, delta = decomposed(maps, deltas) if decompose else (maps[0], deltas[0])
         return (result, delta) if return_convergence_delta else result
 
-    def member_sum(
+    def _member_sum(
         self, integral: Tuple[Tensor, ...], at_inputs: Tuple[Tensor, ...], at_baselines: Tuple[Tensor, ...]
     ) -> Tensor:
         """``sum_s integral_s * (e_s(x) - e_s(x'))`` (or ``sum_s integral_s``)."""
@@ -248,21 +248,25 @@ class LayerUncertaintyForward(UncertaintyForward):
 
     def __init__(self, forward: UncertaintyForward, layers: Sequence[nn.Module]) -> None:
         super().__init__(
-            forward.posterior, forward.measure, probabilities=forward.probabilities, validate=forward.validate
+            forward.posterior,
+            forward.measure,
+            probabilities=forward.probabilities,
+            binary=forward.binary,
+            validate=forward.validate,
         )
         self.layers = list(layers)
 
     def per_class(self, *inputs: Any) -> Decomposition:
         count = len(self.layers)
         outputs, member_inputs = inputs[:count], inputs[count:]
-        with self.posterior.hookable(), hooked(self.layers, lambda s: replacing(outputs[s], s)):
+        with self.posterior.hookable(), _hooked(self.layers, lambda s: _replacing(outputs[s], s)):
             return super().per_class(*member_inputs)
 
 
 # ----------------------------------------------------------------------------- layers
 
 
-def member_modules(posterior: Posterior) -> List[nn.Module]:
+def _member_modules(posterior: Posterior) -> List[nn.Module]:
     """The posterior's member modules, one per sample."""
     members = posterior.sample_modules()
     if len(members) != posterior.num_samples:
@@ -274,7 +278,7 @@ def member_modules(posterior: Posterior) -> List[nn.Module]:
     return members
 
 
-def resolve_layers(layer: LayerSpec, members: Sequence[nn.Module]) -> List[nn.Module]:
+def _resolve_layers(layer: LayerSpec, members: Sequence[nn.Module]) -> List[nn.Module]:
     """One distinct layer per member, each a submodule of its member."""
     if isinstance(layer, nn.Module) and not isinstance(layer, nn.ModuleList):
         raise TypeError(
@@ -290,12 +294,12 @@ def resolve_layers(layer: LayerSpec, members: Sequence[nn.Module]) -> List[nn.Mo
     if len(layers) != len(members):
         raise ValueError(f"layer must give one module per member: {len(members)} members, got {len(layers)} layers")
     for s, (module, member) in enumerate(zip(layers, members)):
-        check_member_layer(module, member, s)
-    check_distinct(layers)
+        _check_member_layer(module, member, s)
+    _check_distinct(layers)
     return layers
 
 
-def check_member_layer(module: Any, member: nn.Module, s: int) -> None:
+def _check_member_layer(module: Any, member: nn.Module, s: int) -> None:
     if not isinstance(module, nn.Module):
         raise TypeError(f"layer[{s}] is a {type(module).__name__}, expected an nn.Module of member {s}")
     if not any(sub is module for sub in member.modules()):
@@ -305,7 +309,7 @@ def check_member_layer(module: Any, member: nn.Module, s: int) -> None:
         )
 
 
-def check_distinct(layers: Sequence[nn.Module]) -> None:
+def _check_distinct(layers: Sequence[nn.Module]) -> None:
     seen: Dict[int, int] = {}
     for s, module in enumerate(layers):
         if id(module) in seen:
@@ -317,7 +321,7 @@ def check_distinct(layers: Sequence[nn.Module]) -> None:
 
 
 @contextmanager
-def hooked(layers: Sequence[nn.Module], hook_for: HookFactory) -> Iterator[None]:
+def _hooked(layers: Sequence[nn.Module], hook_for: HookFactory) -> Iterator[None]:
     """Forward hook ``hook_for(s)`` on ``layers[s]`` while the block runs; removed on exit."""
     handles = []
     try:
@@ -329,7 +333,7 @@ def hooked(layers: Sequence[nn.Module], hook_for: HookFactory) -> Iterator[None]
             handle.remove()
 
 
-def replacing(output: Tensor, s: int) -> Callable[[nn.Module, Any, Any], Tensor]:
+def _replacing(output: Tensor, s: int) -> Callable[[nn.Module, Any, Any], Tensor]:
     """A forward hook returning ``output`` instead of the layer's own output (same shape)."""
 
     def hook(_module: nn.Module, _inputs: Any, own: Any) -> Tensor:
@@ -341,7 +345,7 @@ def replacing(output: Tensor, s: int) -> Callable[[nn.Module, Any, Any], Tensor]
     return hook
 
 
-def layer_outputs_and_values(
+def _layer_outputs_and_values(
     forward: UncertaintyForward,
     layers: Sequence[nn.Module],
     inputs: Tuple[Tensor, ...],
@@ -362,12 +366,12 @@ def layer_outputs_and_values(
 
     with torch.no_grad():
         values = uncertainty_values(forward, inputs, args, measures, target)
-        with forward.posterior.hookable(), hooked(layers, recorder):
+        with forward.posterior.hookable(), _hooked(layers, recorder):
             forward.posterior(*inputs, *args)
-    return tuple(one_output(outputs, s) for s, outputs in enumerate(records)), values
+    return tuple(_one_output(outputs, s) for s, outputs in enumerate(records)), values
 
 
-def one_output(outputs: List[Any], s: int) -> Tensor:
+def _one_output(outputs: List[Any], s: int) -> Tensor:
     """The single floating tensor member ``s``'s layer returned in one forward."""
     if not outputs:
         raise ValueError(
@@ -384,7 +388,7 @@ def one_output(outputs: List[Any], s: int) -> Tensor:
     return output.detach()
 
 
-def check_same_shapes(at_inputs: Tuple[Tensor, ...], at_baselines: Tuple[Tensor, ...]) -> None:
+def _check_same_shapes(at_inputs: Tuple[Tensor, ...], at_baselines: Tuple[Tensor, ...]) -> None:
     """All members' layer outputs, on the inputs and on the baselines, share one shape."""
     shapes = [tuple(t.shape) for t in at_inputs]
     if len(set(shapes)) > 1:
@@ -400,7 +404,7 @@ def check_same_shapes(at_inputs: Tuple[Tensor, ...], at_baselines: Tuple[Tensor,
 # ----------------------------------------------------------------------------- inputs
 
 
-def layer_baselines(baselines: BaselineType, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+def _layer_baselines(baselines: BaselineType, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
     """Reference inputs (one per input, the inputs' shape and dtype); ``None`` is zeros."""
     if isinstance(baselines, str):
         raise ValueError(

@@ -2,4 +2,4 @@
 latent-size study and Wang et al.'s mitigation study. The library (forward, posterior, attr,
 metrics, generative, visualization, the mitigation attention) never imports from here."""
 
-__all__: list = []
+__all__: list[str] = []

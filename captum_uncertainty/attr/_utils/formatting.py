@@ -13,6 +13,8 @@ from typing import Any, List, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from captum_uncertainty._validation import check_choice
+
 __all__ = [
     "BASELINE_NAMES",
     "BaselineType",
@@ -24,6 +26,8 @@ __all__ = [
     "format_output",
     "repeat_batch_args",
     "repeat_target",
+    "rows_of_args",
+    "rows_of_target",
 ]
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
@@ -72,18 +76,19 @@ def format_baselines(baselines: BaselineType, inputs: Tuple[Tensor, ...]) -> Lis
     dtype.
     """
     if baselines is None or isinstance(baselines, str):
-        name = "black" if baselines is None else baselines
-        if name not in BASELINE_NAMES:
-            raise ValueError(f"baselines must be one of {BASELINE_NAMES}, a number or a tensor, got {name!r}")
+        name = check_choice(
+            "black" if baselines is None else baselines, "baselines", BASELINE_NAMES, extra="or a number or a tensor"
+        )
         fills = {"black": (0.0,), "white": (1.0,), "black_white": (0.0, 1.0)}[name]
         return [tuple(torch.full_like(t, fill) for t in inputs) for fill in fills]
     items = baselines if isinstance(baselines, tuple) else (baselines,)
     if len(items) != len(inputs):
         raise ValueError(f"baselines must give one baseline per input ({len(inputs)}), got {len(items)}")
-    return [tuple(one_baseline(item, tensor) for item, tensor in zip(items, inputs))]
+    return [tuple(_one_baseline(item, tensor) for item, tensor in zip(items, inputs))]
 
 
-def one_baseline(baseline: Any, tensor: Tensor) -> Tensor:
+def _one_baseline(baseline: Any, tensor: Tensor) -> Tensor:
+    """One input's baseline: a number, or a tensor of the input's or one example's shape."""
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full_like(tensor, float(baseline))
     if not isinstance(baseline, Tensor):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_uncertainty._validation import check_choice
 from captum_uncertainty.attr._utils.checks import check_internal_batch_size, check_n_steps
 from captum_uncertainty.attr._utils.formatting import TargetType, repeat_batch_args, repeat_target
 from captum_uncertainty.blur import gaussian_blur
@@ -32,11 +33,13 @@ __all__ = [
     "default_max_sigma",
     "integrate_path",
     "quadrature",
+    "select_class",
     "step_chunks",
     "straight_path",
     "target_gradients",
     "uncertainty_gradients",
     "uncertainty_values",
+    "weighted_step_sum",
 ]
 
 #: Captum's integration rules for path methods.
@@ -57,8 +60,7 @@ def quadrature(method: str, n_steps: int, like: Tensor) -> Tuple[Tensor, Tensor]
     on [0, 1], or left / right / middle / trapezoid Riemann sums (``n_steps >= 2`` for Riemann,
     as Captum requires). Computed in float64, then cast.
     """
-    if method not in INTEGRATION_METHODS:
-        raise ValueError(f"method must be one of {INTEGRATION_METHODS}, got {method!r}")
+    check_choice(method, "method", INTEGRATION_METHODS)
     if method == "gausslegendre":
         check_n_steps(n_steps)
         points, weights = np.polynomial.legendre.leggauss(n_steps)
@@ -77,8 +79,10 @@ def quadrature(method: str, n_steps: int, like: Tensor) -> Tuple[Tensor, Tensor]
             nodes = np.linspace(1 / (2 * n_steps), 1 - 1 / (2 * n_steps), n_steps)
         else:
             nodes = np.linspace(1 / n_steps, 1, n_steps)
-    as_like = dict(dtype=like.dtype, device=like.device)
-    return torch.as_tensor(nodes, **as_like), torch.as_tensor(weights, **as_like)
+    return (
+        torch.as_tensor(nodes, dtype=like.dtype, device=like.device),
+        torch.as_tensor(weights, dtype=like.dtype, device=like.device),
+    )
 
 
 def step_chunks(n_nodes: int, batch: int, internal_batch_size: Optional[int]) -> Iterator[Tuple[int, int]]:
@@ -251,7 +255,7 @@ def blur_levels(max_sigma: float, n_steps: int, sqrt: bool = False, device: Any 
     return fractions * max_sigma
 
 
-def blur_path(inputs: Tuple[Tensor, ...], grad_step: float):
+def blur_path(inputs: Tuple[Tensor, ...], grad_step: float) -> PathFunction:
     """The scale-space path ``x(sigma)`` (Blur IG's untruncated blur) and its velocity towards the
     input, ``-dx/dsigma``, by a forward difference of step ``grad_step``; the quadrature weights
     are the (positive) sigma widths."""
