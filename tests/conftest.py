@@ -6,17 +6,6 @@ import torch
 from captum_uncertainty.data import load_digits, train_ensemble
 from captum_uncertainty.generative import VAE, train_vae
 
-# the shared factories moved to tests/helpers; re-exported until every test imports them from there
-from tests.helpers import (  # noqa: F401
-    assert_untouched,
-    literal_fullgrad_terms,
-    literal_min_max,
-    make_cnn,
-    model_state,
-    randomize_batchnorm,
-    resized,
-)
-
 
 @pytest.fixture(scope="session")
 def digits():

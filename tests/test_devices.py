@@ -12,7 +12,6 @@ import contextlib
 import pytest
 import torch
 from captum.attr import NoiseTunnel, Saliency
-from conftest import make_cnn
 
 from captum_uncertainty import (
     CLUE,
@@ -42,6 +41,7 @@ from captum_uncertainty.metrics import (
     uncertainty_reduction_curve,
 )
 from captum_uncertainty.mitigation import UncertaintyAttention, attention_weights
+from tests.helpers import make_cnn
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 import pytest
 import torch
 from captum.attr import IntegratedGradients
-from conftest import assert_untouched, model_state
 from torch import nn
 
 from captum_uncertainty import (
@@ -14,6 +13,7 @@ from captum_uncertainty import (
     WeightSamples,
     entropy_decomposition,
 )
+from tests.helpers import assert_untouched, model_state
 
 
 class SmallCNN(nn.Module):

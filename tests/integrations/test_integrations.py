@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from bayesian_torch.models.dnn_to_bnn import dnn_to_bnn
 from captum.attr import IntegratedGradients
-from conftest import assert_untouched, model_state, randomize_batchnorm
 from laplace import Laplace
 from torch import nn
 from torch_uncertainty.methods import deep_ensembles, mc_dropout
@@ -25,6 +24,7 @@ from captum_uncertainty import DeepEnsemble, MCDropout, UABackprop, UncertaintyF
 from captum_uncertainty.attr._utils.gradients import captured_layer_outputs
 from captum_uncertainty.integrations import from_bayesian_torch, from_laplace, from_torch_uncertainty
 from captum_uncertainty.integrations.bayesian_torch import PLAIN_LAYERS
+from tests.helpers import assert_untouched, model_state, randomize_batchnorm
 
 PATHS = ("fullgrad", "inputgrad", "integrated_gradients")
 CLASSES = 4

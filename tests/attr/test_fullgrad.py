@@ -3,10 +3,10 @@ reference (plain models and uncertainty forwards), model state invariance and ba
 
 import pytest
 import torch
-from conftest import literal_fullgrad_terms, literal_min_max, make_cnn, resized
 
 from captum_uncertainty import UncertaintyForward
 from captum_uncertainty.attr.fullgrad import FullGrad
+from tests.helpers import literal_fullgrad_terms, literal_min_max, make_cnn, resized
 
 
 def cnn(seed, channels=1, classes=5, dtype=torch.float64):

@@ -6,11 +6,11 @@ import pytest
 import quantus
 import torch
 from captum.attr import IntegratedGradients
-from conftest import assert_untouched, make_cnn, model_state
 from torch import nn
 
 from captum_uncertainty import UABackprop, UncertaintyForward
 from captum_uncertainty.integrations import QuantusUncertaintyModel, quantus_batch, quantus_explain_func
+from tests.helpers import assert_untouched, make_cnn, model_state
 
 FEATURES_IN_STEP = 8  # 64 pixels of an 8x8 digit: 8 flipping steps
 

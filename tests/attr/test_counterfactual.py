@@ -7,7 +7,6 @@ import warnings
 import pytest
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel
-from conftest import assert_untouched, model_state
 from torch import nn
 
 from captum_uncertainty import CLUE, ClueSettings, CounterfactualPathIG, DeltaCLUE, UncertaintyForward
@@ -21,6 +20,7 @@ from captum_uncertainty.attr.counterfactual_path import (
 )
 from captum_uncertainty.attr.delta_clue import project_to_ball, uniform_in_ball
 from captum_uncertainty.generative.protocol import decode_latents, encode_inputs
+from tests.helpers import assert_untouched, model_state
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ positivity, decomposition, MC dropout, state invariance and bad input (FullGrad:
 import pytest
 import torch
 from captum.attr import NoiseTunnel
-from conftest import assert_untouched, literal_fullgrad_terms, literal_min_max, make_cnn, model_state, resized
 from torch import nn
 
 from captum_uncertainty import MCDropout, SampleCallable, UncertaintyForward
 from captum_uncertainty.attr.ua_backprop import UABackprop
+from tests.helpers import assert_untouched, literal_fullgrad_terms, literal_min_max, make_cnn, model_state, resized
 
 MEASURES = ("total", "aleatoric", "epistemic")
 

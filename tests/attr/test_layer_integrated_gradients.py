@@ -5,7 +5,6 @@ import warnings
 import pytest
 import torch
 from captum.attr import LayerIntegratedGradients
-from conftest import assert_untouched, model_state
 from torch import nn
 
 from captum_uncertainty import (
@@ -15,6 +14,7 @@ from captum_uncertainty import (
     MCDropout,
     UncertaintyForward,
 )
+from tests.helpers import assert_untouched, model_state
 
 VOCAB, DIM, CLASSES, N, L = 20, 6, 4, 5, 7
 MEASURES = ("total", "aleatoric", "epistemic")
