@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from captum_uncertainty import UABackprop, UncertaintyForward, attribute_dataset
 from captum_uncertainty.data import MNISTCNN, load_digits, train_ensemble
-from captum_uncertainty.dataset import arrow_table, attribute_batch
+from captum_uncertainty.dataset._batch import attribute_batch
+from captum_uncertainty.dataset._shards import arrow_table
 
 BATCH = 64
 KWARGS = {"path": "inputgrad"}

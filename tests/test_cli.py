@@ -24,6 +24,7 @@ def run_cli(*args):
         (("explode",), "invalid choice"),
     ],
 )
+@pytest.mark.subprocess
 def test_bad_arguments_exit_nonzero_with_one_line(args, message):
     result = run_cli(*args)
     assert result.returncode == 2
@@ -118,20 +119,21 @@ def test_benchmark_maps_of_random_methods_do_not_depend_on_the_methods_before(di
     assert not torch.equal(seeded(smoothgrad, uf, digits.x_test[:3], ctx), first)
 
 
+@pytest.mark.subprocess
 def test_errors_that_are_not_validation_errors_keep_their_traceback(monkeypatch, tmp_path):
-    import captum_uncertainty.__main__ as cli
+    import captum_uncertainty._cli as cli
 
     def broken(*args, **kwargs):
         raise TypeError("an internal bug, not the user's input")
 
-    monkeypatch.setattr(cli, "run_demo", broken)
+    monkeypatch.setattr(cli, "_run_demo", broken)
     with pytest.raises(TypeError, match="internal bug"):
         cli.main(["demo", "--out", str(tmp_path)])
     result = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import captum_uncertainty.__main__ as c; c.run_demo = lambda *a, **k: 1 / 0; c.main(['demo'])",
+            "import captum_uncertainty._cli as c; c._run_demo = lambda *a, **k: 1 / 0; c.main(['demo'])",
         ],
         capture_output=True,
         text=True,

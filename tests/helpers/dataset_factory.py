@@ -1,4 +1,4 @@
-"""Helpers of tests/test_dataset.py that a subprocess (and the command line) can import too."""
+"""Helpers of tests/dataset/test_dataset.py that a subprocess (and the command line) can import too."""
 
 from __future__ import annotations
 

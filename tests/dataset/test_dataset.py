@@ -14,7 +14,6 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _dataset_factory import StopAt
 from captum.attr import NoiseTunnel, Saliency
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -26,9 +25,13 @@ from captum_uncertainty import (
     attribute_dataset,
 )
 from captum_uncertainty.__main__ import main
-from captum_uncertainty.dataset import MANIFEST, RaySource, block_loader, json_safe, read_manifest
+from captum_uncertainty.dataset import MANIFEST, read_manifest
+from captum_uncertainty.dataset._engines import block_loader
+from captum_uncertainty.dataset._manifest import json_safe
+from captum_uncertainty.dataset._sources import RaySource
+from tests.helpers.dataset_factory import StopAt
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 40
 BATCH = 8
 KWARGS = {"path": "inputgrad"}
@@ -211,7 +214,7 @@ import sys, torch
 from torch.utils.data import TensorDataset
 from captum_uncertainty import UABackprop, UncertaintyForward, attribute_dataset
 from captum_uncertainty.data import MNISTCNN
-from tests._dataset_factory import StopAt
+from tests.helpers.dataset_factory import StopAt
 
 saved = torch.load(sys.argv[1], weights_only=True)
 members = []
@@ -227,6 +230,7 @@ attribute_dataset(
 """
 
 
+@pytest.mark.subprocess
 def test_killed_process_resumes_to_the_uninterrupted_output(uf, data, digits_ensemble, reference, tmp_path):
     weights = tmp_path / "ensemble.pt"
     torch.save(
@@ -328,7 +332,7 @@ def test_cli_attribute_writes_rows_and_rejects_a_bad_posterior(tmp_path, capsys,
     args = [
         "attribute",
         "--posterior",
-        "tests._dataset_factory:make_forward",
+        "tests.helpers.dataset_factory:make_forward",
         "--data",
         "digits",
         "--method",
@@ -344,11 +348,11 @@ def test_cli_attribute_writes_rows_and_rejects_a_bad_posterior(tmp_path, capsys,
     assert read_manifest(tmp_path / "cli")["attribute_kwargs"] == KWARGS
     capsys.readouterr()
     for posterior in (
-        "tests._dataset_factory:nowhere",
+        "tests.helpers.dataset_factory:nowhere",
         "no_such_module_xyz:make",
         "no-colon",
-        "tests._dataset_factory:not_a_forward",
-        "tests._dataset_factory:KWARGS_MISSING",
+        "tests.helpers.dataset_factory:not_a_forward",
+        "tests.helpers.dataset_factory:KWARGS_MISSING",
     ):
         assert main(["attribute", "--posterior", posterior, "--data", "digits", "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err
@@ -356,6 +360,7 @@ def test_cli_attribute_writes_rows_and_rejects_a_bad_posterior(tmp_path, capsys,
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.ray
 def test_readers_and_the_ray_engine_agree_with_the_local_engine(ray_runtime, uf, x, data, tmp_path):
     ray = ray_runtime
     local = tmp_path / "local"

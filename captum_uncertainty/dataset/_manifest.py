@@ -1,0 +1,172 @@
+"""The run's configuration and ``out/_manifest.json``: writing, reading and comparing it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from captum_uncertainty.forward import UncertaintyForward
+
+__all__ = [
+    "LAYOUT_KEYS",
+    "MANIFEST",
+    "RUN_CONFIG_KEYS",
+    "describe_differences",
+    "differing_keys",
+    "json_safe",
+    "read_manifest",
+    "run_config",
+    "write_json",
+]
+
+#: File name of the manifest inside ``out`` (the leading ``_`` keeps Parquet readers off it).
+MANIFEST = "_manifest.json"
+#: The manifest's ``format``: a folder of another format is not continued.
+_MANIFEST_FORMAT = "captum_uncertainty.attribute_dataset/1"
+#: Manifest keys that must match for a call to continue an existing ``out``.
+RUN_CONFIG_KEYS = (
+    "format",
+    "library_version",
+    "explainer",
+    "measure",
+    "num_samples",
+    "attribute_kwargs",
+    "batch_size",
+    "shard_size",
+    "seed",
+    "num_inputs",
+)
+#: Manifest keys describing the written columns (taken from the first attributed batch).
+LAYOUT_KEYS = ("columns", "map_columns", "map_shape", "map_dtype")
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON form of an ``attribute`` argument; tensors become shape, dtype and a sha256 of their bytes."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, (Tensor, np.ndarray)):
+        return _tensor_summary(value)
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): json_safe(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, (torch.dtype, torch.device)):
+        return str(value)
+    if callable(value):
+        return {"callable": _qualified_name(value)}
+    return {"object": _qualified_name(type(value)), "repr": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))}
+
+
+def _tensor_summary(value: Union[Tensor, np.ndarray]) -> Dict[str, Any]:
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value).tobytes()
+    else:
+        data = value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+    digest = hashlib.sha256(data).hexdigest()
+    return {"tensor": {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": digest}}
+
+
+def _qualified_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def run_config(
+    explainer: Any,
+    forward: UncertaintyForward,
+    attribute_kwargs: Dict[str, Any],
+    batch_size: Optional[int],
+    shard_size: int,
+    seed: int,
+    num_inputs: Optional[int],
+) -> Dict[str, Any]:
+    """The manifest's configuration keys (:data:`RUN_CONFIG_KEYS`) of one call."""
+    import captum_uncertainty  # the package, for its __version__ (it imports this module)
+
+    try:
+        num_samples: Optional[int] = int(forward.num_samples)
+    except ValueError:  # a SampleCallable learns S on its first call
+        num_samples = None
+    return {
+        "format": _MANIFEST_FORMAT,
+        "library_version": captum_uncertainty.__version__,
+        "explainer": type(explainer).__name__,
+        "measure": forward.measure,
+        "num_samples": num_samples,
+        "attribute_kwargs": json_safe(attribute_kwargs),
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+        "seed": seed,
+        "num_inputs": num_inputs,
+    }
+
+
+def read_manifest(out: Union[str, Path]) -> Dict[str, Any]:
+    """The manifest of a folder written by :func:`~captum_uncertainty.attribute_dataset`.
+
+    Args:
+        out (str or Path): the output folder.
+
+    Returns:
+        dict: the configuration (``explainer``, ``measure``, ``num_samples``,
+        ``attribute_kwargs``, ``batch_size``, ``shard_size``, ``seed``, ``library_version``), the
+        columns (``columns``, ``map_columns``, ``map_shape``, ``map_dtype``) and, once the run
+        has finished, ``num_inputs``, ``num_shards`` and ``complete=True``.
+
+    Examples::
+
+        >>> manifest = read_manifest("out/maps")
+        >>> frame = pandas.read_parquet("out/maps")
+        >>> maps = numpy.stack(frame["attribution"]).reshape(-1, *manifest["map_shape"])
+    """
+    path = Path(out) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"out {Path(out)} has no {MANIFEST}: it was not written by attribute_dataset") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); the folder is damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not a manifest of attribute_dataset (format {_MANIFEST_FORMAT!r})")
+    return manifest
+
+
+def differing_keys(stored: Dict[str, Any], config: Dict[str, Any], keys: Sequence[str]) -> List[str]:
+    """Keys whose values differ (``num_inputs`` only when both runs know it)."""
+    different = []
+    for key in keys:
+        old, new = stored.get(key), config.get(key)
+        if key in ("num_inputs", "num_samples") and (old is None or new is None):
+            continue
+        if old != new:
+            different.append(key)
+    return different
+
+
+def describe_differences(stored: Dict[str, Any], config: Dict[str, Any], keys: Sequence[str]) -> str:
+    """``"key: <stored> there, <config> now; ..."`` for the error messages."""
+
+    def short(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    return "; ".join(f"{key}: {short(stored.get(key))} there, {short(config.get(key))} now" for key in keys)
+
+
+def write_json(path: Path, data: Dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (hidden temporary file, then ``os.replace``)."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
