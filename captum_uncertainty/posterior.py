@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
-from captum_uncertainty._validation import check_choice, check_optional_positive_int, check_positive_int
+from captum_uncertainty._validation import check_choice, check_int, check_optional_positive_int, check_positive_int
 
 __all__ = [
     "Posterior",
@@ -164,8 +164,7 @@ class Posterior(nn.Module):
         return _SampleView(self, sample)
 
     def check_sample_index(self, sample: int) -> None:
-        if not isinstance(sample, int) or not 0 <= sample < self.num_samples:
-            raise ValueError(f"sample must be an int in [0, {self.num_samples}), got {sample!r}")
+        check_int(sample, "sample", minimum=0, maximum=self.num_samples - 1)
 
     def check_inputs(self, inputs: Tuple[Any, ...]) -> None:
         """Clear errors for empty, non-finite, wrong-device or wrong-dtype inputs."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Callable, Optional, Tuple
 
 import torch
 
 from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.posterior import first_parameter
 
 __all__ = ["build_explainer", "explained_forward", "model_device", "resolve_explainer"]
 
@@ -71,8 +71,5 @@ def build_explainer(factory: Callable[[], Any]) -> Any:
 def model_device(forward: UncertaintyForward) -> torch.device:
     """Where the posterior's parameters live: its first floating-point parameter or buffer (CPU for
     parameter-free posteriors)."""
-    for module in forward.posterior.sample_modules():
-        for tensor in itertools.chain(module.parameters(), module.buffers()):
-            if tensor.is_floating_point():
-                return tensor.device
-    return torch.device("cpu")
+    reference = first_parameter(forward.posterior.sample_modules())
+    return torch.device("cpu") if reference is None else reference.device

@@ -93,7 +93,7 @@ def run_config(
     num_inputs: Optional[int],
 ) -> Dict[str, Any]:
     """The manifest's configuration keys (:data:`RUN_CONFIG_KEYS`) of one call."""
-    import captum_uncertainty  # the package, for its __version__ (it imports this module)
+    from captum_uncertainty import __version__
 
     try:
         num_samples: Optional[int] = int(forward.num_samples)
@@ -101,7 +101,7 @@ def run_config(
         num_samples = None
     return {
         "format": _MANIFEST_FORMAT,
-        "library_version": captum_uncertainty.__version__,
+        "library_version": __version__,
         "explainer": type(explainer).__name__,
         "measure": forward.measure,
         "num_samples": num_samples,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from captum_uncertainty._validation import check_choice, check_positive_int
 from captum_uncertainty.forward import UncertaintyForward
 
 if TYPE_CHECKING:
@@ -390,8 +391,7 @@ def benchmark_ensemble(data, members: int, seed: int, recipe: str) -> List[torch
     from captum_uncertainty.data import WANG_RECIPE, train_ensemble
 
     recipes: Dict[str, Dict[str, Any]] = {"adam": {}, "wang": WANG_RECIPE}
-    if recipe not in recipes:
-        raise ValueError(f"recipe must be one of {sorted(recipes)}, got {recipe!r}")
+    check_choice(recipe, "recipe", tuple(sorted(recipes)))
     return train_ensemble(n_members=members, data=data, seed=seed, **recipes[recipe])
 
 
@@ -486,8 +486,10 @@ def run_vae_study(
     from captum_uncertainty.generative import load_or_train_vae
     from captum_uncertainty.metrics import entropy_information_curve, uncertainty_reduction_curve
 
-    if not latent_sizes or any(size < 1 for size in latent_sizes):
-        raise ValueError(f"latent_sizes must be positive integers, got {list(latent_sizes)}")
+    if not latent_sizes:
+        raise ValueError("latent_sizes must name at least one latent size")
+    for size in latent_sizes:
+        check_positive_int(size, "latent_sizes")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_mnist(seed=seed)
