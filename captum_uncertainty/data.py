@@ -174,7 +174,7 @@ class MNISTCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-#: Wang et al.'s App. B.1 recipe for their MNIST CNN: ``train_ensemble(**WANG_RECIPE)``.
+#: Wang et al.'s App. B.1 recipe for their MNIST CNN, used as ``train_ensemble(**WANG_RECIPE)``.
 WANG_RECIPE: Dict[str, Any] = dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=30)
 
 OPTIMIZERS = ("adam", "sgd")

@@ -353,7 +353,7 @@ class UncertaintyForward(nn.Module):
     def summary(self, *inputs: Any) -> Dict[str, Tensor]:
         """The per-input columns a data-set run stores beside each map, from one pass through the
         posterior: ``predicted`` (int64, the argmax of the posterior predictive) and the three
-        measures, keyed and ordered as :data:`SUMMARY_COLUMNS`; the same values as
+        measures, keyed and ordered as ``SUMMARY_COLUMNS``; the same values as
         :meth:`predicted_class` and :meth:`decompose`."""
         outputs = self.sample_outputs(*inputs)
         log_p = sample_log_probabilities(outputs, self.probabilities, self.validate)

@@ -64,9 +64,14 @@ napoleon_type_aliases = {
     "Path": ":class:`pathlib.Path`",
     "callable": ":func:`callable <callable>`",
     "LatentGenerativeModel": ":class:`~captum_uncertainty.generative.LatentGenerativeModel`",
+    "Decomposition": ":class:`~captum_uncertainty.Decomposition`",
 }
 # The default of every cache_dir argument (captum_uncertainty.cache.USER_CACHE).
-nitpick_ignore_regex = [("py:class", r"captum_uncertainty\.cache\.UserCache")]
+nitpick_ignore_regex = [
+    ("py:class", r"captum_uncertainty\.cache\.UserCache"),
+    # the private NamedTuple field bases of the metric results (the public subclasses are documented)
+    ("py:class", r"captum_uncertainty\.metrics\..*\._\w+Fields"),
+]
 
 # -- cross-references: all must resolve ------------------------------------------------------
 nitpicky = True

@@ -89,7 +89,7 @@ class Fiducials(NamedTuple):
 
 
 class CounterfactualPathResult(NamedTuple):
-    """:meth:`CounterfactualPathIG.attribute` with ``return_fiducial=True`` (no convergence delta).
+    """:meth:`~captum_uncertainty.CounterfactualPathIG.attribute` with ``return_fiducial=True`` (no convergence delta).
 
     Unpacks as ``attributions, fiducials = ...``; :attr:`delta` is ``None``.
 
@@ -108,7 +108,7 @@ class CounterfactualPathResult(NamedTuple):
 
 
 class CounterfactualPathResultWithDelta(NamedTuple):
-    """:meth:`CounterfactualPathIG.attribute` with ``return_fiducial=True`` and
+    """:meth:`~captum_uncertainty.CounterfactualPathIG.attribute` with ``return_fiducial=True`` and
     ``return_convergence_delta=True``.
 
     Unpacks as ``attributions, delta, fiducials = ...``.
@@ -241,7 +241,7 @@ class CounterfactualPathIG(GradientAttribution):
                 :class:`~captum_uncertainty.attr.Fiducials`.
             fiducial_kwargs (dict, optional, keyword only): settings of the fiducial search (for
                 ``"clue"``: the arguments of :meth:`~captum_uncertainty.CLUE.counterfactuals`, i.e.
-                the fields of :class:`~captum_uncertainty.attr.ClueSettings` or ``settings=``;
+                the fields of :class:`~captum_uncertainty.ClueSettings` or ``settings=``;
                 for ``"in_class"``: those of :func:`~captum_uncertainty.attr.counterfactual_path.in_class_fiducials`;
                 :func:`~captum_uncertainty.attr.counterfactual_path.reference_in_class_settings`
                 gives the Featurespace reference code's).

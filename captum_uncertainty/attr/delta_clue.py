@@ -92,7 +92,7 @@ class DeltaCLUE(Attribution):
                 :class:`~captum_uncertainty.attr.Counterfactuals` (all starts).
             settings (ClueSettings, optional, keyword only): all the search settings in one
                 object. Default: ``None`` (the settings come from ``**search_settings``).
-            **search_settings: any field of :class:`~captum_uncertainty.attr.ClueSettings` by
+            **search_settings: any field of :class:`~captum_uncertainty.ClueSettings` by
                 name (``uncertainty_weight=1.0, distance_weight=1.0, distance="l1",
                 measure=None, lr=0.01, max_iterations=500, tolerance=1e-3, patience=5``);
                 not together with ``settings``.

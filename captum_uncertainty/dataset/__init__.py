@@ -29,7 +29,7 @@ as Parquet and fail on a JSON file.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import pathlib
 from typing import Any, NamedTuple, Optional, Tuple, Union
 
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int
@@ -52,7 +52,7 @@ class DatasetResult(NamedTuple):
         shards_skipped (int): shards that already existed (an earlier, interrupted run).
     """
 
-    out: Path
+    out: pathlib.Path
     num_inputs: int
     shards_written: int
     shards_skipped: int
@@ -61,7 +61,7 @@ class DatasetResult(NamedTuple):
 def attribute_dataset(
     explainer: Any,
     data: Any,
-    out: Union[str, Path],
+    out: Union[str, pathlib.Path],
     *,
     batch_size: Optional[int] = None,
     engine: str = "local",
@@ -149,7 +149,7 @@ def attribute_dataset(
     effective_batch = source.batch_size
     batch = effective_batch or DEFAULT_INPUTS_PER_BATCH
     shard_size = check_positive_int(batch if shard_size is None else shard_size, "shard_size")
-    folder = Path(out)
+    folder = pathlib.Path(out)
     config = run_config(resolved, forward, attribute_kwargs, effective_batch, shard_size, seed, source.num_inputs)
     stored = prepare_output(folder, config)
     finished = finished_shards(folder)
