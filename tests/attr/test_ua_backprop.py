@@ -385,6 +385,28 @@ def test_fullgrad_refuses_layers_whose_bias_it_cannot_see(x):
     assert torch.allclose(maps.flatten(1).sum(1), UncertaintyForward(members)(x).detach(), atol=1e-10)
 
 
+def test_fullgrad_refusal_is_short_names_the_working_paths_and_hints_only_where_it_helps(x):
+    class ManyNorms(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = cnn(0)
+            self.norms = nn.ModuleList([nn.LayerNorm(4).double() for _ in range(21)])
+
+        def forward(self, image):
+            out = self.net(image)
+            for norm in self.norms:
+                out = norm(out)
+            return out
+
+    with pytest.raises(ValueError) as refused:
+        UABackprop(UncertaintyForward([ManyNorms(), ManyNorms()])).attribute(x)
+    message = str(refused.value)
+    assert "42 layer(s)" in message and "and 39 more" in message
+    assert message.count("LayerNorm") == 3  # the first three are named, not all 42
+    assert "path='inputgrad'" in message and "from_bayesian_torch" not in message
+    assert len(message) < 500 and message.count("\n") <= 2
+
+
 def test_fullgrad_refuses_a_posterior_that_runs_copies_of_its_listed_modules(members, x):
     import copy
 

@@ -466,3 +466,10 @@ def test_integrations_import_without_the_optional_packages(monkeypatch):
     with pytest.raises(ImportError, match=r"torch-uncertainty.*pip install captum-uncertainty\[integrations\]"):
         integrations.from_torch_uncertainty(cnn(0))
     assert integrations.QuantusUncertaintyModel.__name__ == "QuantusUncertaintyModel"  # needs no quantus
+
+
+def test_fullgrad_refusal_of_unconverted_bayesian_layers_points_to_the_conversion():
+    model = dnn_to_bnn_cnn(seed=12)
+    with pytest.raises(ValueError, match=r"(?s)cannot attribute.*path='inputgrad'.*from_bayesian_torch"):
+        with captured_layer_outputs([model]):
+            pass

@@ -81,7 +81,11 @@ class LayerRecords(List[LayerOutput]):
     hooked: int = 0
 
 
-def _unseen_bias_layers(modules: Sequence[nn.Module]) -> List[str]:
+#: How many of the layers FullGrad cannot see its refusal names (the count names them all).
+_UNSEEN_LAYERS_NAMED = 3
+
+
+def _unseen_bias_layers(modules: Sequence[nn.Module]) -> List[Tuple[str, nn.Module]]:
     """Layers carrying a bias-like parameter that FullGrad's hooks do not cover (named by path).
 
     FullGrad's bias terms are read from convolution, linear and BatchNorm layers; any other
@@ -96,8 +100,27 @@ def _unseen_bias_layers(modules: Sequence[nn.Module]) -> List[str]:
             own = [p for p, value in module.named_parameters(recurse=False) if "bias" in p and value is not None]
             if own:
                 where = f"modules[{index}]" + (f".{name}" if name else "")
-                unseen.append(f"{where} ({type(module).__name__}: {', '.join(own)})")
+                unseen.append((f"{where} ({type(module).__name__}: {', '.join(own)})", module))
     return unseen
+
+
+def _unseen_bias_message(unseen: Sequence[Tuple[str, nn.Module]]) -> str:
+    """A few lines: the first unseen layers and their count, the paths that work, then a
+    conversion hint only for the layers it helps (bayesian-torch's)."""
+    named = "; ".join(name for name, _ in unseen[:_UNSEEN_LAYERS_NAMED])
+    more = f" and {len(unseen) - _UNSEEN_LAYERS_NAMED} more" if len(unseen) > _UNSEEN_LAYERS_NAMED else ""
+    message = (
+        f"FullGrad reads Conv, Linear and BatchNorm biases; {len(unseen)} layer(s) carry biases it cannot "
+        f"attribute: {named}{more}.\n"
+        "UABackprop's path='inputgrad', 'grad', 'integrated_gradients' or 'blur_integrated_gradients' work on "
+        "any layers."
+    )
+    if any(type(module).__module__.startswith("bayesian_torch") for _, module in unseen):
+        message += (
+            "\nFor bayesian-torch layers, captum_uncertainty.integrations.from_bayesian_torch samples plain "
+            "Conv/Linear layers that FullGrad reads."
+        )
+    return message
 
 
 @contextmanager
@@ -113,12 +136,7 @@ def captured_layer_outputs(
     """
     unseen = _unseen_bias_layers(modules)
     if unseen:
-        raise ValueError(
-            "FullGrad reads the biases of Conv, Linear and BatchNorm layers, but these layers carry biases it "
-            f"cannot attribute: {'; '.join(unseen)}. Convert them to standard layers (e.g. "
-            "captum_uncertainty.integrations.from_bayesian_torch samples plain Conv/Linear layers), or use "
-            "path='inputgrad', 'grad' or 'integrated_gradients'"
-        )
+        raise ValueError(_unseen_bias_message(unseen))
     records = LayerRecords()
     handles = []
 
