@@ -110,7 +110,16 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
         default="mnist",
         help="test split to explain: bundled MNIST (28x28) or scikit-learn digits (8x8)",
     )
-    attribute.add_argument("--method", choices=tuple(_METHODS), default="ua_backprop", help="attribution method")
+    attribute.add_argument(
+        "--method",
+        choices=tuple(_METHODS),
+        default="ua_backprop",
+        help=(
+            "attribution method (default: ua_backprop). ua_backprop runs UABackprop with path='inputgrad', not "
+            "the library's default path='fullgrad': --posterior may name any model, and FullGrad refuses models "
+            "with layers whose biases it cannot read (LayerNorm, GroupNorm, recurrent layers)"
+        ),
+    )
     attribute.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (re-run to resume)")
     attribute.add_argument("--engine", choices=ENGINES, default="local", help="local process or Ray Data")
     attribute.add_argument(

@@ -147,3 +147,12 @@ def test_every_benchmark_method_can_be_chosen_with_methods():
 
     assert not [name for name in METHODS if "," in name]
     assert list(select_methods(",".join(METHODS).split(","))) == list(METHODS)
+
+
+def test_attribute_help_says_which_default_differs_from_the_library_and_why(capsys):
+
+    with pytest.raises(SystemExit):
+        main(["attribute", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "path='inputgrad', not the library's default path='fullgrad'" in text
+    assert "FullGrad refuses" in text
