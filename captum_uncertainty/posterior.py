@@ -69,6 +69,30 @@ def first_parameter(modules: Sequence[nn.Module]) -> Optional[Tensor]:
     return None
 
 
+def _check_members_agree(modules: Sequence[nn.Module]) -> None:
+    """Every sample module's floating parameters share the first one's dtype and device."""
+    reference = first_parameter(modules)
+    for index, module in enumerate(modules):
+        own = first_parameter([module])
+        if reference is None or own is None:
+            continue
+        if own.dtype != reference.dtype:
+            raise TypeError(
+                f"the posterior's modules mix dtypes: modules[0] is {reference.dtype}, modules[{index}] is "
+                f"{own.dtype}; convert every member to one dtype (e.g. member.to(torch.float32))"
+            )
+        if own.device != reference.device:
+            raise TypeError(
+                f"the posterior's modules are on different devices: modules[0] on {reference.device}, "
+                f"modules[{index}] on {own.device}; move every member to one device"
+            )
+
+
+def _reads_indices(modules: Sequence[nn.Module]) -> bool:
+    """Whether a module reads integer inputs (an embedding lookup), so integer inputs are expected."""
+    return any(isinstance(sub, (nn.Embedding, nn.EmbeddingBag)) for module in modules for sub in module.modules())
+
+
 def _batch_size_of(inputs: Tuple[Any, ...]) -> int:
     for item in inputs:
         if isinstance(item, Tensor) and item.dim() > 0:
@@ -170,13 +194,22 @@ class Posterior(nn.Module):
         """Clear errors for empty, non-finite, wrong-device or wrong-dtype inputs."""
         if not inputs:
             raise ValueError("inputs must contain at least one tensor")
-        reference = first_parameter(self.sample_modules())
+        modules = self.sample_modules()
+        reference = first_parameter(modules)
+        if not self._members_checked:
+            _check_members_agree(modules)
+            self._members_checked = True
         for position, item in enumerate(inputs):
             if not isinstance(item, Tensor):
                 continue
             name = f"inputs[{position}]"
             if item.dim() == 0 or item.shape[0] == 0:
                 raise ValueError(f"{name} must have a non-empty batch dimension, got shape {tuple(item.shape)}")
+            if reference is not None and not item.is_floating_point() and not _reads_indices(modules):
+                raise TypeError(
+                    f"{name} has dtype {item.dtype} but the model has no embedding layer to read integers and its "
+                    f"parameters are {reference.dtype}: convert the inputs, e.g. images.to({reference.dtype}) / 255"
+                )
             if reference is not None:
                 if item.device != reference.device:
                     raise ValueError(
@@ -189,6 +222,9 @@ class Posterior(nn.Module):
 
     #: Set once :meth:`check_deterministic` has passed (reset by sources that redraw samples).
     verified: bool = False
+
+    #: Set once the sample modules were found to share one dtype and device (first call).
+    _members_checked: bool = False
 
     def check_deterministic(self, inputs: Tuple[Any, ...]) -> None:
         """Refuse a posterior whose samples are not fixed: checked once, on the first inputs seen.

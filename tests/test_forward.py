@@ -249,3 +249,18 @@ def test_explanation_distribution_of_binary_members_equals_the_two_class_form():
     explicit = ExplanationDistribution(UncertaintyForward([TwoLogits(m) for m in ones]), Saliency).attribute(x)
     assert torch.equal(binary.target, explicit.target)
     assert torch.allclose(binary.samples, explicit.samples, atol=1e-12)
+
+
+def test_integer_images_and_members_of_mixed_dtypes_or_devices_get_clear_type_errors():
+    def member(seed, dtype=torch.float32, device="cpu"):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).to(dtype=dtype, device=device)
+
+    images = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
+    with pytest.raises(TypeError, match=r"inputs\[0\] has dtype torch.uint8.*no embedding layer"):
+        UncertaintyForward([member(0), member(1)])(images)
+    assert UncertaintyForward([member(0), member(1)])(images.float() / 255).shape == (2,)
+    with pytest.raises(TypeError, match=r"mix dtypes: modules\[0\] is torch.float32, modules\[1\] is torch.float64"):
+        UncertaintyForward([member(0), member(1, torch.float64)])(images.float())
+    with pytest.raises(TypeError, match=r"different devices: modules\[0\] on cpu, modules\[1\] on meta"):
+        UncertaintyForward([member(0), member(1, device="meta")])(images.float())
