@@ -6,7 +6,6 @@ same mistake gets the same message everywhere: ``"<name> must be <what>, got <va
 
 from __future__ import annotations
 
-import enum
 import math
 from typing import Any, Collection, Optional, Sequence, TypeVar
 
@@ -23,7 +22,6 @@ __all__ = [
     "check_positive_int",
     "check_positive_number",
     "check_tensor",
-    "choice_values",
 ]
 
 T = TypeVar("T")
@@ -87,22 +85,13 @@ def check_bool(value: Any, name: str) -> bool:
     return value
 
 
-def choice_values(choices: Any) -> tuple:
-    """The accepted values of a ``SUPPORTED_*`` tuple or a ``str`` enum class."""
-    if isinstance(choices, type) and issubclass(choices, enum.Enum):
-        return tuple(member.value for member in choices)
-    return tuple(choices)
-
-
 def check_choice(value: Any, name: str, choices: Collection[T], extra: str = "") -> T:
-    """One of ``choices`` (a tuple, or a ``str`` enum whose values are accepted).
+    """One of ``choices`` (a module's ``SUPPORTED_*`` tuple).
 
     ``extra`` completes the message for arguments that also take other kinds of values
     (``"or a callable"``).
     """
-    allowed = choice_values(choices)
-    if isinstance(value, enum.Enum):
-        value = value.value
+    allowed = tuple(choices)
     try:
         accepted = value in allowed
     except TypeError:  # unhashable values are never a choice
