@@ -29,7 +29,9 @@ def _package_files():
 def _importing_files():
     files = []
     for folder in IMPORTING_FOLDERS:
-        files += [p for p in (ROOT / folder).rglob("*.py") if "_build" not in p.parts and "__pycache__" not in p.parts]
+        files += [
+            p for p in (ROOT / folder).rglob("*.py") if not {"_build", "auto_tutorials", "__pycache__"} & set(p.parts)
+        ]
     return sorted(files)
 
 
