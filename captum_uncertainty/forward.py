@@ -344,20 +344,22 @@ class UncertaintyForward(nn.Module):
             _validate_outputs(outputs, self.probabilities)
         return _log_of_probabilities(outputs) if self.probabilities else outputs
 
-    def per_class(self, *inputs: Any) -> Decomposition:
-        """Per-class terms ``U_{g_i}`` (Wang et al. Eq. 4), each ``(N, C)``."""
+    def _log_probabilities_and_terms(self, *inputs: Any) -> Tuple[Tensor, Decomposition]:
+        """``log p_s`` ``(S, N, C)`` and the per-class terms, from one pass through the posterior."""
         outputs = self.sample_outputs(*inputs)
         log_p = sample_log_probabilities(outputs, self.probabilities, self.validate)
-        return _per_class_from_log_probabilities(log_p, outputs if self.probabilities else None)
+        return log_p, _per_class_from_log_probabilities(log_p, outputs if self.probabilities else None)
+
+    def per_class(self, *inputs: Any) -> Decomposition:
+        """Per-class terms ``U_{g_i}`` (Wang et al. Eq. 4), each ``(N, C)``."""
+        return self._log_probabilities_and_terms(*inputs)[1]
 
     def summary(self, *inputs: Any) -> Dict[str, Tensor]:
         """The per-input columns a data-set run stores beside each map, from one pass through the
         posterior: ``predicted`` (int64, the argmax of the posterior predictive) and the three
         measures, keyed and ordered as ``SUMMARY_COLUMNS``; the same values as
         :meth:`predicted_class` and :meth:`decompose`."""
-        outputs = self.sample_outputs(*inputs)
-        log_p = sample_log_probabilities(outputs, self.probabilities, self.validate)
-        terms = _per_class_from_log_probabilities(log_p, outputs if self.probabilities else None)
+        log_p, terms = self._log_probabilities_and_terms(*inputs)
         columns = {"predicted": log_p.exp().mean(0).argmax(-1)}
         columns.update((name, term.sum(-1)) for name, term in zip(MEASURES, terms))
         return columns
