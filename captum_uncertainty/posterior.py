@@ -198,6 +198,7 @@ class Posterior(nn.Module):
         reference = first_parameter(modules)
         if not self._members_checked:
             _check_members_agree(modules)
+            self._reads_indices = _reads_indices(modules)
             self._members_checked = True
         for position, item in enumerate(inputs):
             if not isinstance(item, Tensor):
@@ -205,7 +206,7 @@ class Posterior(nn.Module):
             name = f"inputs[{position}]"
             if item.dim() == 0 or item.shape[0] == 0:
                 raise ValueError(f"{name} must have a non-empty batch dimension, got shape {tuple(item.shape)}")
-            if reference is not None and not item.is_floating_point() and not _reads_indices(modules):
+            if reference is not None and not item.is_floating_point() and not self._reads_indices:
                 raise TypeError(
                     f"{name} has dtype {item.dtype} but the model has no embedding layer to read integers and its "
                     f"parameters are {reference.dtype}: convert the inputs, e.g. images.to({reference.dtype}) / 255"
@@ -223,8 +224,10 @@ class Posterior(nn.Module):
     #: Set once :meth:`check_deterministic` has passed (reset by sources that redraw samples).
     verified: bool = False
 
-    #: Set once the sample modules were found to share one dtype and device (first call).
+    #: Set once the sample modules were found to share one dtype and device (first call), when
+    #: it is also noted whether any of them reads integer inputs (an embedding layer).
     _members_checked: bool = False
+    _reads_indices: bool = False
 
     def check_deterministic(self, inputs: Tuple[Any, ...]) -> None:
         """Refuse a posterior whose samples are not fixed: checked once, on the first inputs seen.
