@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PINS := torch==2.14.1 torchvision==0.29.1
 # the optional extras are installed for the tests: they run against the real packages
-EXTRAS := data+test+lint+dataset+integrations+ray
+EXTRAS := data+test+lint+dataset+integrations+ray+text
 
 .PHONY: demo test lint docs benchmark clean
 

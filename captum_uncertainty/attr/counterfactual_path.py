@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.func import jvp
 
 from captum_uncertainty._validation import check_choice, check_non_negative_number
-from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
+from captum_uncertainty.attr._utils.checks import check_classifier_forward
 from captum_uncertainty.attr._utils.counterfactual import check_counterfactual_inputs, clue_search, clue_settings
 from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
 from captum_uncertainty.attr._utils.latent_search import (
@@ -185,7 +185,13 @@ class CounterfactualPathIG(GradientAttribution):
     """
 
     def __init__(self, forward_func: UncertaintyForward, generative_model: Optional[LatentGenerativeModel]) -> None:
-        super().__init__(check_uncertainty_forward(forward_func))
+        super().__init__(
+            check_classifier_forward(
+                forward_func,
+                "CounterfactualPathIG",
+                "a classifier's predicted class (the fiducial's cross-entropy term)",
+            )
+        )
         self.generative_model = check_generative_model(generative_model, type(self).__name__)
 
     @property

@@ -52,7 +52,7 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_values,
 )
 from captum_uncertainty.attr._utils.results import decomposed
-from captum_uncertainty.forward import Decomposition, UncertaintyForward
+from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.posterior import Posterior
 
 __all__ = ["LayerUncertaintyForward", "LayerUncertaintyIntegratedGradients"]
@@ -247,20 +247,14 @@ class LayerUncertaintyForward(UncertaintyForward):
     """
 
     def __init__(self, forward: UncertaintyForward, layers: Sequence[nn.Module]) -> None:
-        super().__init__(
-            forward.posterior,
-            forward.measure,
-            probabilities=forward.probabilities,
-            binary=forward.binary,
-            validate=forward.validate,
-        )
+        super().__init__(forward.posterior, forward.measure, **forward.settings())
         self.layers = list(layers)
 
-    def per_class(self, *inputs: Any) -> Decomposition:
+    def sample_outputs(self, *inputs: Any) -> Tensor:
         count = len(self.layers)
         outputs, member_inputs = inputs[:count], inputs[count:]
         with self.posterior.hookable(), _hooked(self.layers, lambda s: _replacing(outputs[s], s)):
-            return super().per_class(*member_inputs)
+            return super().sample_outputs(*member_inputs)
 
 
 # ----------------------------------------------------------------------------- layers

@@ -12,10 +12,10 @@ from torch import Tensor
 
 from captum_uncertainty._validation import check_choice, check_optional_positive_int, check_positive_number
 from captum_uncertainty.attr._utils.checks import (
+    check_classifier_forward,
     check_floating_batch,
     check_image_inputs,
     check_n_steps,
-    check_uncertainty_forward,
 )
 from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
 from captum_uncertainty.attr._utils.ua_backprop import (
@@ -86,7 +86,7 @@ class UABackprop(GradientAttribution):
     """
 
     def __init__(self, forward_func: UncertaintyForward) -> None:
-        super().__init__(check_uncertainty_forward(forward_func))
+        super().__init__(check_classifier_forward(forward_func, "UABackprop", "the softmax (Wang et al. Eq. 4-8)"))
 
     @property
     def multiplies_by_inputs(self) -> bool:

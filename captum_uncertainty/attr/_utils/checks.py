@@ -19,6 +19,7 @@ __all__ = [
     "check_image_inputs",
     "check_internal_batch_size",
     "check_n_steps",
+    "check_classifier_forward",
     "check_uncertainty_forward",
 ]
 
@@ -41,6 +42,28 @@ def check_uncertainty_forward(forward_func: Any, name: str = "forward_func") -> 
             "wrap your models with UncertaintyForward(models, measure=...)"
         )
     return forward_func
+
+
+#: What explains a regressor's uncertainty, named by the classifier-only methods' refusal.
+_REGRESSION_METHODS = (
+    "UncertaintyIntegratedGradients, LayerUncertaintyIntegratedGradients, CovarianceAttribution, "
+    "ExplanationDistribution, or Captum's IntegratedGradients / NoiseTunnel / KernelShap / FeatureAblation on the "
+    "UncertaintyForward"
+)
+
+
+def check_classifier_forward(
+    forward_func: Any, method: str, reason: str, name: str = "forward_func"
+) -> UncertaintyForward:
+    """An :class:`~captum_uncertainty.UncertaintyForward` of a classifier, or a ``ValueError`` saying
+    why ``method`` needs one (``reason``) and which methods explain a regressor instead."""
+    forward = check_uncertainty_forward(forward_func, name)
+    if forward.is_gaussian:
+        raise ValueError(
+            f"{method} is built on {reason} and explains classifiers, but {name} has likelihood='gaussian'; "
+            f"for a regressor's variance use {_REGRESSION_METHODS}"
+        )
+    return forward
 
 
 def check_image_inputs(inputs: Any, method: str, name: str = "inputs") -> Tensor:
