@@ -15,6 +15,7 @@ import argparse
 import functools
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -43,8 +44,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _plain_text(rst: str) -> str:
+    """An RST docstring as terminal text: roles (``:func:`x```) and literals (````x````) lose their markup."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", rst)
+    return text.replace("``", "")
+
+
 def _build_parser() -> _OneLineParser:
-    parser = _OneLineParser(prog="captum_uncertainty", description=__doc__.split("\n\n")[0])
+    parser = _OneLineParser(
+        prog="captum_uncertainty",
+        description=_plain_text(__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     demo = commands.add_parser(

@@ -156,3 +156,14 @@ def test_attribute_help_says_which_default_differs_from_the_library_and_why(caps
     text = " ".join(capsys.readouterr().out.split())
     assert "path='inputgrad', not the library's default path='fullgrad'" in text
     assert "FullGrad refuses" in text
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["benchmark"], ["attribute"]])
+def test_help_reads_as_plain_text_without_rst_markup(capsys, command):
+    with pytest.raises(SystemExit) as stop:
+        main(command + ["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: captum_uncertainty" in text
+    for markup in ("``", ":func:", ":class:", ":meth:", ":doc:"):
+        assert markup not in text, markup

@@ -254,3 +254,51 @@ def test_the_aleatoric_map_puts_most_mass_on_the_feature_that_sets_the_noise():
     attributions = IntegratedGradients(uf).attribute(test, baselines=baseline, n_steps=64).abs()
     share = attributions[:, 0] / attributions.sum(1)
     assert (share > 0.5).float().mean() > 0.8, share
+
+
+def test_feature_metrics_run_on_a_gaussian_forward_with_a_per_feature_baseline():
+    from captum_uncertainty.metrics import (
+        entropy_information_curve,
+        insertion_deletion,
+        uncertainty_reduction_curve,
+    )
+
+    members = regressors()
+    uf = UncertaintyForward(members, "epistemic", likelihood="gaussian")
+    x = torch.randn(6, FEATURES, dtype=torch.float64) * 2
+    baseline = torch.zeros(FEATURES, dtype=torch.float64)
+    maps = IntegratedGradients(uf).attribute(x, baselines=baseline.expand_as(x), n_steps=32)
+    urc = uncertainty_reduction_curve(uf, x, maps, fraction=0.5, baseline=baseline)
+    # the reduction after removing the top-ranked feature, by hand
+    top = maps.argmax(1)
+    removed = x.clone()
+    removed[torch.arange(6), top] = 0.0
+    by_hand = (1 - uf(removed) / uf(x)).clamp_min(0)
+    torch.testing.assert_close(urc.per_image[:, 0], by_hand.to(urc.per_image.dtype))
+    eic = entropy_information_curve(uf, x, maps, baseline=baseline)
+    assert 0.0 <= eic.score <= 1.0
+    deletion = insertion_deletion(uf, x, maps, baseline=baseline, steps=FEATURES)
+    # the score is the predictive mean: at k = 0 the unmodified inputs', at k = F the baseline's
+    torch.testing.assert_close(deletion.per_image[:, 0], uf.predictive_mean(x).to(deletion.per_image.dtype))
+    torch.testing.assert_close(
+        deletion.per_image[:, -1], uf.predictive_mean(baseline.expand_as(x)).to(deletion.per_image.dtype)
+    )
+
+
+def test_attribute_dataset_stores_the_predictive_mean_and_three_variances(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from torch.utils.data import TensorDataset
+
+    from captum_uncertainty import attribute_dataset
+
+    members = regressors()
+    uf = UncertaintyForward(members, "epistemic", likelihood="gaussian")
+    x = torch.randn(10, FEATURES, dtype=torch.float64)
+    attribute_dataset(IntegratedGradients(uf), TensorDataset(x), tmp_path / "out", batch_size=4, progress=False, n_steps=8)
+    table = pandas.read_parquet(tmp_path / "out").sort_values("index")
+    assert {"predicted_mean", "total", "aleatoric", "epistemic"} <= set(table.columns)
+    assert "predicted" not in table.columns
+    decomposition = uf.decompose(x)
+    torch.testing.assert_close(torch.tensor(table["epistemic"].to_numpy()), decomposition.epistemic.detach())
+    torch.testing.assert_close(torch.tensor(table["predicted_mean"].to_numpy()), uf.predictive_mean(x).detach())

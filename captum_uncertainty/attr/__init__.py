@@ -15,6 +15,7 @@ from captum_uncertainty.attr.counterfactual_path import (
     Fiducials,
     FiducialWarning,
 )
+from captum_uncertainty.attr.covariance import CovarianceAttribution
 from captum_uncertainty.attr.delta_clue import DeltaCLUE
 from captum_uncertainty.attr.distribution import ExplanationDistribution
 from captum_uncertainty.attr.fullgrad import FullGrad
@@ -31,6 +32,7 @@ __all__ = [
     "CounterfactualPathResult",
     "CounterfactualPathResultWithDelta",
     "Counterfactuals",
+    "CovarianceAttribution",
     "DeltaCLUE",
     "ExplanationDistribution",
     "FiducialWarning",

@@ -7,10 +7,12 @@ from typing import Any, NamedTuple, Optional, Type
 import torch
 from captum.attr import Attribution
 from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_uncertainty._validation import check_non_negative_number
 from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
+from captum_uncertainty.attr._utils.formatting import additional_args_tuple
+from captum_uncertainty.attr._utils.samples import default_target, format_target, sample_explained_module
 from captum_uncertainty.forward import UncertaintyForward
 
 __all__ = ["ExplanationDistribution", "DistributionResult"]
@@ -18,7 +20,10 @@ __all__ = ["ExplanationDistribution", "DistributionResult"]
 
 class DistributionResult(NamedTuple):
     """Per-sample explanations ``samples`` ``(S, N, ...)``, their ``mean``, ``std`` (population,
-    i.e. divided by S), coefficient of variation ``cv`` and the explained ``target`` ``(N,)``."""
+    i.e. divided by S), coefficient of variation ``cv`` and the explained ``target``, an ``(N,)``
+    int64 tensor: the class of each input (by default the posterior mean's predicted class), or
+    for a Gaussian forward the output column, by default zeros (column 0, the predicted mean,
+    which Captum explained with ``target=None``)."""
 
     samples: Tensor
     mean: Tensor
@@ -42,13 +47,18 @@ class ExplanationDistribution:
     r"""The distribution of a Captum explanation over posterior samples (arXiv 2403.17224).
 
     Each posterior sample ``s`` (ensemble member, MC-dropout mask, weight sample) is explained
-    on its own: the Captum attribution class is built on
+    on its own. For a classifier the Captum attribution class is built on
     ``posterior.sample_module(s)``, which returns that sample's raw outputs (logits, or
-    probabilities if the forward declares them), and attributes the score of ``target``: by
-    default the class predicted by the posterior *mean*, so that all samples explain the same
-    class. MC dropout uses the same frozen masks as the forward. The result holds the per-sample
-    maps and their mean, standard deviation (population, over S) and coefficient of variation
-    ``std / |mean|`` (0 where ``|mean| <= cv_eps * max |mean|`` of the example).
+    probabilities if the forward declares them; a binary member's logit ``z`` becomes the two
+    classes ``[0, z]``), and attributes the score of ``target``: by default the class predicted
+    by the posterior *mean*, so that all samples explain the same class. For a regressor
+    (``likelihood="gaussian"``) each sample's predicted *mean* ``mu_s`` is explained, with
+    Captum's ``target=None``, so the mean, std and cv are over the samples' explanations of
+    their means (arXiv 2403.17224, Sec. 3); a ``target`` given in Captum's sense selects a
+    column of the raw member outputs instead (``0`` the mean, ``1`` the variance head as the
+    member returns it). MC dropout uses the same frozen masks as the forward. The result holds
+    the per-sample maps and their mean, standard deviation (population, over S) and coefficient
+    of variation ``std / |mean|`` (0 where ``|mean| <= cv_eps * max |mean|`` of the example).
 
     Args:
         forward_func (UncertaintyForward): wraps the posterior.
@@ -62,6 +72,9 @@ class ExplanationDistribution:
         >>> dist = ExplanationDistribution(uf, IntegratedGradients)
         >>> result = dist.attribute(x, n_steps=32)
         >>> result.mean.shape, result.std.shape, result.cv.shape      # all x-shaped
+        >>> regression = UncertaintyForward(regressors, "epistemic", likelihood="gaussian")
+        >>> means = ExplanationDistribution(regression, IntegratedGradients).attribute(x)
+        >>> heads = ExplanationDistribution(regression, IntegratedGradients).attribute(x, target=1)
     """
 
     def __init__(
@@ -86,46 +99,32 @@ class ExplanationDistribution:
 
         Args:
             inputs (Tensor): inputs ``(N, ...)``.
-            target (int or Tensor, optional): class per input; default the posterior mean's
-                predicted class.
+            target (int, list or Tensor, optional): class per input (one is shared by all);
+                default the posterior mean's predicted class. For a Gaussian forward, a column of
+                the raw member outputs (``0`` the mean, ``1`` the variance head); default
+                ``None``, each sample's predicted mean.
             **attribute_kwargs: arguments of the Captum class's ``attribute`` (``n_steps``,
                 ``baselines``, ``n_samples``...).
 
         Returns:
-            DistributionResult: ``samples`` ``(S, N, ...)``, ``mean``, ``std``, ``cv``, ``target``.
+            DistributionResult: ``samples`` ``(S, N, ...)``, ``mean``, ``std``, ``cv``, and
+            ``target`` ``(N,)`` int64 (for a Gaussian forward's default, zeros: column 0, the mean).
         """
-        posterior = self.forward_func.posterior
+        forward = self.forward_func
+        batch = inputs.shape[0]
         if target is None:
-            with torch.no_grad():
-                target = self.forward_func.predicted_class(inputs)
-        target = torch.as_tensor(target, device=inputs.device).reshape(-1).expand(inputs.shape[0])
+            explained = default_target(
+                forward, (inputs,), additional_args_tuple(attribute_kwargs.get("additional_forward_args"))
+            )
+            captum_target: Optional[Tensor] = None if forward.is_gaussian else explained
+        else:
+            explained = captum_target = format_target(target, batch, inputs.device)
         maps = []
-        for s in range(posterior.num_samples):
-            method = self.attribution_class(_class_outputs_of(self.forward_func, s), **self.init_kwargs)
-            maps.append(method.attribute(inputs, target=target, **attribute_kwargs).detach())
+        for s in range(forward.posterior.num_samples):
+            module = sample_explained_module(forward, s, captum_target)
+            method = self.attribution_class(module, **self.init_kwargs)
+            maps.append(method.attribute(inputs, target=captum_target, **attribute_kwargs).detach())
         samples = torch.stack(maps)
         mean = samples.mean(0)
         std = samples.std(0, unbiased=False)
-        return DistributionResult(samples, mean, std, _coefficient_of_variation(mean, std, self.cv_eps), target)
-
-
-class _SampleClasses(nn.Module):
-    """Sample ``s``'s class outputs ``(N, C)`` as the forward sees them (a binary member's one
-    logit becomes the two classes ``[0, z]``)."""
-
-    def __init__(self, forward: UncertaintyForward, sample: int) -> None:
-        super().__init__()
-        self.forward_func = forward
-        self.member = forward.posterior.sample_module(sample)
-
-    def forward(self, *inputs: Any) -> Tensor:
-        outputs = self.member(*inputs)
-        if outputs.dim() == 1:
-            outputs = outputs.unsqueeze(-1)
-        return self.forward_func.class_outputs(outputs.unsqueeze(0))[0]
-
-
-def _class_outputs_of(forward: UncertaintyForward, sample: int) -> nn.Module:
-    """The module Captum explains for sample ``sample``: the member itself, or for binary
-    members the two-class wrapper."""
-    return _SampleClasses(forward, sample) if forward.binary else forward.posterior.sample_module(sample)
+        return DistributionResult(samples, mean, std, _coefficient_of_variation(mean, std, self.cv_eps), explained)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import closing
 from typing import Any, Optional, Tuple
 
@@ -18,6 +19,7 @@ from captum_uncertainty.attr._utils.checks import (
     check_n_steps,
 )
 from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
+from captum_uncertainty.attr._utils.gradients import unseen_bias_layers
 from captum_uncertainty.attr._utils.ua_backprop import (
     class_relevances,
     logit_uncertainties,
@@ -30,8 +32,9 @@ from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForwa
 
 __all__ = ["UABackprop", "FULLGRAD_POSTPROCESS", "PATHS", "default_temperatures"]
 
-#: The z -> x options: Eq. 10 (FullGrad), App. D.4's Eq. 20-22, and Blur IG in App. D.4's framework.
-PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients", "blur_integrated_gradients")
+#: The z -> x options: Eq. 10 (FullGrad), App. D.4's Eq. 20-22, Blur IG in App. D.4's framework, and
+#: ``"auto"``: FullGrad where it reads every bias of the images' model, else input x gradient.
+PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients", "blur_integrated_gradients", "auto")
 
 #: The two readings of Eq. 10's FullGrad terms (see :ref:`ua-backprop-defaults`).
 FULLGRAD_POSTPROCESS = ("reference", "raw")
@@ -142,8 +145,13 @@ class UABackprop(GradientAttribution):
                 (Eq. 22) or ``"blur_integrated_gradients"`` (Blur IG of every logit, images
                 only). ``"fullgrad"`` hooks the conv / BatchNorm layers of
                 ``posterior.sample_modules()`` and needs a posterior that runs them per sample
-                or as one sample-major batch (DeepEnsemble, WeightSamples, MCDropout). Default:
-                ``"fullgrad"``, the paper's method.
+                or as one sample-major batch (DeepEnsemble, WeightSamples, MCDropout).
+                ``"auto"`` runs ``"fullgrad"`` where it reads every bias of images' models and
+                ``"inputgrad"`` (the same cost) otherwise, e.g. for LayerNorm transformers, says so
+                in a warning and records the choice in :attr:`chosen_path`. Default:
+                ``"fullgrad"``, the paper's method, which localised anomalies best at the cost of
+                ``"inputgrad"`` (:ref:`ua-backprop-defaults`); it refuses models whose biases it
+                cannot read, naming them.
             max_sigma (float, optional): largest blur of the Blur IG path. Default: Blur IG's,
                 ``50 * max(H, W) / 224``.
             tau1 (float, optional): temperature of the logit coefficients (Eq. 8). Default: the
@@ -173,6 +181,7 @@ class UABackprop(GradientAttribution):
         forward: UncertaintyForward = self.forward_func
         check_floating_batch(inputs)
         check_choice(path, "path", PATHS)
+        path = self._resolved_path(path, inputs)
         if path in ("fullgrad", "blur_integrated_gradients"):
             check_image_inputs(inputs, f"UABackprop(path={path!r})")
         check_n_steps(n_steps)
@@ -219,6 +228,31 @@ class UABackprop(GradientAttribution):
         if decompose:
             return Decomposition(*result)
         return result[0]
+
+    #: The path the last ``attribute`` call ran (what ``path="auto"`` chose), or ``None`` before any call.
+    chosen_path: Optional[str] = None
+
+    def _resolved_path(self, path: str, inputs: Tensor) -> str:
+        """``path``, or for ``"auto"`` the path it stands for, recorded in :attr:`chosen_path`;
+        choosing anything but FullGrad is said in a warning (never a silent fallback)."""
+        if path == "auto":
+            modules = self.forward_func.posterior.sample_modules()
+            unseen = unseen_bias_layers(modules) if modules else []
+            path = "fullgrad" if inputs.dim() == 4 and modules and not unseen else "inputgrad"
+            if path != "fullgrad":
+                reason = (
+                    f"FullGrad cannot read the biases of {len(unseen)} layer(s), first {unseen[0][0]}"
+                    if unseen
+                    else "FullGrad needs images (N, C, H, W) and the posterior's modules"
+                )
+                warnings.warn(
+                    f"UABackprop(path='auto') chose path='inputgrad': {reason}; pass path='inputgrad' to choose it "
+                    "explicitly",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        self.chosen_path = path
+        return path
 
 
 def _resolve_temperatures(inputs: Tensor, tau1: Optional[float], tau2: Optional[float]) -> Tuple[float, float]:

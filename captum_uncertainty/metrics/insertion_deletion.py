@@ -80,8 +80,11 @@ def class_probabilities(forward_func: Forward, probabilities: bool = False) -> F
     :class:`~captum_uncertainty.forward.UncertaintyForward`: ``predictive(x)`` is ``(S, B,
     classes)`` member probabilities) gives the predictive (posterior mean) probabilities;
     any other callable is a classifier whose logits go through a softmax, or whose outputs are
-    used as they are when ``probabilities=True``.
+    used as they are when ``probabilities=True``. A regressor's forward
+    (``likelihood="gaussian"``) gives its predictive mean as the one column ``(B, 1)``.
     """
+    if getattr(forward_func, "is_gaussian", False):
+        return lambda images: forward_func.predictive_mean(images).unsqueeze(1)
     predictive = getattr(forward_func, "predictive", None)
     if callable(predictive):
         return lambda images: predictive(images).mean(0)
@@ -141,7 +144,9 @@ def insertion_deletion(
     classifier's logits, or for an ``UncertaintyForward`` (any object with a ``predictive``
     method) its predictive mean probability; ``target=None`` tracks the class predicted for
     the unmodified ``x``; the aggregate over images is the mean; ``baseline="blur"`` is
-    ``gaussian_blur(x, blur_sigma)`` (Petsiuk et al. blur for insertion).
+    ``gaussian_blur(x, blur_sigma)`` (Petsiuk et al. blur for insertion). For a regressor's
+    UncertaintyForward (``likelihood="gaussian"``) the score is its predictive mean (one column:
+    ``target`` is ``None`` or 0), the quantity an explanation of the members' means explains.
 
     Args:
         forward_func (callable): classifier returning logits ``(B, classes)`` (or probabilities

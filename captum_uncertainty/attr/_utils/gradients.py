@@ -27,6 +27,7 @@ __all__ = [
     "class_gradient_chunks",
     "fullgrad_relevances",
     "fullgrad_saliency",
+    "unseen_bias_layers",
 ]
 
 _BIASED_LAYERS = (
@@ -85,7 +86,7 @@ class LayerRecords(List[LayerOutput]):
 _UNSEEN_LAYERS_NAMED = 3
 
 
-def _unseen_bias_layers(modules: Sequence[nn.Module]) -> List[Tuple[str, nn.Module]]:
+def unseen_bias_layers(modules: Sequence[nn.Module]) -> List[Tuple[str, nn.Module]]:
     """Layers carrying a bias-like parameter that FullGrad's hooks do not cover (named by path).
 
     FullGrad's bias terms are read from convolution, linear and BatchNorm layers; any other
@@ -112,8 +113,8 @@ def _unseen_bias_message(unseen: Sequence[Tuple[str, nn.Module]]) -> str:
     message = (
         f"FullGrad reads Conv, Linear and BatchNorm biases; {len(unseen)} layer(s) carry biases it cannot "
         f"attribute: {named}{more}.\n"
-        "UABackprop's path='inputgrad', 'grad', 'integrated_gradients' or 'blur_integrated_gradients' work on "
-        "any layers."
+        "UABackprop's path='inputgrad' (what path='auto' picks here), 'grad', 'integrated_gradients' or "
+        "'blur_integrated_gradients' work on any layers."
     )
     if any(type(module).__module__.startswith("bayesian_torch") for _, module in unseen):
         message += (
@@ -134,7 +135,7 @@ def captured_layer_outputs(
     A layer carrying a bias the hooks cannot read raises ``ValueError`` naming it (a map
     without those bias terms would be silently incomplete).
     """
-    unseen = _unseen_bias_layers(modules)
+    unseen = unseen_bias_layers(modules)
     if unseen:
         raise ValueError(_unseen_bias_message(unseen))
     records = LayerRecords()
