@@ -16,7 +16,12 @@ Every result is a named tuple with a headline ``score`` (MURR, the URC, the Area
 the AUC, the mean IoU) and a class-level ``higher_is_better`` saying which way it is read.
 """
 
-from captum_uncertainty.metrics.blurring import BlurringResult, blurring_test, full_blur_sigma
+from captum_uncertainty.metrics.blurring import (
+    BlurringResult,
+    UninformativeBlurWarning,
+    blurring_test,
+    full_blur_sigma,
+)
 from captum_uncertainty.metrics.insertion_deletion import (
     DeletionResult,
     InsertionDeletionResult,
@@ -41,6 +46,7 @@ from captum_uncertainty.metrics.reduction_curves import (
 __all__ = [
     "Anomalies",
     "BlurringResult",
+    "UninformativeBlurWarning",
     "DeletionResult",
     "InformationCurve",
     "InsertionDeletionResult",

@@ -5,6 +5,7 @@ top-attributed pixels are blurred, with a per-image sigma search.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, ClassVar, NamedTuple, Optional
 
 import torch
@@ -28,10 +29,26 @@ from captum_uncertainty.metrics._utils.curves import (
 )
 from captum_uncertainty.metrics._utils.replacement import chunked_scores, pixel_budget, pixel_ranks, replaced_scores
 
-__all__ = ["BlurringResult", "SUPPORTED_SIGMA_SELECTIONS", "blurring_test", "full_blur_sigma"]
+__all__ = [
+    "BlurringResult",
+    "NO_BLUR_WARNING_SHARE",
+    "SUPPORTED_SIGMA_SELECTIONS",
+    "UninformativeBlurWarning",
+    "blurring_test",
+    "full_blur_sigma",
+]
 
 #: The readings of the sigma search of :func:`blurring_test`.
 SUPPORTED_SIGMA_SELECTIONS = ("image", "final", "step", "full")
+
+#: Share of images without a lowering blur (sigma = 0) from which :func:`blurring_test` warns:
+#: a quarter of the images then score 0 whatever the map, and the medians over images move
+#: towards 0 for every map alike.
+NO_BLUR_WARNING_SHARE = 0.25
+
+
+class UninformativeBlurWarning(UserWarning):
+    """Many images of a blurring test have no blur that lowers their uncertainty (sigma = 0)."""
 
 
 class _BlurringFields(NamedTuple):
@@ -55,10 +72,17 @@ class BlurringResult(_BlurringFields):
         sigma (Tensor): ``(N,)`` blur chosen for each image (for ``sigma_selection="step"``: the
             blur of the step where the image reached its largest reduction).
         reference (Tensor): ``(N,)`` uncertainties ``U(x)`` of the unblurred images.
+        no_blur (int): how many images got ``sigma = 0``: no blur lowers their uncertainty, so
+            their reduction is 0 whatever the map.
     """
 
     __slots__ = ()
     higher_is_better: ClassVar[bool] = True
+
+    @property
+    def no_blur(self) -> int:
+        """The number of images whose chosen blur is ``sigma = 0`` (reduction 0 by construction)."""
+        return int((self.sigma == 0).sum())
 
     @property
     def score(self) -> float:
@@ -74,7 +98,7 @@ def blurring_test(
     sigma_step: float = 0.2,
     max_sigma: float = 20.0,
     batch_size: Optional[int] = None,
-    sigma_selection: str = "final",
+    sigma_selection: str = "full",
     percent: Optional[float] = None,
     sigma: Optional[Tensor] = None,
 ) -> BlurringResult:
@@ -96,21 +120,23 @@ def blurring_test(
       (Wang use 2% and 5%).
     - The sigma search (App. B.2.1: "an individual search for sigma for each image, ensuring
       that the blurred image has the minimum uncertainty", over ``0, 0.2, ..., 20``) picks one
-      sigma per image. With ``sigma_selection="final"`` (default) it is the sigma minimising
-      ``U(x_T)``, "the blurred image" being the one with all T budgeted pixels blurred
-      (``S*N + T*N`` forwards for S sigmas); ``"image"`` picks the sigma whose curve reaches
-      the lowest uncertainty ``min_t U(x_t)`` (equivalently the largest per-image MURR);
-      ``"step"`` searches sigma anew for every ``t`` (the most generous reading). Both cost
-      ``S*T*N`` forwards. ``"full"`` picks the sigma minimising ``U`` of the *fully* blurred
-      image ``gaussian_blur(x, sigma)``, which does not depend on the map: every map is then
-      judged with the same perturbation (``S*N + T*N`` forwards). The three other readings put
-      the map under judgement into the sigma search, so two maps of one image can be judged with
-      different blurs. ``"final"`` stays the default so that the tables in
-      ``benchmarks/RESULTS.md`` remain comparable with the papers' protocol; use ``"full"`` to
-      compare maps under one perturbation (the measured gap between the readings:
-      :ref:`guide-which-pixels`). Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in
-      the search, ``URR(T) >= 0`` in every mode, and every ``URR(t) >= 0`` for ``"image"``
-      and ``"step"``.
+      sigma per image. With ``sigma_selection="full"`` (default) it is the sigma minimising
+      ``U`` of the *fully* blurred image ``gaussian_blur(x, sigma)``, which does not depend on
+      the map: every map is judged with the same perturbation (``S*N + T*N`` forwards for S
+      sigmas). The other readings put the map under judgement into the sigma search, so two
+      maps of one image can be judged with different blurs, and measured they flatter some maps
+      (:ref:`guide-which-pixels`): ``"final"`` (the paper's reading, ``S*N + T*N`` forwards)
+      picks the sigma minimising ``U(x_T)``, "the blurred image" being the one with all T
+      budgeted pixels blurred; ``"image"`` picks the sigma whose curve reaches the lowest
+      uncertainty ``min_t U(x_t)`` (equivalently the largest per-image MURR); ``"step"``
+      searches sigma anew for every ``t`` (the most generous reading). Both cost ``S*T*N``
+      forwards. Ties go to the smaller sigma. Because ``sigma = 0`` (no blur) is in the
+      search, ``URR(T) >= 0`` in every mode, and every ``URR(t) >= 0`` for ``"image"`` and
+      ``"step"``.
+    - An image for which no blur lowers the uncertainty gets ``sigma = 0`` and reduction 0 for
+      every map; the result counts them (``no_blur``), and an
+      :class:`UninformativeBlurWarning` says when they are at least ``NO_BLUR_WARNING_SHARE``
+      (a quarter) of the images, when the test separates maps poorly.
     - Maps of the inputs' shape are summed over channels; a pixel is blurred in all channels.
     - An image with ``U(x) <= 0`` counts as reduction 0.
 
@@ -125,7 +151,7 @@ def blurring_test(
         max_sigma (float): largest sigma searched (>= 0); the grid is ``0, step, ..., max``.
         batch_size (int, optional): images per forward call (``None``: 4096); the perturbed
             images of all steps, sigmas and images are built lazily, one call's worth at a time.
-        sigma_selection (str): ``"final"`` (default), ``"image"``, ``"step"`` or ``"full"`` (see
+        sigma_selection (str): ``"full"`` (default), ``"final"``, ``"image"`` or ``"step"`` (see
             above).
         percent (float, optional): the budget in percent, ``(0, 100]``; overrides ``fraction``.
         sigma (Tensor, optional): ``(N,)`` blur of each image, used instead of a search. Pass
@@ -254,4 +280,13 @@ def _curve_at(
 
 def _result(per_image: Tensor, sigma: Tensor, reference: Tensor) -> BlurringResult:
     curve = median_over_images(per_image)
-    return BlurringResult(float(curve.max()), area_over_curve_remaining(curve), curve, per_image, sigma, reference)
+    result = BlurringResult(float(curve.max()), area_over_curve_remaining(curve), curve, per_image, sigma, reference)
+    if result.no_blur >= NO_BLUR_WARNING_SHARE * len(sigma):
+        warnings.warn(
+            f"{result.no_blur} of {len(sigma)} images have no blur that lowers their uncertainty (sigma = 0): their "
+            "reduction is 0 for every map, so the blurring test separates maps poorly here; report the count "
+            "(result.no_blur), or compare maps with uncertainty_reduction_curve",
+            UninformativeBlurWarning,
+            stacklevel=3,
+        )
+    return result

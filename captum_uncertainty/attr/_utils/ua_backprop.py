@@ -3,6 +3,7 @@ distribution and the relevance generators of the z -> x paths."""
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Any, ContextManager, Generator, List, Optional, Sequence, Tuple
 
@@ -52,18 +53,45 @@ RelevanceChunks = Generator[Any, None, None]
 RelevancePath = Tuple[Any, Tensor, Tensor, Optional[Tensor]]
 
 
-def _logit_coefficients(g: Tensor, tau1: float, normalize: bool) -> Tensor:
-    """``c[s, n, j, i]``, the share of ``U_{g_j}`` that logit ``z_i`` receives (Eq. 7-8).
+def _logit_shares(g: Tensor, terms: Tensor, tau1: float, normalize: bool) -> Tensor:
+    """``U_{z_i^s} = sum_j c^s_{j->i} U_{g_j}`` of Eq. 8 in closed form: ``(M, S, N, C)``.
 
-    ``dg_j/dz_i / (g_j tau1) = (delta_ij - g_i) / tau1``, so Eq. 8's softmax over ``i`` is taken
-    of that (exact even where ``g_j`` underflows to 0). Without normalisation (App. D.7) the raw
-    softmax Jacobian ``dg_j/dz_i = g_j (delta_ij - g_i)`` is used.
+    ``g`` are the probabilities ``(S, N, C)``, ``terms`` the per-class terms ``U_{g_j}`` ``(M, N, C)``
+    of ``M`` measures (shared by the samples; of any sign: the epistemic term can be negative).
+    The share of ``U_{g_j}`` that logit ``z_i`` receives is ``c_{j->i} = softmax_i((dg_j/dz_i) /
+    (g_j tau1))`` (Eq. 7-8), and ``dg_j/dz_i / g_j = delta_ij - g_i`` (exact even where ``g_j``
+    underflows to 0). The ``C x C`` matrix ``c`` is never formed: every row ``j`` has the same
+    numerators ``exp(-g_i / tau1)`` but for the diagonal one, ``exp((1 - g_j) / tau1)``, so with
+    the row sums ``D_j = sum_{k != j} exp(-g_k / tau1) + exp((1 - g_j) / tau1)``::
+
+        U_{z_i} = exp(-g_i / tau1) sum_j U_{g_j} / D_j
+                  + U_{g_i} (exp((1 - g_i) / tau1) - exp(-g_i / tau1)) / D_i,
+
+    which costs ``O(M S N C)`` time and memory instead of ``O(S N C^2)``. It is evaluated in log
+    space, since ``exp(1 / tau1)`` overflows (float32 already for ``tau1 < 0.0113``): ``log D_j``
+    comes from one ``logsumexp`` (removing term ``j`` from it costs only rounding in ``D_j``: where
+    that term dominates the sum, the term put in its place is ``exp(1 / tau1)`` times larger still),
+    and every exponential taken is of a non-positive number: ``-g_i / tau1 - log D_j <= 0`` and
+    ``(1 - g_i) / tau1 - log D_i <= 0``. Without normalisation (App. D.7) ``c_{j->i} = dg_j/dz_i
+    = g_j (delta_ij - g_i)``, so ``U_{z_i} = g_i (U_{g_i} - sum_j g_j U_{g_j})``.
     """
-    eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
-    difference = eye - g.unsqueeze(-2)  # [..., j, i] = delta_ij - g_i
-    if normalize:
-        return torch.softmax(difference / tau1, dim=-1)
-    return g.unsqueeze(-1) * difference
+    terms = terms.unsqueeze(1)  # (M, 1, N, C): shared by the samples
+    if not normalize:
+        return g * (terms - (g * terms).sum(-1, keepdim=True))
+    lower = -g / tau1  # log of the off-diagonal numerators exp(-g_i / tau1)
+    upper = (1 - g) / tau1  # log of the diagonal numerators exp((1 - g_i) / tau1)
+    log_total = torch.logsumexp(lower, dim=-1, keepdim=True)
+    # log sum_{k != j} exp(-g_k / tau1), -inf when nothing is left (C = 1, or term j is all of it)
+    removed = torch.exp((lower - log_total).clamp(max=0))
+    log_others = log_total + torch.log1p(-removed.clamp(max=1))
+    log_rows = torch.logaddexp(log_others, upper)  # log D_j >= (1 - g_j) / tau1 >= 0
+    # sum_j U_j exp(-g_i / tau1 - log D_j), factored about the smallest log D_j: both factors <= 1
+    pivot = log_rows.min(-1, keepdim=True).values
+    row_sum = (terms * torch.exp(pivot - log_rows)).sum(-1, keepdim=True)
+    # the diagonal's extra share exp((1 - g_i) / tau1 - log D_i) - exp(-g_i / tau1 - log D_i), as a product
+    # (no cancellation for large tau1)
+    diagonal = torch.exp(upper - log_rows) * -math.expm1(-1 / tau1)
+    return torch.exp(lower - pivot) * row_sum + terms * diagonal
 
 
 def pixel_distribution(relevance: Tensor, tau2: float, normalize: bool) -> Tensor:
@@ -84,17 +112,18 @@ def logit_uncertainties(
     Eq. 4's ``U_{g_j}`` is computed once from all samples (it is a term of the entropy of the
     predictive mean and of the mean member entropy) and shared by every sample ``s``, as the
     paper states below Eq. 4; only the coefficients ``c^s`` are per sample. With ``target``,
-    only the target class's term ``U_{g_target}`` is passed on.
+    only the target class's term ``U_{g_target}`` is passed on. Eq. 8's sum over ``j`` is taken
+    in closed form (:func:`_logit_shares`), in ``O(M S N C)`` memory: the ``(S, N, C, C)``
+    coefficients are never formed.
     """
     logits = logits.detach()
     # the logits come from UncertaintyForward.logits_per_sample, which validated the outputs (when the
     # forward validates) and turned declared probabilities into log p: they are logits here
     per_class = per_class_uncertainty(logits, probabilities=False, validate=False)
-    coefficients = _logit_coefficients(torch.softmax(logits, dim=-1), tau1, normalize)  # (S, N, j, i)
     terms: List[Tensor] = [per_class.select(m) for m in measures]
     if target is not None:
         terms = [_only_class(term, target) for term in terms]
-    return torch.stack([torch.einsum("snji,nj->sni", coefficients, term) for term in terms])
+    return _logit_shares(torch.softmax(logits, dim=-1), torch.stack(terms), tau1, normalize)
 
 
 def _only_class(per_class: Tensor, target: TargetType) -> Tensor:
