@@ -66,6 +66,11 @@ def tabular_mlp(seed, dtype):
     return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).to(dtype)
 
 
+def regression_mlp(seed, dtype, width):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, width)).to(dtype)
+
+
 class World:
     """Models, posteriors and inputs, built on one device in one dtype."""
 
@@ -79,6 +84,10 @@ class World:
         )
         tabular = [tabular_mlp(seed, dtype).to(device) for seed in range(3)]
         self.tabular = UncertaintyForward(tabular, measure="total")
+        regressors = [regression_mlp(seed, dtype, width=2).to(device) for seed in range(3)]
+        self.regression = UncertaintyForward(regressors, "aleatoric", likelihood="gaussian")
+        means_only = [regression_mlp(seed, dtype, width=1).to(device) for seed in range(3)]
+        self.means_only = UncertaintyForward(means_only, "epistemic", likelihood="gaussian", noise_variance=0.5)
         generator = torch.Generator().manual_seed(0)
         self.x = (torch.rand(3, 1, 8, 8, generator=generator, dtype=dtype) * 2).to(device)
         self.features = torch.randn(4, 6, generator=generator, dtype=dtype).to(device)
@@ -107,6 +116,14 @@ CASES = {
     ),
     "uig mc dropout": lambda w: UncertaintyIntegratedGradients(w.mc).attribute(w.x, n_steps=4),
     "uig tabular": lambda w: UncertaintyIntegratedGradients(w.tabular).attribute(w.features, n_steps=4),
+    "uig gaussian decompose": lambda w: UncertaintyIntegratedGradients(w.regression).attribute(
+        w.features, n_steps=4, decompose=True
+    ),
+    "uig gaussian means only": lambda w: UncertaintyIntegratedGradients(w.means_only).attribute(w.features, n_steps=4),
+    "gaussian decompose and summary": lambda w: (
+        w.means_only.decompose(w.features),
+        tuple(w.regression.summary(w.features).values()),
+    ),
     # --- UABackprop: every path and option
     "ua fullgrad": lambda w: ua(w),
     "ua fullgrad raw decompose": lambda w: ua(w, fullgrad_postprocess="raw", decompose=True),
@@ -133,6 +150,7 @@ CASES = {
         w.x, n_steps=4, internal_batch_size=2, return_convergence_delta=True
     ),
     "distribution": lambda w: ExplanationDistribution(w.uf, Saliency).attribute(w.x).std,
+    "distribution gaussian": lambda w: ExplanationDistribution(w.regression, Saliency).attribute(w.features),
     "clue": lambda w: CLUE(w.uf, w.vae).attribute(w.x, max_iterations=3),
     "delta clue": lambda w: DeltaCLUE(w.uf, w.vae).attribute(w.x, n_starts=2, max_iterations=3),
     "cf path clue": lambda w: CounterfactualPathIG(w.uf, w.vae).attribute(
@@ -158,7 +176,10 @@ CASES = {
     ),
     # --- metrics and the mitigation attention
     "blur": lambda w: gaussian_blur(w.x, torch.tensor([0.0, 1.0, 2.5], dtype=w.x.dtype, device=w.x.device)),
-    "blurring final": lambda w: blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0).curve,
+    "blurring full (default)": lambda w: blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0).curve,
+    "blurring final": lambda w: (
+        blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0, sigma_selection="final").curve
+    ),
     "blurring image": lambda w: (
         blurring_test(w.uf, w.x, w.maps, fraction=0.1, max_sigma=1.0, sigma_selection="image").curve
     ),
@@ -174,6 +195,14 @@ CASES = {
     "urc": lambda w: uncertainty_reduction_curve(w.uf, w.x, w.maps, fraction=0.1).curve,
     "eic": lambda w: entropy_information_curve(w.uf, w.x, w.maps, steps=4, sigma=1.0).curve,
     "deletion": lambda w: insertion_deletion(w.classifier, w.x, w.maps, steps=4).curve,
+    "urc gaussian features": lambda w: (
+        uncertainty_reduction_curve(
+            w.regression, w.features, w.features.abs(), fraction=0.5, baseline=w.features.new_zeros(6)
+        ).curve
+    ),
+    "deletion gaussian features": lambda w: (
+        insertion_deletion(w.regression, w.features, w.features.abs(), baseline=0.0, steps=3).curve
+    ),
     "insertion blur": lambda w: (
         insertion_deletion(w.classifier, w.x, w.maps, mode="insertion", baseline="blur", steps=4).curve
     ),

@@ -83,8 +83,9 @@ def class_probabilities(forward_func: Forward, probabilities: bool = False) -> F
     used as they are when ``probabilities=True``. A regressor's forward
     (``likelihood="gaussian"``) gives its predictive mean as the one column ``(B, 1)``.
     """
-    if getattr(forward_func, "is_gaussian", False):
-        return lambda images: forward_func.predictive_mean(images).unsqueeze(1)
+    predictive_mean = getattr(forward_func, "predictive_mean", None)
+    if getattr(forward_func, "is_gaussian", False) and callable(predictive_mean):
+        return lambda images: predictive_mean(images).unsqueeze(1)
     predictive = getattr(forward_func, "predictive", None)
     if callable(predictive):
         return lambda images: predictive(images).mean(0)
