@@ -5,6 +5,7 @@ from captum_uncertainty.attr import (
     BlurIntegratedGradients,
     ClueSettings,
     CounterfactualPathIG,
+    CovarianceAttribution,
     DeltaCLUE,
     ExplanationDistribution,
     FullGrad,
@@ -23,6 +24,7 @@ from captum_uncertainty.forward import (
 )
 from captum_uncertainty.posterior import (
     DeepEnsemble,
+    MCDropConnect,
     MCDropout,
     Posterior,
     SampleCallable,
@@ -36,6 +38,7 @@ __all__ = [
     "CLUE",
     "ClueSettings",
     "CounterfactualPathIG",
+    "CovarianceAttribution",
     "DeltaCLUE",
     "ExplanationDistribution",
     "FullGrad",
@@ -47,6 +50,7 @@ __all__ = [
     "attribute_dataset",
     "Decomposition",
     "DeepEnsemble",
+    "MCDropConnect",
     "MCDropout",
     "Posterior",
     "SampleCallable",

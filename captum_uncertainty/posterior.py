@@ -8,6 +8,8 @@ raw outputs of its ``S`` samples stacked as ``(S, N, C)`` (logits, or probabilit
   ``torch.func.vmap`` (chosen by ``strategy``, see its docstring for the measured trade-off);
 * :class:`MCDropout`: one module with ``nn.Dropout`` layers and ``S`` dropout masks sampled once
   (seeded) and reused on every call until :meth:`MCDropout.resample`;
+* :class:`MCDropConnect`: one module whose ``nn.Linear`` / ``nn.Conv*`` weights are dropped
+  with ``S`` weight masks sampled once (seeded) and reused until :meth:`MCDropConnect.resample`;
 * :class:`WeightSamples`: explicit weight samples (state dicts or a model factory);
 * :class:`SampleCallable`: any callable that already returns samples, by output layout.
 
@@ -18,20 +20,30 @@ hooks removed and parameters untouched, also when a call raises.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from captum_uncertainty._validation import check_choice, check_int, check_optional_positive_int, check_positive_int
+from captum_uncertainty._validation import (
+    check_choice,
+    check_int,
+    check_non_negative_number,
+    check_optional_positive_int,
+    check_positive_int,
+)
 
 __all__ = [
     "Posterior",
     "DeepEnsemble",
     "MCDropout",
+    "MCDropConnect",
     "WeightSamples",
     "SampleCallable",
     "LAYOUTS",
@@ -101,7 +113,15 @@ def _batch_size_of(inputs: Tuple[Any, ...]) -> int:
 
 
 def _check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
-    """A member's output must be an ``(N, C)`` floating tensor."""
+    """A member's output must be an ``(N, C)`` floating tensor (or ``(N,)``: one score per input).
+
+    An object with a tensor ``logits`` attribute, such as the ``ModelOutput`` a Hugging Face
+    ``transformers`` classifier returns (e.g. ``SequenceClassifierOutput``), is read as its
+    ``.logits``; any other non-tensor output raises ``TypeError``.
+    """
+    logits = None if isinstance(output, Tensor) else getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        output = logits
     if isinstance(output, (tuple, list)):
         raise TypeError(
             f"posterior sample {index} returned a {type(output).__name__}, expected a (N, C) tensor; "
@@ -138,9 +158,97 @@ def _first_row(inputs: Tuple[Any, ...], batch: int) -> Tuple[Any, ...]:
     return tuple(x[:1] if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == batch else x for x in inputs)
 
 
+def _warn_if_constant(outputs: Tensor, inputs: Tuple[Any, ...], batch: int) -> None:
+    """Warn when some sample gives the same output for different inputs: its uncertainty cannot
+    depend on the input, so every attribution map of it is zero (e.g. torchvision's ViT, whose
+    classification head is initialised to zeros, before training)."""
+    if batch < 2:
+        return
+    differ = any(
+        isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == batch and not torch.equal(x[0], x[1]) for x in inputs
+    )
+    if not differ:
+        return
+    constant = [s for s in range(outputs.shape[0]) if torch.equal(outputs[s], outputs[s, :1].expand_as(outputs[s]))]
+    if constant:
+        warnings.warn(
+            f"posterior samples {constant} return the same outputs for every input of the batch: their "
+            "uncertainty does not depend on the input and their attribution maps are zero. An untrained or "
+            "zero-initialised head does this (torchvision's ViT heads start at zero): train or load the weights",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def expand_to_samples(inputs: Tuple[Any, ...], num_samples: int) -> Tuple[Any, ...]:
     """Give every tensor input a leading sample dimension (a view, no copy)."""
     return tuple(x.unsqueeze(0).expand(num_samples, *x.shape) if isinstance(x, Tensor) else x for x in inputs)
+
+
+#: Attributes of a posterior that, when it has them, define its samples beside the modules'
+#: weights (read by :meth:`Posterior._sample_identity`): a seed, a draw counter, a drop
+#: probability, the sampled submodules and masks drawn eagerly into a list.
+_IDENTITY_ATTRIBUTES = ("seed", "_draws", "p", "dropouts", "layers", "_masks")
+
+
+def _tensor_bytes(tensor: Tensor) -> Any:
+    """A tensor's bytes on the CPU, as a flat uint8 numpy array (any dtype, bfloat16 included)."""
+    data = tensor.detach()
+    if data.layout != torch.strided:
+        data = data.to_dense()
+    data = data.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+    return data.view(torch.uint8).numpy()
+
+
+def _update_with_tensor(digest: Any, label: str, tensor: Tensor) -> None:
+    """Feed a tensor's name, shape, dtype and bytes to a hash."""
+    if nn.parameter.is_lazy(tensor):  # a lazy module not yet run: no values
+        digest.update(json.dumps([label, "uninitialized"]).encode())
+        return
+    raw = _tensor_bytes(tensor)
+    digest.update(json.dumps([label, list(tensor.shape), str(tensor.dtype), int(raw.size)]).encode())
+    digest.update(raw)
+
+
+def _tensor_sha256(tensor: Tensor) -> str:
+    digest = hashlib.sha256()
+    _update_with_tensor(digest, "tensor", tensor)
+    return digest.hexdigest()
+
+
+def _submodule_names(modules: Sequence[nn.Module]) -> Dict[int, str]:
+    """``id(submodule) -> "<sample module index>.<name>"`` over the sample modules."""
+    names: Dict[int, str] = {}
+    for index, module in enumerate(modules):
+        for name, sub in module.named_modules():
+            names.setdefault(id(sub), f"{index}.{name}" if name else str(index))
+    return names
+
+
+def _identity_value(value: Any, names: Dict[int, str]) -> Any:
+    """A JSON form of an identity attribute: submodules by name, tensors by sha256."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Tensor):
+        return _tensor_sha256(value)
+    if isinstance(value, nn.Module):
+        return [names.get(id(value), "?"), type(value).__qualname__]
+    if isinstance(value, (list, tuple)):
+        return [_identity_value(item, names) for item in value]
+    return repr(type(value))
+
+
+def _fingerprint_of(name: str, identity: Dict[str, Any], modules: Sequence[nn.Module]) -> str:
+    """sha256 of a posterior's class name, identity and every sample module's structure and state."""
+    digest = hashlib.sha256()
+    structure = [[[sub_name, type(sub).__qualname__] for sub_name, sub in module.named_modules()] for module in modules]
+    header = {"class": name, "identity": identity, "modules": structure}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for index, module in enumerate(modules):
+        for kind, named in (("parameter", module.named_parameters()), ("buffer", module.named_buffers())):
+            for tensor_name, tensor in named:
+                _update_with_tensor(digest, f"{index}.{kind}.{tensor_name}", tensor)
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -169,6 +277,53 @@ class Posterior(nn.Module):
     def sample_modules(self) -> List[nn.Module]:
         """The user's modules this posterior runs (for state checks and layer hooks)."""
         return []
+
+    def fingerprint(self) -> str:
+        """A sha256 hex digest of what defines this posterior's samples.
+
+        It covers the class name, the number of samples, what :meth:`_sample_identity` returns
+        (seeds, draw counters, masks, which layers are sampled) and, for every sample module
+        (:meth:`sample_modules`), the class of each submodule and the name, shape, dtype and
+        bytes of every parameter and buffer. A retrained or reloaded model of the same
+        architecture, another seed or other masks give another fingerprint; running the
+        posterior does not change it. Costs one pass over the weights (a copy to the CPU for
+        GPU tensors). :func:`~captum_uncertainty.attribute_dataset` records it, to refuse to
+        continue an output folder written with another posterior.
+
+        Returns:
+            str: 64 hexadecimal digits.
+
+        Raises:
+            ValueError: the posterior has no sample modules to hash (a :class:`SampleCallable`
+            without ``modules`` needs ``fingerprint=``).
+
+        Examples::
+
+            >>> DeepEnsemble(members).fingerprint() == DeepEnsemble(reloaded_members).fingerprint()
+            True
+        """
+        modules = self.sample_modules()
+        if not modules:
+            raise ValueError(
+                f"{type(self).__name__} cannot be fingerprinted: sample_modules() returns no module whose weights "
+                "could be hashed; return them from sample_modules() or override fingerprint()"
+            )
+        return _fingerprint_of(type(self).__name__, self._sample_identity(), modules)
+
+    def _sample_identity(self) -> Dict[str, Any]:
+        """What defines the samples beside the sample modules' weights, JSON-ready, for ``fingerprint()``.
+
+        The base records ``num_samples`` and those of the attributes ``seed``, ``_draws`` (a
+        draw counter), ``p``, ``dropouts`` / ``layers`` (sampled submodules, by name) and
+        ``_masks`` (masks drawn eagerly into a list, by sha256) that the posterior has;
+        subclasses override it to add theirs.
+        """
+        identity: Dict[str, Any] = {"num_samples": self.num_samples}
+        names = _submodule_names(self.sample_modules())
+        for attribute in _IDENTITY_ATTRIBUTES:
+            if attribute in vars(self):
+                identity[attribute] = _identity_value(vars(self)[attribute], names)
+        return identity
 
     def forward(self, *inputs: Any) -> Tensor:
         return self.forward_per_sample(*expand_to_samples(inputs, self.num_samples))
@@ -244,7 +399,7 @@ class Posterior(nn.Module):
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             first, second = self(*inputs), self(*inputs)
             alone = self(*_first_row(inputs, batch)) if batch > 1 else first[:, :1]
-        if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
+        if not torch.allclose(first, second, rtol=1e-4, atol=1e-5, equal_nan=True):
             raise ValueError(
                 f"{type(self).__name__} gave different samples for the same inputs on two calls (largest change "
                 f"{float((first - second).abs().max()):.3g}): attributions over a changing posterior are noise. "
@@ -253,7 +408,7 @@ class Posterior(nn.Module):
                 "from_bayesian_torch / "
                 "from_torch_uncertainty), and run members in eval mode without random layers"
             )
-        if not torch.allclose(alone[:, 0], first[:, 0], rtol=1e-4, atol=1e-5):
+        if not torch.allclose(alone[:, 0], first[:, 0], rtol=1e-4, atol=1e-5, equal_nan=True):
             raise ValueError(
                 f"{type(self).__name__}'s value for an input depends on the other inputs of its batch (largest change "
                 f"{float((alone[:, 0] - first[:, 0]).abs().max()):.3g}): per-row noise (e.g. torch-uncertainty's "
@@ -261,6 +416,7 @@ class Posterior(nn.Module):
                 "change with internal_batch_size. Use a source with samples shared by all rows (MCDropout, "
                 "captum_uncertainty.integrations.from_torch_uncertainty / from_bayesian_torch)"
             )
+        _warn_if_constant(first, inputs, batch)
         self.verified = True
 
     @contextmanager
@@ -336,7 +492,8 @@ class DeepEnsemble(Posterior):
     Args:
         members (sequence of nn.Module): the member models, each mapping the inputs to
             ``(N, C)`` outputs (logits unless the :class:`UncertaintyForward` declares
-            probabilities).
+            probabilities), or an output with a tensor ``.logits`` (a Hugging Face
+            ``transformers`` classifier's ``ModelOutput``), which is read as its logits.
         strategy (str): how the members run. ``"loop"`` calls them one after another;
             ``"vmap"`` stacks same-architecture members' weights and runs them as one
             ``torch.func.vmap`` call; ``"auto"`` times both on the first call for each input
@@ -583,6 +740,29 @@ class MCDropout(Posterior):
         self._draws += 1
         self.verified = False
 
+    def _sample_identity(self) -> Dict[str, Any]:
+        """The seed, the draw counter, the sampled dropout modules (name, class, ``p``) and where
+        the masks come from: before any :meth:`resample`, the seed; after one, the generator's
+        state at that point (noted when the masks are not drawn yet), else the drawn masks."""
+        names = _submodule_names([self.model])
+        identity: Dict[str, Any] = {
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "draws": self._draws,
+            "dropouts": [[names.get(id(m), "?"), type(m).__qualname__, float(m.p)] for m in self.dropouts],  # type: ignore[arg-type]
+        }
+        if self._draws:  # resampled: the masks are drawn from the generator as it was then
+            if not self._masks:
+                self._resampled_from = (self._draws, _tensor_sha256(self._generator.get_state()))
+            noted = vars(self).get("_resampled_from")
+            if noted is not None and noted[0] == self._draws:
+                identity["generator"] = noted[1]
+            else:  # drawn before the state was noted: the masks themselves
+                identity["masks"] = [
+                    [names.get(key[0], "?"), key[1], _tensor_sha256(mask)] for key, mask in self._masks.items()
+                ]
+        return identity
+
     def forward_single(self, sample: int, *inputs: Any) -> Tensor:
         """Sample ``sample``'s ``(N, C)`` output."""
         self.check_sample_index(sample)
@@ -640,6 +820,219 @@ class MCDropout(Posterior):
         return masks.to(device=like.device, dtype=like.dtype)
 
 
+# ----------------------------------------------------------------------------- MC DropConnect
+
+#: The layers whose weights :class:`MCDropConnect` drops.
+_DROPCONNECT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _plain_weight(layer: nn.Module) -> Optional[nn.Parameter]:
+    """The layer's own ``weight`` parameter, or ``None`` if it is computed (parametrized, weight
+    norm) or not yet initialised (a lazy layer)."""
+    weight = dict(layer.named_parameters(recurse=False)).get("weight")
+    if weight is None or isinstance(weight, nn.parameter.UninitializedParameter):
+        return None
+    return weight
+
+
+def _dropconnect_targets(model: nn.Module, layers: Optional[Sequence[nn.Module]]) -> List[Tuple[str, nn.Module]]:
+    """``(name of the weight in model, layer)`` of every dropped layer, one entry per weight."""
+    names = {id(module): name for name, module in model.named_modules()}
+    if layers is None:
+        chosen: List[nn.Module] = [module for module in model.modules() if isinstance(module, _DROPCONNECT_TYPES)]
+        labels = [f"layer {names[id(module)] or type(module).__name__!r}" for module in chosen]
+        if not chosen:
+            raise ValueError(
+                "model has no nn.Linear or nn.Conv1d/2d/3d layers: MC DropConnect drops their weights and needs at "
+                "least one"
+            )
+    else:
+        if isinstance(layers, nn.Module) and not isinstance(layers, nn.ModuleList):
+            raise TypeError(f"layers must be a sequence of modules, got a single {type(layers).__name__}; pass [layer]")
+        try:
+            chosen = list(layers)
+        except TypeError:
+            raise TypeError(f"layers must be a sequence of modules, got {type(layers).__name__}") from None
+        if not chosen:
+            raise ValueError("layers is empty: pass nn.Linear / nn.Conv1d/2d/3d layers of model, or None for all")
+        labels = [f"layers[{index}]" for index in range(len(chosen))]
+        for label, module in zip(labels, chosen):
+            if not isinstance(module, _DROPCONNECT_TYPES):
+                raise ValueError(
+                    f"{label} must be an nn.Linear or nn.Conv1d/2d/3d module of model, got {type(module).__name__}"
+                )
+            if id(module) not in names:
+                raise ValueError(f"{label} (a {type(module).__name__}) is not a submodule of model")
+    targets: List[Tuple[str, nn.Module]] = []
+    seen = set()
+    for label, module in zip(labels, chosen):
+        weight = _plain_weight(module)
+        if weight is None:
+            raise ValueError(
+                f"{label} (a {type(module).__name__}) has no plain weight parameter to mask (a parametrization, "
+                "weight norm, or a lazy layer not yet run): run the model once, remove the parametrization, or "
+                "leave the layer out with layers=[...]"
+            )
+        if id(weight) in seen:  # a layer listed twice, or layers sharing one weight: one mask
+            continue
+        seen.add(id(weight))
+        prefix = names[id(module)]
+        targets.append((f"{prefix}.weight" if prefix else "weight", module))
+    return targets
+
+
+class MCDropConnect(Posterior):
+    r"""Monte Carlo DropConnect with ``S`` frozen weight masks.
+
+    DropConnect as a Bayesian approximation (Mobiny et al., "DropConnect is effective in
+    modeling uncertainty of Bayesian deep networks", Scientific Reports, 2021) drops
+    *weights* rather than activations: posterior sample ``s`` is the model with the weight
+    ``W`` of every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` layer replaced by
+    ``W * m_s / (1 - p)``, where ``m_s`` is a Bernoulli(``1 - p``) mask of ``W``'s shape, so
+    the mean sample weight is ``W``. Biases are never dropped. It is the weight sampler with
+    which arXiv 2403.17224 obtains explanation distributions
+    (:class:`~captum_uncertainty.ExplanationDistribution` over this posterior).
+
+    The masks (one per sample and layer weight, shared by every input row) are drawn once,
+    when the posterior is built, from a CPU generator seeded with ``seed`` (weight by weight
+    in the order of ``model.modules()``, or of ``layers``, as
+    ``torch.rand((S, *W.shape), generator=g) < 1 - p``), and reused on every call until
+    :meth:`resample`. So each sample is one fixed function: path integrals are exact for a
+    fixed posterior sample, and the value of an input does not depend on the other inputs of
+    its batch or on ``internal_batch_size``. They are kept as booleans (``S`` bytes per
+    dropped weight entry) and moved once to each device the weights are seen on.
+
+    Sample ``s`` runs ``torch.func.functional_call(model, {name: W * m_s / (1 - p)}, inputs)``,
+    one sample after another, with the model in eval mode (BatchNorm uses its running
+    statistics, dropout layers are identities): the user's parameters are never written, no
+    hook is added, and the ``training`` flags are restored afterwards, also when a call raises.
+    Gradients flow to the inputs (and to the weights); forward hooks on the model's layers fire
+    as usual, seeing the masked weight as ``module.weight``, and :attr:`current_sample` names
+    the sample running, so hook-based methods (FullGrad, layer attributions) work. Only the
+    layers' own ``weight`` parameters are dropped: functional ``F.linear`` / ``F.conv*`` calls
+    on other tensors are not seen, and a layer called twice in one forward uses its one mask
+    both times.
+
+    Args:
+        model (nn.Module): a network with ``nn.Linear`` / ``nn.Conv1d/2d/3d`` layers returning
+            ``(N, C)`` outputs (``(N,)`` is read as ``(N, 1)``, one score per input).
+        p (float): the probability of dropping each weight entry, in ``[0, 1)``; ``p = 0``
+            makes every sample the model itself. Default: 0.1.
+        num_samples (int): the number of masks ``S``. Default: 20.
+        seed (int): seed of the mask generator. Default: 0.
+        layers (sequence of nn.Module, optional): the ``nn.Linear`` / ``nn.Conv1d/2d/3d``
+            layers of ``model`` whose weights are dropped (e.g. only the head); the others
+            keep their weights. Default: every such layer.
+
+    Returns:
+        Calling the posterior on inputs ``(N, ...)`` returns a tensor ``(S, N, C)``: the raw
+        outputs of the ``S`` masked models, in the weights' dtype and on their device.
+
+    Examples::
+
+        >>> posterior = MCDropConnect(model, p=0.1, num_samples=30, seed=0)
+        >>> posterior(x).shape            # (30, N, C)
+        >>> uf = UncertaintyForward(posterior, measure="epistemic")
+        >>> maps = ExplanationDistribution(uf, IntegratedGradients).attribute(x, n_steps=32)
+        >>> posterior.resample()          # draw new masks
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        p: float = 0.1,
+        num_samples: int = 20,
+        seed: int = 0,
+        layers: Optional[Sequence[nn.Module]] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        check_non_negative_number(p, "p")
+        if not p < 1:
+            raise ValueError(f"p must be a number in [0, 1) (p = 1 would drop every weight), got {p!r}")
+        check_positive_int(num_samples, "num_samples")
+        check_int(seed, "seed")
+        self.model = model
+        self._targets = _dropconnect_targets(model, layers)
+        self.layers = [layer for _, layer in self._targets]
+        self.p = float(p)
+        self._scale = 1.0 / (1.0 - self.p)
+        self._num_samples = num_samples
+        self.seed = seed
+        self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        self._draws = 0
+        self._masks = self._draw_masks()
+        self._placed: Dict[Tuple[int, torch.device], Tensor] = {}
+
+    @property
+    def num_samples(self) -> int:
+        return self._num_samples
+
+    def sample_modules(self) -> List[nn.Module]:
+        return [self.model]
+
+    def resample(self, seed: Optional[int] = None) -> None:
+        """Draw new masks now (from a generator seeded with ``seed`` if given, else from the
+        current one), for the current weight shapes; the next call is checked again."""
+        if seed is not None:
+            check_int(seed, "seed")
+            self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        self._masks = self._draw_masks()
+        self._placed = {}
+        self._draws += 1
+        self.verified = False
+
+    def forward_single(self, sample: int, *inputs: Any) -> Tensor:
+        """Sample ``sample``'s ``(N, C)`` output."""
+        self.check_sample_index(sample)
+        with preserved_modes([self.model]):
+            output = self._call(sample, inputs)
+        return _check_member_output(output, sample, _batch_size_of(inputs))
+
+    def forward_per_sample(self, *inputs: Any) -> Tensor:
+        batch = _batch_size_of(_per_sample_slices(inputs, 0))
+        with preserved_modes([self.model]):
+            outputs = [self._call(s, _per_sample_slices(inputs, s)) for s in range(self.num_samples)]
+        return _stack_sample_outputs(outputs, batch)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, samples={self.num_samples}, seed={self.seed}, dropped weights={len(self._targets)}"
+
+    def _call(self, sample: int, inputs: Tuple[Any, ...]) -> Any:
+        from torch.func import functional_call
+
+        parameters = {name: self._masked_weight(index, sample) for index, (name, _) in enumerate(self._targets)}
+        with self.running(sample):
+            return functional_call(self.model, parameters, tuple(inputs))
+
+    def _masked_weight(self, index: int, sample: int) -> Tensor:
+        name, layer = self._targets[index]
+        weight = _plain_weight(layer)
+        if weight is None:
+            raise ValueError(f"the weight {name!r} is no longer a plain parameter of its layer; build a new posterior")
+        key = (index, weight.device)
+        if key not in self._placed:
+            masks = self._masks[index]
+            if tuple(masks.shape[1:]) != tuple(weight.shape):
+                raise ValueError(
+                    f"the weight {name!r} changed shape from {tuple(masks.shape[1:])} to {tuple(weight.shape)} since "
+                    "the masks were drawn; call resample()"
+                )
+            self._placed[key] = masks.to(device=weight.device)
+        return weight * (self._placed[key][sample].to(dtype=weight.dtype) * self._scale)
+
+    def _draw_masks(self) -> List[Tensor]:
+        keep = 1.0 - self.p
+        masks = []
+        for _, layer in self._targets:
+            weight = _plain_weight(layer)
+            assert weight is not None  # checked when the targets were collected
+            shape = (self.num_samples,) + tuple(weight.shape)
+            masks.append(torch.rand(shape, generator=self._generator, device="cpu") < keep)
+        return masks
+
+
 # ----------------------------------------------------------------------------- callables
 
 #: The output layouts :class:`SampleCallable` accepts.
@@ -678,13 +1071,20 @@ class SampleCallable(Posterior):
             first attribution checks both (:meth:`Posterior.check_deterministic`) and refuses a
             source that fails. Without a seed a stochastic callable is refused.
         modules (sequence of nn.Module, optional): the modules ``fn`` runs, used for device
-            and dtype checks and by hook-based methods.
+            and dtype checks, by hook-based methods and by ``fingerprint()``.
+        fingerprint (str, optional): names the samples when their weights are not in
+            ``modules`` (e.g. the sha256 or version of the checkpoint ``fn`` samples from), for
+            ``fingerprint()``. Without it and without ``modules`` the posterior has no
+            fingerprint, and an :func:`~captum_uncertainty.attribute_dataset` run over it cannot
+            be continued. Default: ``None``.
 
     Examples::
 
         >>> posterior = SampleCallable(lambda x: torch.stack([m(x) for m in models]),
         ...                            layout="samples_first", modules=models)
         >>> posterior = SampleCallable(stochastic_model, layout="output_kl", num_samples=20, seed=0)
+        >>> posterior = SampleCallable(lambda x: la.predictive_samples(x, n_samples=20),
+        ...                            layout="samples_first", fingerprint="laplace-2024-05-01")
     """
 
     def __init__(
@@ -694,10 +1094,17 @@ class SampleCallable(Posterior):
         num_samples: Optional[int] = None,
         seed: Optional[int] = None,
         modules: Optional[Sequence[nn.Module]] = None,
+        *,
+        fingerprint: Optional[str] = None,
     ) -> None:
         super().__init__()
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint):
+            raise TypeError(
+                "fingerprint must be a non-empty string naming the samples (e.g. a checkpoint's sha256) or None, "
+                f"got {fingerprint!r}"
+            )
         check_choice(layout, "layout", LAYOUTS)
         check_optional_positive_int(num_samples, "num_samples")
         if layout in ("flat", "output_kl") and num_samples is None:
@@ -709,6 +1116,7 @@ class SampleCallable(Posterior):
         if modules is None and isinstance(fn, nn.Module):
             modules = [fn]
         self._modules_list = list(modules or [])
+        self._fingerprint = fingerprint
 
     @property
     def num_samples(self) -> int:
@@ -718,6 +1126,34 @@ class SampleCallable(Posterior):
 
     def sample_modules(self) -> List[nn.Module]:
         return list(self._modules_list)
+
+    def fingerprint(self) -> str:
+        """As ``Posterior.fingerprint()``, over the layout, ``seed``, the declared number of
+        samples (``"flat"``, ``"output_kl"``; for the other layouts ``fn`` sets it), ``fn``'s
+        qualified name, ``fingerprint=`` and the modules' weights.
+
+        Raises:
+            ValueError: neither ``modules`` nor ``fingerprint`` was given: nothing says what
+            ``fn`` samples from.
+        """
+        if not self._modules_list and self._fingerprint is None:
+            raise ValueError(
+                "a SampleCallable without modules has no fingerprint: the weights fn samples from are unknown; "
+                "pass SampleCallable(..., fingerprint='...') (e.g. the sha256 or version of its checkpoint) or "
+                "SampleCallable(..., modules=[...])"
+            )
+        return _fingerprint_of(type(self).__name__, self._sample_identity(), self._modules_list)
+
+    def _sample_identity(self) -> Dict[str, Any]:
+        fn = self.fn
+        name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+        return {
+            "layout": self.layout,
+            "seed": self.seed,
+            "num_samples": self._num_samples if self.layout in ("flat", "output_kl") else None,
+            "fn": name,
+            "fingerprint": self._fingerprint,
+        }
 
     def forward(self, *inputs: Any) -> Tensor:
         batch = _batch_size_of(inputs)

@@ -264,3 +264,26 @@ def test_integer_images_and_members_of_mixed_dtypes_or_devices_get_clear_type_er
         UncertaintyForward([member(0), member(1, torch.float64)])(images.float())
     with pytest.raises(TypeError, match=r"different devices: modules\[0\] on cpu, modules\[1\] on meta"):
         UncertaintyForward([member(0), member(1, device="meta")])(images.float())
+
+
+def test_a_vit_with_torchvisions_zero_initialised_head_gets_a_warning_not_flat_maps_in_silence():
+    import warnings
+
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(0)
+    vits = [
+        VisionTransformer(
+            image_size=16, patch_size=8, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=3
+        )
+        for _ in range(2)
+    ]
+    images = torch.rand(3, 3, 16, 16)
+    with pytest.warns(UserWarning, match=r"samples \[0, 1\] return the same outputs for every input"):
+        UncertaintyForward(vits)(images)
+    for vit in vits:
+        torch.nn.init.normal_(vit.heads.head.weight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        UncertaintyForward(vits)(images)
+        UncertaintyForward(vits)(images[:1].expand(3, -1, -1, -1))  # identical inputs: nothing to say

@@ -24,9 +24,7 @@ FEATURES = 4
 
 def regressors(count=4, width=2, seed=0):
     torch.manual_seed(seed)
-    return [
-        nn.Sequential(nn.Linear(FEATURES, 8), nn.Tanh(), nn.Linear(8, width)).double().eval() for _ in range(count)
-    ]
+    return [nn.Sequential(nn.Linear(FEATURES, 8), nn.Tanh(), nn.Linear(8, width)).double().eval() for _ in range(count)]
 
 
 def fixed_outputs(outputs):
@@ -62,6 +60,8 @@ def test_three_variances_against_a_hand_computation(head):
         torch.testing.assert_close(got, want)
     for measure, want in zip(("total", "aleatoric", "epistemic"), expected):
         torch.testing.assert_close(uf.with_measure(measure)(x), want)
+    for got, want in zip(variance_decomposition(outputs, head), expected):
+        torch.testing.assert_close(got, want)
     torch.testing.assert_close(uf.predictive_mean(x), sum(means) / 3)
     torch.testing.assert_close(uf.sample_means(x), torch.stack(means))
 
@@ -295,7 +295,9 @@ def test_attribute_dataset_stores_the_predictive_mean_and_three_variances(tmp_pa
     members = regressors()
     uf = UncertaintyForward(members, "epistemic", likelihood="gaussian")
     x = torch.randn(10, FEATURES, dtype=torch.float64)
-    attribute_dataset(IntegratedGradients(uf), TensorDataset(x), tmp_path / "out", batch_size=4, progress=False, n_steps=8)
+    attribute_dataset(
+        IntegratedGradients(uf), TensorDataset(x), tmp_path / "out", batch_size=4, progress=False, n_steps=8
+    )
     table = pandas.read_parquet(tmp_path / "out").sort_values("index")
     assert {"predicted_mean", "total", "aleatoric", "epistemic"} <= set(table.columns)
     assert "predicted" not in table.columns

@@ -12,8 +12,11 @@ Layout and guarantees:
   it is written under a hidden temporary name and renamed (``os.replace``), so a reader never
   sees a partial shard;
 * a re-run of the same call skips the shards that exist, removes stale temporary files and
-  ends with the files of an uninterrupted run; a folder made with another configuration, or
-  a non-empty folder without a manifest, is refused;
+  ends with the files of an uninterrupted run; a folder made with another configuration or
+  another posterior (the manifest's ``posterior_fingerprint``: its weights, seeds and masks), a
+  finished shard whose inputs are not the current ones (each shard's schema metadata holds the
+  hash of its inputs) and a non-empty folder without a manifest are refused, and a refused call
+  changes no file;
 * every batch is attributed under its own seed (from ``seed`` and the batch's position), so
   random methods (``NoiseTunnel``, ``Lime``, MC dropout) give the same maps on every run, on
   either engine and after a resume;
@@ -35,8 +38,22 @@ from typing import Any, NamedTuple, Optional, Tuple, Union
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int
 from captum_uncertainty.dataset._engines import ENGINES, Job, import_ray, run_local, run_ray
 from captum_uncertainty.dataset._explainers import explained_forward, resolve_explainer
-from captum_uncertainty.dataset._manifest import MANIFEST, read_manifest, run_config, write_json
-from captum_uncertainty.dataset._shards import ShardWriter, finished_shards, import_pyarrow, prepare_output
+from captum_uncertainty.dataset._manifest import (
+    MANIFEST,
+    posterior_fingerprint,
+    read_manifest,
+    run_config,
+    write_json,
+)
+from captum_uncertainty.dataset._shards import (
+    ShardWriter,
+    check_finished_inputs,
+    finished_shards,
+    import_pyarrow,
+    prepare_output,
+    remove_temporaries,
+    stored_input_hashes,
+)
 from captum_uncertainty.dataset._sources import DEFAULT_INPUTS_PER_BATCH, as_source
 
 __all__ = ["DatasetResult", "ENGINES", "MANIFEST", "attribute_dataset", "read_manifest"]
@@ -95,9 +112,16 @@ def attribute_dataset(
     call skips the finished shards and ends with the files of an uninterrupted run. ``out``
     written with another configuration (explainer class, measure, number of samples,
     ``attribute_kwargs``, batch or shard size, seed, number of inputs, library version) is
-    refused, as is a non-empty folder without a manifest. Shards are written by a background
-    thread while the next batches are attributed; memory holds one batch of inputs, the shard
-    being filled and the shard being written, whatever the size of the data set.
+    refused, as is a non-empty folder without a manifest. So is ``out`` written with another
+    posterior: the manifest records ``Posterior.fingerprint()`` (every parameter and buffer of the
+    sample modules, seeds and masks, hashed once per call; a ``SampleCallable`` without
+    ``modules`` needs ``fingerprint=`` for its run to be continued). And so is a finished shard
+    whose inputs changed: each shard stores the sha256 of its input rows, and before it is
+    skipped the current rows are read and hashed (a map-style ``Dataset`` by index, a
+    ``DataLoader`` or Ray Dataset streamed up to the last finished shard). A refused call
+    changes no file. Shards are written by a background thread while the next batches are
+    attributed; memory holds one batch of inputs, the shard being filled and the shard being
+    written, whatever the size of the data set.
 
     Args:
         explainer (object or callable): an attribution object of this package or of Captum whose
@@ -150,9 +174,14 @@ def attribute_dataset(
     batch = effective_batch or DEFAULT_INPUTS_PER_BATCH
     shard_size = check_positive_int(batch if shard_size is None else shard_size, "shard_size")
     folder = pathlib.Path(out)
-    config = run_config(resolved, forward, attribute_kwargs, effective_batch, shard_size, seed, source.num_inputs)
-    stored = prepare_output(folder, config)
+    fingerprint, unfingerprinted = posterior_fingerprint(forward)
+    config = run_config(
+        resolved, forward, attribute_kwargs, effective_batch, shard_size, seed, source.num_inputs, fingerprint
+    )
+    stored = prepare_output(folder, config, unfingerprinted)
     finished = finished_shards(folder)
+    check_finished_inputs(source, folder, shard_size, stored_input_hashes(folder, finished))
+    remove_temporaries(folder)
     writer = ShardWriter(folder, shard_size, source.num_inputs, finished, config, stored)
     job = Job(resolved if factory is None else None, factory, attribute_kwargs, seed, batch)
 

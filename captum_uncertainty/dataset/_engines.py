@@ -12,7 +12,7 @@ from torch import Tensor
 from captum_uncertainty._validation import check_positive_int
 from captum_uncertainty.dataset._batch import Columns, attribute_batch, preserved_rng
 from captum_uncertainty.dataset._explainers import build_explainer, explained_forward, model_device
-from captum_uncertainty.dataset._shards import ShardWriter
+from captum_uncertainty.dataset._shards import ROW_DIGESTS, ShardWriter, input_row_digests
 from captum_uncertainty.dataset._sources import LoaderSource, MapSource, RaySource, Source, stacked
 
 __all__ = ["ENGINES", "Job", "RayAttributor", "block_loader", "import_ray", "run_local", "run_ray"]
@@ -41,7 +41,8 @@ def run_local(job: Job, source: Source, writer: ShardWriter, bar: Any) -> int:
                 writer.add(
                     attribute_batch(
                         job.explainer, forward, batch.inputs, batch.start, batch.number, job.seed, job.attribute_kwargs
-                    )
+                    ),
+                    input_row_digests(batch.inputs),
                 )
             seen += batch.size
             bar.update(batch.size)
@@ -112,7 +113,9 @@ class RayAttributor:
 
     Its rows are batch numbers; batch ``b`` holds the inputs ``[b * batch_size, (b + 1) *
     batch_size)``, read by index from a torch ``Dataset`` or from a Ray Dataset's blocks, so each
-    call attributes exactly the batch the local engine would, under the same seed.
+    call attributes exactly the batch the local engine would, under the same seed. Beside the
+    columns it returns the digests of the inputs it read (:data:`ROW_DIGESTS`), from which the
+    driver computes each shard's input hash without reading the inputs itself.
     """
 
     def __init__(self, job: Job, inputs: Union[MapSource, _BlockLoader]) -> None:
@@ -129,9 +132,11 @@ class RayAttributor:
         start = number * self.job.batch_size
         size = min(self.job.batch_size, int(self.inputs.num_inputs or 0) - start)
         inputs = self.inputs.load(start, size)
-        return attribute_batch(
+        columns = attribute_batch(
             self.explainer, self.forward, inputs, start, number, self.job.seed, self.job.attribute_kwargs
         )
+        columns[ROW_DIGESTS] = input_row_digests(inputs)
+        return columns
 
 
 @contextlib.contextmanager
@@ -196,6 +201,7 @@ def run_ray(
         )
         for columns in results.iter_batches(batch_size=None, batch_format="numpy"):
             columns = {name: np.asarray(values) for name, values in columns.items()}
-            writer.add(columns)
+            digests = columns.pop(ROW_DIGESTS)
+            writer.add(columns, digests)
             bar.update(len(columns["index"]))
     return total

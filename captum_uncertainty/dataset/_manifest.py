@@ -8,7 +8,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,10 +19,13 @@ from captum_uncertainty.forward import UncertaintyForward
 __all__ = [
     "LAYOUT_KEYS",
     "MANIFEST",
+    "POSTERIOR_KEY",
     "RUN_CONFIG_KEYS",
+    "check_posterior",
     "describe_differences",
     "differing_keys",
     "json_safe",
+    "posterior_fingerprint",
     "read_manifest",
     "run_config",
     "write_json",
@@ -47,6 +50,9 @@ RUN_CONFIG_KEYS = (
 )
 #: Manifest keys describing the written columns (taken from the first attributed batch).
 LAYOUT_KEYS = ("columns", "map_columns", "map_shape", "map_dtype")
+#: Manifest key of ``Posterior.fingerprint()`` (``None``: the posterior has none); must match
+#: for a call to continue an existing ``out``.
+POSTERIOR_KEY = "posterior_fingerprint"
 
 
 def json_safe(value: Any) -> Any:
@@ -91,8 +97,9 @@ def run_config(
     shard_size: int,
     seed: int,
     num_inputs: Optional[int],
+    fingerprint: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """The manifest's configuration keys (:data:`RUN_CONFIG_KEYS`) of one call."""
+    """The manifest's configuration keys (:data:`RUN_CONFIG_KEYS` and :data:`POSTERIOR_KEY`) of one call."""
     from captum_uncertainty import __version__
 
     try:
@@ -110,7 +117,56 @@ def run_config(
         "shard_size": shard_size,
         "seed": seed,
         "num_inputs": num_inputs,
+        POSTERIOR_KEY: fingerprint,
     }
+
+
+def posterior_fingerprint(forward: UncertaintyForward) -> Tuple[Optional[str], Optional[str]]:
+    """``(fingerprint, None)`` of the forward's posterior, or ``(None, why)`` if it has none.
+
+    Hashes every parameter and buffer of the sample modules once (see ``Posterior.fingerprint()``);
+    a posterior that cannot be fingerprinted (a ``SampleCallable`` without ``modules`` or
+    ``fingerprint=``) gives the reason, recorded as a ``None`` fingerprint: such a run cannot be
+    continued.
+    """
+    try:
+        return forward.posterior.fingerprint(), None
+    except ValueError as error:
+        return None, str(error)
+
+
+def check_posterior(
+    folder: Path, stored: Dict[str, Any], config: Dict[str, Any], unfingerprinted: Optional[str]
+) -> None:
+    """Refuse (``ValueError``) to continue ``folder`` unless both runs have the same posterior fingerprint.
+
+    ``unfingerprinted`` is why this call's posterior has no fingerprint (``None`` if it has one).
+    """
+    fix = f"use a new out folder, or delete {folder} to start over"
+    old, new = stored.get(POSTERIOR_KEY), config.get(POSTERIOR_KEY)
+    if POSTERIOR_KEY not in stored:
+        raise ValueError(
+            f"out {folder} records no {POSTERIOR_KEY} (written by an older version of attribute_dataset), so "
+            f"nothing says its maps come from this posterior; {fix}"
+        )
+    if old is None:
+        raise ValueError(
+            f"the run in {folder} was made with a posterior without a fingerprint, so it cannot be continued: "
+            "nothing says its maps come from this posterior. Give the posterior one (pass SampleCallable(..., "
+            f"fingerprint='...'), e.g. a checkpoint's sha256, or modules=[...]) and {fix}"
+        )
+    if new is None:
+        raise ValueError(
+            f"the run in {folder} was made with a posterior of fingerprint {old[:16]}..., but this posterior has "
+            f"none ({unfingerprinted}); pass SampleCallable(..., fingerprint='...') with the fingerprint that run "
+            f"used, or {fix}"
+        )
+    if old != new:
+        raise ValueError(
+            f"the posterior's weights differ from the run in {folder} (or its seed, masks or samples): "
+            f"{POSTERIOR_KEY} {old[:16]}... there, {new[:16]}... now (a retrained or reloaded posterior of the "
+            f"same architecture has other weights); its maps belong to that posterior: {fix}"
+        )
 
 
 def read_manifest(out: Union[str, Path]) -> Dict[str, Any]:
@@ -121,7 +177,8 @@ def read_manifest(out: Union[str, Path]) -> Dict[str, Any]:
 
     Returns:
         dict: the configuration (``explainer``, ``measure``, ``num_samples``,
-        ``attribute_kwargs``, ``batch_size``, ``shard_size``, ``seed``, ``library_version``), the
+        ``attribute_kwargs``, ``batch_size``, ``shard_size``, ``seed``, ``library_version``,
+        ``posterior_fingerprint``: ``Posterior.fingerprint()``, ``None`` if it has none), the
         columns (``columns``, ``map_columns``, ``map_shape``, ``map_dtype``) and, once the run
         has finished, ``num_inputs``, ``num_shards`` and ``complete=True``.
 

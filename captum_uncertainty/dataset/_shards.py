@@ -1,27 +1,60 @@
-"""The output folder: its checks on a (re-)run, and the Parquet shards written into it."""
+"""The output folder: its checks on a (re-)run, and the Parquet shards written into it.
+
+Each shard records the hash of the inputs it was computed from in its own Parquet schema
+metadata (:data:`INPUTS_METADATA_KEY`), not in the manifest: the hash is then written and
+renamed into place with the shard itself, so a shard that exists always has its hash (a
+manifest updated after every shard could be a shard behind after a kill). The hash of a shard
+is the sha256 of the sha256 digests of its input rows in row order, each over the row's dtype,
+shape and bytes (:func:`input_row_digests`); per-row digests let the Ray actors hash the rows
+they load, and make the shard's hash independent of how batches split it.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from captum_uncertainty.dataset._batch import Columns, layout_of
 from captum_uncertainty.dataset._manifest import (
     LAYOUT_KEYS,
     MANIFEST,
     RUN_CONFIG_KEYS,
+    check_posterior,
     describe_differences,
     differing_keys,
     read_manifest,
     write_json,
 )
+from captum_uncertainty.dataset._sources import MapSource, Source
 
-__all__ = ["ShardWriter", "arrow_table", "finished_shards", "import_pyarrow", "prepare_output"]
+__all__ = [
+    "INPUTS_METADATA_KEY",
+    "ROW_DIGESTS",
+    "ShardWriter",
+    "arrow_table",
+    "check_finished_inputs",
+    "finished_shards",
+    "import_pyarrow",
+    "input_row_digests",
+    "inputs_hash",
+    "prepare_output",
+    "remove_temporaries",
+    "stored_input_hashes",
+]
+
+#: Parquet schema metadata key of a shard's input hash (:func:`inputs_hash` of its rows).
+INPUTS_METADATA_KEY = b"captum_uncertainty.inputs_sha256"
+#: Key of the per-row input digests ``(n, 32)`` that travel with a batch's columns (never written).
+ROW_DIGESTS = "__input_row_sha256__"
 
 _SHARD_FILE_NAME = "part-{:05d}.parquet"
 _SHARD_FILE_PATTERN = re.compile(r"^part-(\d{5,})\.parquet$")
@@ -40,11 +73,15 @@ def import_pyarrow() -> None:
         ) from error
 
 
-def prepare_output(folder: Path, config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """Check ``out`` and return its manifest (``None`` for a new folder); remove stale temporaries.
+def prepare_output(
+    folder: Path, config: Dict[str, Any], unfingerprinted: Optional[str] = None
+) -> Optional[Dict[str, Any]]:
+    """Check ``out`` and return its manifest (``None`` for a new folder); create it if missing.
 
     Refuses (``ValueError``) a file, a non-empty folder without a manifest and a folder whose
-    manifest was written with another configuration.
+    manifest was written with another configuration or posterior (``unfingerprinted``: why
+    this call's posterior has no fingerprint). Changes nothing in an existing folder: stale
+    temporaries are removed by :func:`remove_temporaries` once every check has passed.
     """
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"out must be a folder, but {folder} is a file")
@@ -60,6 +97,7 @@ def prepare_output(folder: Path, config: Dict[str, Any]) -> Optional[Dict[str, A
                 f"out {folder} holds results of another configuration; keys that differ: {', '.join(different)} "
                 f"({describe_differences(stored, config, different)}); use another folder or delete this one"
             )
+        check_posterior(folder, stored, config, unfingerprinted)
     else:
         foreign = [name for name in names if name not in temporaries]
         if foreign:
@@ -68,9 +106,14 @@ def prepare_output(folder: Path, config: Dict[str, Any]) -> Optional[Dict[str, A
                 f"out {folder} is not empty and has no {MANIFEST} (it holds {shown}): refusing to write "
                 "into a folder attribute_dataset did not create; use an empty or new folder"
             )
-    for name in temporaries:
-        (folder / name).unlink(missing_ok=True)
     return stored
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Remove the hidden temporary files an interrupted run left (never read)."""
+    for path in folder.iterdir():
+        if _TEMPORARY_FILE_PATTERN.match(path.name):
+            path.unlink(missing_ok=True)
 
 
 def finished_shards(folder: Path) -> Set[int]:
@@ -81,6 +124,91 @@ def finished_shards(folder: Path) -> Set[int]:
         if match:
             found.add(int(match.group(1)))
     return found
+
+
+def input_row_digests(inputs: Tensor) -> np.ndarray:
+    """The sha256 digest of every input row (its dtype, shape and bytes, on the CPU), ``(n, 32)`` uint8."""
+    rows = inputs.detach()
+    if rows.layout != torch.strided:
+        rows = rows.to_dense()
+    rows = rows.cpu().resolve_conj().resolve_neg().contiguous()
+    count = int(rows.shape[0])
+    header = hashlib.sha256(f"{rows.dtype}{tuple(rows.shape[1:])}".encode())
+    raw = rows.reshape(count, math.prod(rows.shape[1:])).view(torch.uint8).numpy()
+    digests = np.empty((count, 32), dtype=np.uint8)
+    for row in range(count):
+        digest = header.copy()
+        digest.update(raw[row])
+        digests[row] = np.frombuffer(digest.digest(), dtype=np.uint8)
+    return digests
+
+
+def inputs_hash(digests: np.ndarray) -> str:
+    """The hash of a shard's inputs: sha256 of its rows' digests (:func:`input_row_digests`) in row order."""
+    return hashlib.sha256(np.ascontiguousarray(digests, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def stored_input_hashes(folder: Path, shards: Set[int]) -> Dict[int, Tuple[int, Optional[str]]]:
+    """``{shard: (rows, input hash)}`` from the finished shards' Parquet footers (hash ``None`` if absent)."""
+    import pyarrow.parquet as pq
+
+    stored: Dict[int, Tuple[int, Optional[str]]] = {}
+    for shard in sorted(shards):
+        metadata = pq.read_metadata(folder / _SHARD_FILE_NAME.format(shard))
+        value = (metadata.metadata or {}).get(INPUTS_METADATA_KEY)
+        stored[shard] = (int(metadata.num_rows), None if value is None else value.decode("ascii"))
+    return stored
+
+
+def check_finished_inputs(
+    source: Source, folder: Path, shard_size: int, stored: Dict[int, Tuple[int, Optional[str]]]
+) -> None:
+    """Refuse (``ValueError``) to skip a finished shard whose inputs are not those it was computed from.
+
+    Hashes the current inputs of every finished shard (``stored``, from
+    :func:`stored_input_hashes`) before anything is attributed or written: a map-style
+    ``Dataset`` is read by index (the finished rows only); a ``DataLoader`` or Ray Dataset is
+    streamed from the start up to the last finished shard (it cannot seek).
+    """
+    if not stored:
+        return
+    for shard, (rows, expected) in sorted(stored.items()):
+        if expected is None:
+            start = shard * shard_size
+            raise ValueError(
+                f"shard {shard} (rows {start}-{start + rows - 1}) of {folder} records no input hash (written by an "
+                f"older version of attribute_dataset), so its inputs cannot be checked; use a new out folder, or "
+                f"delete {folder} to start over"
+            )
+    current: Dict[int, List[np.ndarray]] = {shard: [] for shard in stored}
+    if isinstance(source, MapSource):
+        total = int(source.num_inputs or 0)
+        for shard in sorted(stored):
+            start = shard * shard_size
+            stop = min(start + shard_size, total)
+            for first in range(start, stop, source.batch_size):
+                current[shard].append(input_row_digests(source.load(first, min(source.batch_size, stop - first))))
+    else:
+        end = max(shard * shard_size + shard_size for shard in stored)
+        for batch in source.batches(lambda start, size: True):
+            assert batch.inputs is not None  # every batch is needed here
+            shards = np.arange(batch.start, batch.start + batch.size) // shard_size
+            digests = input_row_digests(batch.inputs)
+            for shard in np.unique(shards).tolist():
+                if shard in current:
+                    current[shard].append(digests[shards == shard])
+            if batch.start + batch.size >= end:
+                break
+    for shard, (rows, expected) in sorted(stored.items()):
+        found = np.concatenate(current[shard]) if current[shard] else np.empty((0, 32), dtype=np.uint8)
+        if inputs_hash(found) != expected:
+            start = shard * shard_size
+            detail = "" if len(found) == rows else f"; it now holds {len(found)} rows instead of {rows}"
+            raise ValueError(
+                f"the inputs of shard {shard} (rows {start}-{start + rows - 1}) differ from the run in {folder} "
+                f"(other data, another order or other preprocessing{detail}): its maps belong to the other "
+                f"inputs, so it is not skipped nor continued; use a new out folder, or delete {folder} to start over"
+            )
 
 
 class ShardWriter:
@@ -127,8 +255,12 @@ class ShardWriter:
             return self.shard_size
         return min(self.shard_size, self.num_inputs - shard * self.shard_size)
 
-    def add(self, columns: Columns) -> None:
+    def add(self, columns: Columns, digests: np.ndarray) -> None:
+        """Take a batch's rows and their input digests (:func:`input_row_digests`, one per row)."""
         self.check_layout(columns)
+        if len(digests) != len(columns["index"]):
+            raise RuntimeError(f"{len(digests)} input digests for {len(columns['index'])} rows")
+        columns = {**columns, ROW_DIGESTS: digests}
         shards = columns["index"] // self.shard_size
         for shard in np.unique(shards).tolist():
             if shard in self.finished:
@@ -164,9 +296,10 @@ class ShardWriter:
         if not np.array_equal(columns["index"], expected):
             found = columns["index"].tolist()[:5]
             raise RuntimeError(f"shard {shard} would hold rows {found}..., not {first}, {first + 1}, ... in order")
+        digest = inputs_hash(columns.pop(ROW_DIGESTS))
         column_order: List[str] = list(self.layout["columns"]) if self.layout else list(columns)
         self.wait()
-        self.in_flight = self.thread.submit(_write_shard, self.folder, shard, columns, column_order)
+        self.in_flight = self.thread.submit(_write_shard, self.folder, shard, columns, column_order, digest)
         self.finished.add(shard)
         self.written += 1
 
@@ -194,13 +327,16 @@ class ShardWriter:
             self.thread.shutdown(wait=True)
 
 
-def _write_shard(folder: Path, shard: int, columns: Columns, order: Sequence[str]) -> None:
-    """Write one shard to a hidden temporary file, then rename it to ``part-NNNNN.parquet``."""
+def _write_shard(folder: Path, shard: int, columns: Columns, order: Sequence[str], inputs_digest: str) -> None:
+    """Write one shard, its input hash in the schema metadata, to a hidden temporary file, then
+    rename it to ``part-NNNNN.parquet``."""
     import pyarrow.parquet as pq
 
     final = folder / _SHARD_FILE_NAME.format(shard)
     temporary = folder / f".{final.name}.tmp-{os.getpid()}"
-    pq.write_table(arrow_table(columns, order), temporary)
+    table = arrow_table(columns, order)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), INPUTS_METADATA_KEY: inputs_digest})
+    pq.write_table(table, temporary)
     os.replace(temporary, final)
 
 

@@ -85,6 +85,15 @@ def from_bayesian_torch(model: nn.Module, num_samples: int, seed: int = 0) -> De
     returning log-probabilities (``log_softmax``, as bayesian-torch's ``SCNN``) is fine: they
     are logits up to a per-input constant.
 
+    Regressors work the same way: the members return whatever the network returns, so a
+    network whose output is ``(N, 2)`` = mean and log-variance (or variance, or standard
+    deviation) per input, or ``(N,)`` / ``(N, 1)`` means only, is explained with
+    ``UncertaintyForward(posterior, measure, likelihood="gaussian", variance=...)``: aleatoric =
+    the sampled networks' mean noise variance, epistemic = the variance of their means. Return
+    the mean and the variance head as *one* ``(N, 2)`` tensor (or as the output of an
+    ``(output, kl)`` pair): a pair whose second item is not a scalar KL is refused, since it
+    would otherwise be read as ``(output, kl)`` and its variance head dropped.
+
     What ``seed`` guarantees: ``eps`` comes from a ``torch.Generator`` per device, seeded with
     ``seed`` (the global random state is neither used nor advanced); samples are drawn in
     order, sample by sample and layer by layer in ``model.named_modules()`` order. The same
@@ -103,7 +112,8 @@ def from_bayesian_torch(model: nn.Module, num_samples: int, seed: int = 0) -> De
     Returns:
         DeepEnsemble: ``S``
         :class:`~captum_uncertainty.integrations.bayesian_torch.BayesianTorchSample` members,
-        each returning the output ``(N, C)`` of one sampled network.
+        each returning the output of one sampled network: ``(N, C)`` logits of a classifier, or
+        a regressor's ``(N, 2)`` mean and variance head or ``(N,)`` / ``(N, 1)`` means.
 
     Raises:
         ImportError: bayesian-torch is not installed.
@@ -119,6 +129,8 @@ def from_bayesian_torch(model: nn.Module, num_samples: int, seed: int = 0) -> De
         >>> posterior = from_bayesian_torch(model, num_samples=20, seed=0)
         >>> uf = UncertaintyForward(posterior, measure="epistemic")
         >>> maps = UABackprop(uf).attribute(x, path="fullgrad")
+        >>> regression = from_bayesian_torch(regressor, num_samples=20)   # (N, 2): mean, log sigma^2
+        >>> total, aleatoric, epistemic = UncertaintyForward(regression, likelihood="gaussian").decompose(x)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -132,6 +144,10 @@ def from_bayesian_torch(model: nn.Module, num_samples: int, seed: int = 0) -> De
 
 class BayesianTorchSample(nn.Module):
     """One sampled network, returning its output only (``output`` of an ``(output, kl)`` pair).
+
+    The ``kl`` of a pair must be a scalar (a number or a 0-dimensional tensor, as bayesian-torch's
+    KL terms are); a pair whose second item has several elements or one per input, such as a
+    regressor's ``(mean, variance)``, raises ``TypeError`` instead of losing its second item.
 
     Args:
         model (nn.Module): the sampled copy, with plain layers.
@@ -149,10 +165,26 @@ class BayesianTorchSample(nn.Module):
                     f"the bayesian-torch model returned a {type(out).__name__} of {len(out)} items; expected a "
                     "tensor or an (output, kl) pair"
                 )
+            if not _is_scalar_kl(out[1], out[0]):
+                kl = out[1]
+                raise TypeError(
+                    f"the bayesian-torch model returned a pair whose second item has shape {tuple(kl.shape)}, not a "
+                    "scalar KL; a regressor returning a mean and a variance head should return them as one (N, 2) "
+                    "tensor (torch.cat([mean, log_variance], dim=1)), alone or as the output of an (output, kl) pair"
+                )
             return out[0]
         if not isinstance(out, Tensor):
             raise TypeError(f"the bayesian-torch model returned {type(out).__name__}, expected a tensor")
         return out
+
+
+def _is_scalar_kl(kl: Any, output: Tensor) -> bool:
+    """Whether the second item of an ``(output, kl)`` pair can be a KL term: not a tensor with
+    several elements, nor one with a row per input of ``output``."""
+    if not isinstance(kl, Tensor) or kl.dim() == 0:
+        return True
+    per_input = output.dim() > 0 and kl.shape[0] == output.shape[0]
+    return kl.numel() == 1 and not per_input
 
 
 class SampledLayerWithKL(nn.Module):

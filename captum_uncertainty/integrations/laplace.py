@@ -8,11 +8,17 @@ probabilities, breaks autograd unless the Laplace object was built with
 each sample into the user's parameters and back, so layer hooks on the user's model never see
 the sampled layers. :func:`~captum_uncertainty.integrations.from_laplace` instead draws the
 weight samples once, from a seeded generator, into private copies of the model.
+
+A regression Laplace approximation has one more ingredient, its observation noise
+``la.sigma_noise``: each sampled copy then also returns ``log sigma_noise^2`` beside its mean, the
+``(N, 2)`` layout :class:`~captum_uncertainty.UncertaintyForward` reads with
+``likelihood="gaussian"``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
@@ -24,6 +30,9 @@ from captum_uncertainty.integrations._utils import check_seed
 from captum_uncertainty.posterior import WeightSamples
 
 __all__ = ["from_laplace"]
+
+#: The laplace-torch likelihoods :func:`from_laplace` accepts.
+_LIKELIHOODS = ("classification", "regression")
 
 
 def from_laplace(la: Any, num_samples: int, seed: int = 0) -> WeightSamples:
@@ -47,6 +56,18 @@ def from_laplace(la: Any, num_samples: int, seed: int = 0) -> WeightSamples:
     not the probabilities ``predictive_samples`` returns. This is laplace-torch's ``"nn"``
     (sampling) predictive, not its default linearised ``"glm"`` predictive.
 
+    Regression (``Laplace(model, "regression", ...)``, a model with one output column): each
+    sampled copy returns ``(N, 2)`` = its mean and ``log sigma_noise^2``, the observation noise
+    ``la.sigma_noise`` of the Gaussian likelihood as a log-variance head, so
+    ``UncertaintyForward(posterior, likelihood="gaussian")`` reads it with its default
+    ``variance="log_variance"``. laplace-torch's regression likelihood is homoscedastic: the
+    aleatoric variance is the constant ``sigma_noise^2`` for every input, so its attribution
+    is zero, the total variance is ``epistemic + sigma_noise^2`` and explains the same as the
+    epistemic variance (the spread of the sampled copies' means), which is the measure to
+    attribute. Column 0 is the copy's own output; the noise column is a constant of the
+    private wrapper around each copy (``sigma_noise`` is read once, here: refitting ``la``
+    later does not change the posterior).
+
     What ``seed`` guarantees: the samples come from a ``torch.Generator`` on the model's
     device seeded with ``seed`` (the global random state is neither used nor advanced). The
     same ``seed`` and the same fitted ``la`` give the same weight samples on every call of the
@@ -64,22 +85,26 @@ def from_laplace(la: Any, num_samples: int, seed: int = 0) -> WeightSamples:
         la: a *fitted* weight-space laplace-torch approximation (a ``ParametricLaplace``) with
             the ``"classification"`` likelihood, e.g. ``Laplace(model, "classification",
             subset_of_weights="all", hessian_structure="diag")`` or ``subset_of_weights=
-            "last_layer"`` with ``"kron"``, ``"diag"`` or ``"full"``. Subnetwork approximations
-            (``"diag"``, ``"full"``) work the same way, and so does any ``ParametricLaplace``
-            whose ``sample(n, generator=...)`` returns ``(n, P)`` weight vectors (low-rank
-            Laplace needs laplace-torch's optional ``asdfghjkl`` backend).
+            "last_layer"`` with ``"kron"``, ``"diag"`` or ``"full"``, or with the
+            ``"regression"`` likelihood and a model with one output column. Subnetwork
+            approximations (``"diag"``, ``"full"``) work the same way, and so does any
+            ``ParametricLaplace`` whose ``sample(n, generator=...)`` returns ``(n, P)`` weight
+            vectors (low-rank Laplace needs laplace-torch's optional ``asdfghjkl`` backend).
         num_samples (int): the number ``S`` of weight samples.
         seed (int): seed of the generator the samples are drawn with. Default: 0.
 
     Returns:
         WeightSamples: ``S`` copies of the model with sampled weights (a
-        :class:`~captum_uncertainty.DeepEnsemble`), returning logits.
+        :class:`~captum_uncertainty.DeepEnsemble`), returning logits (classification) or
+        ``(N, 2)`` = mean and ``log sigma_noise^2`` (regression).
 
     Raises:
         ImportError: laplace-torch is not installed.
         TypeError: ``la`` is not a laplace-torch Laplace object.
-        ValueError: ``la`` is not fitted, has a regression or reward-modelling likelihood, or
-            is a function-space (GP) approximation that has no weight posterior to sample.
+        ValueError: ``la`` is not fitted, has a likelihood other than classification and
+            regression (reward modelling), is a regression approximation of a model with more
+            than one output column or with ``sigma_noise <= 0``, or is a function-space (GP)
+            approximation that has no weight posterior to sample.
 
     Examples::
 
@@ -90,19 +115,62 @@ def from_laplace(la: Any, num_samples: int, seed: int = 0) -> WeightSamples:
         >>> posterior = from_laplace(la, num_samples=20, seed=0)
         >>> uf = UncertaintyForward(posterior, measure="epistemic")
         >>> maps = UABackprop(uf).attribute(x)            # FullGrad path, sums to uf(x)
+        >>> la = Laplace(regressor, "regression", subset_of_weights="all", hessian_structure="diag")
+        >>> la.fit(train_loader)
+        >>> uf = UncertaintyForward(from_laplace(la, 20), "epistemic", likelihood="gaussian")
+        >>> total, aleatoric, epistemic = uf.decompose(x)  # aleatoric == la.sigma_noise ** 2
     """
     _check_laplace(la)
     num_samples = check_positive_int(num_samples, "num_samples")
     seed = check_seed(seed)
+    log_noise_variance = _log_noise_variance(la) if _likelihood(la) == "regression" else None
     base, sampled = _sampled_parameters(la)
     vectors = _draw_weight_samples(la, num_samples, seed)
     names = _parameter_names(base, sampled)
     state_dicts = [_state_dict_with(base, names, sampled, vector) for vector in vectors]
-    return WeightSamples(_without_laplace_hooks(base, la), state_dicts)
+    model = _without_laplace_hooks(base, la)
+    if log_noise_variance is None:
+        return WeightSamples(model, state_dicts)
+    prefixed = [{f"model.{key}": value for key, value in state.items()} for state in state_dicts]
+    return WeightSamples(_WithLogNoiseVariance(model, log_noise_variance), prefixed)
+
+
+class _WithLogNoiseVariance(nn.Module):
+    """A single-output regressor returning ``(N, 2)``: its mean and a constant ``log sigma^2``.
+
+    Args:
+        model (nn.Module): the regressor, returning ``(N,)`` or ``(N, 1)``.
+        log_noise_variance (float): ``log sigma_noise^2`` of the Laplace likelihood.
+    """
+
+    def __init__(self, model: nn.Module, log_noise_variance: float) -> None:
+        super().__init__()
+        self.model = model
+        self.log_noise_variance = float(log_noise_variance)
+
+    def forward(self, *inputs: Any) -> Tensor:
+        mean = self.model(*inputs)
+        if not isinstance(mean, Tensor):
+            raise TypeError(f"the regression model returned {type(mean).__name__}, expected a (N, 1) tensor")
+        if mean.dim() == 1:
+            mean = mean.unsqueeze(-1)
+        if mean.dim() != 2 or mean.shape[1] != 1:
+            raise ValueError(
+                f"the regression model returned shape {tuple(mean.shape)}; from_laplace explains single-output "
+                "regression, (N,) or (N, 1) per input"
+            )
+        return torch.cat([mean, torch.full_like(mean, self.log_noise_variance)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"log_noise_variance={self.log_noise_variance:.6g}"
+
+
+def _likelihood(la: Any) -> str:
+    return str(getattr(la.likelihood, "value", la.likelihood))
 
 
 def _check_laplace(la: Any) -> None:
-    """``la`` must be a fitted, weight-space, classification Laplace approximation."""
+    """``la`` must be a fitted, weight-space, classification or regression Laplace approximation."""
     laplace = require("laplace", "laplace-torch", "from_laplace")
     if not isinstance(la, laplace.BaseLaplace):
         raise TypeError(
@@ -116,14 +184,32 @@ def _check_laplace(la: Any) -> None:
             "SampleCallable(lambda x: la.predictive_samples(x, n_samples=S), layout='samples_first') "
             "(not deterministic: it redraws on every call)"
         )
-    likelihood = getattr(la.likelihood, "value", la.likelihood)
-    if likelihood != "classification":
+    likelihood = _likelihood(la)
+    if likelihood not in _LIKELIHOODS:
         raise ValueError(
-            f"la has likelihood {likelihood!r}; from_laplace explains classifiers: build the Laplace object with "
-            "likelihood='classification'"
+            f"la has likelihood {likelihood!r}; from_laplace explains classifiers and regressors: build the Laplace "
+            "object with likelihood='classification' or 'regression'"
         )
     if getattr(la, "H", None) is None or not getattr(la, "n_data", 0) or not isinstance(la.mean, Tensor):
         raise ValueError("la is not fitted: call la.fit(train_loader) before from_laplace(la, ...)")
+
+
+def _log_noise_variance(la: Any) -> float:
+    """``log sigma_noise^2`` of a fitted regression ``la`` with one output column."""
+    outputs = int(getattr(la, "n_outputs", 0))
+    if outputs != 1:
+        raise ValueError(
+            f"la is a regression Laplace approximation of a model with {outputs} output columns; from_laplace "
+            "explains single-output regression (a model returning (N, 1)): fit one Laplace approximation per target"
+        )
+    sigma = la.sigma_noise
+    sigma = sigma.detach() if isinstance(sigma, Tensor) else torch.as_tensor(sigma)
+    if sigma.numel() != 1:
+        raise ValueError(f"la.sigma_noise must be one number, got shape {tuple(sigma.shape)}")
+    value = float(sigma.reshape(()))
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"la.sigma_noise must be a positive, finite number, got {value}")
+    return 2.0 * math.log(value)
 
 
 def _sampled_parameters(la: Any) -> Tuple[nn.Module, List[Tensor]]:

@@ -291,7 +291,7 @@ def test_laplace_errors(laplace_last_layer):
     with pytest.raises(ValueError, match="not fitted"):
         from_laplace(unfitted_last_layer, num_samples=2)
     regression = Laplace(cnn(9), "regression", subset_of_weights="all", hessian_structure="diag")
-    with pytest.raises(ValueError, match="likelihood 'regression'.*classification"):
+    with pytest.raises(ValueError, match="not fitted"):  # regression is supported: only the fit is missing
         from_laplace(regression, num_samples=2)
     with pytest.raises(TypeError, match="laplace-torch Laplace approximation"):
         from_laplace(cnn(9), num_samples=2)
@@ -438,8 +438,8 @@ def test_torch_uncertainty_errors():
     with pytest.raises(TypeError, match="deep_ensembles.*mc_dropout.*got Sequential"):
         from_torch_uncertainty(cnn(0))
     regression = deep_ensembles([cnn(0), cnn(1)], task="regression", probabilistic=False)
-    with pytest.raises(ValueError, match="regression"):
-        from_torch_uncertainty(regression)
+    with pytest.raises(ValueError, match=r"regression.*4 targets"):  # 4 outputs per input: not one target
+        from_torch_uncertainty(regression)(torch.rand(2, 1, 8, 8, dtype=torch.float64))
     alpha = nn.Sequential(nn.Linear(4, 4), nn.AlphaDropout(0.2), nn.Linear(4, 3))
     with pytest.raises(ValueError, match="AlphaDropout at '1'"):
         from_torch_uncertainty(mc_dropout(alpha, num_estimators=2))
