@@ -397,6 +397,11 @@ class UncertaintyForward(nn.Module):
         self.validate = bool(validate)
         if self.likelihood == "gaussian":
             self._check_gaussian_settings()
+        elif noise_variance is not None:
+            raise ValueError(
+                "noise_variance is the constant noise of means-only regressors: pass likelihood='gaussian' with it, "
+                "or leave it out for a classifier"
+            )
 
     def _check_gaussian_settings(self) -> None:
         for flag in ("binary", "probabilities"):

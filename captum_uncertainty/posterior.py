@@ -112,6 +112,13 @@ def _batch_size_of(inputs: Tuple[Any, ...]) -> int:
     raise ValueError("inputs must contain at least one tensor with a batch dimension")
 
 
+def _tensor_output(output: Any) -> Any:
+    """A Hugging Face ``ModelOutput`` (any object with a tensor ``logits``) as its ``.logits``;
+    every other output unchanged."""
+    logits = None if isinstance(output, Tensor) else getattr(output, "logits", None)
+    return logits if isinstance(logits, Tensor) else output
+
+
 def _check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
     """A member's output must be an ``(N, C)`` floating tensor (or ``(N,)``: one score per input).
 
@@ -119,9 +126,7 @@ def _check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
     ``transformers`` classifier returns (e.g. ``SequenceClassifierOutput``), is read as its
     ``.logits``; any other non-tensor output raises ``TypeError``.
     """
-    logits = None if isinstance(output, Tensor) else getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        output = logits
+    output = _tensor_output(output)
     if isinstance(output, (tuple, list)):
         raise TypeError(
             f"posterior sample {index} returned a {type(output).__name__}, expected a (N, C) tensor; "
@@ -567,7 +572,7 @@ class DeepEnsemble(Posterior):
         base = self.members[0]
 
         def call(p: Dict[str, Tensor], b: Dict[str, Tensor], *args: Any) -> Tensor:
-            return functional_call(base, (p, b), args)
+            return _tensor_output(functional_call(base, (p, b), args))
 
         in_dims = (0, 0) + tuple(0 if per_sample and isinstance(x, Tensor) else None for x in inputs)
         out = vmap(call, in_dims=in_dims, randomness="error")(params, buffers, *inputs)

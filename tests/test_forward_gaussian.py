@@ -147,6 +147,11 @@ def test_bad_settings_are_refused(kwargs, error, message):
         UncertaintyForward(regressors(), **settings)
 
 
+def test_noise_variance_belongs_to_a_gaussian_likelihood():
+    with pytest.raises(ValueError, match="noise_variance is the constant noise of means-only regressors"):
+        UncertaintyForward(regressors(width=3), noise_variance=0.1)
+
+
 def test_one_output_per_input_names_both_readings():
     uf = UncertaintyForward(regressors(width=1))
     with pytest.raises(ValueError, match="binary=True.*likelihood='gaussian'"):

@@ -9,8 +9,15 @@ three uncertainties, the predicted class and the map to ``out/part-00000.parquet
 Layout and guarantees:
 
 * shard ``k`` holds the rows ``[k * shard_size, (k + 1) * shard_size)`` ordered by ``index``;
-  it is written under a hidden temporary name and renamed (``os.replace``), so a reader never
-  sees a partial shard;
+  it is written under a hidden temporary name, fsync'd and renamed (``os.replace``), and the
+  folder is fsync'd after the rename, so a reader never sees a partial shard, not even after a
+  power cut (the manifest likewise);
+* one run at a time: ``out/_lock`` (pid, host, start time) is taken atomically and removed when
+  the call ends; a second call on the folder is refused, and the lock of a dead process of this
+  host is taken over with a warning;
+* with ``engine="ray"`` the workers write the shards (each unit of whole shards by the worker
+  that attributed it); the driver receives small per-shard records, never the maps, and writes
+  the manifest;
 * a re-run of the same call skips the shards that exist, removes stale temporary files and
   ends with the files of an uninterrupted run; a folder made with another configuration or
   another posterior (the manifest's ``posterior_fingerprint``: its weights, seeds and masks), a
@@ -33,11 +40,12 @@ from __future__ import annotations
 
 import math
 import pathlib
-from typing import Any, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int
-from captum_uncertainty.dataset._engines import ENGINES, Job, import_ray, run_local, run_ray
+from captum_uncertainty.dataset._engines import ENGINES, Job, Target, import_ray, run_local, run_ray
 from captum_uncertainty.dataset._explainers import explained_forward, resolve_explainer
+from captum_uncertainty.dataset._folder import acquire_lock, check_unlocked, release_lock
 from captum_uncertainty.dataset._manifest import (
     MANIFEST,
     posterior_fingerprint,
@@ -50,11 +58,12 @@ from captum_uncertainty.dataset._shards import (
     check_finished_inputs,
     finished_shards,
     import_pyarrow,
+    known_layout,
     prepare_output,
     remove_temporaries,
     stored_input_hashes,
 )
-from captum_uncertainty.dataset._sources import DEFAULT_INPUTS_PER_BATCH, as_source
+from captum_uncertainty.dataset._sources import DEFAULT_INPUTS_PER_BATCH, LoaderSource, Source, as_source
 
 __all__ = ["DatasetResult", "ENGINES", "MANIFEST", "attribute_dataset", "read_manifest"]
 
@@ -92,7 +101,8 @@ def attribute_dataset(
     r"""Attribute the uncertainty of every input of a data set; write the results as Parquet shards.
 
     Per input, ``out`` gets one row with ``index`` (int64, the input's position in the data
-    set), ``predicted`` (int64, the argmax of the posterior predictive), ``total``,
+    set), ``predicted`` (int64, the argmax of the posterior predictive; for a regressor's
+    forward, ``likelihood="gaussian"``, ``predicted_mean`` instead, float64), ``total``,
     ``aleatoric`` and ``epistemic`` (float64, as :meth:`UncertaintyForward.decompose
     <captum_uncertainty.UncertaintyForward.decompose>`), and the map in ``attribution`` (an
     ``arrow.fixed_shape_tensor`` column). If ``attribute`` returns a
@@ -121,7 +131,21 @@ def attribute_dataset(
     ``DataLoader`` or Ray Dataset streamed up to the last finished shard). A refused call
     changes no file. Shards are written by a background thread while the next batches are
     attributed; memory holds one batch of inputs, the shard being filled and the shard being
-    written, whatever the size of the data set.
+    written, whatever the size of the data set. Every file is fsync'd before its rename and the
+    folder after it (skipped where a directory cannot be fsync'd, e.g. on Windows).
+
+    One run at a time writes a folder: the call holds ``out/_lock`` (its pid, host and start
+    time, created with ``O_CREAT | O_EXCL``) from its checks to its last write and removes it
+    at the end, after errors and Ctrl-C too. Another call on the folder meanwhile raises
+    ``ValueError`` naming the holder; the lock of a process of this host that no longer runs is
+    taken over with a ``RuntimeWarning``; one of another host is not (delete it by hand once
+    that run is known to be gone).
+
+    With ``engine="ray"`` the rows are cut into work units of whole shards (the least common
+    multiple of batch and shard size, so that each batch is attributed once); each actor
+    attributes its units' batches in order and writes their shards itself. The driver collects
+    a few hundred bytes per shard (number, rows, input hash, columns), never the maps, and
+    writes the manifest.
 
     Args:
         explainer (object or callable): an attribution object of this package or of Captum whose
@@ -135,8 +159,9 @@ def attribute_dataset(
         out (str or Path): output folder, created if missing.
         batch_size (int, optional): inputs per ``attribute`` call. Default: 64, or a
             ``DataLoader``'s own batch size (another value then raises ``ValueError``).
-        engine (str): ``"local"`` (this process) or ``"ray"`` (Ray Data actors; the same files).
-            Default: ``"local"``.
+        engine (str): ``"local"`` (this process) or ``"ray"`` (Ray Data actors, which write the
+            same files themselves: ``out`` must then be reachable from every worker under the
+            same path). Default: ``"local"``.
         shard_size (int, optional): rows per Parquet file. Default: the batch size.
         concurrency (int or tuple, optional): Ray actors (a number, or ``(min, max)`` to
             autoscale), passed to Ray Data as an ``ActorPoolStrategy``.
@@ -171,6 +196,8 @@ def attribute_dataset(
     forward = explained_forward(resolved)
     source = as_source(data, batch_size)
     effective_batch = source.batch_size
+    if engine == "ray" and isinstance(source, LoaderSource):
+        source = source.as_map_source()  # the workers read by index; refused here, before out is touched
     batch = effective_batch or DEFAULT_INPUTS_PER_BATCH
     shard_size = check_positive_int(batch if shard_size is None else shard_size, "shard_size")
     folder = pathlib.Path(out)
@@ -178,33 +205,71 @@ def attribute_dataset(
     config = run_config(
         resolved, forward, attribute_kwargs, effective_batch, shard_size, seed, source.num_inputs, fingerprint
     )
-    stored = prepare_output(folder, config, unfingerprinted)
+    if folder.is_dir():
+        check_unlocked(folder)  # a concurrent run is named before anything else is looked at
+    prepare_output(folder, config, unfingerprinted)  # refuses a foreign folder before a lock is put into it
+    # the local engine uses the explainer built here; Ray workers call the factory, or unpickle the explainer
+    job = Job(resolved if engine == "local" or factory is None else None, factory, attribute_kwargs, seed, batch)
+    token = acquire_lock(folder)
+    try:
+        return _attribute_locked(
+            job, source, folder, token, config, unfingerprinted, engine, concurrency, num_gpus, progress
+        )
+    finally:
+        release_lock(folder, token)
+
+
+def _attribute_locked(
+    job: Job,
+    source: Source,
+    folder: pathlib.Path,
+    token: str,
+    config: Dict[str, Any],
+    unfingerprinted: Optional[str],
+    engine: str,
+    concurrency: Optional[Union[int, Tuple[int, int]]],
+    num_gpus: Optional[float],
+    progress: bool,
+) -> DatasetResult:
+    """The run, once this process holds ``folder``'s lock (its content: ``token``)."""
+    from tqdm.auto import tqdm
+
+    shard_size = int(config["shard_size"])
+    stored = prepare_output(folder, config, unfingerprinted)  # again: the folder may have changed before the lock
     finished = finished_shards(folder)
     check_finished_inputs(source, folder, shard_size, stored_input_hashes(folder, finished))
     remove_temporaries(folder)
-    writer = ShardWriter(folder, shard_size, source.num_inputs, finished, config, stored)
-    job = Job(resolved if factory is None else None, factory, attribute_kwargs, seed, batch)
+    layout = known_layout(folder, stored, finished)
+    with tqdm(total=source.num_inputs, unit="input", desc="attribute_dataset", disable=not progress) as bar:
+        if engine == "local":
+            writer = ShardWriter(folder, shard_size, source.num_inputs, finished, layout, manifest=config)
+            try:
+                num_inputs = run_local(job, source, writer, bar)
+                if num_inputs == 0:
+                    raise ValueError("data is empty: there is nothing to attribute")
+                if source.num_inputs is not None and num_inputs != source.num_inputs:
+                    raise ValueError(f"data yielded {num_inputs} inputs but has length {source.num_inputs}")
+                writer.close(num_inputs)
+            finally:
+                writer.stop()
+            layout, written = writer.layout, writer.written
+        else:
+            if stored is None:  # before any worker writes a shard: a re-run then finds a manifest
+                write_json(folder / MANIFEST, {**config, "complete": False})
+            learnt: Dict[str, Any] = {}
 
-    from tqdm.auto import tqdm
+            def on_layout(found: Dict[str, Any]) -> None:
+                """The workers' columns, new to the folder: into the manifest as soon as the first shard is there."""
+                learnt.update(found)
+                write_json(folder / MANIFEST, {**config, **found, "complete": False})
 
-    try:
-        with tqdm(total=source.num_inputs, unit="input", desc="attribute_dataset", disable=not progress) as bar:
-            if engine == "local":
-                num_inputs = run_local(job._replace(explainer=resolved), source, writer, bar)
-            else:
-                num_inputs = run_ray(job, source, writer, bar, concurrency, num_gpus, progress)
-        if num_inputs == 0:
-            raise ValueError("data is empty: there is nothing to attribute")
-        if source.num_inputs is not None and num_inputs != source.num_inputs:
-            raise ValueError(f"data yielded {num_inputs} inputs but has length {source.num_inputs}")
-        writer.close(num_inputs)
-    finally:
-        writer.stop()
+            target = Target(str(folder), shard_size, int(source.num_inputs or 0), frozenset(finished), layout, token)
+            num_inputs, records = run_ray(job, source, target, bar, concurrency, num_gpus, progress, on_layout)
+            layout, written = layout or learnt, len(records)
     num_shards = math.ceil(num_inputs / shard_size)
     missing = sorted(set(range(num_shards)) - finished_shards(folder))
     if missing:
         raise RuntimeError(f"shards {missing[:5]} of {folder} were not written")
-    layout = writer.layout if writer.layout is not None else {}
-    final = {**config, **layout, "num_inputs": num_inputs, "num_shards": num_shards, "complete": True}
+    final = {**config, **(layout or {}), "num_inputs": num_inputs, "num_shards": num_shards, "complete": True}
     write_json(folder / MANIFEST, final)
-    return DatasetResult(folder, num_inputs, writer.written, num_shards - writer.written)
+    return DatasetResult(folder, num_inputs, written, num_shards - written)

@@ -1,24 +1,50 @@
-"""The engines: batch after batch in this process, or Ray Data actors; both write the same files."""
+"""The engines: batch after batch in this process, or Ray Data workers; both write the same files.
+
+The local engine attributes the batches in order and hands their rows to one
+:class:`~captum_uncertainty.dataset._shards.ShardWriter`. The Ray engine splits the rows into
+work units of whole shards (:func:`work_units`); a Ray Data actor (:class:`RayWorker`)
+attributes every batch of its unit, in order, with its own ``ShardWriter`` and writes the
+unit's shards into ``out`` itself. The driver receives per shard only a small record (shard
+number, rows, input hash, columns), never the maps, and writes the manifest.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+import json
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from captum_uncertainty._validation import check_positive_int
-from captum_uncertainty.dataset._batch import Columns, attribute_batch, preserved_rng
+from captum_uncertainty.dataset._batch import attribute_batch, preserved_rng
 from captum_uncertainty.dataset._explainers import build_explainer, explained_forward, model_device
-from captum_uncertainty.dataset._shards import ROW_DIGESTS, ShardWriter, input_row_digests
+from captum_uncertainty.dataset._folder import LOCK
+from captum_uncertainty.dataset._shards import ShardRecord, ShardWriter, input_row_digests
 from captum_uncertainty.dataset._sources import LoaderSource, MapSource, RaySource, Source, stacked
 
-__all__ = ["ENGINES", "Job", "RayAttributor", "block_loader", "import_ray", "run_local", "run_ray"]
+__all__ = [
+    "ENGINES",
+    "Job",
+    "RayWorker",
+    "Target",
+    "block_loader",
+    "import_ray",
+    "run_local",
+    "run_ray",
+    "work_units",
+]
 
 #: The ``engine`` choices of :func:`~captum_uncertainty.attribute_dataset`.
 ENGINES = ("local", "ray")
+#: When the least common multiple of batch and shard size exceeds this many of the larger one, a
+#: Ray work unit is the fewest whole shards covering this many batches (see :func:`work_units`).
+_UNIT_BATCHES = 8
 
 
 class Job(NamedTuple):
@@ -108,48 +134,118 @@ def block_loader(ray: Any, source: RaySource) -> _BlockLoader:
     return _BlockLoader(blocks, np.concatenate([[0], np.cumsum(sizes)]))
 
 
-class RayAttributor:
-    """The stateful callable of the Ray engine: builds (or unpickles) the explainer once per worker.
+class Target(NamedTuple):
+    """Where and what the Ray workers write: the folder, the shard layout and what is there already."""
 
-    Its rows are batch numbers; batch ``b`` holds the inputs ``[b * batch_size, (b + 1) *
-    batch_size)``, read by index from a torch ``Dataset`` or from a Ray Dataset's blocks, so each
-    call attributes exactly the batch the local engine would, under the same seed. Beside the
-    columns it returns the digests of the inputs it read (:data:`ROW_DIGESTS`), from which the
-    driver computes each shard's input hash without reading the inputs itself.
+    folder: str
+    shard_size: int
+    num_inputs: int
+    finished: FrozenSet[int]
+    layout: Optional[Dict[str, Any]]
+    lock: str
+
+
+def work_units(num_inputs: int, batch_size: int, shard_size: int) -> List[Tuple[int, int]]:
+    """The Ray engine's work units: row ranges ``[start, stop)`` of whole shards, in order.
+
+    A unit is the least common multiple of the batch and shard sizes, so that it holds whole
+    batches as well and every batch is attributed once, as by the local engine (one batch when
+    the shards divide the batches, one shard when the batches divide the shards). When that
+    multiple exceeds :data:`_UNIT_BATCHES` times the larger size (sizes with few common factors,
+    64 and 100: 1,600 rows), it would leave few units to share out; the unit is then the fewest
+    whole shards covering :data:`_UNIT_BATCHES` batches (600 rows), and a batch that straddles
+    two units is attributed by both (each keeps the rows of its own shards), at most one extra
+    batch per unit.
+
+    Examples::
+
+        >>> work_units(40, 8, 12)     # lcm 24: batches 0-2 are shards 0-1
+        [(0, 24), (24, 40)]
+        >>> work_units(2000, 64, 100)
+        [(0, 600), (600, 1200), (1200, 1800), (1800, 2000)]
+    """
+    span = math.lcm(batch_size, shard_size)
+    if span > _UNIT_BATCHES * max(batch_size, shard_size):
+        span = shard_size * math.ceil(_UNIT_BATCHES * batch_size / shard_size)
+    return [(start, min(start + span, num_inputs)) for start in range(0, num_inputs, span)]
+
+
+class RayWorker:
+    """The stateful callable of the Ray engine: attributes whole work units and writes their shards.
+
+    Builds (or unpickles) the explainer once per actor. Each row it is called with is a work
+    unit ``[start, stop)`` (:func:`work_units`); it attributes the unit's batches in order,
+    batch ``b`` holding the inputs ``[b * batch_size, (b + 1) * batch_size)`` read by index from
+    a torch ``Dataset`` or from a Ray Dataset's blocks, under the same seed as the local engine,
+    and writes the unit's unfinished shards into ``out`` with a
+    :class:`~captum_uncertainty.dataset._shards.ShardWriter` (fsync'd, renamed). It returns
+    one small record per shard written: ``shard``, ``rows``, ``inputs_sha256`` and ``layout``
+    (the columns, as JSON); the maps never leave the worker.
     """
 
-    def __init__(self, job: Job, inputs: Union[MapSource, _BlockLoader]) -> None:
+    def __init__(self, job: Job, inputs: Union[MapSource, _BlockLoader], target: Target) -> None:
         self.job = job
         self.explainer = job.explainer if job.factory is None else build_explainer(job.factory)
         self.forward = explained_forward(self.explainer)
         self.inputs = inputs
+        self.target = target
+        self.folder = Path(target.folder)
+        self.layout = target.layout
+        self.folder_checked = False
 
-    def __call__(self, rows: Dict[str, np.ndarray]) -> Columns:
-        parts = [self.attribute_number(int(number)) for number in rows["batch"]]
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    def __call__(self, rows: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self.check_folder()
+        records: List[ShardRecord] = []
+        for start, stop in zip(rows["start"].tolist(), rows["stop"].tolist()):
+            records.extend(self.write_unit(int(start), int(stop)))
+        layout = json.dumps(self.layout, sort_keys=True)
+        return {
+            "shard": np.array([record.shard for record in records], dtype=np.int64),
+            "rows": np.array([record.rows for record in records], dtype=np.int64),
+            "inputs_sha256": np.array([record.inputs_sha256 for record in records], dtype=str),
+            "layout": np.array([layout] * len(records), dtype=str),
+        }
 
-    def attribute_number(self, number: int) -> Columns:
-        start = number * self.job.batch_size
-        size = min(self.job.batch_size, int(self.inputs.num_inputs or 0) - start)
-        inputs = self.inputs.load(start, size)
-        columns = attribute_batch(
-            self.explainer, self.forward, inputs, start, number, self.job.seed, self.job.attribute_kwargs
+    def check_folder(self) -> None:
+        """Refuse to write unless this worker sees the driver's ``out`` (its lock file, with this run's token)."""
+        if self.folder_checked:
+            return
+        try:
+            found: Optional[str] = (self.folder / LOCK).read_text(encoding="utf-8")
+        except OSError:
+            found = None
+        if found != self.target.lock:
+            raise RuntimeError(
+                f"the Ray worker pid {os.getpid()} on host {socket.gethostname()} does not find this run's lock "
+                f"{self.folder / LOCK}: with engine='ray' the workers write the shards into out themselves, so out "
+                "must be a folder that the driver and every worker reach under the same path (a shared file "
+                "system, or a single machine)"
+            )
+        self.folder_checked = True
+
+    def write_unit(self, start: int, stop: int) -> List[ShardRecord]:
+        """Attribute the batches of rows ``[start, stop)`` in order and write the unit's unfinished shards."""
+        target, batch_size = self.target, self.job.batch_size
+        shards = range(start // target.shard_size, -(-stop // target.shard_size))
+        writer = ShardWriter(
+            self.folder, target.shard_size, target.num_inputs, target.finished, self.layout, shards=shards
         )
-        columns[ROW_DIGESTS] = input_row_digests(inputs)
-        return columns
-
-
-@contextlib.contextmanager
-def _ordered_ray_data(ray: Any, progress: bool) -> Iterator[None]:
-    """Ray Data that keeps the row order (so shards are written as soon as they are complete)."""
-    context = ray.data.DataContext.get_current()
-    saved = context.execution_options.preserve_order, context.enable_progress_bars
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = progress
-    try:
-        yield
-    finally:
-        context.execution_options.preserve_order, context.enable_progress_bars = saved
+        try:
+            for number in range(start // batch_size, (stop - 1) // batch_size + 1):
+                first = number * batch_size
+                size = min(batch_size, target.num_inputs - first)
+                if not writer.needed(first, size):
+                    continue
+                inputs = self.inputs.load(first, size)
+                columns = attribute_batch(
+                    self.explainer, self.forward, inputs, first, number, self.job.seed, self.job.attribute_kwargs
+                )
+                writer.add(columns, input_row_digests(inputs))
+            writer.close(target.num_inputs)
+        finally:
+            writer.stop()
+        self.layout = writer.layout  # the next units of this actor must have the same columns
+        return writer.records
 
 
 def _actor_pool(ray: Any, concurrency: Any, num_gpus: Optional[float]) -> Any:
@@ -165,43 +261,84 @@ def _actor_pool(ray: Any, concurrency: Any, num_gpus: Optional[float]) -> Any:
     return ray.data.ActorPoolStrategy(size=check_positive_int(concurrency, "concurrency"))
 
 
+def _received_records(columns: Dict[str, Any]) -> List[Tuple[ShardRecord, Dict[str, Any]]]:
+    """The driver's side of a batch of worker results: ``(record, layout)`` per shard written."""
+    return [
+        (ShardRecord(int(shard), int(rows), str(digest)), json.loads(str(layout)))
+        for shard, rows, digest, layout in zip(
+            columns["shard"], columns["rows"], columns["inputs_sha256"], columns["layout"]
+        )
+    ]
+
+
 def run_ray(
     job: Job,
     source: Source,
-    writer: ShardWriter,
+    target: Target,
     bar: Any,
     concurrency: Any,
     num_gpus: Optional[float],
     progress: bool,
-) -> int:
-    """The Ray Data engine: ``map_batches`` over the pending batch numbers with :class:`RayAttributor` actors."""
+    on_layout: Callable[[Dict[str, Any]], None],
+) -> Tuple[int, List[ShardRecord]]:
+    """The Ray Data engine: ``map_batches`` over the pending work units with :class:`RayWorker` actors.
+
+    The workers write the shards; the driver collects their records (checking that every
+    pending shard was written, with one set of columns, ``on_layout`` called with it on the
+    first record) and returns ``(number of inputs, records)``.
+    """
     ray = import_ray()
-    if isinstance(source, LoaderSource):
+    if isinstance(source, LoaderSource):  # attribute_dataset converts it before touching out
         source = source.as_map_source()
     total = int(source.num_inputs or 0)
-    batch_size = job.batch_size
-    sizes = {number: min(batch_size, total - start) for number, start in enumerate(range(0, total, batch_size))}
-    pending = [number for number, size in sizes.items() if writer.needed(number * batch_size, size)]
-    bar.update(sum(size for number, size in sizes.items() if number not in set(pending)))
-    if not pending:
-        return total
+    shard_size = target.shard_size
+    pending_shards = set(range(-(-total // shard_size))) - target.finished
+    units = [
+        (start, stop)
+        for start, stop in work_units(total, job.batch_size, shard_size)
+        if any(shard in pending_shards for shard in range(start // shard_size, -(-stop // shard_size)))
+    ]
+    bar.update(total - sum(min(shard_size, total - shard * shard_size) for shard in pending_shards))
+    if not units:
+        return total, []
     if not ray.is_initialized():  # what Ray Data would do on first use; done here to size the actor pool
         ray.init()
     compute = _actor_pool(ray, concurrency, num_gpus)
-    with _ordered_ray_data(ray, progress):
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars
+    context.enable_progress_bars = progress
+    records: List[ShardRecord] = []
+    layout = target.layout
+    try:
         inputs = source if isinstance(source, MapSource) else block_loader(ray, source)
-        numbers = ray.data.from_items([{"batch": number} for number in pending])
-        results = numbers.map_batches(
-            RayAttributor,
+        items = ray.data.from_items([{"start": start, "stop": stop} for start, stop in units])
+        results = items.map_batches(
+            RayWorker,
             batch_size=1,
             batch_format="numpy",
             compute=compute,
             num_gpus=num_gpus,
-            fn_constructor_kwargs={"job": job, "inputs": inputs},
+            fn_constructor_kwargs={"job": job, "inputs": inputs, "target": target},
         )
-        for columns in results.iter_batches(batch_size=None, batch_format="numpy"):
-            columns = {name: np.asarray(values) for name, values in columns.items()}
-            digests = columns.pop(ROW_DIGESTS)
-            writer.add(columns, digests)
-            bar.update(len(columns["index"]))
-    return total
+        batches = results.iter_batches(batch_size=None, batch_format="numpy")
+        try:
+            for columns in batches:
+                for record, found in _received_records(columns):
+                    if layout is None:
+                        layout = found
+                        on_layout(found)
+                    elif found != layout:
+                        raise RuntimeError(f"the Ray workers wrote shards with other columns: {found} and {layout}")
+                    records.append(record)
+                    bar.update(record.rows)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:  # stops the actors before the caller releases the folder
+                close()
+    finally:
+        context.enable_progress_bars = saved
+    written = sorted(record.shard for record in records)
+    if written != sorted(pending_shards):
+        missing = sorted(pending_shards - set(written))[:5]
+        raise RuntimeError(f"the Ray workers did not report shards {missing} of {target.folder}")
+    return total, records

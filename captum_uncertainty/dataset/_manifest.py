@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_uncertainty.dataset._folder import atomic_write
 from captum_uncertainty.forward import UncertaintyForward
 
 __all__ = [
@@ -41,6 +41,7 @@ RUN_CONFIG_KEYS = (
     "library_version",
     "explainer",
     "measure",
+    "forward_settings",
     "num_samples",
     "attribute_kwargs",
     "batch_size",
@@ -111,6 +112,8 @@ def run_config(
         "library_version": __version__,
         "explainer": type(explainer).__name__,
         "measure": forward.measure,
+        # what shapes the outputs; validate only adds checks
+        "forward_settings": json_safe({k: v for k, v in forward.settings().items() if k != "validate"}),
         "num_samples": num_samples,
         "attribute_kwargs": json_safe(attribute_kwargs),
         "batch_size": batch_size,
@@ -223,7 +226,7 @@ def describe_differences(stored: Dict[str, Any], config: Dict[str, Any], keys: S
 
 
 def write_json(path: Path, data: Dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (hidden temporary file, then ``os.replace``)."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    """Write ``data`` to ``path`` durably and atomically (:func:`~captum_uncertainty.dataset._folder.atomic_write`:
+    a hidden temporary file, fsync'd, ``os.replace``, then the folder fsync'd)."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -7,6 +7,10 @@ manifest updated after every shard could be a shard behind after a kill). The ha
 is the sha256 of the sha256 digests of its input rows in row order, each over the row's dtype,
 shape and bytes (:func:`input_row_digests`); per-row digests let the Ray actors hash the rows
 they load, and make the shard's hash independent of how batches split it.
+
+A :class:`ShardWriter` writes the shards of one process: the local engine's, or one Ray
+worker's share (``shards=``, the shards of its work unit). Each shard file is fsync'd before
+its rename and the folder after it (:func:`~captum_uncertainty.dataset._folder.atomic_write`).
 """
 
 from __future__ import annotations
@@ -14,16 +18,16 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import math
-import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import IO, Any, Collection, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from captum_uncertainty.dataset._batch import Columns, layout_of
+from captum_uncertainty.dataset._folder import TEMPORARY_FILE_PATTERN, atomic_write, is_lock_file
 from captum_uncertainty.dataset._manifest import (
     LAYOUT_KEYS,
     MANIFEST,
@@ -39,6 +43,7 @@ from captum_uncertainty.dataset._sources import MapSource, Source
 __all__ = [
     "INPUTS_METADATA_KEY",
     "ROW_DIGESTS",
+    "ShardRecord",
     "ShardWriter",
     "arrow_table",
     "check_finished_inputs",
@@ -46,8 +51,11 @@ __all__ = [
     "import_pyarrow",
     "input_row_digests",
     "inputs_hash",
+    "known_layout",
+    "layout_mismatch",
     "prepare_output",
     "remove_temporaries",
+    "shard_layout",
     "stored_input_hashes",
 ]
 
@@ -58,8 +66,6 @@ ROW_DIGESTS = "__input_row_sha256__"
 
 _SHARD_FILE_NAME = "part-{:05d}.parquet"
 _SHARD_FILE_PATTERN = re.compile(r"^part-(\d{5,})\.parquet$")
-#: Hidden temporary files (shards and manifest being written), removed by a re-run.
-_TEMPORARY_FILE_PATTERN = re.compile(r"^\..+\.tmp-\d+$")
 
 
 def import_pyarrow() -> None:
@@ -87,7 +93,7 @@ def prepare_output(
         raise ValueError(f"out must be a folder, but {folder} is a file")
     folder.mkdir(parents=True, exist_ok=True)
     names = sorted(path.name for path in folder.iterdir())
-    temporaries = [name for name in names if _TEMPORARY_FILE_PATTERN.match(name)]
+    temporaries = [name for name in names if TEMPORARY_FILE_PATTERN.match(name) or is_lock_file(name)]
     stored: Optional[Dict[str, Any]] = None
     if MANIFEST in names:
         stored = read_manifest(folder)
@@ -112,7 +118,7 @@ def prepare_output(
 def remove_temporaries(folder: Path) -> None:
     """Remove the hidden temporary files an interrupted run left (never read)."""
     for path in folder.iterdir():
-        if _TEMPORARY_FILE_PATTERN.match(path.name):
+        if TEMPORARY_FILE_PATTERN.match(path.name):
             path.unlink(missing_ok=True)
 
 
@@ -211,13 +217,76 @@ def check_finished_inputs(
             )
 
 
+class ShardRecord(NamedTuple):
+    """What the writer of a shard reports: its number, rows and input hash (:func:`inputs_hash`)."""
+
+    shard: int
+    rows: int
+    inputs_sha256: str
+
+
+def shard_layout(folder: Path, shard: int) -> Dict[str, Any]:
+    """The manifest's column description (:data:`LAYOUT_KEYS`) read from a finished shard's schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(folder / _SHARD_FILE_NAME.format(shard))
+    maps = [field for field in schema if isinstance(field.type, pa.FixedShapeTensorType)]
+    if not maps:
+        raise ValueError(f"shard {shard} of {folder} has no map column: it was not written by attribute_dataset")
+    return {
+        "columns": list(schema.names),
+        "map_columns": [field.name for field in maps],
+        "map_shape": list(maps[0].type.shape),
+        "map_dtype": str(np.dtype(maps[0].type.value_type.to_pandas_dtype())),
+    }
+
+
+def known_layout(folder: Path, stored: Optional[Dict[str, Any]], finished: Set[int]) -> Optional[Dict[str, Any]]:
+    """The columns an earlier run wrote: from the manifest, else from its first finished shard.
+
+    A Ray run's manifest gets the columns only once a worker has reported its first shard, so a
+    run interrupted before that leaves shards whose columns only their schema records.
+    ``None``: nothing was written yet.
+    """
+    if stored is not None and stored.get("columns") is not None:
+        return {key: stored.get(key) for key in LAYOUT_KEYS}
+    if finished:
+        return shard_layout(folder, min(finished))
+    return None
+
+
+def layout_mismatch(folder: Path, expected: Dict[str, Any], found: Dict[str, Any]) -> Optional[ValueError]:
+    """The error of a run whose columns differ from those already in ``folder`` (``None``: they agree)."""
+    if expected == found:
+        return None
+    different = differing_keys(expected, found, LAYOUT_KEYS)
+    return ValueError(
+        f"out {folder} holds other columns than this run writes; keys that differ: {', '.join(different)} "
+        f"({describe_differences(expected, found, different)}); use another folder or delete this one"
+    )
+
+
 class ShardWriter:
     """Collects attributed rows and writes each shard once all its rows are there.
 
-    Rows of finished shards are dropped; a shard is written under a hidden temporary name, then
-    renamed, by a background thread while the next batches are attributed (at most one shard is
-    being written; its errors surface at the next write or at :meth:`close`). Holds at most the
-    rows of the shards in progress (one, when batches arrive in order) and the shard being written.
+    Rows of finished shards (and, with ``shards``, of shards outside that set) are dropped; a
+    shard is written durably under a hidden temporary name, then renamed, by a background thread
+    while the next batches are attributed (at most one shard is being written; its errors
+    surface at the next write or at :meth:`close`). Holds at most the rows of the shards in
+    progress (one, when batches arrive in order) and the shard being written.
+
+    Args:
+        folder (Path): the output folder.
+        shard_size (int): rows per shard.
+        num_inputs (int, optional): rows of the data set (``None``: learnt at :meth:`close`).
+        finished (set of int): shards that exist.
+        layout (dict, optional): the columns already in ``folder`` (:func:`known_layout`); the
+            first batch must have them. ``None``: the first batch sets them.
+        manifest (dict, optional): the run's configuration, written as the manifest with the
+            columns of the first batch when ``layout`` is ``None``. ``None``: never write the
+            manifest (a Ray worker; the driver writes it).
+        shards (collection of int, optional): write only these shards. Default: all.
     """
 
     def __init__(
@@ -225,30 +294,39 @@ class ShardWriter:
         folder: Path,
         shard_size: int,
         num_inputs: Optional[int],
-        finished: Set[int],
-        config: Dict[str, Any],
-        stored: Optional[Dict[str, Any]],
+        finished: Collection[int],
+        layout: Optional[Dict[str, Any]],
+        manifest: Optional[Dict[str, Any]] = None,
+        shards: Optional[Collection[int]] = None,
     ) -> None:
         self.folder = folder
         self.shard_size = shard_size
         self.num_inputs = num_inputs
         self.finished = set(finished)
-        self.config = config
-        self.layout: Optional[Dict[str, Any]] = (
-            None if stored is None else {key: stored.get(key) for key in LAYOUT_KEYS}
-        )
+        self.shards = None if shards is None else set(shards)
+        self.manifest = manifest
+        self.layout = layout
         self.checked = False
         self.pending: Dict[int, List[Columns]] = {}
-        self.written = 0
+        self.records: List[ShardRecord] = []
         self.thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="attribute_dataset-writer"
         )
         self.in_flight: Optional[concurrent.futures.Future] = None
 
+    @property
+    def written(self) -> int:
+        """Shards handed to the background thread so far."""
+        return len(self.records)
+
+    def wanted(self, shard: int) -> bool:
+        """Whether this writer still has to write ``shard``."""
+        return shard not in self.finished and (self.shards is None or shard in self.shards)
+
     def needed(self, start: int, size: int) -> bool:
-        """Whether a batch of rows ``[start, start + size)`` touches a shard that is not finished."""
+        """Whether a batch of rows ``[start, start + size)`` touches a shard this writer still has to write."""
         first, last = start // self.shard_size, (start + size - 1) // self.shard_size
-        return any(shard not in self.finished for shard in range(first, last + 1))
+        return any(self.wanted(shard) for shard in range(first, last + 1))
 
     def expected_rows(self, shard: int) -> int:
         if self.num_inputs is None:
@@ -263,7 +341,7 @@ class ShardWriter:
         columns = {**columns, ROW_DIGESTS: digests}
         shards = columns["index"] // self.shard_size
         for shard in np.unique(shards).tolist():
-            if shard in self.finished:
+            if not self.wanted(shard):
                 continue
             rows = shards == shard
             self.pending.setdefault(shard, []).append({name: values[rows] for name, values in columns.items()})
@@ -271,19 +349,18 @@ class ShardWriter:
                 self.flush(shard)
 
     def check_layout(self, columns: Columns) -> None:
-        """Write the manifest before the first shard; later batches must have the same columns."""
+        """Before the first shard: write the manifest (``manifest`` given, columns unknown so far) or
+        check the columns against those already written; later batches must have the same columns."""
         if self.checked:
             return
         layout = layout_of(columns)
         if self.layout is None:
-            write_json(self.folder / MANIFEST, {**self.config, **layout, "complete": False})
-        elif self.layout != layout:
-            different = differing_keys(self.layout, layout, LAYOUT_KEYS)
-            raise ValueError(
-                f"out {self.folder} holds other columns than this run writes; keys that differ: "
-                f"{', '.join(different)} "
-                f"({describe_differences(self.layout, layout, different)}); use another folder or delete this one"
-            )
+            if self.manifest is not None:
+                write_json(self.folder / MANIFEST, {**self.manifest, **layout, "complete": False})
+        else:
+            error = layout_mismatch(self.folder, self.layout, layout)
+            if error is not None:
+                raise error
         self.layout, self.checked = layout, True
 
     def flush(self, shard: int) -> None:
@@ -301,7 +378,7 @@ class ShardWriter:
         self.wait()
         self.in_flight = self.thread.submit(_write_shard, self.folder, shard, columns, column_order, digest)
         self.finished.add(shard)
-        self.written += 1
+        self.records.append(ShardRecord(shard, len(expected), digest))
 
     def wait(self) -> None:
         """Block until the shard being written is on disk; re-raises its error."""
@@ -328,16 +405,17 @@ class ShardWriter:
 
 
 def _write_shard(folder: Path, shard: int, columns: Columns, order: Sequence[str], inputs_digest: str) -> None:
-    """Write one shard, its input hash in the schema metadata, to a hidden temporary file, then
-    rename it to ``part-NNNNN.parquet``."""
+    """Write one shard, its input hash in the schema metadata, durably to a hidden temporary file
+    (flushed, fsync'd), rename it to ``part-NNNNN.parquet`` and fsync the folder."""
     import pyarrow.parquet as pq
 
-    final = folder / _SHARD_FILE_NAME.format(shard)
-    temporary = folder / f".{final.name}.tmp-{os.getpid()}"
     table = arrow_table(columns, order)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), INPUTS_METADATA_KEY: inputs_digest})
-    pq.write_table(table, temporary)
-    os.replace(temporary, final)
+
+    def write(handle: IO[bytes]) -> None:
+        pq.write_table(table, handle)
+
+    atomic_write(folder / _SHARD_FILE_NAME.format(shard), write)
 
 
 def arrow_table(columns: Columns, order: Sequence[str]) -> Any:

@@ -83,9 +83,12 @@ def test_clue_batched_search_equals_one_by_one(uf, uncertain, digits_vae):
     batched = clue.counterfactuals(uncertain[:5])
     for i in range(5):
         alone = clue.counterfactuals(uncertain[i : i + 1])
-        assert torch.equal(alone.iterations, batched.iterations[i : i + 1])
         # float32 reduction order differs with the batch and the thread count (1e-3 after 500
-        # Adam steps with one torch thread): equal up to that, not bit for bit
+        # Adam steps with one torch thread): equal up to that, not bit for bit; so an input whose
+        # improvement crosses the early-stopping threshold near the end may stop a step apart
+        # (seen with one thread: 193 against 194), while one search stopping another's would
+        # differ by far more
+        assert (alone.iterations - batched.iterations[i : i + 1]).abs().max() <= 2
         assert torch.allclose(alone.latents, batched.latents[i : i + 1], atol=1e-2)
 
 

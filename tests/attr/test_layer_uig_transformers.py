@@ -204,3 +204,23 @@ def test_members_untouched_and_train_mode_members_run_in_eval_mode(bert_ensemble
     with pytest.raises(ValueError, match="floating point tensor"):
         LayerUncertaintyIntegratedGradients(uf, lambda member: member.bert.encoder).attribute(ids, baseline, **kwargs)
     assert_untouched(before, fresh)
+
+
+def test_the_vmap_strategy_reads_the_logits_of_hugging_face_outputs():
+    from captum_uncertainty import DeepEnsemble
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=3,
+    )
+    members = [transformers.BertForSequenceClassification(config).double().eval() for _ in range(2)]
+    ids = torch.tensor([[2, 7, 9, 11], [2, 8, 5, 0]])
+    loop = UncertaintyForward(DeepEnsemble(members, strategy="loop"))(ids)
+    batched = UncertaintyForward(DeepEnsemble(members, strategy="vmap"))(ids)
+    torch.testing.assert_close(batched, loop)

@@ -349,3 +349,17 @@ def test_ray_engine_checks_the_inputs_on_the_driver_and_hashes_them_in_the_actor
         assert metadata[b"captum_uncertainty.inputs_sha256"].decode() == literal_inputs_hash(x[start : start + 12])
     again = run(explainer(posterior), ray.data.from_numpy(x.numpy()), interrupted_out, **options)
     assert (again.shards_written, again.shards_skipped) == (0, 4)
+
+
+def test_a_forward_built_with_other_settings_is_refused_but_validate_does_not_matter(members, x, tmp_path):
+    out = tmp_path / "out"
+    data = TensorDataset(x)
+    interrupted(members, data, out)
+    before = snapshot(out)
+    probabilities = StopAt(Saliency(UncertaintyForward(members, "epistemic", probabilities=True)))
+    with pytest.raises(ValueError, match="forward_settings"):
+        run(probabilities, data, out)
+    assert snapshot(out) == before
+    unvalidated = StopAt(Saliency(UncertaintyForward(members, "epistemic", validate=False)))
+    result = run(unvalidated, data, out)
+    assert result.shards_skipped == 3
