@@ -9,34 +9,43 @@ The model is the MNIST CNN of Wang et al. (2023), App. B: Conv(32, 4x4)-ReLU-Con
 MaxPool(2)-Dropout(0.5)-Dense(128)-ReLU-Dropout(0.5)-Dense(10). :func:`train_ensemble` trains a
 deep ensemble of it (members differ by seed) and caches the weights in the user's cache folder
 (``captum_uncertainty.cache``).
+
+For many-class posteriors, :func:`load_multidigit_mnist` composes the bundled digits side by side
+into 2- or 3-digit numbers (100 or 1,000 classes), :class:`MultiDigitCNN` classifies them and
+:func:`train_multidigit_ensemble` trains (and caches) a deep ensemble of it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_uncertainty._validation import check_choice
+from captum_uncertainty._validation import check_choice, check_int, check_positive_int, check_positive_number
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
 from captum_uncertainty.training import fit
 
 __all__ = [
     "DataSplit",
     "MNISTCNN",
+    "MULTIDIGIT_DIGITS",
+    "MultiDigitCNN",
     "OPTIMIZERS",
     "WANG_RECIPE",
     "accuracy",
     "load_digits",
     "load_mnist",
+    "load_multidigit_mnist",
     "load_torchvision_mnist",
     "stratified_split",
     "train_ensemble",
     "train_model",
+    "train_multidigit_ensemble",
 ]
 
 
@@ -293,8 +302,37 @@ def train_ensemble(
     )
     if optimizer != "adam":  # Adam runs keep the cache keys they always had
         config.update(optimizer=optimizer, momentum=momentum)
+    return _cached_ensemble(
+        "ensemble",
+        config,
+        build,
+        data,
+        n_members,
+        seed,
+        cache_dir,
+        progress,
+        dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum),
+    )
+
+
+def _cached_ensemble(
+    prefix: str,
+    config: Dict[str, Any],
+    build: Callable[[], nn.Module],
+    data: DataSplit,
+    n_members: int,
+    seed: int,
+    cache_dir: CacheDir,
+    progress: bool,
+    training: Dict[str, Any],
+) -> List[nn.Module]:
+    """Load the members cached under ``<prefix>-<hash of config>.pt``, or train and cache them.
+
+    Member ``index`` is built and trained (:func:`train_model` with ``training``) under seed
+    ``seed + index``; the members are returned in eval mode.
+    """
     folder = resolve_cache_dir(cache_dir)
-    path = cache_file(folder, "ensemble", config) if folder is not None else None
+    path = cache_file(folder, prefix, config) if folder is not None else None
     if path is not None and path.exists():
         states = torch.load(path, weights_only=True)
         loaded = [build() for _ in states]
@@ -313,20 +351,238 @@ def train_ensemble(
             fresh,
             data.x_train,
             data.y_train,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
             seed=seed + index,
             progress=progress,
             description=f"member {index + 1}/{n_members}",
-            optimizer=optimizer,
-            momentum=momentum,
+            **training,
         )
         members.append(member)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save([member.state_dict() for member in members], path)
     return members
+
+
+# ----------------------------------------------------------------------------- many-class data and models
+#: The digit counts of :func:`load_multidigit_mnist`: 2 digits (100 classes) or 3 digits (1,000 classes).
+MULTIDIGIT_DIGITS = (2, 3)
+
+_DIGIT_SIDE = 28
+
+
+@functools.lru_cache(maxsize=2)
+def _bundled_digit_split(seed: int) -> DataSplit:
+    """:func:`load_mnist` ``(seed=seed)``, read once per process (callers must not modify it)."""
+    return load_mnist(seed=seed)
+
+
+def _compose_numbers(
+    images: np.ndarray, labels: np.ndarray, count: int, digits: int, rng: np.random.Generator
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` numbers drawn uniformly from ``[0, 10**digits)`` and their images.
+
+    Each digit of a number (first digit most significant, leftmost) is an image drawn uniformly
+    from ``images`` with that digit's label. Returns the composed images ``(count, 1, 28, 28 *
+    digits)``, the numbers ``(count,)`` and the indices into ``images`` of every tile
+    ``(count, digits)``.
+    """
+    numbers = rng.integers(0, 10**digits, size=count)
+    pools = [np.flatnonzero(labels == digit) for digit in range(10)]
+    tiles = np.empty((count, digits), dtype=np.int64)
+    for position in range(digits):
+        digit_at = numbers // 10 ** (digits - 1 - position) % 10
+        for digit, pool in enumerate(pools):
+            rows = np.flatnonzero(digit_at == digit)
+            tiles[rows, position] = pool[rng.integers(0, len(pool), size=len(rows))]
+    composed = np.empty((count, 1, _DIGIT_SIDE, _DIGIT_SIDE * digits), dtype=images.dtype)
+    for position in range(digits):  # tile (n, p) fills columns [28 p, 28 (p + 1)) of image n
+        composed[..., _DIGIT_SIDE * position : _DIGIT_SIDE * (position + 1)] = images[tiles[:, position]]
+    return composed, numbers.astype(np.int64), tiles
+
+
+def load_multidigit_mnist(digits: int = 2, n_train: int = 20000, n_test: int = 2000, seed: int = 0) -> DataSplit:
+    """Numbers of ``digits`` real MNIST digits side by side: ``10 ** digits`` classes.
+
+    The 5,000 bundled digits are split first, exactly as :func:`load_mnist` splits them with
+    the same ``seed`` (4,000 training and 1,000 test digits, stratified); training images are
+    then composed only from training digits and test images only from test digits, so no digit
+    image appears on both sides. Each image's number is drawn uniformly from ``[0, 10**digits)``
+    and each of its digits is an image drawn uniformly among the split's images of that digit
+    (a seeded ``numpy`` generator; the training and test draws use independent streams, so the
+    test set does not depend on ``n_train``). The label is the number, the first (leftmost)
+    digit most significant.
+
+    Args:
+        digits (int): digits per image, 2 (100 classes) or 3 (1,000 classes). Default: 2.
+        n_train (int): composed training images. Default: 20000.
+        n_test (int): composed test images. Default: 2000.
+        seed (int): seed of the digit split and of the composition. Default: 0.
+
+    Returns:
+        DataSplit: images ``(N, 1, 28, 28 * digits)`` float32 in [0, 1] and int64 labels in
+        ``[0, 10**digits)``.
+
+    Examples::
+
+        >>> data = load_multidigit_mnist(digits=2)
+        >>> data.x_train.shape, int(data.y_train.max()) < 100
+        (torch.Size([20000, 1, 28, 56]), True)
+    """
+    check_choice(digits, "digits", MULTIDIGIT_DIGITS)
+    check_positive_int(n_train, "n_train")
+    check_positive_int(n_test, "n_test")
+    check_int(seed, "seed", minimum=0)
+    base = _bundled_digit_split(seed)
+    train_stream, test_stream = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    halves = []
+    for x, y, count, rng in (
+        (base.x_train, base.y_train, n_train, train_stream),
+        (base.x_test, base.y_test, n_test, test_stream),
+    ):
+        composed, numbers, _ = _compose_numbers(x.numpy(), y.numpy(), count, digits, rng)
+        halves.append((torch.from_numpy(composed), torch.from_numpy(numbers)))
+    (x_train, y_train), (x_test, y_test) = halves
+    return DataSplit(x_train, y_train, x_test, y_test)
+
+
+class MultiDigitCNN(nn.Module):
+    """A small CNN for the ``1 x 28 x (28 * digits)`` images of :func:`load_multidigit_mnist`.
+
+    Conv(width, 3x3)-ReLU-MaxPool(2)-Conv(2 * width, 3x3)-ReLU-MaxPool(2)-Dense(hidden)-ReLU-
+    Dense(10 ** digits), returning logits. Every layer with parameters is a convolution or a
+    linear layer with a bias, so FullGrad (``UABackprop``'s default path) reads all of them; there
+    is no dropout (the ensemble members differ by seed). ``features`` is the convolutional
+    part, ``classifier`` the dense head.
+
+    Args:
+        digits (int): digits per image, 2 or 3 (100 or 1,000 classes).
+        width (int): filters of the first convolution (the second has twice as many). Default: 16.
+        hidden (int): units of the hidden dense layer. Default: 128.
+
+    Examples::
+
+        >>> model = MultiDigitCNN(digits=2)
+        >>> model(torch.rand(4, 1, 28, 56)).shape
+        torch.Size([4, 100])
+    """
+
+    def __init__(self, digits: int = 2, width: int = 16, hidden: int = 128) -> None:
+        super().__init__()
+        self.digits = check_choice(digits, "digits", MULTIDIGIT_DIGITS)
+        check_positive_int(width, "width")
+        check_positive_int(hidden, "hidden")
+        self.num_classes = 10**digits
+        height, side = _DIGIT_SIDE, _DIGIT_SIDE * digits
+        for _ in range(2):  # 3x3 convolution without padding, then 2x2 max-pooling
+            height, side = (height - 2) // 2, (side - 2) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(2 * width * height * side, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, self.num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+def train_multidigit_ensemble(
+    digits: int = 2,
+    n_members: int = 5,
+    data: Optional[DataSplit] = None,
+    epochs: int = 3,
+    seed: int = 0,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    width: int = 16,
+    cache_dir: CacheDir = USER_CACHE,
+    progress: bool = True,
+) -> List[nn.Module]:
+    """Train (or load from the cache) a deep ensemble of :class:`MultiDigitCNN` members.
+
+    The many-class counterpart of :func:`train_ensemble`: members differ by their
+    initialisation and data order (seed ``seed + member``), are trained with Adam and
+    cross-entropy (:func:`train_model`), and are cached in ``cache_dir`` under a key made of every
+    argument, the architecture and a fingerprint of the training data (``cache_dir=None``
+    disables the cache).
+
+    The defaults (3 epochs over the 20,000 default training numbers, width 16) train the five
+    members of the 100-class ensemble in about 2.5 minutes and those of the 1,000-class ensemble
+    in about 4 minutes on one CPU thread, to test accuracies of about 0.92 and 0.80 (ensemble;
+    0.87-0.90 and 0.52-0.67 per member: with 20 training images per class the 1,000-class
+    members disagree a lot). See ``benchmarks/bench_many_classes.py``.
+
+    Args:
+        digits (int): digits per image, 2 or 3 (100 or 1,000 classes). Default: 2.
+        n_members (int): ensemble size. Default: 5.
+        data (DataSplit, optional): training data of ``digits``-digit images
+            ``(N, 1, 28, 28 * digits)``; default :func:`load_multidigit_mnist` with ``digits``.
+        epochs, batch_size, lr (int, int, float): training settings of :func:`train_model`
+            (Adam). Defaults: 3, 128, 1e-3.
+        seed (int): base seed. Default: 0.
+        width (int): :class:`MultiDigitCNN`'s width. Default: 16.
+        cache_dir (str or Path, optional): cache folder; ``None`` disables the cache. Default: the
+            per-user cache folder.
+        progress (bool): show tqdm progress bars. Default: ``True``.
+
+    Returns:
+        list of MultiDigitCNN: members in eval mode.
+
+    Examples::
+
+        >>> models = train_multidigit_ensemble(digits=2)
+        >>> uf = UncertaintyForward(models, measure="epistemic")
+    """
+    check_choice(digits, "digits", MULTIDIGIT_DIGITS)
+    check_positive_int(n_members, "n_members")
+    check_positive_int(epochs, "epochs")
+    check_int(seed, "seed", minimum=0)
+    check_positive_int(batch_size, "batch_size")
+    check_positive_number(lr, "lr", allow_inf=False)
+    check_positive_int(width, "width")
+    data = load_multidigit_mnist(digits) if data is None else data
+    expected = (1, _DIGIT_SIDE, _DIGIT_SIDE * digits)
+    if tuple(data.x_train.shape[1:]) != expected:
+        raise ValueError(
+            f"data must hold {digits}-digit images of shape (N, {', '.join(map(str, expected))}), "
+            f"got x_train of shape {tuple(data.x_train.shape)}"
+        )
+
+    def build() -> MultiDigitCNN:
+        return MultiDigitCNN(digits, width=width)
+
+    with torch.random.fork_rng():
+        architecture = repr(build())
+    config = dict(
+        digits=digits,
+        n_members=n_members,
+        epochs=epochs,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        width=width,
+        data=_data_fingerprint(data),
+        arch=architecture,
+    )
+    return _cached_ensemble(
+        "multidigit-ensemble",
+        config,
+        build,
+        data,
+        n_members,
+        seed,
+        cache_dir,
+        progress,
+        dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam"),
+    )
 
 
 @torch.no_grad()

@@ -139,7 +139,10 @@ class UABackprop(GradientAttribution):
             method (str): integration rule of the IG path (Captum's names). Default:
                 ``"gausslegendre"``.
             internal_batch_size (int, optional): at most this many path points (inputs x steps)
-                per forward pass of the IG and Blur IG paths.
+                per forward pass of the IG and Blur IG paths. Default: as many as keep one
+                chunk's class gradients (``C x S x points x features``) within 2**25 numbers, at
+                least one step of the batch, because unbounded they grew to 18.5 GB at
+                ``C = 1000`` (:ref:`ua-backprop-defaults`).
             path (str, keyword only): the z -> x method: ``"fullgrad"`` (Eq. 10, images only),
                 ``"grad"`` (Eq. 20), ``"inputgrad"`` (Eq. 21), ``"integrated_gradients"``
                 (Eq. 22) or ``"blur_integrated_gradients"`` (Blur IG of every logit, images

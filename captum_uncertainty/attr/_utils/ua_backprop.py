@@ -31,10 +31,12 @@ from captum_uncertainty.forward import UncertaintyForward, per_class_uncertainty
 
 __all__ = [
     "BLUR_GRAD_STEP",
+    "RELEVANCE_NUMBERS_PER_CHUNK",
     "RelevanceChunks",
     "RelevancePath",
     "class_relevances",
     "logit_uncertainties",
+    "bounded_path_points",
     "path_relevances",
     "pixel_distribution",
     "scale_space_path",
@@ -195,6 +197,20 @@ def scale_space_path(inputs: Tensor, max_sigma: Optional[float], n_steps: int) -
     return [(blur_path((inputs,), BLUR_GRAD_STEP), sigmas[:-1], widths, None)]
 
 
+#: Numbers the class gradients of one chunk of path points may hold when ``internal_batch_size``
+#: is not given (``C x S x points x features``; 2**25 is 128 MB in float32): without a bound they
+#: grew to 18.5 GB at C = 1000 (``benchmarks/RESULTS.md``).
+RELEVANCE_NUMBERS_PER_CHUNK = 2**25
+
+
+def bounded_path_points(num_classes: int, num_samples: int, inputs: Tensor) -> int:
+    """The default ``internal_batch_size`` of UA-Backprop's path integrals: as many path points
+    as keep one chunk's class gradients within :data:`RELEVANCE_NUMBERS_PER_CHUNK` numbers, and
+    at least one step of the whole batch."""
+    per_point = num_classes * num_samples * inputs[0].numel()
+    return max(inputs.shape[0], RELEVANCE_NUMBERS_PER_CHUNK // per_point)
+
+
 def path_relevances(
     forward: UncertaintyForward,
     inputs: Tensor,
@@ -213,6 +229,8 @@ def path_relevances(
         logits = forward.logits_per_sample(inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)), args)
     yield logits
     num_classes = logits.shape[-1]
+    if internal_batch_size is None:
+        internal_batch_size = bounded_path_points(num_classes, num_samples, inputs)
 
     def class_gradients(points: Tuple[Tensor, ...], count: int) -> List[Tuple[Tensor, ...]]:
         (flat,) = points
