@@ -21,6 +21,7 @@ from captum_uncertainty.forward import (
     UncertaintyForward,
     entropy_decomposition,
     per_class_uncertainty,
+    variance_decomposition,
 )
 from captum_uncertainty.posterior import (
     DeepEnsemble,
@@ -57,6 +58,7 @@ __all__ = [
     "UncertaintyForward",
     "WeightSamples",
     "entropy_decomposition",
+    "variance_decomposition",
     "gaussian_blur",
     "per_class_uncertainty",
 ]

@@ -326,8 +326,9 @@ class UncertaintyForward(nn.Module):
     Classifiers (``likelihood="categorical"``, the default) are decomposed by entropy, in nats:
     total = predictive entropy, aleatoric = expected entropy, epistemic = mutual information.
     Regressors (``likelihood="gaussian"``) by the law of total variance, in squared output units
-    (:func:`variance_decomposition`): aleatoric = mean noise variance ``mean_s sigma_s^2``,
-    epistemic = variance of the means ``mean_s (mu_s - mean mu)^2``, total = their sum.
+    (:func:`~captum_uncertainty.variance_decomposition`): aleatoric = mean noise variance
+    ``mean_s sigma_s^2``, epistemic = variance of the means ``mean_s (mu_s - mean mu)^2``, total =
+    their sum.
 
     Args:
         posterior (Posterior or sequence of nn.Module): where the samples come from. A plain

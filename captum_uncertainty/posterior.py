@@ -53,6 +53,7 @@ __all__ = [
     "first_parameter",
     "expand_to_samples",
     "DROPOUT_TYPES",
+    "tensor_output",
 ]
 
 
@@ -112,7 +113,7 @@ def _batch_size_of(inputs: Tuple[Any, ...]) -> int:
     raise ValueError("inputs must contain at least one tensor with a batch dimension")
 
 
-def _tensor_output(output: Any) -> Any:
+def tensor_output(output: Any) -> Any:
     """A Hugging Face ``ModelOutput`` (any object with a tensor ``logits``) as its ``.logits``;
     every other output unchanged."""
     logits = None if isinstance(output, Tensor) else getattr(output, "logits", None)
@@ -126,7 +127,7 @@ def _check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
     ``transformers`` classifier returns (e.g. ``SequenceClassifierOutput``), is read as its
     ``.logits``; any other non-tensor output raises ``TypeError``.
     """
-    output = _tensor_output(output)
+    output = tensor_output(output)
     if isinstance(output, (tuple, list)):
         raise TypeError(
             f"posterior sample {index} returned a {type(output).__name__}, expected a (N, C) tensor; "
@@ -286,7 +287,7 @@ class Posterior(nn.Module):
     def fingerprint(self) -> str:
         """A sha256 hex digest of what defines this posterior's samples.
 
-        It covers the class name, the number of samples, what :meth:`_sample_identity` returns
+        It covers the class name, the number of samples, what ``_sample_identity()`` returns
         (seeds, draw counters, masks, which layers are sampled) and, for every sample module
         (:meth:`sample_modules`), the class of each submodule and the name, shape, dtype and
         bytes of every parameter and buffer. A retrained or reloaded model of the same
@@ -299,8 +300,8 @@ class Posterior(nn.Module):
             str: 64 hexadecimal digits.
 
         Raises:
-            ValueError: the posterior has no sample modules to hash (a :class:`SampleCallable`
-            without ``modules`` needs ``fingerprint=``).
+            ValueError: the posterior has no sample modules to hash (a
+                :class:`SampleCallable` without ``modules`` needs ``fingerprint=``).
 
         Examples::
 
@@ -572,7 +573,7 @@ class DeepEnsemble(Posterior):
         base = self.members[0]
 
         def call(p: Dict[str, Tensor], b: Dict[str, Tensor], *args: Any) -> Tensor:
-            return _tensor_output(functional_call(base, (p, b), args))
+            return tensor_output(functional_call(base, (p, b), args))
 
         in_dims = (0, 0) + tuple(0 if per_sample and isinstance(x, Tensor) else None for x in inputs)
         out = vmap(call, in_dims=in_dims, randomness="error")(params, buffers, *inputs)
@@ -912,7 +913,7 @@ class MCDropConnect(Posterior):
     statistics, dropout layers are identities): the user's parameters are never written, no
     hook is added, and the ``training`` flags are restored afterwards, also when a call raises.
     Gradients flow to the inputs (and to the weights); forward hooks on the model's layers fire
-    as usual, seeing the masked weight as ``module.weight``, and :attr:`current_sample` names
+    as usual, seeing the masked weight as ``module.weight``, and ``current_sample`` names
     the sample running, so hook-based methods (FullGrad, layer attributions) work. Only the
     layers' own ``weight`` parameters are dropped: functional ``F.linear`` / ``F.conv*`` calls
     on other tensors are not seen, and a layer called twice in one forward uses its one mask
@@ -1138,8 +1139,8 @@ class SampleCallable(Posterior):
         qualified name, ``fingerprint=`` and the modules' weights.
 
         Raises:
-            ValueError: neither ``modules`` nor ``fingerprint`` was given: nothing says what
-            ``fn`` samples from.
+            ValueError: neither ``modules`` nor ``fingerprint`` was given: nothing says
+                what ``fn`` samples from.
         """
         if not self._modules_list and self._fingerprint is None:
             raise ValueError(

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.posterior import tensor_output
 
 __all__ = ["default_target", "format_target", "sample_explained_module"]
 
@@ -29,7 +30,7 @@ class _SampleClasses(nn.Module):
         self.member = forward.posterior.sample_module(sample)
 
     def forward(self, *inputs: Any) -> Tensor:
-        outputs = self.member(*inputs)
+        outputs = tensor_output(self.member(*inputs))
         if outputs.dim() == 1:
             outputs = outputs.unsqueeze(-1)
         return self.forward_func.class_outputs(outputs.unsqueeze(0))[0]
@@ -55,7 +56,7 @@ class _SampleMean(nn.Module):
         self.member = forward.posterior.sample_module(sample)
 
     def forward(self, *inputs: Any) -> Tensor:
-        return _gaussian_columns(self.member(*inputs))[:, 0]
+        return _gaussian_columns(tensor_output(self.member(*inputs)))[:, 0]
 
 
 def _highest_column(target: Any) -> int:
@@ -77,7 +78,7 @@ class _SampleColumns(nn.Module):
         self.highest = _highest_column(target)
 
     def forward(self, *inputs: Any) -> Tensor:
-        outputs = _gaussian_columns(self.member(*inputs))
+        outputs = _gaussian_columns(tensor_output(self.member(*inputs)))
         if self.highest >= outputs.shape[1]:
             heads = "column 0 the mean, column 1 the variance head" if outputs.shape[1] == 2 else "the means only"
             raise ValueError(
@@ -99,7 +100,8 @@ def sample_explained_module(forward: UncertaintyForward, sample: int, target: Op
 
     Returns:
         nn.Module: for a classifier, the sample's class scores ``(N, C)`` as the forward reads them
-        (the member itself, or for ``binary=True`` members the two classes ``[0, z]``); for a
+        (a Hugging Face output's ``.logits``; for ``binary=True`` members the two classes
+        ``[0, z]``); for a
         Gaussian forward and ``target=None``, the sample's predicted mean ``mu_s`` ``(N,)``
         (column 0; explained with Captum's ``target=None``); for a Gaussian forward with a
         ``target``, the sample's raw output columns ``(N, C)`` (``(N,)`` means become ``(N, 1)``),
@@ -112,7 +114,7 @@ def sample_explained_module(forward: UncertaintyForward, sample: int, target: Op
     """
     if forward.is_gaussian:
         return _SampleMean(forward, sample) if target is None else _SampleColumns(forward, sample, target)
-    return _SampleClasses(forward, sample) if forward.binary else forward.posterior.sample_module(sample)
+    return _SampleClasses(forward, sample)
 
 
 def default_target(
