@@ -289,17 +289,7 @@ def train_ensemble(
     def build() -> MNISTCNN:
         return MNISTCNN(in_channels=channels, image_size=height, num_classes=num_classes)
 
-    with torch.random.fork_rng():
-        architecture = repr(build())
-    config = dict(
-        n_members=n_members,
-        epochs=epochs,
-        seed=seed,
-        batch_size=batch_size,
-        lr=lr,
-        data=_data_fingerprint(data),
-        arch=architecture,
-    )
+    config: Dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr)
     if optimizer != "adam":  # Adam runs keep the cache keys they always had
         config.update(optimizer=optimizer, momentum=momentum)
     return _cached_ensemble(
@@ -326,13 +316,18 @@ def _cached_ensemble(
     progress: bool,
     training: Dict[str, Any],
 ) -> List[nn.Module]:
-    """Load the members cached under ``<prefix>-<hash of config>.pt``, or train and cache them.
+    """Load the members cached under ``<prefix>-<hash of the key>.pt``, or train and cache them.
 
-    Member ``index`` is built and trained (:func:`train_model` with ``training``) under seed
-    ``seed + index``; the members are returned in eval mode.
+    The key is ``config`` plus what every ensemble's key holds: ``n_members``, ``seed``, the
+    data's fingerprint and the architecture's ``repr``. Member ``index`` is built and trained
+    (:func:`train_model` with ``training``) under seed ``seed + index``; the members are
+    returned in eval mode.
     """
+    with torch.random.fork_rng():
+        architecture = repr(build())
+    key = dict(config, n_members=n_members, seed=seed, data=_data_fingerprint(data), arch=architecture)
     folder = resolve_cache_dir(cache_dir)
-    path = cache_file(folder, prefix, config) if folder is not None else None
+    path = cache_file(folder, prefix, key) if folder is not None else None
     if path is not None and path.exists():
         states = torch.load(path, weights_only=True)
         loaded = [build() for _ in states]
@@ -559,19 +554,7 @@ def train_multidigit_ensemble(
     def build() -> MultiDigitCNN:
         return MultiDigitCNN(digits, width=width)
 
-    with torch.random.fork_rng():
-        architecture = repr(build())
-    config = dict(
-        digits=digits,
-        n_members=n_members,
-        epochs=epochs,
-        seed=seed,
-        batch_size=batch_size,
-        lr=lr,
-        width=width,
-        data=_data_fingerprint(data),
-        arch=architecture,
-    )
+    config = dict(digits=digits, epochs=epochs, batch_size=batch_size, lr=lr, width=width)
     return _cached_ensemble(
         "multidigit-ensemble",
         config,

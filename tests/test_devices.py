@@ -7,8 +7,6 @@ raises. Each public attribution class (every path and option) and every metric r
 must return what it returns without it. The same calls run on CUDA where a GPU exists.
 """
 
-import contextlib
-
 import pytest
 import torch
 from captum.attr import NoiseTunnel, Saliency
@@ -41,17 +39,7 @@ from captum_uncertainty.metrics import (
     uncertainty_reduction_curve,
 )
 from captum_uncertainty.mitigation import UncertaintyAttention, attention_weights
-from tests.helpers import make_cnn
-
-
-@contextlib.contextmanager
-def default_device(device):
-    """Tensors made without ``device=`` land on ``device`` inside the block."""
-    torch.set_default_device(device)
-    try:
-        yield
-    finally:
-        torch.set_default_device(None)
+from tests.helpers import assert_same_tensors, default_device, make_cnn, make_regressor
 
 
 def dropout_cnn(seed, dtype):
@@ -64,11 +52,6 @@ def dropout_cnn(seed, dtype):
 def tabular_mlp(seed, dtype):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).to(dtype)
-
-
-def regression_mlp(seed, dtype, width):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, width)).to(dtype)
 
 
 class World:
@@ -84,9 +67,9 @@ class World:
         )
         tabular = [tabular_mlp(seed, dtype).to(device) for seed in range(3)]
         self.tabular = UncertaintyForward(tabular, measure="total")
-        regressors = [regression_mlp(seed, dtype, width=2).to(device) for seed in range(3)]
+        regressors = [make_regressor(seed, outputs=2, features=6).to(dtype).to(device) for seed in range(3)]
         self.regression = UncertaintyForward(regressors, "aleatoric", likelihood="gaussian")
-        means_only = [regression_mlp(seed, dtype, width=1).to(device) for seed in range(3)]
+        means_only = [make_regressor(seed, outputs=1, features=6).to(dtype).to(device) for seed in range(3)]
         self.means_only = UncertaintyForward(means_only, "epistemic", likelihood="gaussian", noise_variance=0.5)
         generator = torch.Generator().manual_seed(0)
         self.x = (torch.rand(3, 1, 8, 8, generator=generator, dtype=dtype) * 2).to(device)
@@ -234,9 +217,7 @@ def test_no_tensor_is_made_off_the_inputs_device(cpu_world, name):
     with default_device("meta"):
         got = flat(CASES[name](cpu_world))
     assert len(got) == len(expected)
-    for a, b in zip(got, expected):
-        assert a.device == b.device and a.dtype == b.dtype
-        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    assert_same_tensors(got, expected)
 
 
 @pytest.mark.parametrize("name", ["uig", "ua fullgrad", "ua ig black_white chunked", "blur ig", "blurring final"])

@@ -16,7 +16,7 @@ from captum_uncertainty import (
     UncertaintyIntegratedGradients,
     WeightSamples,
 )
-from tests.helpers import assert_untouched, make_cnn, model_state
+from tests.helpers import assert_untouched, default_device, make_cnn, model_state
 
 DOUBLE = torch.float64
 
@@ -310,16 +310,6 @@ def test_attributions_equal_those_of_the_literal_weight_samples():
 
 
 # ------------------------------------------------------------------ devices and dtypes
-
-
-@contextlib.contextmanager
-def default_device(device):
-    """Tensors made without ``device=`` land on ``device`` inside the block."""
-    torch.set_default_device(device)
-    try:
-        yield
-    finally:
-        torch.set_default_device(None)
 
 
 def device_cases(device, dtype=DOUBLE):

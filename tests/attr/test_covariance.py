@@ -1,6 +1,5 @@
 """CovarianceAttribution against literal loops over the posterior samples (regressors and classifiers)."""
 
-import contextlib
 import copy
 
 import pytest
@@ -10,14 +9,16 @@ from torch import nn
 
 from captum_uncertainty import CovarianceAttribution, MCDropout, UncertaintyForward
 from captum_uncertainty.attr.covariance import SUPPORTED_MODES
-from tests.helpers import assert_untouched, model_state
+from tests.helpers import (
+    MeansOnlyRegressor,
+    assert_same_tensors,
+    assert_untouched,
+    default_device,
+    make_regressor,
+    model_state,
+)
 
 IG_KWARGS = {"n_steps": 200}
-
-
-def regressor(seed, outputs=2):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, outputs)).double()
 
 
 def classifier(seed, classes=3):
@@ -25,23 +26,12 @@ def classifier(seed, classes=3):
     return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, classes)).double()
 
 
-class MeansOnly(nn.Module):
-    """A regressor returning its means as ``(N,)``."""
-
-    def __init__(self, seed):
-        super().__init__()
-        self.net = regressor(seed, outputs=1)
-
-    def forward(self, x):
-        return self.net(x)[:, 0]
-
-
 class TwoInputs(nn.Module):
     """A regressor reading two tensors, ``(N, 2)`` and ``(N, 3)``."""
 
     def __init__(self, seed):
         super().__init__()
-        self.net = regressor(seed)
+        self.net = make_regressor(seed)
 
     def forward(self, a, b):
         return self.net(torch.cat([a, b], dim=1))
@@ -53,7 +43,7 @@ def gaussian(members):
 
 @pytest.fixture
 def members():
-    return [regressor(seed) for seed in range(4)]
+    return [make_regressor(seed) for seed in range(4)]
 
 
 @pytest.fixture
@@ -133,7 +123,7 @@ def test_diagonal_equals_a_literal_variance_loop(members, x):
 
 @pytest.mark.parametrize("mode", SUPPORTED_MODES)
 def test_identical_members_and_a_single_sample_give_exact_zeros(x, mode):
-    member = regressor(0)
+    member = make_regressor(0)
     for posterior in ([copy.deepcopy(member) for _ in range(3)], [member]):
         result = CovarianceAttribution(gaussian(posterior), IntegratedGradients).attribute(
             x, mode=mode, baselines=0.0, n_steps=20
@@ -188,7 +178,7 @@ def test_a_target_explains_a_raw_output_column(members, x):
 
 
 def test_means_only_members_returning_one_dimension(x):
-    members = [MeansOnly(seed) for seed in range(3)]
+    members = [MeansOnlyRegressor(seed) for seed in range(3)]
     result = CovarianceAttribution(gaussian(members), IntegratedGradients).attribute(x, baselines=0.0, **IG_KWARGS)
     with torch.no_grad():
         differences = torch.stack([m(x) - m(x * 0) for m in members])
@@ -291,16 +281,6 @@ def test_bad_arguments(members, x):
 # ----------------------------------------------------------------------------- devices
 
 
-@contextlib.contextmanager
-def default_device(device):
-    """Tensors made without ``device=`` land on ``device`` inside the block."""
-    torch.set_default_device(device)
-    try:
-        yield
-    finally:
-        torch.set_default_device(None)
-
-
 DEVICE_CASES = {
     # Captum's IntegratedGradients itself builds its step sizes without ``device=``, so the
     # meta-device check runs with Gradient x Input (CovGI) and Saliency
@@ -317,7 +297,7 @@ DEVICE_CASES = {
 def world():
     generator = torch.Generator().manual_seed(1)
     return {
-        "gaussian": gaussian([regressor(seed) for seed in range(3)]),
+        "gaussian": gaussian([make_regressor(seed) for seed in range(3)]),
         "two": gaussian([TwoInputs(seed) for seed in range(3)]),
         "classifier": UncertaintyForward([classifier(seed) for seed in range(3)], "epistemic"),
         "x": torch.randn(4, 5, generator=generator, dtype=torch.float64),
@@ -334,6 +314,4 @@ def test_no_tensor_is_made_off_the_inputs_device(world, name):
     with default_device("meta"):
         got = flat(DEVICE_CASES[name](world))
     assert len(got) == len(expected)
-    for a, b in zip(got, expected):
-        assert a.device == b.device and a.dtype == b.dtype
-        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    assert_same_tensors(got, expected)

@@ -1,7 +1,5 @@
 """ExplanationDistribution of a regressor (likelihood="gaussian"): every member's mean, explained by Captum."""
 
-import contextlib
-
 import pytest
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
@@ -9,21 +7,14 @@ from torch import nn
 
 from captum_uncertainty import ExplanationDistribution, MCDropout, UncertaintyForward
 from captum_uncertainty.attr._utils.samples import default_target, format_target, sample_explained_module
-from tests.helpers import assert_untouched, model_state
-
-
-def regressor(seed, outputs=2):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, outputs)).double()
-
-
-class MeansOnly(nn.Module):
-    def __init__(self, seed):
-        super().__init__()
-        self.net = regressor(seed, outputs=1)
-
-    def forward(self, x):
-        return self.net(x)[:, 0]
+from tests.helpers import (
+    MeansOnlyRegressor,
+    assert_same_tensors,
+    assert_untouched,
+    default_device,
+    make_regressor,
+    model_state,
+)
 
 
 def gaussian(members):
@@ -32,7 +23,7 @@ def gaussian(members):
 
 @pytest.fixture
 def members():
-    return [regressor(seed) for seed in range(4)]
+    return [make_regressor(seed) for seed in range(4)]
 
 
 @pytest.fixture
@@ -82,7 +73,7 @@ def test_a_target_explains_a_raw_output_column(members, x):
 
 
 def test_means_only_members(x):
-    members = [MeansOnly(seed) for seed in range(3)]
+    members = [MeansOnlyRegressor(seed) for seed in range(3)]
     result = ExplanationDistribution(gaussian(members), Saliency).attribute(x, abs=False)
     manual = []
     for m in members:
@@ -116,7 +107,7 @@ def test_the_shared_sample_module_and_target_helpers(members, x):
         assert torch.equal(sample_explained_module(uf, 2)(x), members[2](x)[:, 0])
         assert torch.equal(sample_explained_module(uf, 2, target=1)(x), members[2](x))
     assert torch.equal(default_target(uf, (x,)), torch.zeros(3, dtype=torch.int64))
-    classifiers = UncertaintyForward([regressor(seed, outputs=3) for seed in range(3)])
+    classifiers = UncertaintyForward([make_regressor(seed, outputs=3) for seed in range(3)])
     with torch.no_grad():
         predicted = torch.stack([torch.softmax(m(x), 1) for m in classifiers.posterior.members]).mean(0).argmax(1)
     assert torch.equal(default_target(classifiers, (x,)), predicted)
@@ -141,22 +132,10 @@ def test_members_are_untouched_and_errors_name_the_argument(members, x):
     assert_untouched(before, members)
 
 
-@contextlib.contextmanager
-def default_device(device):
-    """Tensors made without ``device=`` land on ``device`` inside the block."""
-    torch.set_default_device(device)
-    try:
-        yield
-    finally:
-        torch.set_default_device(None)
-
-
 @pytest.mark.parametrize("target", [None, 1])
 def test_no_tensor_is_made_off_the_inputs_device(members, x, target):
     method = ExplanationDistribution(gaussian(members), InputXGradient)
     expected = method.attribute(x, target=target)
     with default_device("meta"):
         got = method.attribute(x, target=target)
-    for a, b in zip(got, expected):
-        assert a.device == b.device and a.dtype == b.dtype
-        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    assert_same_tensors(got, expected)

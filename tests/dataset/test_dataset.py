@@ -60,18 +60,6 @@ def reference(uf, data, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def shards(out):
     return sorted(path.name for path in Path(out).iterdir() if path.name.startswith("part-"))
 

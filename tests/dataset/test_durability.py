@@ -293,18 +293,6 @@ def test_a_worker_that_does_not_see_the_drivers_folder_refuses_to_write(forward,
     assert shards(tmp_path) == []
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.mark.ray
 def test_ray_workers_write_the_shards_and_the_driver_receives_no_map(
     ray_runtime, forward, data, reference, tmp_path, monkeypatch

@@ -309,18 +309,6 @@ def test_cli_attribute_refuses_a_retrained_posterior(tmp_path, capsys, monkeypat
 # ----------------------------------------------------------------------------- the Ray engine
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.mark.ray
 def test_ray_engine_checks_the_inputs_on_the_driver_and_hashes_them_in_the_actors(ray_runtime, members, x, tmp_path):
     ray = ray_runtime

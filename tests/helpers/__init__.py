@@ -4,13 +4,19 @@ Tests import them with ``from tests.helpers import ...`` (``pythonpath = ["."]``
 ``pyproject.toml``); ``conftest.py`` keeps only the session fixtures.
 """
 
+import contextlib
+
 import torch
 
 __all__ = [
+    "MeansOnlyRegressor",
+    "assert_same_tensors",
     "assert_untouched",
+    "default_device",
     "literal_fullgrad_terms",
     "literal_min_max",
     "make_cnn",
+    "make_regressor",
     "model_state",
     "randomize_batchnorm",
     "resized",
@@ -119,3 +125,43 @@ def assert_untouched(before, modules):
                 assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b), old[0]
             else:
                 assert a == b, old[0]
+
+
+def make_regressor(seed, outputs=2, features=5):
+    """A small tanh MLP in float64: ``(N, features)`` -> ``(N, outputs)`` (mean and log-variance
+    by default)."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(features, 8), nn.Tanh(), nn.Linear(8, outputs)).double()
+
+
+class MeansOnlyRegressor(torch.nn.Module):
+    """A regressor returning its means as ``(N,)``."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.net = make_regressor(seed, outputs=1)
+
+    def forward(self, x):
+        return self.net(x)[:, 0]
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+@contextlib.contextmanager
+def default_device(device):
+    """Tensors made without ``device=`` land on ``device`` inside the block."""
+    torch.set_default_device(device)
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
+
+
+def assert_same_tensors(got, expected):
+    """Pairwise the same device, dtype and values (to float64 rounding)."""
+    for a, b in zip(got, expected):
+        assert a.device == b.device and a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
