@@ -220,13 +220,12 @@ class UABackprop(GradientAttribution):
             logits = next(chunks)
             shares = logit_uncertainties(logits, tau1, normalize, measures, target)  # (M, S, N, C)
             maps = torch.zeros((len(measures),) + _map_shape(inputs), dtype=inputs.dtype, device=inputs.device)
-            for start, stop, relevance in chunks:  # relevance (k, S, N, *input shape)
+            for samples, start, stop, relevance in chunks:  # relevance (k, S', N, *input shape)
                 distribution = pixel_distribution(relevance.flatten(0, 2), tau2, normalize)
                 distribution = distribution.view(tuple(relevance.shape[:3]) + tuple(distribution.shape[1:]))
-                # Eq. 9: sum over classes of the chunk and over samples, weighted by U_{z_i^s}
-                maps = maps + torch.einsum(
-                    "mskn,ksn...->mn...", shares[..., start:stop].transpose(-1, -2), distribution
-                )
+                # Eq. 9: sum over classes of the chunk and over its samples, weighted by U_{z_i^s}
+                weights = shares[:, samples, :, start:stop].transpose(-1, -2)
+                maps = maps + torch.einsum("mskn,ksn...->mn...", weights, distribution)
         result = maps / logits.shape[0]  # Eq. 9: 1/S
         if decompose:
             return Decomposition(*result)

@@ -430,7 +430,7 @@ def test_blur_ig_path_is_complete_and_uses_blur_ig_of_each_logit(members, x, mea
     # the relevance of z_i^s is Blur IG of member s's logit i, as BlurIntegratedGradients computes it
     chunks = path_relevances(uf, x, (), scale_space_path(x, 1.5, 6), None, 1)
     next(chunks)
-    _, _, relevance = next(chunks)  # (C, S, N, 1, 8, 8)
+    _, _, _, relevance = next(chunks)  # (C, S, N, 1, 8, 8)
     for s in (0, 2):
         for i in (1, 3):
             expected = BlurIntegratedGradients(members[s]).attribute(x, target=i, max_sigma=1.5, n_steps=6)

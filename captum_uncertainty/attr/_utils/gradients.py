@@ -169,18 +169,23 @@ def captured_layer_outputs(
 
 
 def _row_range(maps: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per-row minimum and (positive) max - min, each ``(B, 1)``, in one pass."""
-    low, high = torch.aminmax(maps.flatten(1), dim=1, keepdim=True)
+    """Per-row minimum and (positive) max - min, each ``(B, 1)``.
+
+    ``amin`` and ``amax`` separately: on CPU, ``torch.aminmax`` over a row took ten times their sum.
+    """
+    rows = maps.flatten(1)
+    low, high = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
     return low, (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
 
 
-def _normalized_channel_sum(term: Tensor) -> Tensor:
+def _normalized_channel_sum(term: Tensor, nonnegative: bool = False) -> Tensor:
     """``min_max(|term|).sum(1, keepdim=True)`` without normalising every element.
 
     The channel sum of ``(|t| - low) / span`` is ``(sum_c |t| - channels * low) / span``, so only
-    the ``(B, 1, H, W)`` channel sum is rescaled.
+    the ``(B, 1, H, W)`` channel sum is rescaled. ``nonnegative=True`` skips the absolute value
+    of a term that is one already.
     """
-    magnitude = term.abs()
+    magnitude = term if nonnegative else term.abs()
     low, span = _row_range(magnitude)
     view = (-1,) + (1,) * (term.dim() - 1)
     return (magnitude.sum(1, keepdim=True) - term.shape[1] * low.view(view)) / span.view(view)
@@ -203,17 +208,48 @@ def fullgrad_saliency(input_term: Tensor, bias_terms: Sequence[Tensor], size: Tu
     return saliency
 
 
+def _magnitudes(gradients: Sequence[Tensor]) -> List[Tensor]:
+    """``|g|`` of each gradient, in place where the tensor is this chunk's alone.
+
+    A backward pass can hand one tensor to several layers (a residual sum passes its gradient
+    unchanged to both branches, e.g. ResNet's ``bn2`` and ``downsample`` BatchNorms), so a
+    gradient is overwritten only when no other gradient shares its storage; the others get a
+    new tensor. Saves one allocation per layer and class, which dominated FullGrad's overhead.
+    """
+    storages = [g.untyped_storage().data_ptr() for g in gradients]
+    return [
+        g.abs_() if g.is_contiguous() and storages.count(pointer) == 1 else g.abs()
+        for g, pointer in zip(gradients, storages)
+    ]
+
+
+def _bias_weighted_channel_sum(magnitude: Tensor, bias: Tensor) -> Tensor:
+    """``sum_c |dz/dh_c| |b_c|`` of a ``(k, rows, C_l, h, w)`` magnitude: ``(k * rows, 1, h, w)``.
+
+    One batched ``(1, C_l) @ (C_l, h w)`` product per row, reading the gradient in its own
+    layout (an ``einsum`` over ``c`` first copied it channel-last).
+    """
+    k, rows, channels, height, width = magnitude.shape
+    flat = magnitude.reshape(k * rows, channels, height * width)
+    return torch.matmul(bias.view(1, 1, channels), flat).view(k * rows, 1, height, width)
+
+
 def fullgrad_relevances(
-    input_term: Tensor, records: Sequence[LayerOutput], gradients: Sequence[Tensor], postprocess: str
+    input_term: Tensor,
+    records: Sequence[LayerOutput],
+    gradients: Sequence[Tensor],
+    postprocess: str,
+    first_sample: int = 0,
 ) -> Tensor:
     """The FullGrad relevance ``M_i^s`` of every class of a chunk, sample and input, before psi.
 
     ``input_term`` is ``dz/dx * x`` shaped ``(k, S, N, C, H, W)``; ``gradients[t]`` is the
     gradient of the chunk's ``k`` logits with respect to ``records[t]``'s output, ``(k, rows,
-    C_l, h, w)`` with one sample's ``N`` rows or all ``S * N`` sample-major rows. Each spatial
-    bias term ``|dz/dh_l * b_l|`` becomes one map per row and is resized bilinearly to
-    ``(H, W)``; the maps are added into their own sample's slot, so no layer has to be matched
-    across samples and no term is copied:
+    C_l, h, w)`` with one sample's ``N`` rows or all ``S * N`` sample-major rows (the gradients
+    are consumed: they may be overwritten). Each spatial bias term ``|dz/dh_l * b_l|`` becomes
+    one map per row and is resized bilinearly to ``(H, W)``; the maps are added into their own
+    sample's slot (``record.sample - first_sample``: a chunk of one sample's backward passes holds
+    ``S = 1`` slots), so no layer has to be matched across samples and no term is copied:
 
     * ``"raw"`` (Eq. 10 as written): ``|input term| + sum_l sum_c |dz/dh_{l,c}| |b_{l,c}|``
       (the bias maps added to every input channel), one contraction per layer;
@@ -226,21 +262,21 @@ def fullgrad_relevances(
         total = input_term.abs()
     else:
         total = _normalized_channel_sum(input_term.flatten(0, 2)).view((k, samples, batch, 1) + size)
+    spatial = [(record, g) for record, g in zip(records, gradients) if record.output.dim() == 4]
+    magnitudes = _magnitudes([g for _, g in spatial])  # no location: left out of the map, as in the reference
     layers = torch.zeros((k, samples, batch, 1) + size, dtype=input_term.dtype, device=input_term.device)
-    for record, gradient in zip(records, gradients):
-        if record.output.dim() != 4:
-            continue  # no location: left out of the map, as in the reference
+    for (record, gradient), magnitude in zip(spatial, magnitudes):
         bias = record.bias.detach().to(gradient.dtype).abs()
         rows = gradient.shape[1]
         if postprocess == "raw":
-            maps = torch.einsum("krchw,c->krhw", gradient.abs(), bias).reshape(k * rows, 1, *gradient.shape[-2:])
+            maps = _bias_weighted_channel_sum(magnitude, bias)
         else:
-            maps = _normalized_channel_sum(gradient.abs().mul_(bias.view(-1, 1, 1)).flatten(0, 1))
+            maps = _normalized_channel_sum(magnitude.mul_(bias.view(-1, 1, 1)).flatten(0, 1), nonnegative=True)
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False).view((k, rows, 1) + size)
         if record.sample is None:
             layers += maps.view((k, samples, batch, 1) + size)
         else:
-            layers[:, record.sample] += maps
+            layers[:, record.sample - first_sample] += maps
     return total + layers
 
 
@@ -274,7 +310,7 @@ def check_layers_ran(records: LayerRecords) -> None:
 
 
 def class_gradient_chunks(
-    outputs: Tensor, wrt: Sequence[Tensor], classes_per_pass: Optional[int] = None
+    outputs: Tensor, wrt: Sequence[Tensor], classes_per_pass: Optional[int] = None, keep_graph: bool = False
 ) -> Iterator[Tuple[int, int, List[Tensor]]]:
     """Vector-Jacobian products of ``outputs`` (``(..., C)``) with every one-hot class vector.
 
@@ -283,14 +319,15 @@ def class_gradient_chunks(
     ``wrt[t]`` for ``i`` in ``[start, stop)`` (zeros where ``wrt[t]`` is unused). Every chunk is
     ONE backward pass over all rows of ``outputs`` at once: a chunk of one class is a plain
     backward, a larger chunk uses ``torch.autograd.grad(..., is_grads_batched=True)`` with the
-    chunk's one-hot vectors. ``classes_per_pass=None`` puts all ``C`` classes in one pass.
+    chunk's one-hot vectors. ``classes_per_pass=None`` puts all ``C`` classes in one pass. The
+    graph is freed by the last pass unless ``keep_graph`` (more backward passes follow).
     """
     num_classes = outputs.shape[-1]
     step = num_classes if classes_per_pass is None else min(classes_per_pass, num_classes)
     eye = torch.eye(num_classes, dtype=outputs.dtype, device=outputs.device)
     for start in range(0, num_classes, step):
         stop = min(start + step, num_classes)
-        retain = stop < num_classes
+        retain = keep_graph or stop < num_classes
         if stop - start == 1:
             grads = torch.autograd.grad(outputs[..., start].sum(), wrt, retain_graph=retain, allow_unused=True)
             grads = tuple(None if g is None else g.unsqueeze(0) for g in grads)

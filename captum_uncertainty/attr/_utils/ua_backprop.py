@@ -4,11 +4,11 @@ distribution and the relevance generators of the z -> x paths."""
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
-from typing import Any, ContextManager, Generator, List, Optional, Sequence, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Any, ContextManager, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_uncertainty._validation import check_positive_number
 from captum_uncertainty.attr._utils.formatting import TargetType, format_baselines, repeat_batch_args
@@ -28,6 +28,7 @@ from captum_uncertainty.attr._utils.path import (
     straight_path,
 )
 from captum_uncertainty.forward import UncertaintyForward, per_class_uncertainty
+from captum_uncertainty.posterior import DeepEnsemble, Posterior, tensor_output
 
 __all__ = [
     "BLUR_GRAD_STEP",
@@ -46,7 +47,8 @@ __all__ = [
 #: Finite-difference step in sigma of the Blur IG path (Blur IG's reference value).
 BLUR_GRAD_STEP = 0.01
 
-#: First the logits ``(S, N, C)`` at ``x``, then ``(start, stop, relevance)`` per class chunk.
+#: First the logits ``(S, N, C)`` at ``x``, then ``(samples, start, stop, relevance)`` per chunk:
+#: the slice of samples and the classes ``[start, stop)`` whose relevance ``(k, S', N, ...)`` it holds.
 RelevanceChunks = Generator[Any, None, None]
 
 #: A path for :func:`path_relevances`: the path function, its nodes and weights, and the
@@ -135,6 +137,56 @@ def _only_class(per_class: Tensor, target: TargetType) -> Tensor:
     return torch.zeros_like(per_class).scatter(1, index, kept.unsqueeze(1))
 
 
+class _MemberGraphs:
+    """Each ensemble member's own input leaf and (tensor) output of one forward, by sample."""
+
+    def __init__(self) -> None:
+        self.leaves: Dict[int, Tensor] = {}
+        self.outputs: Dict[int, Tensor] = {}
+
+
+@contextmanager
+def _separate_member_graphs(posterior: Posterior, points: Tensor) -> Iterator[_MemberGraphs]:
+    """Give each ensemble member its own input leaf, so a backward pass from one member's logits
+    runs through that member's graph only, and note each member's output.
+
+    Members read ``points[s]``, views of one leaf, which ties every member's graph to it: a
+    backward pass from member ``s``'s logits would also run through the others' graphs (with
+    zero gradients), five times the work for five members. Inside the block a forward pre-hook on
+    each :class:`DeepEnsemble` member (a posterior that calls member ``s`` on ``points[s]``)
+    replaces that view by a detached copy that requires grad, and a forward hook keeps the
+    member's output; other posteriors get empty records and run unchanged. Hooks are removed on
+    exit, also after an error.
+    """
+    graphs = _MemberGraphs()
+    if not isinstance(posterior, DeepEnsemble):
+        yield graphs
+        return
+
+    def own_leaf(_module: nn.Module, args: Tuple[Any, ...]) -> Optional[Tuple[Any, ...]]:
+        sample = posterior.current_sample
+        if sample is None or sample in graphs.leaves or not args or not isinstance(args[0], Tensor):
+            return None
+        if args[0]._base is not points:
+            return None
+        graphs.leaves[sample] = args[0].detach().requires_grad_(True)
+        return (graphs.leaves[sample],) + tuple(args[1:])
+
+    def own_output(_module: nn.Module, _args: Tuple[Any, ...], output: Any) -> None:
+        sample = posterior.current_sample
+        if sample in graphs.leaves and sample not in graphs.outputs:
+            graphs.outputs[sample] = tensor_output(output)
+
+    members = {id(m): m for m in posterior.members}.values()
+    handles = [member.register_forward_pre_hook(own_leaf) for member in members]
+    handles += [member.register_forward_hook(own_output) for member in members]
+    try:
+        yield graphs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def class_relevances(
     forward: UncertaintyForward,
     inputs: Tensor,
@@ -143,12 +195,19 @@ def class_relevances(
     classes_per_pass: Optional[int],
     fullgrad_postprocess: str = "raw",
 ) -> RelevanceChunks:
-    """First yield the logits ``(S, N, C)`` at ``x``, then ``(start, stop, relevance)`` per class chunk.
+    """First yield the logits ``(S, N, C)`` at ``x``, then ``(samples, start, stop, relevance)`` per chunk.
 
-    ``relevance`` is ``(stop - start, S, N, *input shape)``: the relevance of logit ``z_i^s``
-    for each class ``i`` of the chunk, every sample ``s`` and input ``n``. Each chunk costs one
-    backward pass through all samples and inputs at once (see
-    :func:`~captum_uncertainty.attr._utils.gradients.class_gradient_chunks`).
+    ``relevance`` is ``(stop - start, len(samples), N, *input shape)``: the relevance of logit
+    ``z_i^s`` for each class ``i`` of the chunk, the samples ``s`` of the slice ``samples`` and
+    every input ``n``. One forward runs all samples. For a :class:`DeepEnsemble` (each member its
+    own graph, see :func:`_separate_sample_inputs`) the backward passes then go member by member,
+    one chunk of classes at a time, and each member's graph is freed after its last pass: the
+    method's floor, one forward plus ``C`` backward passes per member (taking the classes through
+    all members at once, or keeping every member's graph to the end, each measured about 1.3x
+    slower with FullGrad's layer gradients: ``benchmarks/RESULTS.md``). Other posteriors (one
+    graph for all samples, e.g. MC dropout's sample-major batch) take each chunk through all
+    samples at once. Each chunk costs one
+    backward pass (see :func:`~captum_uncertainty.attr._utils.gradients.class_gradient_chunks`).
     """
     posterior = forward.posterior
     num_samples = posterior.num_samples
@@ -164,18 +223,65 @@ def class_relevances(
         if fullgrad
         else nullcontext([])
     )
-    with torch.enable_grad(), posterior.hookable(), capture as records:
-        points = inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)).clone().requires_grad_(True)
+    points = inputs.unsqueeze(0).expand((num_samples,) + tuple(inputs.shape)).clone().requires_grad_(True)
+    with (
+        torch.enable_grad(),
+        posterior.hookable(),
+        capture as records,
+        _separate_member_graphs(posterior, points) as graphs,
+    ):
         logits = forward.logits_per_sample(points, args)
         if fullgrad:
             check_record_rows(records, inputs.shape[0], num_samples)
         yield logits.detach()
-        wrt = [points] + [record.output for record in records]
-        for start, stop, gradients in class_gradient_chunks(logits, wrt, classes_per_pass):
-            input_term = gradients[0] if path == "grad" else gradients[0] * inputs
-            if fullgrad:
-                input_term = fullgrad_relevances(input_term, records, gradients[1:], fullgrad_postprocess)
-            yield start, stop, input_term.detach()
+        per_member = bool(graphs.leaves) and all(record.sample is not None for record in records)
+        passes = (
+            [(slice(s, s + 1), [r for r in records if r.sample == s]) for s in range(num_samples)]
+            if per_member
+            else [(slice(None), list(records))]
+        )
+        for number, (samples, chunk_records) in enumerate(passes):
+            source = _input_source(graphs.leaves, points, samples)
+            wrt = [source] + [record.output for record in chunk_records]
+            outputs = _own_logits(forward, graphs, logits, samples)
+            # a member's own logits free its graph after its last pass; the shared ones are kept
+            keep_graph = outputs is None and number + 1 < len(passes)
+            chunks = class_gradient_chunks(
+                logits[samples] if outputs is None else outputs, wrt, classes_per_pass, keep_graph
+            )
+            for start, stop, gradients in chunks:
+                input_gradient = _sample_rows(gradients[0], source, points, samples)
+                input_term = input_gradient if path == "grad" else input_gradient * inputs
+                if fullgrad:
+                    first = samples.start or 0
+                    input_term = fullgrad_relevances(
+                        input_term, chunk_records, gradients[1:], fullgrad_postprocess, first
+                    )
+                yield samples, start, stop, input_term.detach()
+
+
+def _own_logits(forward: UncertaintyForward, graphs: _MemberGraphs, logits: Tensor, samples: slice) -> Optional[Tensor]:
+    """Member ``s``'s output ``(1, N, C)`` where it is its logits ``logits[s]`` unchanged (no
+    binary or probability transform), else ``None``: a backward pass from it touches neither the
+    other members' graphs nor the stacked logits, so it may free the member's graph."""
+    output = graphs.outputs.get(samples.start) if samples.start is not None else None
+    if output is None or forward.binary or forward.probabilities or output.shape != logits.shape[1:]:
+        return None
+    return output.unsqueeze(0)
+
+
+def _input_source(leaves: Dict[int, Tensor], points: Tensor, samples: slice) -> Tensor:
+    """What a pass differentiates for the input gradient: the sample's own leaf, else ``points``."""
+    if samples.start is not None and samples.start in leaves:
+        return leaves[samples.start]
+    return points
+
+
+def _sample_rows(gradient: Tensor, source: Tensor, points: Tensor, samples: slice) -> Tensor:
+    """The input gradient ``(k, len(samples), N, ...)`` of a pass from its source's gradient."""
+    if source is points:
+        return gradient[:, samples]
+    return gradient.unsqueeze(1)  # one member's leaf: (k, N, ...)
 
 
 def straight_paths(inputs: Tensor, baselines: Any, method: str, n_steps: int) -> List[RelevancePath]:
@@ -244,4 +350,4 @@ def path_relevances(
     for path_function, nodes, weights, displacement in paths:
         ((integral,),) = integrate_path(path_function, class_gradients, nodes, weights, batch, internal_batch_size)
         relevance += (integral if displacement is None else integral * displacement) / len(paths)
-    yield 0, num_classes, relevance
+    yield slice(None), 0, num_classes, relevance
