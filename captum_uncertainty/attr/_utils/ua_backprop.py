@@ -203,8 +203,8 @@ def class_relevances(
     own graph, see :func:`_separate_sample_inputs`) the backward passes then go member by member,
     one chunk of classes at a time, and each member's graph is freed after its last pass: the
     method's floor, one forward plus ``C`` backward passes per member (taking the classes through
-    all members at once, or keeping every member's graph to the end, each measured about 1.3x
-    slower with FullGrad's layer gradients: ``benchmarks/RESULTS.md``). Other posteriors (one
+    all members at once, or keeping every member's graph to the end, measured slower with
+    FullGrad's layer gradients: ``benchmarks/RESULTS.md``). Other posteriors (one
     graph for all samples, e.g. MC dropout's sample-major batch) take each chunk through all
     samples at once. Each chunk costs one
     backward pass (see :func:`~captum_uncertainty.attr._utils.gradients.class_gradient_chunks`).
