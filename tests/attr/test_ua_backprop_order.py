@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from captum_uncertainty import SampleCallable, UncertaintyForward
+from captum_uncertainty import DeepEnsemble, SampleCallable, UncertaintyForward
 from captum_uncertainty.attr.ua_backprop import UABackprop
 from tests.attr.test_ua_backprop import literal_ua_backprop
 from tests.helpers import assert_untouched, make_cnn, model_state
@@ -129,3 +129,27 @@ def test_members_untouched_when_a_backward_pass_raises(x, path):
     assert_untouched(before, members)
     members[1].counter.pop("fail_at")
     assert torch.isfinite(explainer.attribute(x, path=path)).all()  # hooks gone: runs again
+
+
+class _UnmarkedLastMember(DeepEnsemble):
+    """A DeepEnsemble subclass that runs its last member outside ``running(s)``: FullGrad cannot
+    tell which sample that member's layers belong to."""
+
+    def _run_loop(self, inputs, per_sample):
+        outputs = []
+        for s, member in enumerate(self.members):
+            member_inputs = tuple(x[s] for x in inputs) if per_sample else inputs
+            if s == len(self.members) - 1:
+                outputs.append(member(*member_inputs))
+                continue
+            with self.running(s):
+                outputs.append(member(*member_inputs))
+        return torch.stack(outputs)
+
+
+def test_fullgrad_refuses_a_member_run_outside_its_sample(x):
+    members = [make_cnn(seed, 1, CLASSES).double() for seed in range(3)]
+    explainer = UABackprop(UncertaintyForward(_UnmarkedLastMember(members)))
+    with pytest.raises(ValueError, match="rows where"):  # the maps would lack its terms
+        explainer.attribute(x, path="fullgrad")
+    assert torch.isfinite(explainer.attribute(x, path="grad")).all()  # no layer records: unaffected

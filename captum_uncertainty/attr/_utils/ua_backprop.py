@@ -200,7 +200,7 @@ def class_relevances(
     ``relevance`` is ``(stop - start, len(samples), N, *input shape)``: the relevance of logit
     ``z_i^s`` for each class ``i`` of the chunk, the samples ``s`` of the slice ``samples`` and
     every input ``n``. One forward runs all samples. For a :class:`DeepEnsemble` (each member its
-    own graph, see :func:`_separate_sample_inputs`) the backward passes then go member by member,
+    own graph, see :func:`_separate_member_graphs`) the backward passes then go member by member,
     one chunk of classes at a time, and each member's graph is freed after its last pass: the
     method's floor, one forward plus ``C`` backward passes per member (taking the classes through
     all members at once, or keeping every member's graph to the end, measured slower with
