@@ -7,7 +7,9 @@ holds the ``scores.json`` the benchmark writes).
 Prints, per metric column, each method's score in both runs and its rank in each (1 = best;
 higher is better for MURR, URC, IoU and ADA, lower for AUC-URR), then the Spearman rank
 correlation of the two runs per column; ``--rst`` prints the chosen columns of both runs as one
-Sphinx list-table instead (the tables of docs/guide.rst). Not a test.
+Sphinx list-table instead (the tables of docs/guide.rst); ``--scores`` prints every score of each
+run as a Markdown table, the map-independent blurring-test reading first (the tables of
+benchmarks/RESULTS.md). Not a test.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ COLUMNS = [
     ("auc_urr_5%", "AUC-URR 5%", False),
     ("murr_full_2%", "MURR 2% (full)", True),
     ("murr_full_5%", "MURR 5% (full)", True),
+    ("auc_urr_full_2%", "AUC-URR 2% (full)", False),
+    ("auc_urr_full_5%", "AUC-URR 5% (full)", False),
     ("urc_1%", "URC 1%", True),
     ("urc_5%", "URC 5%", True),
     ("iou", "IoU", True),
@@ -82,6 +86,39 @@ def wide_rst(first: dict, second: dict, keys: list[str]) -> list[str]:
     return lines
 
 
+#: the order of ``--scores``: the library's default reading first, then the paper's
+SCORE_TABLE = [
+    ("murr_full_2%", "MURR 2% (full) ↑"),
+    ("auc_urr_full_2%", "AUC-URR 2% (full) ↓"),
+    ("murr_full_5%", "MURR 5% (full) ↑"),
+    ("auc_urr_full_5%", "AUC-URR 5% (full) ↓"),
+    ("murr_2%", "MURR 2% (paper's reading) ↑"),
+    ("auc_urr_2%", "AUC-URR 2% (paper's reading) ↓"),
+    ("murr_5%", "MURR 5% (paper's reading) ↑"),
+    ("auc_urr_5%", "AUC-URR 5% (paper's reading) ↓"),
+    ("urc_1%", "URC 1% ↑"),
+    ("urc_5%", "URC 5% ↑"),
+    ("iou", "IoU ↑"),
+    ("ada", "ADA ↑"),
+    ("runtime_s", "s / image"),
+]
+
+
+def score_table(run: dict, folder: Path) -> list[str]:
+    """Every score of one run as a Markdown table, under a line naming its ensemble."""
+    images = run["config"]["images"]
+    lines = [
+        f"`{run['config']['recipe']}` ensemble (test accuracy {run['test_accuracy']:.3f}; images with "
+        f"sigma = 0: {run['no_blur_images']} of {images}; `{folder / 'scores.json'}`):",
+        "",
+        "| method | " + " | ".join(title for _, title in SCORE_TABLE) + " |",
+        "|---" * (len(SCORE_TABLE) + 1) + "|",
+    ]
+    for name, row in run["scores"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[key]:.3f}" for key, _ in SCORE_TABLE) + " |")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path)
@@ -92,8 +129,12 @@ def main() -> None:
         help="comma-separated keys of scores.json",
     )
     parser.add_argument("--rst", action="store_true", help="print one Sphinx list-table of the columns instead")
+    parser.add_argument("--scores", action="store_true", help="print every score of each run as a Markdown table")
     args = parser.parse_args()
     first, second = load(args.first), load(args.second)
+    if args.scores:
+        print("\n".join(score_table(first, args.first) + score_table(second, args.second)))
+        return
     if args.rst:
         print("\n".join(wide_rst(first, second, args.columns.split(","))))
         return
