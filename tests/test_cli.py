@@ -167,3 +167,12 @@ def test_help_reads_as_plain_text_without_rst_markup(capsys, command):
     assert "usage: captum_uncertainty" in text
     for markup in ("``", ":func:", ":class:", ":meth:", ":doc:"):
         assert markup not in text, markup
+
+
+@pytest.mark.parametrize("no_blur, says_poorly", [(0, False), (24, False), (25, True), (28, True)])
+def test_results_say_when_images_no_blur_helps_make_the_full_columns_uninformative(no_blur, says_poorly):
+    from captum_uncertainty.experiments.benchmark import no_blur_sentence
+
+    sentence = no_blur_sentence(no_blur, 100)
+    assert f"{no_blur} of 100." in sentence
+    assert ("separate maps poorly" in sentence) is says_poorly

