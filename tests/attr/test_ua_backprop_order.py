@@ -3,6 +3,8 @@ one member's graph only, the maps equal the literal Eq. 4-10 (residual blocks wh
 share one gradient included) and those of the all-samples-at-once order, and the user's
 members are untouched, also when a backward pass raises."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 from torch import nn
@@ -132,19 +134,13 @@ def test_members_untouched_when_a_backward_pass_raises(x, path):
 
 
 class _UnmarkedLastMember(DeepEnsemble):
-    """A DeepEnsemble subclass that runs its last member outside ``running(s)``: FullGrad cannot
-    tell which sample that member's layers belong to."""
+    """A DeepEnsemble whose last member runs with ``current_sample`` None: FullGrad cannot tell
+    which sample that member's layers belong to."""
 
-    def _run_loop(self, inputs, per_sample):
-        outputs = []
-        for s, member in enumerate(self.members):
-            member_inputs = tuple(x[s] for x in inputs) if per_sample else inputs
-            if s == len(self.members) - 1:
-                outputs.append(member(*member_inputs))
-                continue
-            with self.running(s):
-                outputs.append(member(*member_inputs))
-        return torch.stack(outputs)
+    @contextmanager
+    def running(self, sample):
+        with super().running(None if sample == len(self.members) - 1 else sample):
+            yield
 
 
 def test_fullgrad_refuses_a_member_run_outside_its_sample(x):
