@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from captum_uncertainty.experiments.benchmark import markdown_table
+
 #: (key in scores.json, title, higher is better)
 COLUMNS = [
     ("murr_2%", "MURR 2%", True),
@@ -107,16 +109,13 @@ SCORE_TABLE = [
 def score_table(run: dict, folder: Path) -> list[str]:
     """Every score of one run as a Markdown table, under a line naming its ensemble."""
     images = run["config"]["images"]
-    lines = [
+    return [
         f"`{run['config']['recipe']}` ensemble (test accuracy {run['test_accuracy']:.3f}; images with "
         f"sigma = 0: {run['no_blur_images']} of {images}; `{folder / 'scores.json'}`):",
         "",
-        "| method | " + " | ".join(title for _, title in SCORE_TABLE) + " |",
-        "|---" * (len(SCORE_TABLE) + 1) + "|",
+        markdown_table(run["scores"], SCORE_TABLE),
+        "",
     ]
-    for name, row in run["scores"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[key]:.3f}" for key, _ in SCORE_TABLE) + " |")
-    return lines + [""]
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -43,6 +43,7 @@ __all__ = [
     "METRIC_BATCH",
     "benchmark_ensemble",
     "lime",
+    "markdown_table",
     "no_blur_sentence",
     "run_benchmark",
     "run_vae_study",
@@ -426,11 +427,13 @@ COLUMNS = [
 ]
 
 
-def _markdown_table(scores: Dict[str, Dict[str, float]]) -> str:
-    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " |"]
-    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+def markdown_table(scores: Dict[str, Dict[str, float]], columns: Sequence[Tuple[str, str]] = COLUMNS) -> str:
+    """One row per method of ``scores``, one column per ``(key, title)`` of ``columns`` (the
+    results' table by default)."""
+    lines = ["| method | " + " | ".join(title for _, title in columns) + " |"]
+    lines.append("|---" * (len(columns) + 1) + "|")
     for name, row in scores.items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[key]:.3f}" for key, _ in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{row[key]:.3f}" for key, _ in columns) + " |")
     return "\n".join(lines)
 
 
@@ -466,7 +469,7 @@ def _write_results(
         f"IG steps {config.ig_steps}, SmoothGrad samples {config.smoothgrad_samples}, sigma step "
         f"{config.sigma_step}, seed {config.seed}. Runtime: CPU. {no_blur_sentence(no_blur, len(x))}\n\n"
     )
-    table = _markdown_table(scores)
+    table = markdown_table(scores)
     (out / "results.md").write_text(header + table + "\n", encoding="utf-8")
     record = {"config": vars(config), "test_accuracy": test_accuracy, "no_blur_images": no_blur, "scores": scores}
     (out / "scores.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
