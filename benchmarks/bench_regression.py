@@ -45,7 +45,7 @@ from captum.attr import IntegratedGradients, KernelShap
 from sklearn.datasets import load_diabetes
 from torch import Tensor, nn
 
-from captum_uncertainty import UncertaintyForward
+from captum_uncertainty import Gaussian, UncertaintyForward
 from captum_uncertainty.attr.covariance import CovarianceAttribution
 from captum_uncertainty.attr.distribution import ExplanationDistribution
 from captum_uncertainty.attr.integrated_gradients import UncertaintyIntegratedGradients
@@ -55,6 +55,8 @@ N_STEPS = 32
 SHAP_SAMPLES = 200
 T = TypeVar("T")
 N_MEMBERS = 5
+#: The members return (N, 2) = mean and log-variance per input.
+GAUSSIAN = Gaussian(variance="log_variance")
 
 
 class MapResult(NamedTuple):
@@ -207,7 +209,7 @@ def part1(seed: int, n_train: int, n_test: int, steps: int) -> None:
     )
     print()
     sets = synthetic_sets(n_test, generator)
-    forwards = {m: UncertaintyForward(members, m, likelihood="gaussian") for m in ("total", "aleatoric", "epistemic")}
+    forwards = {m: UncertaintyForward(members, m, likelihood=GAUSSIAN) for m in ("total", "aleatoric", "epistemic")}
 
     print("Sanity check: mean variances per test set")
     print()
@@ -315,7 +317,7 @@ def part2(seed: int, steps: int, n_top: int) -> None:
     start = time.perf_counter()
     members, losses = train_ensemble(x_train, y_train, (32,), steps, 3e-3, seed=seed + 200)
     train_seconds = time.perf_counter() - start
-    forwards = {m: UncertaintyForward(members, m, likelihood="gaussian") for m in ("total", "aleatoric", "epistemic")}
+    forwards = {m: UncertaintyForward(members, m, likelihood=GAUSSIAN) for m in ("total", "aleatoric", "epistemic")}
     with torch.no_grad():
         d = forwards["total"].decompose(x_test)
         mean = forwards["total"].predictive_mean(x_test)

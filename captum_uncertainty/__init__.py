@@ -23,6 +23,7 @@ from captum_uncertainty.forward import (
     per_class_uncertainty,
     variance_decomposition,
 )
+from captum_uncertainty.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from captum_uncertainty.posterior import (
     DeepEnsemble,
     MCDropConnect,
@@ -50,6 +51,10 @@ __all__ = [
     "DatasetResult",
     "attribute_dataset",
     "Decomposition",
+    "Bernoulli",
+    "Categorical",
+    "Gaussian",
+    "Likelihood",
     "DeepEnsemble",
     "MCDropConnect",
     "MCDropout",

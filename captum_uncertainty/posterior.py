@@ -26,7 +26,7 @@ import json
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,7 @@ __all__ = [
     "expand_to_samples",
     "DROPOUT_TYPES",
     "tensor_output",
+    "is_scalar_kl",
 ]
 
 
@@ -71,6 +72,33 @@ def preserved_modes(modules: Union[Sequence[nn.Module], nn.ModuleList]) -> Itera
     finally:
         for sub, flag in saved:
             sub.training = flag
+
+
+#: Layers whose output is random in training mode, switched off (or made deterministic) by ``eval()``.
+_STOCHASTIC_TYPES = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.RReLU,
+)
+
+
+def _refuse_active_stochastic_layers(members: Iterable[nn.Module]) -> None:
+    """Refuse members in ``train()`` mode whose dropout (or another random layer) is active: the
+    forward runs members in eval mode, so it would explain another, deterministic model."""
+    for index, member in enumerate(members):
+        for name, sub in member.named_modules():
+            if sub.training and isinstance(sub, _STOCHASTIC_TYPES) and float(getattr(sub, "p", 1.0)) > 0:
+                where = f"{name}: {sub}" if name else str(sub)
+                raise ValueError(
+                    f"members[{index}] is in train() mode with an active random layer ({where}); the forward runs "
+                    "members in eval mode, which would switch it off and explain another, deterministic model. For MC "
+                    "dropout wrap the model as MCDropout(model, num_samples=...), which samples frozen masks; for a "
+                    "deterministic member call member.eval() first"
+                )
 
 
 def first_parameter(modules: Sequence[nn.Module]) -> Optional[Tensor]:
@@ -120,19 +148,29 @@ def tensor_output(output: Any) -> Any:
     return logits if isinstance(logits, Tensor) else output
 
 
-def _check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
-    """A member's output must be an ``(N, C)`` floating tensor (or ``(N,)``: one score per input).
+#: What a posterior sample's raw output is read as when no likelihood says otherwise: a tensor,
+#: or a Hugging Face ``ModelOutput``'s ``.logits``.
+OutputReader = Callable[[Any], Any]
 
-    An object with a tensor ``logits`` attribute, such as the ``ModelOutput`` a Hugging Face
-    ``transformers`` classifier returns (e.g. ``SequenceClassifierOutput``), is read as its
-    ``.logits``; any other non-tensor output raises ``TypeError``.
+
+def _check_member_output(output: Any, index: int, batch_size: int, reader: OutputReader = tensor_output) -> Tensor:
+    """A member's output, read by ``reader``, must be an ``(N, K)`` floating tensor (or ``(N,)``: one
+    score per input).
+
+    The default reader takes an object with a tensor ``logits`` attribute, such as the
+    ``ModelOutput`` a Hugging Face ``transformers`` classifier returns (e.g.
+    ``SequenceClassifierOutput``), as its ``.logits``; a likelihood's reader also reads the
+    tuples and dicts it declares (a Gaussian's ``(mean, variance)``). Anything else that is not
+    a tensor raises ``TypeError``.
     """
-    output = tensor_output(output)
-    if isinstance(output, (tuple, list)):
+    output = reader(output)
+    if isinstance(output, (tuple, list, dict)):
         raise TypeError(
-            f"posterior sample {index} returned a {type(output).__name__}, expected a (N, C) tensor; "
-            "for bayesian-torch models returning (output, kl) use captum_uncertainty.integrations.from_bayesian_torch, "
-            "for other (output, kl) models SampleCallable(model, layout='output_kl', num_samples=..., seed=0)"
+            f"posterior sample {index} returned a {type(output).__name__}, expected a (N, C) tensor. A regressor's "
+            "(mean, variance) pair or {'loc', 'scale'} dict: UncertaintyForward(..., likelihood=Gaussian(variance="
+            "'variance' | 'log_variance' | 'std')) reads it. A Bayesian layer's (output, kl) pair: "
+            "captum_uncertainty.integrations.from_bayesian_torch, or SampleCallable(model, layout='output_kl', "
+            "num_samples=..., seed=0), which keeps the output and drops kl"
         )
     if not isinstance(output, Tensor):
         raise TypeError(f"posterior sample {index} returned {type(output).__name__}, expected a (N, C) tensor")
@@ -145,9 +183,18 @@ def _check_member_output(output: Any, index: int, batch_size: int) -> Tensor:
     return output
 
 
-def _stack_sample_outputs(outputs: Sequence[Tensor], batch_size: int) -> Tensor:
-    """Stack per-sample ``(N, C)`` outputs, checking every sample has the same class count."""
-    checked = [_check_member_output(out, s, batch_size) for s, out in enumerate(outputs)]
+def is_scalar_kl(kl: Any, output: Any) -> bool:
+    """Whether the second item of an ``(output, kl)`` pair can be a KL term: not a tensor with
+    several elements, nor one with a row per input of ``output``."""
+    if not isinstance(kl, Tensor) or kl.dim() == 0:
+        return True
+    per_input = isinstance(output, Tensor) and output.dim() > 0 and kl.shape[0] == output.shape[0]
+    return kl.numel() == 1 and not per_input
+
+
+def _stack_sample_outputs(outputs: Sequence[Any], batch_size: int, reader: OutputReader = tensor_output) -> Tensor:
+    """Read and stack per-sample ``(N, C)`` outputs, checking every sample has the same class count."""
+    checked = [_check_member_output(out, s, batch_size, reader) for s, out in enumerate(outputs)]
     classes = [out.shape[1] for out in checked]
     if len(set(classes)) > 1:
         detail = ", ".join(f"sample {s}: C={c}" for s, c in enumerate(classes))
@@ -431,6 +478,24 @@ class Posterior(nn.Module):
         that forward hooks on their layers fire; a no-op for sources that always do."""
         yield
 
+    #: How each sample's raw output is read (see :meth:`reading`).
+    output_reader: OutputReader = staticmethod(tensor_output)
+
+    @contextmanager
+    def reading(self, reader: OutputReader) -> Iterator[None]:
+        """Read every sample's raw output with ``reader`` inside the block (an
+        :class:`~captum_uncertainty.UncertaintyForward` passes its likelihood's, which reads
+        e.g. a Gaussian member's ``(mean, variance)`` tuple); the previous reader comes back after."""
+        previous = self.__dict__.get("output_reader")
+        self.output_reader = reader
+        try:
+            yield
+        finally:
+            if previous is None:
+                del self.output_reader
+            else:
+                self.output_reader = previous
+
     @contextmanager
     def running(self, sample: Optional[int]) -> Iterator[None]:
         """Mark which sample the forward calls inside the block belong to."""
@@ -492,8 +557,10 @@ def _check_members(members: Any, name: str = "posterior") -> List[nn.Module]:
 class DeepEnsemble(Posterior):
     r"""A deep ensemble: every member module is one posterior sample.
 
-    Members run in eval mode during each call (BatchNorm uses its running statistics,
-    dropout is off) and get their ``training`` flags back afterwards.
+    Members run in eval mode during each call (BatchNorm uses its running statistics) and get
+    their ``training`` flags back afterwards. A member in ``train()`` mode with an active random
+    layer (dropout with ``p > 0``, ``nn.RReLU``) is refused rather than switched off: the user
+    meant MC dropout (:class:`MCDropout`) or forgot ``model.eval()``, and the error names both.
 
     Args:
         members (sequence of nn.Module): the member models, each mapping the inputs to
@@ -552,6 +619,7 @@ class DeepEnsemble(Posterior):
         return self._run(inputs, per_sample=True)
 
     def _run(self, inputs: Tuple[Any, ...], per_sample: bool) -> Tensor:
+        _refuse_active_stochastic_layers(self.members)
         strategy = self._strategy_for(inputs, per_sample)
         with preserved_modes(self.members):
             if strategy == "vmap":
@@ -564,16 +632,16 @@ class DeepEnsemble(Posterior):
         for s, member in enumerate(self.members):
             with self.running(s):
                 outputs.append(member(*(_per_sample_slices(inputs, s) if per_sample else inputs)))
-        return _stack_sample_outputs(outputs, batch)
+        return _stack_sample_outputs(outputs, batch, self.output_reader)
 
     def _run_vmap(self, inputs: Tuple[Any, ...], per_sample: bool) -> Tensor:
         from torch.func import functional_call, stack_module_state, vmap
 
         params, buffers = stack_module_state(list(self.members))
-        base = self.members[0]
+        base, reader = self.members[0], self.output_reader
 
         def call(p: Dict[str, Tensor], b: Dict[str, Tensor], *args: Any) -> Tensor:
-            return tensor_output(functional_call(base, (p, b), args))
+            return reader(functional_call(base, (p, b), args))
 
         in_dims = (0, 0) + tuple(0 if per_sample and isinstance(x, Tensor) else None for x in inputs)
         out = vmap(call, in_dims=in_dims, randomness="error")(params, buffers, *inputs)
@@ -789,11 +857,7 @@ class MCDropout(Posterior):
         finally:
             for handle in handles:
                 handle.remove()
-        if isinstance(out, Tensor) and out.dim() == 1:
-            out = out.unsqueeze(-1)  # a binary model returning (N,)
-        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != count * batch:
-            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"model returned {shape}, expected a (N, C) tensor")
+        out = _check_member_output(out, samples[0] if count == 1 else 0, count * batch, self.output_reader)
         return out.reshape(count, batch, -1)
 
     def _mask_hook(
@@ -994,13 +1058,13 @@ class MCDropConnect(Posterior):
         self.check_sample_index(sample)
         with preserved_modes([self.model]):
             output = self._call(sample, inputs)
-        return _check_member_output(output, sample, _batch_size_of(inputs))
+        return _check_member_output(output, sample, _batch_size_of(inputs), self.output_reader)
 
     def forward_per_sample(self, *inputs: Any) -> Tensor:
         batch = _batch_size_of(_per_sample_slices(inputs, 0))
         with preserved_modes([self.model]):
             outputs = [self._call(s, _per_sample_slices(inputs, s)) for s in range(self.num_samples)]
-        return _stack_sample_outputs(outputs, batch)
+        return _stack_sample_outputs(outputs, batch, self.output_reader)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, samples={self.num_samples}, seed={self.seed}, dropped weights={len(self._targets)}"
@@ -1061,7 +1125,8 @@ class SampleCallable(Posterior):
       output; needs ``num_samples``.
     * ``"output_kl"``: one stochastic forward returning ``(output, kl)``, called
       ``num_samples`` times (with ``seed``).
-    * ``"list"``: a list of ``S`` tensors ``(N, C)``.
+    * ``"list"``: a list of ``S`` tensors ``(N, C)``, or of whatever the forward's likelihood
+      reads (a :class:`~captum_uncertainty.Gaussian`'s ``(mean, variance)`` pairs).
 
     Args:
         fn (callable): maps the inputs to samples in the declared layout.
@@ -1179,13 +1244,13 @@ class SampleCallable(Posterior):
         layout = self.layout
         if layout == "output_kl":
             return _stack_sample_outputs(
-                [self._output_of_tuple(self.fn(*inputs), s) for s in range(self.num_samples)], batch
+                [self._output_of_tuple(self.fn(*inputs), s) for s in range(self.num_samples)], batch, self.output_reader
             )
         out = self.fn(*inputs)
         if layout == "list":
-            if not isinstance(out, (list, tuple)) or not all(isinstance(o, Tensor) for o in out):
+            if not isinstance(out, (list, tuple)):
                 raise TypeError(f"layout='list' expects a list of (N, C) tensors, got {type(out).__name__}")
-            return _stack_sample_outputs(list(out), batch)
+            return _stack_sample_outputs(list(out), batch, self.output_reader)
         if not isinstance(out, Tensor):
             raise TypeError(
                 f"layout={layout!r} expects a tensor, got {type(out).__name__}"
@@ -1207,11 +1272,18 @@ class SampleCallable(Posterior):
         return out.reshape(self.num_samples, batch, out.shape[1])
 
     @staticmethod
-    def _output_of_tuple(out: Any, sample: int) -> Tensor:
+    def _output_of_tuple(out: Any, sample: int) -> Any:
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise TypeError(
                 f"layout='output_kl' expects fn to return an (output, kl) pair, got {type(out).__name__} "
                 f"(sample {sample})"
+            )
+        if not is_scalar_kl(out[1], out[0]):
+            raise TypeError(
+                f"layout='output_kl' drops the second item of fn's pair as a KL term, but it has shape "
+                f"{tuple(out[1].shape)}, not a scalar: a regressor's (mean, variance) pair would lose its variance. "
+                "Draw the samples as a list, SampleCallable(lambda x: [fn(x) for _ in range(S)], layout='list', "
+                "seed=0), and declare UncertaintyForward(..., likelihood=Gaussian(variance=...)), which reads pairs"
             )
         return out[0]
 

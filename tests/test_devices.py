@@ -18,6 +18,7 @@ from captum_uncertainty import (
     DeltaCLUE,
     ExplanationDistribution,
     FullGrad,
+    Gaussian,
     GuidedIntegratedGradients,
     MCDropout,
     SampleCallable,
@@ -68,9 +69,11 @@ class World:
         tabular = [tabular_mlp(seed, dtype).to(device) for seed in range(3)]
         self.tabular = UncertaintyForward(tabular, measure="total")
         regressors = [make_regressor(seed, outputs=2, features=6).to(dtype).to(device) for seed in range(3)]
-        self.regression = UncertaintyForward(regressors, "aleatoric", likelihood="gaussian")
+        self.regression = UncertaintyForward(regressors, "aleatoric", likelihood=Gaussian(variance="log_variance"))
         means_only = [make_regressor(seed, outputs=1, features=6).to(dtype).to(device) for seed in range(3)]
-        self.means_only = UncertaintyForward(means_only, "epistemic", likelihood="gaussian", noise_variance=0.5)
+        self.means_only = UncertaintyForward(
+            means_only, "epistemic", likelihood=Gaussian(variance=None, noise_variance=0.5)
+        )
         generator = torch.Generator().manual_seed(0)
         self.x = (torch.rand(3, 1, 8, 8, generator=generator, dtype=dtype) * 2).to(device)
         self.features = torch.randn(4, 6, generator=generator, dtype=dtype).to(device)

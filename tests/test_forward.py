@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from captum_uncertainty import UncertaintyForward, entropy_decomposition, per_class_uncertainty
+from captum_uncertainty import Bernoulli, Categorical, UncertaintyForward, entropy_decomposition, per_class_uncertainty
 from captum_uncertainty.forward import MEASURES
 
 
@@ -157,7 +157,7 @@ def test_uncertainty_forward_with_probability_members():
     assert torch.allclose(from_logits, from_probs, atol=1e-5)
     with pytest.raises(ValueError, match="look like probabilities"):
         UncertaintyForward(prob_members, "total")(x)
-    with pytest.raises(ValueError, match="probabilities=True but"):
+    with pytest.raises(ValueError, match=r"Categorical\(outputs=.probabilities.\) but"):
         UncertaintyForward(members, "total", probabilities=True)(x)
     halved = [nn.Sequential(m, nn.Softmax(-1), Scale(0.9)) for m in members]
     with pytest.raises(ValueError, match="do not sum to 1"):
@@ -220,7 +220,7 @@ def test_binary_option_equals_the_explicit_two_class_form(measure):
     x = torch.randn(6, 5, dtype=torch.float64) * 2
     ones = [OneLogit(seed, squeeze=seed % 2 == 0) for seed in range(3)]  # (N,) and (N, 1) outputs
     binary = UncertaintyForward(ones, measure=measure, binary=True)
-    explicit = UncertaintyForward([TwoLogits(m) for m in ones], measure=measure)
+    explicit = UncertaintyForward([TwoLogits(m) for m in ones], measure=measure, likelihood=Categorical())
     probabilities = UncertaintyForward(
         [OneProbability(m) for m in ones], measure=measure, binary=True, probabilities=True
     )
@@ -231,9 +231,10 @@ def test_binary_option_equals_the_explicit_two_class_form(measure):
         lambda f: UABackprop(f).attribute(x, path="inputgrad", tau1=0.1, tau2=0.5),
     ):
         assert torch.allclose(method(binary), method(explicit), atol=1e-10)
-    with pytest.raises(ValueError, match="binary=True"):
-        UncertaintyForward(ones)(x)  # one class without the option: a clear error naming it
-    with pytest.raises(ValueError, match="one logit or probability per input"):
+    assert binary.likelihood == Bernoulli()
+    with pytest.raises(ValueError, match="Bernoulli"):
+        UncertaintyForward(ones)(x)  # one class without a declaration: a clear error naming it
+    with pytest.raises(ValueError, match="one score per input"):
         UncertaintyForward([TwoLogits(m) for m in ones], binary=True)(x)
 
 
@@ -246,7 +247,8 @@ def test_explanation_distribution_of_binary_members_equals_the_two_class_form():
     x = torch.randn(4, 5, dtype=torch.float64)
     ones = [OneLogit(seed, squeeze=True) for seed in range(3)]
     binary = ExplanationDistribution(UncertaintyForward(ones, binary=True), Saliency).attribute(x)
-    explicit = ExplanationDistribution(UncertaintyForward([TwoLogits(m) for m in ones]), Saliency).attribute(x)
+    two_class = UncertaintyForward([TwoLogits(m) for m in ones], likelihood=Categorical())
+    explicit = ExplanationDistribution(two_class, Saliency).attribute(x)
     assert torch.equal(binary.target, explicit.target)
     assert torch.allclose(binary.samples, explicit.samples, atol=1e-12)
 

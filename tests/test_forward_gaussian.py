@@ -10,6 +10,7 @@ from torch import nn
 
 from captum_uncertainty import (
     CounterfactualPathIG,
+    Gaussian,
     LayerUncertaintyIntegratedGradients,
     UABackprop,
     UncertaintyForward,
@@ -20,6 +21,9 @@ from captum_uncertainty.posterior import SampleCallable
 from tests.helpers import assert_untouched, model_state
 
 FEATURES = 4
+
+#: The members of ``regressors()`` return (N, 2) = the mean and log sigma^2 of each input.
+LOG_VARIANCE = Gaussian(variance="log_variance")
 
 
 def regressors(count=4, width=2, seed=0):
@@ -54,8 +58,12 @@ def test_three_variances_against_a_hand_computation(head):
     variances = [torch.tensor([0.5, 1.5, 2.0], dtype=torch.float64) * k for k in (1, 3, 0.5)]
     outputs = torch.stack([torch.stack([m, HEADS[head](v)], -1) for m, v in zip(means, variances)])
     expected = hand_decomposition(means, variances)
-    uf = UncertaintyForward(fixed_outputs(outputs), likelihood="gaussian", variance=head)
+    uf = UncertaintyForward(fixed_outputs(outputs), likelihood=Gaussian(variance=head))
     x = torch.zeros(3, 1, dtype=torch.float64)
+    shorthand = UncertaintyForward(fixed_outputs(outputs), likelihood="gaussian", variance=head)
+    assert shorthand.likelihood == uf.likelihood
+    for got, want in zip(shorthand.decompose(x), expected):
+        torch.testing.assert_close(got, want)
     for got, want in zip(uf.decompose(x), expected):
         torch.testing.assert_close(got, want)
     for measure, want in zip(("total", "aleatoric", "epistemic"), expected):
@@ -69,17 +77,19 @@ def test_three_variances_against_a_hand_computation(head):
 def test_means_only_members_have_the_variance_of_their_means():
     means = torch.tensor([[1.0, 2.0], [3.0, 2.0], [8.0, 2.0]], dtype=torch.float64)  # (S, N)
     x = torch.zeros(2, 1, dtype=torch.float64)
-    uf = UncertaintyForward(fixed_outputs(means.unsqueeze(-1)), "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(fixed_outputs(means.unsqueeze(-1)), "epistemic", likelihood=Gaussian(variance=None))
     expected = torch.tensor([((1 - 4) ** 2 + (3 - 4) ** 2 + (8 - 4) ** 2) / 3, 0.0], dtype=torch.float64)
     torch.testing.assert_close(uf(x), expected)
     total, aleatoric, epistemic = uf.decompose(x)
     torch.testing.assert_close(total, expected)
     torch.testing.assert_close(aleatoric, torch.zeros(2, dtype=torch.float64))
-    with_noise = UncertaintyForward(fixed_outputs(means.unsqueeze(-1)), likelihood="gaussian", noise_variance=0.25)
+    with_noise = UncertaintyForward(
+        fixed_outputs(means.unsqueeze(-1)), likelihood=Gaussian(variance=None, noise_variance=0.25)
+    )
     total, aleatoric, epistemic = with_noise.decompose(x)
     torch.testing.assert_close(aleatoric, torch.full((2,), 0.25, dtype=torch.float64))
     torch.testing.assert_close(total, epistemic + 0.25)
-    with pytest.raises(ValueError, match="measure='aleatoric' needs a variance head"):
+    with pytest.raises(ValueError, match="measure='aleatoric' needs a noise head"):
         with_noise.with_measure("aleatoric")(x)
 
 
@@ -87,14 +97,14 @@ def test_members_returning_one_value_per_input_are_means():
     members = [nn.Sequential(member, nn.Flatten(0)) for member in regressors(width=1)]  # (N,) each
     x = torch.randn(5, FEATURES, dtype=torch.float64)
     means = torch.stack([m(x) for m in members])
-    uf = UncertaintyForward(members, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(members, "epistemic", likelihood=Gaussian(variance=None))
     torch.testing.assert_close(uf(x), means.var(0, unbiased=False))
 
 
 def test_decompose_equals_the_three_single_measure_forwards_on_real_members():
     members = regressors()
     x = torch.randn(5, FEATURES, dtype=torch.float64)
-    uf = UncertaintyForward(members, likelihood="gaussian")
+    uf = UncertaintyForward(members, likelihood=LOG_VARIANCE)
     decomposition = uf.decompose(x)
     outputs = torch.stack([m(x) for m in members])
     expected = hand_decomposition(list(outputs[..., 0]), list(outputs[..., 1].exp()))
@@ -108,7 +118,7 @@ def test_decompose_equals_the_three_single_measure_forwards_on_real_members():
 def test_summary_holds_the_predictive_mean_and_the_three_variances():
     members = regressors()
     x = torch.randn(3, FEATURES, dtype=torch.float64)
-    uf = UncertaintyForward(members, likelihood="gaussian")
+    uf = UncertaintyForward(members, likelihood=LOG_VARIANCE)
     summary = uf.summary(x)
     assert tuple(summary) == uf.summary_columns == ("predicted_mean", "total", "aleatoric", "epistemic")
     torch.testing.assert_close(summary["predicted_mean"], uf.predictive_mean(x))
@@ -119,14 +129,14 @@ def test_summary_holds_the_predictive_mean_and_the_three_variances():
 @pytest.mark.parametrize(
     "outputs, head, message",
     [
-        (torch.ones(2, 3, 3), "log_variance", "mean and the log_variance"),
-        (torch.tensor([[[1.0, -1.0]], [[1.0, 1.0]]]), "variance", "positive second column"),
-        (torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]]), "std", "positive second column"),
+        (torch.ones(2, 3, 3), "log_variance", "reads 2 columns per input"),
+        (torch.tensor([[[1.0, -1.0]], [[1.0, 1.0]]]), "variance", "negative value"),
+        (torch.tensor([[[1.0, -0.5]], [[1.0, 1.0]]]), "std", "negative value"),
         (torch.tensor([[[1.0, float("nan")]], [[1.0, 1.0]]]), "log_variance", "NaN or inf"),
     ],
 )
 def test_bad_gaussian_outputs_are_refused(outputs, head, message):
-    uf = UncertaintyForward(fixed_outputs(outputs), likelihood="gaussian", variance=head)
+    uf = UncertaintyForward(fixed_outputs(outputs), likelihood=Gaussian(variance=head))
     with pytest.raises(ValueError, match=message):
         uf(torch.zeros(outputs.shape[1], 1))
 
@@ -138,7 +148,7 @@ def test_bad_gaussian_outputs_are_refused(outputs, head, message):
         ({"probabilities": True}, ValueError, "probabilities=True describes a classifier"),
         ({"variance": "softplus"}, ValueError, "variance"),
         ({"likelihood": "poisson"}, ValueError, "likelihood"),
-        ({"noise_variance": -1.0}, ValueError, "noise_variance"),
+        ({"variance": None, "noise_variance": -1.0}, ValueError, "noise_variance"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, error, message):
@@ -148,28 +158,28 @@ def test_bad_settings_are_refused(kwargs, error, message):
 
 
 def test_noise_variance_belongs_to_a_gaussian_likelihood():
-    with pytest.raises(ValueError, match="noise_variance is the constant noise of means-only regressors"):
+    with pytest.raises(ValueError, match="noise_variance describes a regressor's noise.*Gaussian"):
         UncertaintyForward(regressors(width=3), noise_variance=0.1)
 
 
 def test_one_output_per_input_names_both_readings():
     uf = UncertaintyForward(regressors(width=1))
-    with pytest.raises(ValueError, match="binary=True.*likelihood='gaussian'"):
+    with pytest.raises(ValueError, match="Bernoulli.*Gaussian\\(variance=None\\)"):
         uf(torch.randn(2, FEATURES, dtype=torch.float64))
 
 
 def test_classifier_only_methods_refuse_a_gaussian_forward_and_name_what_works():
-    uf = UncertaintyForward(regressors(), likelihood="gaussian")
+    uf = UncertaintyForward(regressors(), likelihood=LOG_VARIANCE)
     x = torch.randn(2, FEATURES, dtype=torch.float64)
     for call in (uf.per_class, uf.predictive, uf.predicted_class):
-        with pytest.raises(ValueError, match="likelihood='gaussian'"):
+        with pytest.raises(ValueError, match="classifiers.*Gaussian\\(variance='log_variance'\\)"):
             call(x)
     with pytest.raises(ValueError, match="UncertaintyIntegratedGradients.*CovarianceAttribution"):
         UABackprop(uf)
     with pytest.raises(ValueError, match="CounterfactualPathIG is built on a classifier's predicted class"):
         CounterfactualPathIG(uf, None)
     classifier = UncertaintyForward(regressors(width=3))
-    with pytest.raises(ValueError, match="likelihood='categorical'"):
+    with pytest.raises(ValueError, match="regressors \\(Gaussian\\).*Categorical"):
         classifier.sample_means(x)
 
 
@@ -177,7 +187,7 @@ def test_classifier_only_methods_refuse_a_gaussian_forward_and_name_what_works()
 def test_captum_integrated_gradients_is_complete_on_each_variance(measure):
     members = regressors()
     before = model_state(members)
-    uf = UncertaintyForward(members, measure, likelihood="gaussian")
+    uf = UncertaintyForward(members, measure, likelihood=LOG_VARIANCE)
     x = torch.randn(3, FEATURES, dtype=torch.float64)
     baseline = torch.zeros_like(x)
     attributions, delta = IntegratedGradients(uf).attribute(
@@ -191,7 +201,7 @@ def test_captum_integrated_gradients_is_complete_on_each_variance(measure):
 
 
 def test_uig_decompose_total_is_aleatoric_plus_epistemic():
-    uf = UncertaintyForward(regressors(), likelihood="gaussian")
+    uf = UncertaintyForward(regressors(), likelihood=LOG_VARIANCE)
     x = torch.randn(3, FEATURES, dtype=torch.float64)
     total, aleatoric, epistemic = UncertaintyIntegratedGradients(uf).attribute(x, n_steps=64, decompose=True)
     torch.testing.assert_close(total, aleatoric + epistemic)
@@ -200,7 +210,7 @@ def test_uig_decompose_total_is_aleatoric_plus_epistemic():
 
 def test_layer_uig_is_complete_on_the_members_first_layer():
     members = regressors()
-    uf = UncertaintyForward(members, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(members, "epistemic", likelihood=LOG_VARIANCE)
     x = torch.randn(3, FEATURES, dtype=torch.float64)
     baseline = torch.zeros_like(x)
     lig = LayerUncertaintyIntegratedGradients(uf, lambda member: member[0])
@@ -211,7 +221,7 @@ def test_layer_uig_is_complete_on_the_members_first_layer():
 
 
 def test_perturbation_methods_and_noise_tunnel_run_on_a_gaussian_forward():
-    uf = UncertaintyForward(regressors(), "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(regressors(), "epistemic", likelihood=LOG_VARIANCE)
     x = torch.randn(2, FEATURES, dtype=torch.float64)
     baseline = torch.zeros_like(x)
     ablation = FeatureAblation(uf).attribute(x, baselines=baseline)
@@ -250,7 +260,7 @@ def test_the_aleatoric_map_puts_most_mass_on_the_feature_that_sets_the_noise():
             loss.backward()
             optimiser.step()
         member.eval()
-    uf = UncertaintyForward(members, "aleatoric", likelihood="gaussian")
+    uf = UncertaintyForward(members, "aleatoric", likelihood=LOG_VARIANCE)
     test, _ = noisy_in_feature_zero(50, seed=2)
     test = test[test[:, 0].abs() > 0.5]  # points whose noise is well above the floor
     baseline = test.clone()
@@ -269,7 +279,7 @@ def test_feature_metrics_run_on_a_gaussian_forward_with_a_per_feature_baseline()
     )
 
     members = regressors()
-    uf = UncertaintyForward(members, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(members, "epistemic", likelihood=LOG_VARIANCE)
     x = torch.randn(6, FEATURES, dtype=torch.float64) * 2
     baseline = torch.zeros(FEATURES, dtype=torch.float64)
     maps = IntegratedGradients(uf).attribute(x, baselines=baseline.expand_as(x), n_steps=32)
@@ -298,7 +308,7 @@ def test_attribute_dataset_stores_the_predictive_mean_and_three_variances(tmp_pa
     from captum_uncertainty import attribute_dataset
 
     members = regressors()
-    uf = UncertaintyForward(members, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(members, "epistemic", likelihood=LOG_VARIANCE)
     x = torch.randn(10, FEATURES, dtype=torch.float64)
     attribute_dataset(
         IntegratedGradients(uf), TensorDataset(x), tmp_path / "out", batch_size=4, progress=False, n_steps=8

@@ -25,6 +25,8 @@ class SmallCNN(nn.Module):
             nn.Flatten(), nn.Linear(4 * 3 * 3, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, classes)
         )
 
+        self.eval()  # a trained model, as explained; train() mode is tested where it matters
+
     def forward(self, x):
         return self.head(self.drop2d(self.features(x)))
 
@@ -133,6 +135,8 @@ def test_vmap_needs_same_architecture():
 def test_ensemble_runs_members_in_eval_mode_and_restores_flags():
     members = make_cnns(2)
     for m in members:
+        m.drop2d.p = 0.0  # no active random layer: only BatchNorm differs between the modes
+        m.head[3].p = 0.0
         m.train()
     before = model_state(members)
     u_train_mode = UncertaintyForward(members)(x)
@@ -141,8 +145,38 @@ def test_ensemble_runs_members_in_eval_mode_and_restores_flags():
     u_eval_mode = UncertaintyForward(members)(x)
     for m in members:
         m.train()
-    assert torch.equal(u_train_mode, u_eval_mode)  # BatchNorm/dropout in eval during the call
+    assert torch.equal(u_train_mode, u_eval_mode)  # BatchNorm in eval during the call
     assert_untouched(before, members)
+
+
+@pytest.mark.parametrize("layer", [nn.Dropout(0.3), nn.AlphaDropout(0.2), nn.RReLU()])
+def test_a_member_in_train_mode_with_an_active_random_layer_is_refused_naming_both_fixes(layer):
+    torch.manual_seed(1)
+    members = [nn.Sequential(nn.Flatten(), nn.Linear(64, 16), layer, nn.Linear(16, 4)) for _ in range(3)]
+    for m in members:
+        m.train()
+    before = model_state(members)
+    with pytest.raises(ValueError, match=r"members\[0\] is in train\(\) mode.*MCDropout.*eval\(\)"):
+        UncertaintyForward(members, "epistemic")(x)
+    assert all(sub.training for m in members for sub in m.modules())  # no mode changed
+    assert_untouched(before, members)
+    # what the message recommends works: eval() members are deterministic, MCDropout samples masks
+    for m in members:
+        m.eval()
+    assert torch.isfinite(UncertaintyForward(members, "epistemic")(x)).all()
+    if isinstance(layer, nn.Dropout):
+        members[0].train()
+        mc = UncertaintyForward(MCDropout(members[0], num_samples=8), "epistemic")(x)
+        assert bool((mc > 1e-4).all())  # the masks give the posterior spread the user meant
+
+
+def test_a_member_with_dropout_of_zero_probability_in_train_mode_is_accepted():
+    members = make_cnns(2)
+    for m in members:
+        m.drop2d.p = 0.0
+        m.head[3].p = 0.0
+        m.train()
+    assert UncertaintyForward(members)(x).shape == (6,)
 
 
 def test_state_restored_after_error_inside_forward():
@@ -157,6 +191,9 @@ def test_state_restored_after_error_inside_forward():
 
     members = [SmallCNN(), Exploding()]
     for m in members:
+        for sub in m.modules():
+            if isinstance(sub, (nn.Dropout, nn.Dropout2d)):
+                sub.p = 0.0  # BatchNorm alone: switched to eval during the call, then restored
         m.train()
     before = model_state(members)
     with pytest.raises(RuntimeError, match="boom"):

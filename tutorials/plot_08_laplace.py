@@ -22,7 +22,7 @@ from laplace import Laplace
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_uncertainty import SampleCallable, UABackprop, UncertaintyForward
+from captum_uncertainty import Categorical, SampleCallable, UABackprop, UncertaintyForward
 from captum_uncertainty.data import load_digits, train_model
 from captum_uncertainty.integrations import from_laplace
 
@@ -67,14 +67,17 @@ print(f"prior precision: {float(la.prior_precision):.2f}")
 
 # ``UncertaintyForward`` checks that on its first call and refuses such a source with an error
 # that says what to do; ``validate=False`` switches the check off, to show the drift itself.
+# ``predictive_samples`` returns class probabilities, not logits, which the forward is told with
+# ``likelihood=Categorical(outputs="probabilities")``.
 
 x_test = data.x_test
 sampler = SampleCallable(lambda images: la.predictive_samples(images, n_samples=20), layout="samples_first")
+probabilities = Categorical(outputs="probabilities")
 try:
-    UncertaintyForward(sampler, measure="epistemic", probabilities=True)(x_test[:100])
+    UncertaintyForward(sampler, measure="epistemic", likelihood=probabilities)(x_test[:100])
 except ValueError as error:
     print("refused:", str(error).split(":")[0])
-redrawn = UncertaintyForward(sampler, measure="epistemic", probabilities=True, validate=False)
+redrawn = UncertaintyForward(sampler, measure="epistemic", likelihood=probabilities, validate=False)
 with torch.no_grad():
     change = (redrawn(x_test[:100]) - redrawn(x_test[:100])).abs().max()
 print(f"predictive_samples: largest change of U_e between two calls = {float(change):.4f} nats (100 digits)")

@@ -36,7 +36,7 @@ import torch
 from captum.attr import LayerIntegratedGradients
 from torch import nn
 
-from captum_uncertainty import LayerUncertaintyIntegratedGradients, UncertaintyForward
+from captum_uncertainty import Categorical, LayerUncertaintyIntegratedGradients, UncertaintyForward
 
 POSITIVE = ["good", "great", "superb", "lovely", "moving"]
 NEGATIVE = ["bad", "awful", "boring", "poor", "dull"]
@@ -75,7 +75,9 @@ print(f"{len(train_tokens)} training and {len(test_tokens)} test sentences, voca
 # ------------------------------------------------
 # Each member embeds the tokens (``padding_idx=0``: the pad embedding is zero), averages the
 # eight embeddings and classifies the average with a small MLP. Five members from five seeds,
-# each trained for three epochs with Adam.
+# each trained for three epochs with Adam. They return two class logits per sentence, which
+# ``likelihood=Categorical()`` declares: two numbers per input could as well be a regressor's
+# mean and noise head, so the forward does not read them without a declaration.
 
 
 class BagOfEmbeddings(nn.Module):
@@ -103,7 +105,7 @@ def train_member(seed: int, epochs: int = 3) -> BagOfEmbeddings:
 
 
 members = [train_member(seed) for seed in range(5)]
-uf = UncertaintyForward(members, measure="total")
+uf = UncertaintyForward(members, measure="total", likelihood=Categorical())
 with torch.no_grad():
     accuracy = (uf.predictive(test_tokens).mean(0).argmax(1) == test_labels).float().mean()
 print(f"ensemble test accuracy: {float(accuracy):.3f} (ties are coin flips, so 1.0 is out of reach)")

@@ -15,14 +15,16 @@ the uncertainty faster than a random order.
 # A deep ensemble of MLPs
 # -----------------------
 # Features are standardised with the training statistics; each member sees the same data
-# with its own initialisation and batch order.
+# with its own initialisation and batch order. Each member returns two class logits (malignant,
+# benign) per patient, declared with ``likelihood=Categorical()``: two numbers per input
+# could as well be a regressor's mean and noise head, so the forward does not guess.
 
 import matplotlib.pyplot as plt
 import torch
 from sklearn.datasets import load_breast_cancer
 from torch import nn
 
-from captum_uncertainty import UABackprop, UncertaintyForward, UncertaintyIntegratedGradients
+from captum_uncertainty import Categorical, UABackprop, UncertaintyForward, UncertaintyIntegratedGradients
 from captum_uncertainty.metrics import uncertainty_reduction_curve
 
 data = load_breast_cancer()
@@ -48,7 +50,7 @@ def train_member(seed: int) -> nn.Module:
 
 
 members = [train_member(seed) for seed in range(5)]
-uf = UncertaintyForward(members, measure="total")
+uf = UncertaintyForward(members, measure="total", likelihood=Categorical())
 with torch.no_grad():
     u_test = uf(x_test)
 x = x_test[u_test.argsort(descending=True)[:5]]  # the five most uncertain patients

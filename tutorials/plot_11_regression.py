@@ -30,7 +30,13 @@ from sklearn.datasets import load_diabetes
 from torch import nn
 from torch.func import functional_call
 
-from captum_uncertainty import CovarianceAttribution, ExplanationDistribution, MCDropConnect, UncertaintyForward
+from captum_uncertainty import (
+    CovarianceAttribution,
+    ExplanationDistribution,
+    Gaussian,
+    MCDropConnect,
+    UncertaintyForward,
+)
 
 data = load_diabetes()
 names = list(data.feature_names)
@@ -72,13 +78,15 @@ members = [train_member(seed) for seed in range(5)]
 # %%
 # The three variances of the test set
 # -----------------------------------
-# ``UncertaintyForward(members, likelihood="gaussian")`` reads column 0 of each member's output
-# as its mean ``mu_s`` and column 1 as ``log sigma_s^2`` (``variance="log_variance"``, the
-# default). Then ``aleatoric = mean_s sigma_s^2``, ``epistemic = mean_s (mu_s - mean_t mu_t)^2``
-# and ``total = aleatoric + epistemic`` (:meth:`UncertaintyForward.decompose
-# <captum_uncertainty.UncertaintyForward.decompose>`).
+# ``UncertaintyForward(members, likelihood=Gaussian(variance="log_variance"))`` reads column 0 of
+# each member's output as its mean ``mu_s`` and column 1 as ``log sigma_s^2``. The head's kind
+# must be declared: a tensor cannot tell a log-variance from a variance or a standard deviation
+# (nor two columns from a two-class classifier's logits). Then ``aleatoric = mean_s sigma_s^2``,
+# ``epistemic = mean_s (mu_s - mean_t mu_t)^2`` and ``total = aleatoric + epistemic``
+# (:meth:`UncertaintyForward.decompose <captum_uncertainty.UncertaintyForward.decompose>`).
 
-uf = UncertaintyForward(members, likelihood="gaussian")
+gaussian = Gaussian(variance="log_variance")
+uf = UncertaintyForward(members, likelihood=gaussian)
 with torch.no_grad():
     variances = uf.decompose(x_test)
     predicted = uf.predictive_mean(x_test)
@@ -303,7 +311,7 @@ plt.show()
 
 dropconnect_model = train_member(5, dropconnect=0.1)
 posterior = MCDropConnect(dropconnect_model, p=0.1, num_samples=30, seed=0)
-mc = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+mc = UncertaintyForward(posterior, "epistemic", likelihood=gaussian)
 with torch.no_grad():
     mc_variances = mc.decompose(x_test)
     mc_rmse = float((mc.predictive_mean(x_test) - y_test).square().mean().sqrt())

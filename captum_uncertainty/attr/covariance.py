@@ -49,11 +49,12 @@ class CovarianceAttribution(Attribution):
     * ``mode="diagonal"``: ``Var_s[R_{s,i}] = mean_s D_{s,i}^2``, non-negative; it leaves out the
       cross-covariances, so it does not sum to the variance.
 
-    What each sample explains: for a regressor (``likelihood="gaussian"``) its predicted mean
-    ``mu_s`` (column 0 of the member's output), explained with Captum's ``target=None``; a given
-    ``target`` selects a column of the raw member outputs instead (``1``: the variance head as
-    the member returns it). For a classifier, the member's score of ``target`` (its logit; its
-    probability when the forward declares ``probabilities=True``; ``[0, z]`` for binary
+    What each sample explains is read from the forward's likelihood: for a regressor
+    (:class:`~captum_uncertainty.Gaussian`) its predicted mean ``mu_s`` of the explained target,
+    explained with Captum's ``target=None``; a given ``target`` selects a column of the raw
+    member outputs instead (the means, then the noise heads: ``1`` is a one-target member's
+    head). For a classifier, the member's score of ``target`` (its logit; its probability under
+    ``Categorical(outputs="probabilities")``; ``[0, z]`` for :class:`~captum_uncertainty.Bernoulli`
     members), by default the class predicted by the posterior *mean*
     (:meth:`UncertaintyForward.predicted_class <captum_uncertainty.UncertaintyForward.predicted_class>`),
     so the map explains the variance over the samples of that class's logit.
@@ -73,7 +74,7 @@ class CovarianceAttribution(Attribution):
     Examples::
 
         >>> from captum.attr import IntegratedGradients
-        >>> uf = UncertaintyForward(regressors, "epistemic", likelihood="gaussian")
+        >>> uf = UncertaintyForward(regressors, "epistemic", likelihood=Gaussian(variance="log_variance"))
         >>> cov_ig = CovarianceAttribution(uf, IntegratedGradients)
         >>> marginal = cov_ig.attribute(x, baselines=x * 0, n_steps=64)
         >>> marginal.flatten(1).sum(1)            # Var_s[mu_s(x) - mu_s(0)] per input
@@ -124,7 +125,7 @@ class CovarianceAttribution(Attribution):
         captum_target: Optional[Tensor] = None
         if target is not None:
             captum_target = format_target(target, batch, device)
-        elif not forward.is_gaussian:
+        elif forward.likelihood.is_classifier:
             args = additional_args_tuple(attribute_kwargs.get("additional_forward_args"))
             captum_target = default_target(forward, tensors, args)
         explained = tensors if is_tuple else tensors[0]

@@ -48,17 +48,19 @@ class ExplanationDistribution:
 
     Each posterior sample ``s`` (ensemble member, MC-dropout mask, weight sample) is explained
     on its own. For a classifier the Captum attribution class is built on
-    ``posterior.sample_module(s)``, which returns that sample's raw outputs (logits, or
-    probabilities if the forward declares them; a binary member's logit ``z`` becomes the two
-    classes ``[0, z]``), and attributes the score of ``target``: by default the class predicted
+    ``posterior.sample_module(s)``, which returns that sample's raw outputs as the forward's
+    likelihood reads them (logits, or probabilities if declared; a
+    :class:`~captum_uncertainty.Bernoulli` member's logit ``z`` becomes the two classes
+    ``[0, z]``), and attributes the score of ``target``: by default the class predicted
     by the posterior *mean*, so that all samples explain the same class. For a regressor
-    (``likelihood="gaussian"``) each sample's predicted *mean* ``mu_s`` is explained, with
+    (:class:`~captum_uncertainty.Gaussian`) each sample's predicted *mean* ``mu_s`` is explained, with
     Captum's ``target=None``, so the mean, std and cv are over the samples' explanations of
     their means (arXiv 2403.17224, Sec. 3); a ``target`` given in Captum's sense selects a
-    column of the raw member outputs instead (``0`` the mean, ``1`` the variance head as the
-    member returns it). MC dropout uses the same frozen masks as the forward. The result holds
-    the per-sample maps and their mean, standard deviation (population, over S) and coefficient
-    of variation ``std / |mean|`` (0 where ``|mean| <= cv_eps * max |mean|`` of the example).
+    column of the raw member outputs instead (the means, then the noise heads: for one target
+    ``0`` the mean, ``1`` the head as the member returns it). MC dropout uses the same frozen
+    masks as the forward. The result holds the per-sample maps and their mean, standard
+    deviation (population, over S) and coefficient of variation ``std / |mean|`` (0 where
+    ``|mean| <= cv_eps * max |mean|`` of the example).
 
     Args:
         forward_func (UncertaintyForward): wraps the posterior.
@@ -72,7 +74,7 @@ class ExplanationDistribution:
         >>> dist = ExplanationDistribution(uf, IntegratedGradients)
         >>> result = dist.attribute(x, n_steps=32)
         >>> result.mean.shape, result.std.shape, result.cv.shape      # all x-shaped
-        >>> regression = UncertaintyForward(regressors, "epistemic", likelihood="gaussian")
+        >>> regression = UncertaintyForward(regressors, "epistemic", likelihood=Gaussian(variance="log_variance"))
         >>> means = ExplanationDistribution(regression, IntegratedGradients).attribute(x)
         >>> heads = ExplanationDistribution(regression, IntegratedGradients).attribute(x, target=1)
     """
@@ -116,7 +118,7 @@ class ExplanationDistribution:
             explained = default_target(
                 forward, (inputs,), additional_args_tuple(attribute_kwargs.get("additional_forward_args"))
             )
-            captum_target: Optional[Tensor] = None if forward.is_gaussian else explained
+            captum_target: Optional[Tensor] = explained if forward.likelihood.is_classifier else None
         else:
             explained = captum_target = format_target(target, batch, inputs.device)
         maps = []

@@ -76,9 +76,10 @@ class UABackprop(GradientAttribution):
     behind the defaults are on :ref:`ua-backprop-defaults`.
 
     Args:
-        forward_func (UncertaintyForward): the uncertainty to explain; members return logits, or
-            probabilities when the forward declares ``probabilities=True`` (their logarithm is
-            used as the logits).
+        forward_func (UncertaintyForward): the uncertainty to explain, of a classifier; the
+            forward's likelihood turns the members' outputs into logits (declared probabilities
+            become their logarithm, a :class:`~captum_uncertainty.Bernoulli` logit ``z`` the two
+            classes ``[0, z]``).
 
     Examples::
 

@@ -44,7 +44,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int
 from captum_uncertainty.dataset._engines import ENGINES, Job, Target, import_ray, run_local, run_ray
-from captum_uncertainty.dataset._explainers import explained_forward, resolve_explainer
+from captum_uncertainty.dataset._explainers import check_attribute_kwargs, explained_forward, resolve_explainer
 from captum_uncertainty.dataset._folder import acquire_lock, check_unlocked, release_lock
 from captum_uncertainty.dataset._manifest import (
     MANIFEST,
@@ -102,13 +102,21 @@ def attribute_dataset(
 
     Per input, ``out`` gets one row with ``index`` (int64, the input's position in the data
     set), ``predicted`` (int64, the argmax of the posterior predictive; for a regressor's
-    forward, ``likelihood="gaussian"``, ``predicted_mean`` instead, float64), ``total``,
+    forward, :class:`~captum_uncertainty.Gaussian`, ``predicted_mean`` instead, float64, one
+    ``predicted_mean_k`` per target for several), ``total``,
     ``aleatoric`` and ``epistemic`` (float64, as :meth:`UncertaintyForward.decompose
     <captum_uncertainty.UncertaintyForward.decompose>`), and the map in ``attribution`` (an
     ``arrow.fixed_shape_tensor`` column). If ``attribute`` returns a
     :class:`~captum_uncertainty.Decomposition` (``decompose=True``) the maps go to
     ``attribution_total``, ``attribution_aleatoric`` and ``attribution_epistemic``; if it
     returns ``(maps, delta)`` (``return_convergence_delta=True``) the delta goes to ``delta``.
+    Every public attribution class runs: an
+    :class:`~captum_uncertainty.ExplanationDistribution` writes ``attribution_mean``,
+    ``attribution_std``, ``attribution_cv`` and the explained ``target`` (not the per-sample
+    maps); a :class:`~captum_uncertainty.CounterfactualPathIG` with ``return_fiducial=True``
+    adds ``fiducial_uncertainty`` and ``fiducial_class``. ``return_counterfactuals=True``
+    (:class:`~captum_uncertainty.CLUE`, :class:`~captum_uncertainty.DeltaCLUE`) is refused before
+    anything is written: counterfactual images and codes are not per-input maps.
 
     ``out`` becomes a Parquet data set that ``pandas.read_parquet(out)``,
     ``pyarrow.dataset.dataset(out)`` and ``ray.data.read_parquet(out)`` read directly: shards
@@ -193,6 +201,7 @@ def attribute_dataset(
     if engine == "ray":
         import_ray()
     resolved, factory = resolve_explainer(explainer)
+    check_attribute_kwargs(resolved, attribute_kwargs)  # before `out` is touched
     forward = explained_forward(resolved)
     source = as_source(data, batch_size)
     effective_batch = source.batch_size

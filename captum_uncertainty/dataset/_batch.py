@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from captum_uncertainty.dataset._explainers import model_device
+from captum_uncertainty.attr._utils.counterfactual import Counterfactuals
+from captum_uncertainty.attr.counterfactual_path import CounterfactualPathResult, CounterfactualPathResultWithDelta
+from captum_uncertainty.attr.distribution import DistributionResult
+from captum_uncertainty.dataset._explainers import check_attribute_kwargs, counterfactuals_refusal, model_device
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward
 
-__all__ = ["Columns", "attribute_batch", "batch_seed", "layout_of", "preserved_rng"]
+__all__ = ["Columns", "Outputs", "attribute_batch", "batch_seed", "layout_of", "preserved_rng", "split_result"]
 
 #: The rows of a batch or a shard: column name -> values (maps ``(n, *map_shape)``).
 Columns = Dict[str, np.ndarray]
@@ -41,28 +44,63 @@ def preserved_rng(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _split_result(result: Any) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-    """``({map column: maps}, {delta column: deltas})`` of what ``attribute`` returned."""
+class Outputs(NamedTuple):
+    """What one ``attribute`` call gave, as columns: ``maps`` ``(n, *map_shape)`` and ``values``
+    (one number per input: convergence deltas, explained targets, fiducial uncertainties)."""
+
+    maps: Dict[str, Tensor]
+    values: Dict[str, Tensor]
+
+
+def split_result(result: Any, explainer: str = "explainer") -> Outputs:
+    """The columns of what ``attribute`` returned (``explainer``: its class name, for the errors).
+
+    * a Tensor: ``attribution``; a :class:`~captum_uncertainty.Decomposition`:
+      ``attribution_total``, ``attribution_aleatoric``, ``attribution_epistemic``;
+    * ``(maps, delta)`` (``return_convergence_delta=True``): the maps as above and ``delta``
+      (``delta_total``, ... for a Decomposition of deltas);
+    * :class:`~captum_uncertainty.attr.distribution.DistributionResult`
+      (:class:`~captum_uncertainty.attr.ExplanationDistribution`): ``attribution_mean``,
+      ``attribution_std``, ``attribution_cv`` and ``target`` (the explained class); the
+      per-sample maps ``samples`` are not stored;
+    * :class:`~captum_uncertainty.attr.CounterfactualPathResult` (and ``...WithDelta``,
+      ``return_fiducial=True``): the attributions (and delta) as above, with
+      ``fiducial_uncertainty`` (the forward's measure at the fiducial) and ``fiducial_class``
+      (the posterior predictive's class at the fiducial); the fiducials' latent codes and
+      images are not stored.
+    """
+    if isinstance(result, DistributionResult):
+        maps = {"attribution_mean": result.mean, "attribution_std": result.std, "attribution_cv": result.cv}
+        return Outputs(maps, {"target": result.target})
+    if isinstance(result, (CounterfactualPathResult, CounterfactualPathResultWithDelta)):
+        maps = _named_tensors(result.attributions, "attribution", "maps", explainer)
+        values = {} if result.delta is None else _named_tensors(result.delta, "delta", "delta", explainer)
+        values["fiducial_uncertainty"] = result.fiducials.uncertainty
+        values["fiducial_class"] = result.fiducials.fiducial_class
+        return Outputs(maps, values)
     delta: Any = None
     if isinstance(result, tuple) and not isinstance(result, Decomposition):
+        if len(result) == 2 and isinstance(result[1], Counterfactuals):
+            raise TypeError(counterfactuals_refusal(explainer))
         if len(result) != 2:
             raise TypeError(
-                f"explainer.attribute returned a tuple of {len(result)} items; expected maps, (maps, delta) "
-                "or a Decomposition (one input tensor per call)"
+                f"{explainer}.attribute returned a {type(result).__name__} of {len(result)} items; attribute_dataset "
+                "stores maps, (maps, delta) or a Decomposition (one input tensor per call)"
             )
         result, delta = result
-    maps = _named_tensors(result, "attribution", "maps")
-    deltas = {} if delta is None else _named_tensors(delta, "delta", "delta")
-    return maps, deltas
+    maps = _named_tensors(result, "attribution", "maps", explainer)
+    deltas = {} if delta is None else _named_tensors(delta, "delta", "delta", explainer)
+    return Outputs(maps, deltas)
 
 
-def _named_tensors(value: Any, prefix: str, what: str) -> Dict[str, Tensor]:
+def _named_tensors(value: Any, prefix: str, what: str, explainer: str) -> Dict[str, Tensor]:
     if isinstance(value, Decomposition):
         return {f"{prefix}_{name}": tensor for name, tensor in zip(MEASURES, value)}
     if isinstance(value, Tensor):
         return {prefix: value}
     raise TypeError(
-        f"explainer.attribute returned {what} of type {type(value).__name__}; expected a Tensor or a Decomposition"
+        f"{explainer}.attribute returned {what} of type {type(value).__name__}; attribute_dataset stores a Tensor "
+        "or a Decomposition"
     )
 
 
@@ -79,25 +117,37 @@ def attribute_batch(
 
     The inputs go to the posterior's device (a worker may hold the model on a GPU); the batch
     runs under its own seed (see :func:`batch_seed`), so callers keep their generator state with
-    :func:`preserved_rng`. Beside ``index`` and the maps, the columns are
-    :meth:`UncertaintyForward.summary <captum_uncertainty.UncertaintyForward.summary>`'s.
+    :func:`preserved_rng`. The columns: ``index``, then
+    :meth:`UncertaintyForward.summary <captum_uncertainty.UncertaintyForward.summary>`'s, then the
+    per-input numbers and the maps of what ``attribute`` returned (:func:`split_result`).
     """
     inputs = inputs.to(model_device(forward))
     size = int(inputs.shape[0])
     _seed_batch(batch_seed(seed, number), inputs.device)
-    maps, deltas = _split_result(explainer.attribute(inputs, **attribute_kwargs))
+    name = type(explainer).__name__
+    check_attribute_kwargs(explainer, attribute_kwargs)
+    maps, values = split_result(explainer.attribute(inputs, **attribute_kwargs), name)
     with torch.no_grad():
         summary = forward.summary(inputs)
     columns: Columns = {"index": np.arange(start, start + size, dtype=np.int64)}
-    for name, values in summary.items():
-        values = values.detach().cpu()
-        columns[name] = values.numpy().astype(np.int64) if name == "predicted" else values.double().numpy()
-    for name, values in deltas.items():
-        columns[name] = values.detach().cpu().double().reshape(size).numpy()
-    for name, values in maps.items():
-        if values.dim() < 2 or values.shape[0] != size:
-            raise ValueError(f"explainer.attribute returned {name} of shape {tuple(values.shape)} for {size} inputs")
-        columns[name] = values.detach().cpu().numpy()
+    for column, numbers in summary.items():
+        numbers = numbers.detach().cpu()
+        columns[column] = numbers.numpy().astype(np.int64) if column == "predicted" else numbers.double().numpy()
+    for column, numbers in values.items():
+        if not isinstance(numbers, Tensor) or numbers.numel() != size:
+            shape = tuple(numbers.shape) if isinstance(numbers, Tensor) else type(numbers).__name__
+            raise ValueError(
+                f"{name}.attribute returned {column} of shape {shape} for {size} inputs; expected one number per input"
+            )
+        numbers = numbers.detach().cpu().reshape(size)
+        columns[column] = numbers.double().numpy() if numbers.is_floating_point() else numbers.numpy().astype(np.int64)
+    for column, tensor in maps.items():
+        if tensor.dim() < 2 or tensor.shape[0] != size:
+            raise ValueError(
+                f"{name}.attribute returned {column} of shape {tuple(tensor.shape)} for {size} inputs; "
+                f"attribute_dataset stores maps of shape ({size}, ...) with at least one dimension per input"
+            )
+        columns[column] = tensor.detach().cpu().numpy()
     return columns
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
 from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.posterior import first_parameter
 
-__all__ = ["build_explainer", "explained_forward", "model_device", "resolve_explainer"]
+__all__ = [
+    "build_explainer",
+    "check_attribute_kwargs",
+    "counterfactuals_refusal",
+    "explained_forward",
+    "model_device",
+    "resolve_explainer",
+]
 
 
 def explained_forward(explainer: Any, name: str = "explainer") -> UncertaintyForward:
@@ -66,6 +73,24 @@ def build_explainer(factory: Callable[[], Any]) -> Any:
         )
     explained_forward(built)
     return built
+
+
+def counterfactuals_refusal(explainer: str) -> str:
+    """Why ``return_counterfactuals=True`` (CLUE, DeltaCLUE) is refused, and what to do instead."""
+    return (
+        f"{explainer}.attribute(return_counterfactuals=True) returns (maps, Counterfactuals), whose latent codes and "
+        "images (one per start for DeltaCLUE) are not per-input maps of one shape: attribute_dataset stores the "
+        f"maps only, so leave return_counterfactuals out and call {explainer}(...).counterfactuals(x) on the inputs "
+        "whose counterfactuals you need"
+    )
+
+
+def check_attribute_kwargs(explainer: Any, attribute_kwargs: Dict[str, Any]) -> None:
+    """Refuse (``ValueError``), before anything is attributed, ``attribute`` arguments whose results
+    cannot be stored as rows: ``return_counterfactuals=True`` (:class:`~captum_uncertainty.CLUE`,
+    :class:`~captum_uncertainty.DeltaCLUE`)."""
+    if attribute_kwargs.get("return_counterfactuals"):
+        raise ValueError(counterfactuals_refusal(type(explainer).__name__))
 
 
 def model_device(forward: UncertaintyForward) -> torch.device:

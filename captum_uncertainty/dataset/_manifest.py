@@ -113,7 +113,7 @@ def run_config(
         "explainer": type(explainer).__name__,
         "measure": forward.measure,
         # what shapes the outputs; validate only adds checks
-        "forward_settings": json_safe({k: v for k, v in forward.settings().items() if k != "validate"}),
+        "forward_settings": json_safe(forward.likelihood.settings()),
         "num_samples": num_samples,
         "attribute_kwargs": json_safe(attribute_kwargs),
         "batch_size": batch_size,

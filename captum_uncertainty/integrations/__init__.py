@@ -17,9 +17,10 @@ or per row). Every returned posterior is a :class:`~captum_uncertainty.DeepEnsem
   with Quantus metrics.
 
 The first three accept regressors too: their posteriors then return the ``(N, 2)`` mean and
-log-variance (or ``(N, 1)`` means) that ``UncertaintyForward(posterior, likelihood="gaussian")``
-decomposes by the law of total variance (laplace-torch's observation noise ``la.sigma_noise``,
-torch-uncertainty's ``{"loc", "scale"}`` heads, a bayesian-torch network's own variance head).
+log-variance that ``UncertaintyForward(posterior, likelihood=Gaussian(variance="log_variance"))``
+(or the ``(N, 1)`` means that ``Gaussian(variance=None)``) decomposes by the law of total
+variance (laplace-torch's observation noise ``la.sigma_noise``, torch-uncertainty's
+``{"loc", "scale"}`` heads, a bayesian-torch network's own variance head).
 
 The libraries are optional (``pip install captum-uncertainty[integrations]``): this package and
 its submodules import them only when a function needs them, and raise an ``ImportError`` saying

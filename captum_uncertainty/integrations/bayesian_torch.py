@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from captum_uncertainty._validation import check_positive_int
 from captum_uncertainty.integrations import require
 from captum_uncertainty.integrations._utils import check_seed
-from captum_uncertainty.posterior import DeepEnsemble
+from captum_uncertainty.posterior import DeepEnsemble, is_scalar_kl
 
 __all__ = ["from_bayesian_torch", "BayesianTorchSample", "SampledLayerWithKL", "PLAIN_LAYERS"]
 
@@ -88,7 +88,7 @@ def from_bayesian_torch(model: nn.Module, num_samples: int, seed: int = 0) -> De
     Regressors work the same way: the members return whatever the network returns, so a
     network whose output is ``(N, 2)`` = mean and log-variance (or variance, or standard
     deviation) per input, or ``(N,)`` / ``(N, 1)`` means only, is explained with
-    ``UncertaintyForward(posterior, measure, likelihood="gaussian", variance=...)``: aleatoric =
+    ``UncertaintyForward(posterior, measure, likelihood=Gaussian(variance=...))``: aleatoric =
     the sampled networks' mean noise variance, epistemic = the variance of their means. Return
     the mean and the variance head as *one* ``(N, 2)`` tensor (or as the output of an
     ``(output, kl)`` pair): a pair whose second item is not a scalar KL is refused, since it
@@ -130,7 +130,8 @@ def from_bayesian_torch(model: nn.Module, num_samples: int, seed: int = 0) -> De
         >>> uf = UncertaintyForward(posterior, measure="epistemic")
         >>> maps = UABackprop(uf).attribute(x, path="fullgrad")
         >>> regression = from_bayesian_torch(regressor, num_samples=20)   # (N, 2): mean, log sigma^2
-        >>> total, aleatoric, epistemic = UncertaintyForward(regression, likelihood="gaussian").decompose(x)
+        >>> uf = UncertaintyForward(regression, likelihood=Gaussian(variance="log_variance"))
+        >>> total, aleatoric, epistemic = uf.decompose(x)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -165,7 +166,7 @@ class BayesianTorchSample(nn.Module):
                     f"the bayesian-torch model returned a {type(out).__name__} of {len(out)} items; expected a "
                     "tensor or an (output, kl) pair"
                 )
-            if not _is_scalar_kl(out[1], out[0]):
+            if not is_scalar_kl(out[1], out[0]):
                 kl = out[1]
                 raise TypeError(
                     f"the bayesian-torch model returned a pair whose second item has shape {tuple(kl.shape)}, not a "
@@ -176,15 +177,6 @@ class BayesianTorchSample(nn.Module):
         if not isinstance(out, Tensor):
             raise TypeError(f"the bayesian-torch model returned {type(out).__name__}, expected a tensor")
         return out
-
-
-def _is_scalar_kl(kl: Any, output: Tensor) -> bool:
-    """Whether the second item of an ``(output, kl)`` pair can be a KL term: not a tensor with
-    several elements, nor one with a row per input of ``output``."""
-    if not isinstance(kl, Tensor) or kl.dim() == 0:
-        return True
-    per_input = output.dim() > 0 and kl.shape[0] == output.shape[0]
-    return kl.numel() == 1 and not per_input
 
 
 class SampledLayerWithKL(nn.Module):

@@ -12,7 +12,7 @@ weight samples once, from a seeded generator, into private copies of the model.
 A regression Laplace approximation has one more ingredient, its observation noise
 ``la.sigma_noise``: each sampled copy then also returns ``log sigma_noise^2`` beside its mean, the
 ``(N, 2)`` layout :class:`~captum_uncertainty.UncertaintyForward` reads with
-``likelihood="gaussian"``.
+``likelihood=Gaussian(variance="log_variance")``.
 """
 
 from __future__ import annotations
@@ -59,14 +59,13 @@ def from_laplace(la: Any, num_samples: int, seed: int = 0) -> WeightSamples:
     Regression (``Laplace(model, "regression", ...)``, a model with one output column): each
     sampled copy returns ``(N, 2)`` = its mean and ``log sigma_noise^2``, the observation noise
     ``la.sigma_noise`` of the Gaussian likelihood as a log-variance head, so
-    ``UncertaintyForward(posterior, likelihood="gaussian")`` reads it with its default
-    ``variance="log_variance"``. laplace-torch's regression likelihood is homoscedastic: the
-    aleatoric variance is the constant ``sigma_noise^2`` for every input, so its attribution
-    is zero, the total variance is ``epistemic + sigma_noise^2`` and explains the same as the
-    epistemic variance (the spread of the sampled copies' means), which is the measure to
-    attribute. Column 0 is the copy's own output; the noise column is a constant of the
-    private wrapper around each copy (``sigma_noise`` is read once, here: refitting ``la``
-    later does not change the posterior).
+    ``UncertaintyForward(posterior, likelihood=Gaussian(variance="log_variance"))`` reads it.
+    laplace-torch's regression likelihood is homoscedastic: the aleatoric variance is the
+    constant ``sigma_noise^2`` for every input, so its attribution is zero, the total variance
+    is ``epistemic + sigma_noise^2`` and explains the same as the epistemic variance (the
+    spread of the sampled copies' means), which is the measure to attribute. Column 0 is the
+    copy's own output; the noise column is a constant of the private wrapper around each copy
+    (``sigma_noise`` is read once, here: refitting ``la`` later does not change the posterior).
 
     What ``seed`` guarantees: the samples come from a ``torch.Generator`` on the model's
     device seeded with ``seed`` (the global random state is neither used nor advanced). The
@@ -117,7 +116,7 @@ def from_laplace(la: Any, num_samples: int, seed: int = 0) -> WeightSamples:
         >>> maps = UABackprop(uf).attribute(x)            # FullGrad path, sums to uf(x)
         >>> la = Laplace(regressor, "regression", subset_of_weights="all", hessian_structure="diag")
         >>> la.fit(train_loader)
-        >>> uf = UncertaintyForward(from_laplace(la, 20), "epistemic", likelihood="gaussian")
+        >>> uf = UncertaintyForward(from_laplace(la, 20), "epistemic", likelihood=Gaussian(variance="log_variance"))
         >>> total, aleatoric, epistemic = uf.decompose(x)  # aleatoric == la.sigma_noise ** 2
     """
     _check_laplace(la)

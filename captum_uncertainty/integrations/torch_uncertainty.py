@@ -13,7 +13,7 @@ point predictions (``probabilistic=False``) or a dict of distribution parameters
 (``probabilistic=True``, e.g. ``{"loc", "scale"}`` from torch-uncertainty's ``NormalLinear``
 head), which a private wrapper turns into the ``(N, 1)`` means or ``(N, 2)`` mean and
 log-variance that :class:`~captum_uncertainty.UncertaintyForward` reads with
-``likelihood="gaussian"``.
+``likelihood=Gaussian(variance=None)`` or ``Gaussian(variance="log_variance")``.
 """
 
 from __future__ import annotations
@@ -105,19 +105,18 @@ def from_torch_uncertainty(
     Regression wrappers (``deep_ensembles(..., task="regression", probabilistic=...)``,
     ``mc_dropout(..., task="regression", probabilistic=...)``) give the same posteriors, with
     every member (or the core model) inside a private wrapper that maps its output to the
-    layout of :class:`~captum_uncertainty.UncertaintyForward`'s ``likelihood="gaussian"``, for
-    one target per input:
+    layouts of :class:`~captum_uncertainty.Gaussian`, for one target per input:
 
     * point predictions ``(N,)`` / ``(N, 1)`` (``probabilistic=False``) -> ``(N, 1)`` means; the
-      aleatoric part is then unknown (0, or a ``noise_variance=`` passed to the forward) and
-      the measure to explain is ``"epistemic"``;
+      declare ``Gaussian(variance=None)`` (with ``noise_variance=`` if the noise is known);
+      the aleatoric part is then unknown and the measure to explain is ``"epistemic"``;
     * a dict of distribution parameters (``probabilistic=True``, torch-uncertainty's
       ``NormalLinear`` / ``LaplaceLinear`` / ``StudentTLinear`` / ``GammaLinear`` heads and their
       ``ConvNd`` versions), or a ``torch.distributions.Distribution`` -> ``(N, 2)`` = the
       distribution's mean and ``log`` variance, as ``torch.distributions`` computes them for
       torch-uncertainty's family (normal ``scale^2``, laplace ``2 scale^2``, student
-      ``scale^2 df / (df - 2)``, gamma ``concentration / rate^2``), so the forward's default
-      ``variance="log_variance"`` applies: ``UncertaintyForward(posterior, likelihood="gaussian")``.
+      ``scale^2 df / (df - 2)``, gamma ``concentration / rate^2``): declare
+      ``UncertaintyForward(posterior, likelihood=Gaussian(variance="log_variance"))``.
 
     Anything else (several targets, pixel-wise outputs, a Cauchy or Normal-Inverse-Gamma head, a
     Student-t with ``df <= 2``) raises a ``ValueError`` on the first call saying what the member
@@ -162,7 +161,7 @@ def from_torch_uncertainty(
         >>> posterior = from_torch_uncertainty(mc_dropout(net, num_estimators=20), seed=0)
         >>> uf = UncertaintyForward(posterior, measure="epistemic")
         >>> regression = deep_ensembles([r1, r2, r3], task="regression", probabilistic=True)
-        >>> uf = UncertaintyForward(from_torch_uncertainty(regression), likelihood="gaussian")
+        >>> uf = UncertaintyForward(from_torch_uncertainty(regression), likelihood=Gaussian(variance="log_variance"))
     """
     ensembles = require("torch_uncertainty.methods.deep_ensembles", "torch-uncertainty", "from_torch_uncertainty")
     dropout = require("torch_uncertainty.methods.mc_dropout", "torch-uncertainty", "from_torch_uncertainty")
@@ -325,13 +324,13 @@ def _one_target(value: Any, what: str) -> Tensor:
     targets = f"{value.shape[1]} targets" if value.dim() == 2 else f"a {value.dim()}-dimensional output"
     hint = (
         "; if the two columns of a point-prediction member are a mean and a variance head, use "
-        "DeepEnsemble(model.core_models) with UncertaintyForward(..., likelihood='gaussian', variance=...)"
+        "DeepEnsemble(model.core_models) with UncertaintyForward(..., likelihood=Gaussian(variance=...))"
         if value.dim() == 2 and value.shape[1] == 2 and what == "point predictions"
         else ""
     )
     raise ValueError(
         f"a torch-uncertainty regression module returned {what} of shape {tuple(value.shape)} ({targets}), but "
-        f"UncertaintyForward(likelihood='gaussian') explains one target per input; {_FITS}{hint}"
+        f"from_torch_uncertainty explains one target per input; {_FITS}{hint}"
     )
 
 

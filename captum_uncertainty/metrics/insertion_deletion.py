@@ -13,6 +13,7 @@ from torch import Tensor
 from captum_uncertainty._typing import Forward
 from captum_uncertainty._validation import check_choice, check_optional_positive_int, check_positive_int
 from captum_uncertainty.blur import gaussian_blur
+from captum_uncertainty.likelihoods import Likelihood
 from captum_uncertainty.metrics._utils.checks import check_feature_maps, check_images_or_features, check_replacement
 from captum_uncertainty.metrics._utils.curves import evenly_spaced_counts
 from captum_uncertainty.metrics._utils.replacement import chunked_scores, pixel_ranks, replaced_scores
@@ -81,10 +82,14 @@ def class_probabilities(forward_func: Forward, probabilities: bool = False) -> F
     classes)`` member probabilities) gives the predictive (posterior mean) probabilities;
     any other callable is a classifier whose logits go through a softmax, or whose outputs are
     used as they are when ``probabilities=True``. A regressor's forward
-    (``likelihood="gaussian"``) gives its predictive mean as the one column ``(B, 1)``.
+    (a :class:`~captum_uncertainty.Gaussian` likelihood) gives its predictive mean as the one
+    column ``(B, 1)``.
     """
-    predictive_mean = getattr(forward_func, "predictive_mean", None)
-    if getattr(forward_func, "is_gaussian", False) and callable(predictive_mean):
+    likelihood, predictive_mean = (
+        getattr(forward_func, "likelihood", None),
+        getattr(forward_func, "predictive_mean", None),
+    )
+    if isinstance(likelihood, Likelihood) and not likelihood.is_classifier and callable(predictive_mean):
         return lambda images: predictive_mean(images).unsqueeze(1)
     predictive = getattr(forward_func, "predictive", None)
     if callable(predictive):
@@ -146,8 +151,9 @@ def insertion_deletion(
     method) its predictive mean probability; ``target=None`` tracks the class predicted for
     the unmodified ``x``; the aggregate over images is the mean; ``baseline="blur"`` is
     ``gaussian_blur(x, blur_sigma)`` (Petsiuk et al. blur for insertion). For a regressor's
-    UncertaintyForward (``likelihood="gaussian"``) the score is its predictive mean (one column:
-    ``target`` is ``None`` or 0), the quantity an explanation of the members' means explains.
+    UncertaintyForward (a :class:`~captum_uncertainty.Gaussian` likelihood) the score is its
+    predictive mean (one column: ``target`` is ``None`` or 0), the quantity an explanation of
+    the members' means explains.
 
     Args:
         forward_func (callable): classifier returning logits ``(B, classes)`` (or probabilities

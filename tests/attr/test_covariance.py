@@ -7,7 +7,7 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 from torch import nn
 
-from captum_uncertainty import CovarianceAttribution, MCDropout, UncertaintyForward
+from captum_uncertainty import CovarianceAttribution, Gaussian, MCDropout, UncertaintyForward
 from captum_uncertainty.attr.covariance import SUPPORTED_MODES
 from tests.helpers import (
     MeansOnlyRegressor,
@@ -37,8 +37,8 @@ class TwoInputs(nn.Module):
         return self.net(torch.cat([a, b], dim=1))
 
 
-def gaussian(members):
-    return UncertaintyForward(members, "epistemic", likelihood="gaussian")
+def gaussian(members, variance="log_variance"):
+    return UncertaintyForward(members, "epistemic", likelihood=Gaussian(variance=variance))
 
 
 @pytest.fixture
@@ -179,7 +179,9 @@ def test_a_target_explains_a_raw_output_column(members, x):
 
 def test_means_only_members_returning_one_dimension(x):
     members = [MeansOnlyRegressor(seed) for seed in range(3)]
-    result = CovarianceAttribution(gaussian(members), IntegratedGradients).attribute(x, baselines=0.0, **IG_KWARGS)
+    result = CovarianceAttribution(gaussian(members, None), IntegratedGradients).attribute(
+        x, baselines=0.0, **IG_KWARGS
+    )
     with torch.no_grad():
         differences = torch.stack([m(x) - m(x * 0) for m in members])
     torch.testing.assert_close(result.sum(1), differences.var(0, unbiased=False), rtol=1e-6, atol=0)

@@ -5,7 +5,7 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import nn
 
-from captum_uncertainty import ExplanationDistribution, MCDropout, UncertaintyForward
+from captum_uncertainty import ExplanationDistribution, Gaussian, MCDropout, UncertaintyForward
 from captum_uncertainty.attr._utils.samples import default_target, format_target, sample_explained_module
 from tests.helpers import (
     MeansOnlyRegressor,
@@ -17,8 +17,8 @@ from tests.helpers import (
 )
 
 
-def gaussian(members):
-    return UncertaintyForward(members, "epistemic", likelihood="gaussian")
+def gaussian(members, variance="log_variance"):
+    return UncertaintyForward(members, "epistemic", likelihood=Gaussian(variance=variance))
 
 
 @pytest.fixture
@@ -74,17 +74,17 @@ def test_a_target_explains_a_raw_output_column(members, x):
 
 def test_means_only_members(x):
     members = [MeansOnlyRegressor(seed) for seed in range(3)]
-    result = ExplanationDistribution(gaussian(members), Saliency).attribute(x, abs=False)
+    result = ExplanationDistribution(gaussian(members, None), Saliency).attribute(x, abs=False)
     manual = []
     for m in members:
         point = x.clone().requires_grad_()
         (grad,) = torch.autograd.grad(m(point).sum(), point)
         manual.append(grad)
     torch.testing.assert_close(result.samples, torch.stack(manual), rtol=1e-12, atol=1e-15)
-    column = ExplanationDistribution(gaussian(members), Saliency).attribute(x, target=0, abs=False)
+    column = ExplanationDistribution(gaussian(members, None), Saliency).attribute(x, target=0, abs=False)
     torch.testing.assert_close(column.samples, result.samples, rtol=1e-12, atol=1e-15)
-    with pytest.raises(ValueError, match="target selects column 1 .* which have 1 \\(the means only\\)"):
-        ExplanationDistribution(gaussian(members), Saliency).attribute(x, target=1)
+    with pytest.raises(ValueError, match="target selects column 1 .* which have 1 \\(the means only"):
+        ExplanationDistribution(gaussian(members, None), Saliency).attribute(x, target=1)
 
 
 def test_mc_dropout_regressor(x):

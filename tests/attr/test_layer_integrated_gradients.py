@@ -8,6 +8,7 @@ from captum.attr import LayerIntegratedGradients
 from torch import nn
 
 from captum_uncertainty import (
+    Categorical,
     Decomposition,
     DeepEnsemble,
     LayerUncertaintyIntegratedGradients,
@@ -337,7 +338,7 @@ def test_binary_members_with_one_logit_are_complete_and_equal_two_logit_members(
     assert torch.allclose(attributions.sum(1), expected, atol=1e-3, rtol=0)
     assert delta.abs().max() < 1e-3
     explicit = [TwoLogits(m) for m in members]
-    two = UncertaintyForward(explicit, measure=measure)
+    two = UncertaintyForward(explicit, measure=measure, likelihood=Categorical())
     assert torch.allclose(difference(two, tokens, pad), expected, atol=1e-12, rtol=0)
     theirs = LayerUncertaintyIntegratedGradients(two, [m.binary.emb for m in explicit]).attribute(
         tokens, pad, n_steps=64

@@ -182,9 +182,10 @@ def test_captum_with_member_zero_only_is_incomplete_for_the_ensemble(bert_ensemb
 # ----------------------------------------------------------------------------- the user's models
 
 
-def test_members_untouched_and_train_mode_members_run_in_eval_mode(bert_ensemble):
-    """DeepEnsemble runs the members in eval mode (dropout off) during each call and restores
-    every submodule's flag: a member left in train mode gives the eval-mode attributions."""
+def test_a_train_mode_member_with_dropout_is_refused_and_members_stay_untouched(bert_ensemble):
+    """A member left in train mode with active dropout is refused, naming MCDropout and eval():
+    the forward would switch its dropout off and explain another, deterministic model. The refused
+    call and the later eval-mode call leave every submodule's flag and weight as they were."""
     members, layer, (ids, mask, baseline) = bert_ensemble
     kwargs = dict(additional_forward_args=(mask,), n_steps=8)
     expected = LayerUncertaintyIntegratedGradients(UncertaintyForward(members), layer).attribute(
@@ -196,10 +197,15 @@ def test_members_untouched_and_train_mode_members_run_in_eval_mode(bert_ensemble
     fresh[0].bert.embeddings.word_embeddings.weight.grad = torch.ones(VOCAB, ENCODER["hidden_size"]).double()
     before = model_state(fresh)
     uf = UncertaintyForward(fresh)
+    with pytest.raises(ValueError, match=r"members\[2\] is in train\(\) mode.*Dropout.*MCDropout.*eval\(\)"):
+        LayerUncertaintyIntegratedGradients(uf, layer).attribute(ids, baseline, **kwargs)
+    assert_untouched(before, fresh)
+    assert fresh[2].training and not fresh[1].training
+    fresh[2].eval()
+    before = model_state(fresh)
     got = LayerUncertaintyIntegratedGradients(uf, layer).attribute(ids, baseline, decompose=True, **kwargs)
     assert torch.equal(got.total, expected)
     assert_untouched(before, fresh)
-    assert fresh[2].training and not fresh[1].training
     # the encoder returns a ModelOutput, not a tensor: refused after its recording hooks ran
     with pytest.raises(ValueError, match="floating point tensor"):
         LayerUncertaintyIntegratedGradients(uf, lambda member: member.bert.encoder).attribute(ids, baseline, **kwargs)

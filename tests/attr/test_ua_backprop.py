@@ -452,7 +452,7 @@ def test_every_path_checks_the_outputs_against_their_declaration(members, x, pat
     options = dict(path=path, n_steps=3, max_sigma=1.5)
     with pytest.raises(ValueError, match="look like probabilities"):
         UABackprop(UncertaintyForward(softmax_members)).attribute(x, **options)
-    with pytest.raises(ValueError, match="probabilities=True but"):
+    with pytest.raises(ValueError, match=r"Categorical\(outputs=.probabilities.\) but"):
         UABackprop(UncertaintyForward(members, probabilities=True)).attribute(x, **options)
     unchecked = [
         UncertaintyForward(softmax_members, validate=False),

@@ -17,7 +17,7 @@ from torch.nn.utils import vector_to_parameters
 from torch_uncertainty.methods import deep_ensembles, mc_dropout
 from torch_uncertainty.models.mlp import mlp
 
-from captum_uncertainty import DeepEnsemble, MCDropout, UncertaintyForward, WeightSamples
+from captum_uncertainty import DeepEnsemble, Gaussian, MCDropout, UncertaintyForward, WeightSamples
 from captum_uncertainty.integrations import from_bayesian_torch, from_laplace, from_torch_uncertainty
 from tests.helpers import assert_untouched, model_state
 
@@ -81,7 +81,7 @@ def test_laplace_regression_decomposition(regression_laplace, x):
     subset, model, la = regression_laplace
     posterior = from_laplace(la, num_samples=6, seed=0)
     assert isinstance(posterior, WeightSamples) and isinstance(posterior, DeepEnsemble)
-    uf = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(posterior, "epistemic", likelihood=Gaussian(variance="log_variance"))
     total, aleatoric, epistemic = (t.detach() for t in uf.decompose(x))
 
     noise_variance = float(la.sigma_noise) ** 2
@@ -106,7 +106,7 @@ def test_laplace_regression_decomposition(regression_laplace, x):
 def test_laplace_regression_integrated_gradients_completeness(regression_laplace, x):
     _, _, la = regression_laplace
     posterior = from_laplace(la, num_samples=6, seed=0)
-    uf = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(posterior, "epistemic", likelihood=Gaussian(variance="log_variance"))
     baseline = torch.zeros_like(x)
     attributions = IntegratedGradients(uf).attribute(x, baselines=baseline, n_steps=100)
     assert attributions.dtype == torch.float64 and attributions.shape == x.shape
@@ -132,7 +132,7 @@ def test_laplace_regression_leaves_the_model_and_la_untouched(x):
     state, mean, sigma = model_state([model]), la.mean.clone(), la.sigma_noise.clone()
     draws_before = la.sample(3, generator=torch.Generator().manual_seed(5))
     posterior = from_laplace(la, num_samples=4, seed=0)
-    uf = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(posterior, "epistemic", likelihood=Gaussian(variance="log_variance"))
     uf.decompose(x)
     IntegratedGradients(uf).attribute(x, baselines=x * 0, n_steps=4)
     assert_untouched(state, [model])
@@ -172,7 +172,7 @@ def test_torch_uncertainty_probabilistic_ensemble_matches_the_members(x, family,
     state = model_state(members)
     posterior = from_torch_uncertainty(deep_ensembles(members, task="regression", probabilistic=True))
     assert isinstance(posterior, DeepEnsemble) and posterior.num_samples == 3
-    uf = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(posterior, "epistemic", likelihood=Gaussian(variance="log_variance"))
     total, aleatoric, epistemic = (t.detach() for t in uf.decompose(x))
     with torch.no_grad():
         outputs = [member(x) for member in members]  # the core models: {"loc": (N, 1), "scale": (N, 1)}
@@ -190,7 +190,7 @@ def test_torch_uncertainty_probabilistic_ensemble_matches_the_members(x, family,
 def test_torch_uncertainty_point_ensemble_gives_means(x):
     members = tu_members(None)
     posterior = from_torch_uncertainty(deep_ensembles(members, task="regression", probabilistic=False))
-    uf = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(posterior, "epistemic", likelihood=Gaussian(variance=None))
     with torch.no_grad():
         locs = [member(x)[:, 0] for member in members]
         assert posterior(x).shape == (3, x.shape[0], 1)
@@ -206,7 +206,7 @@ def test_torch_uncertainty_regression_mc_dropout(x):
     wrapper = mc_dropout(net, num_estimators=6, task="regression", probabilistic=True)
     posterior = from_torch_uncertainty(wrapper, seed=0)
     assert isinstance(posterior, MCDropout) and posterior.num_samples == 6
-    uf = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(posterior, "epistemic", likelihood=Gaussian(variance="log_variance"))
     first, second = uf.decompose(x), uf.decompose(x)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
@@ -238,7 +238,9 @@ def test_torch_uncertainty_dict_without_a_distribution_layer_needs_dist_family(x
     wrapper = deep_ensembles(members, task="regression", probabilistic=True)
     with pytest.raises(ValueError, match=r"keys \['loc', 'scale'\].*dist_family"):
         from_torch_uncertainty(wrapper)(x)
-    uf = UncertaintyForward(from_torch_uncertainty(wrapper, dist_family="normal"), likelihood="gaussian")
+    uf = UncertaintyForward(
+        from_torch_uncertainty(wrapper, dist_family="normal"), likelihood=Gaussian(variance="log_variance")
+    )
     with torch.no_grad():
         outputs = [member(x) for member in members]
     aleatoric = sum(out["scale"][:, 0] ** 2 for out in outputs) / 2
@@ -299,7 +301,7 @@ def test_bayesian_torch_regressor_decomposes_deterministically(x):
     model = with_noise_buffers_drawn(BayesianRegressor().double().eval())
     state = model_state([model])
     posterior = from_bayesian_torch(model, num_samples=5, seed=0)
-    uf = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(posterior, "epistemic", likelihood=Gaussian(variance="log_variance"))
     first, second = uf.decompose(x), uf.decompose(x)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
@@ -326,7 +328,7 @@ def test_bayesian_torch_dnn_to_bnn_regressor_with_one_output_per_input(x):
     net = with_noise_buffers_drawn(net.double().eval())
     assert net(x).shape == (x.shape[0],)
     posterior = from_bayesian_torch(net, num_samples=4, seed=0)
-    uf = UncertaintyForward(posterior, "epistemic", likelihood="gaussian")
+    uf = UncertaintyForward(posterior, "epistemic", likelihood=Gaussian(variance=None))
     with torch.no_grad():
         means = [member(x) for member in posterior.sample_modules()]
     d = uf.decompose(x)

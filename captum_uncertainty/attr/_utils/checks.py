@@ -58,9 +58,9 @@ def check_classifier_forward(
     """An :class:`~captum_uncertainty.UncertaintyForward` of a classifier, or a ``ValueError`` saying
     why ``method`` needs one (``reason``) and which methods explain a regressor instead."""
     forward = check_uncertainty_forward(forward_func, name)
-    if forward.is_gaussian:
+    if not forward.likelihood.is_classifier:
         raise ValueError(
-            f"{method} is built on {reason} and explains classifiers, but {name} has likelihood='gaussian'; "
+            f"{method} is built on {reason} and explains classifiers, but {name} reads {forward.likelihood!r}; "
             f"for a regressor's variance use {_REGRESSION_METHODS}"
         )
     return forward

@@ -1,10 +1,11 @@
 """One posterior sample as the module a Captum attribution class explains, and the explained target.
 
 Shared by the methods that explain every posterior sample on its own (the explanation
-distribution, the covariance of explanations): a classifier's sample is explained through its
-class scores (a binary member's one logit becomes the two classes ``[0, z]``), a regressor's
-(``likelihood="gaussian"``) through its predicted mean ``mu_s``, or, when a target column is
-asked for, through its raw output columns.
+distribution, the covariance of explanations). What a sample explains is the likelihood's
+business: a classifier's sample through its class scores (a Bernoulli member's one score
+becomes the two classes), a regressor's (:class:`~captum_uncertainty.Gaussian`) through its
+predicted mean ``mu_s`` of the explained target, or, when a target column is asked for, through
+its raw output columns.
 """
 
 from __future__ import annotations
@@ -15,48 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from captum_uncertainty.forward import UncertaintyForward
-from captum_uncertainty.posterior import tensor_output
+from captum_uncertainty.likelihoods import Gaussian
 
 __all__ = ["default_target", "format_target", "sample_explained_module"]
-
-
-class _SampleClasses(nn.Module):
-    """Sample ``s``'s class outputs ``(N, C)`` as the forward sees them (a binary member's one
-    logit becomes the two classes ``[0, z]``)."""
-
-    def __init__(self, forward: UncertaintyForward, sample: int) -> None:
-        super().__init__()
-        self.forward_func = forward
-        self.member = forward.posterior.sample_module(sample)
-
-    def forward(self, *inputs: Any) -> Tensor:
-        outputs = tensor_output(self.member(*inputs))
-        if outputs.dim() == 1:
-            outputs = outputs.unsqueeze(-1)
-        return self.forward_func.class_outputs(outputs.unsqueeze(0))[0]
-
-
-def _gaussian_columns(outputs: Tensor) -> Tensor:
-    """A Gaussian sample's raw output as ``(N, C)`` columns (``(N,)`` means become ``(N, 1)``)."""
-    if outputs.dim() == 1:
-        outputs = outputs.unsqueeze(-1)
-    if outputs.dim() != 2 or outputs.shape[-1] not in (1, 2):
-        raise ValueError(
-            "a Gaussian member must return, per input, (N, 2) = the mean and the variance head, or (N,) / (N, 1) = "
-            f"the means only; got an output of shape {tuple(outputs.shape)}"
-        )
-    return outputs
-
-
-class _SampleMean(nn.Module):
-    """Sample ``s``'s predicted mean ``mu_s`` ``(N,)``: column 0 of a Gaussian member's output."""
-
-    def __init__(self, forward: UncertaintyForward, sample: int) -> None:
-        super().__init__()
-        self.member = forward.posterior.sample_module(sample)
-
-    def forward(self, *inputs: Any) -> Tensor:
-        return _gaussian_columns(tensor_output(self.member(*inputs)))[:, 0]
 
 
 def _highest_column(target: Any) -> int:
@@ -68,22 +30,35 @@ def _highest_column(target: Any) -> int:
     return int(target)
 
 
-class _SampleColumns(nn.Module):
-    """Sample ``s``'s raw Gaussian output columns ``(N, C)``: column 0 the mean, column 1 (if
-    any) the variance head, as the member returns it; a target column beyond them is refused."""
+class _SampleExplained(nn.Module):
+    """Sample ``s``'s output as its likelihood reads it, ``(1, N, K)`` before :meth:`explained`."""
 
-    def __init__(self, forward: UncertaintyForward, sample: int, target: Any) -> None:
+    def __init__(self, forward: UncertaintyForward, sample: int, target: Any = None) -> None:
         super().__init__()
+        self.posterior = forward.posterior
+        self.likelihood = forward.likelihood
         self.member = forward.posterior.sample_module(sample)
-        self.highest = _highest_column(target)
+        self.highest = None if target is None else _highest_column(target)
 
     def forward(self, *inputs: Any) -> Tensor:
-        outputs = _gaussian_columns(tensor_output(self.member(*inputs)))
-        if self.highest >= outputs.shape[1]:
-            heads = "column 0 the mean, column 1 the variance head" if outputs.shape[1] == 2 else "the means only"
+        with self.posterior.reading(self.likelihood.read):
+            outputs = self.likelihood.read(self.member(*inputs))
+        if outputs.dim() == 1:
+            outputs = outputs.unsqueeze(-1)
+        return self.explained(outputs.unsqueeze(0))[0]
+
+    def explained(self, outputs: Tensor) -> Tensor:
+        likelihood = self.likelihood
+        if likelihood.is_classifier:
+            return likelihood.class_scores(outputs)  # type: ignore[attr-defined]
+        assert isinstance(likelihood, Gaussian)
+        if self.highest is None:
+            return likelihood.explained_means(outputs)
+        if self.highest >= outputs.shape[-1]:
+            layout = "the means first, then the noise heads" if likelihood.has_head else "the means only"
             raise ValueError(
                 f"target selects column {self.highest} of the Gaussian members' outputs, which have "
-                f"{outputs.shape[1]} ({heads}); pass target=None to explain the means"
+                f"{outputs.shape[-1]} ({layout}, as {likelihood!r} declares); pass target=None to explain the means"
             )
         return outputs
 
@@ -99,22 +74,20 @@ def sample_explained_module(forward: UncertaintyForward, sample: int, target: Op
             raises ``ValueError`` when the module runs).
 
     Returns:
-        nn.Module: for a classifier, the sample's class scores ``(N, C)`` as the forward reads them
-        (a Hugging Face output's ``.logits``; for ``binary=True`` members the two classes
-        ``[0, z]``); for a
-        Gaussian forward and ``target=None``, the sample's predicted mean ``mu_s`` ``(N,)``
-        (column 0; explained with Captum's ``target=None``); for a Gaussian forward with a
-        ``target``, the sample's raw output columns ``(N, C)`` (``(N,)`` means become ``(N, 1)``),
-        so that ``target=1`` explains the variance head.
+        nn.Module: for a classifier, the sample's class scores ``(N, C)`` as the likelihood
+        reads them (a Hugging Face output's ``.logits``; a Bernoulli member's one logit ``z``
+        as the two classes ``[0, z]``, a probability ``p`` as ``[1 - p, p]``); for a Gaussian
+        forward and ``target=None``, the sample's predicted mean ``mu_s`` ``(N,)`` of the
+        explained target (explained with Captum's ``target=None``); for a Gaussian forward with a
+        ``target``, the sample's raw output columns ``(N, W)`` (the means, then the noise heads),
+        so that ``target=1`` explains the noise head of a one-target member.
 
     Examples::
 
         >>> module = sample_explained_module(uf, 0)           # member 0's mean, (N,)
         >>> IntegratedGradients(module).attribute(x, baselines=x * 0)
     """
-    if forward.is_gaussian:
-        return _SampleMean(forward, sample) if target is None else _SampleColumns(forward, sample, target)
-    return _SampleClasses(forward, sample)
+    return _SampleExplained(forward, sample, target)
 
 
 def default_target(
@@ -129,12 +102,11 @@ def default_target(
 
     Returns:
         Tensor: for a classifier the class predicted by the posterior *mean* (so that all samples
-        explain the same class); for a Gaussian forward zeros, i.e. column 0 of the members'
-        outputs, the predicted mean (explained with Captum's ``target=None``). On the inputs'
-        device.
+        explain the same class); for a Gaussian forward zeros (explained with Captum's
+        ``target=None``: each sample's predicted mean). On the inputs' device.
     """
     first = inputs[0]
-    if forward.is_gaussian:
+    if not forward.likelihood.is_classifier:
         return torch.zeros(first.shape[0], dtype=torch.int64, device=first.device)
     with torch.no_grad():
         return forward.predicted_class(*inputs, *additional_forward_args)

@@ -19,8 +19,9 @@ from captum_uncertainty.attr._utils.gradients import (
     fullgrad_relevances,
 )
 from captum_uncertainty.attr._utils.path import (
-    blur_levels,
+    BLUR_IG_METHOD,
     blur_path,
+    blur_quadrature,
     default_max_sigma,
     integrate_path,
     quadrature,
@@ -265,7 +266,8 @@ def _own_logits(forward: UncertaintyForward, graphs: _MemberGraphs, logits: Tens
     binary or probability transform), else ``None``: a backward pass from it touches neither the
     other members' graphs nor the stacked logits, so it may free the member's graph."""
     output = graphs.outputs.get(samples.start) if samples.start is not None else None
-    if output is None or forward.binary or forward.probabilities or output.shape != logits.shape[1:]:
+    outputs_are_logits = getattr(forward.likelihood, "outputs_are_logits", False)
+    if output is None or not outputs_are_logits or output.shape != logits.shape[1:]:
         return None
     return output.unsqueeze(0)
 
@@ -294,13 +296,14 @@ def straight_paths(inputs: Tensor, baselines: Any, method: str, n_steps: int) ->
 
 
 def scale_space_path(inputs: Tensor, max_sigma: Optional[float], n_steps: int) -> List[RelevancePath]:
-    """Blur IG's path from ``gaussian_blur(x, max_sigma)`` to ``x``: Riemann steps of width ``d sigma``."""
+    """Blur IG's path from ``gaussian_blur(x, max_sigma)`` to ``x``, integrated by Blur IG's
+    default rule (:data:`~captum_uncertainty.attr._utils.path.BLUR_IG_METHOD`, the right Riemann
+    sum: ``n_steps`` cells of width ``d sigma``, each evaluated at its larger ``sigma``)."""
     if max_sigma is None:
         max_sigma = default_max_sigma(inputs.shape[2], inputs.shape[3])
     check_positive_number(max_sigma, "max_sigma", allow_inf=False)
-    sigmas = blur_levels(float(max_sigma), n_steps, device=inputs.device)
-    widths = (sigmas[1:] - sigmas[:-1]).to(inputs.dtype)
-    return [(blur_path((inputs,), BLUR_GRAD_STEP), sigmas[:-1], widths, None)]
+    nodes, weights = blur_quadrature(float(max_sigma), n_steps, BLUR_IG_METHOD, device=inputs.device)
+    return [(blur_path((inputs,), BLUR_GRAD_STEP), nodes, weights.to(inputs.dtype), None)]
 
 
 #: Numbers the class gradients of one chunk of path points may hold when ``internal_batch_size``
