@@ -196,6 +196,13 @@ class Likelihood:
         of values contradicts (a Bernoulli logit that is always in ``[0, 1]``): once, so that a
         path point or chunk whose genuine logits happen to fit the pattern is not refused."""
 
+    def validate(self, outputs: Tensor) -> Tensor:
+        """:meth:`check` and :meth:`check_first` together: what ``validate=True`` means for a
+        call on one stack of outputs (a forward makes the first check only on its first call)."""
+        self.check(outputs)
+        self.check_first(outputs)
+        return outputs
+
     def terms(self, outputs: Tensor, validate: bool = True) -> Decomposition:  # pragma: no cover - abstract
         """The per-class (classifiers) or per-target (regressors) terms, each ``(N, K')``."""
         raise NotImplementedError
@@ -264,7 +271,7 @@ class _Classifier(Likelihood):
         (:meth:`class_scores`; a Bernoulli logit ``z`` as ``[0, z]``) of a logit declaration,
         ``log p`` of a probability declaration."""
         if validate:
-            self.check(outputs)
+            self.validate(outputs)
         scores = self.class_scores(outputs)
         return scores if self.declares_logits else _log_of_probabilities(scores)
 
@@ -356,7 +363,7 @@ class Categorical(_Classifier):
 
     def log_probabilities(self, outputs: Tensor, validate: bool = True) -> Tensor:
         if validate:
-            self.check(outputs)
+            self.validate(outputs)
         if self.outputs == "probabilities":
             return _log_of_probabilities(outputs)
         return torch.log_softmax(outputs, dim=-1)
@@ -447,7 +454,7 @@ class Bernoulli(_Classifier):
 
     def log_probabilities(self, outputs: Tensor, validate: bool = True) -> Tensor:
         if validate:
-            self.check(outputs)
+            self.validate(outputs)
         if self.outputs == "probability":
             return _log_of_probabilities(self.class_scores(outputs))
         return torch.cat([torch.nn.functional.logsigmoid(-outputs), torch.nn.functional.logsigmoid(outputs)], dim=-1)
@@ -695,7 +702,7 @@ class Gaussian(Likelihood):
         """Per-target terms, each ``(N, K)``. Means-only members' aleatoric part is the constant
         ``noise_variance`` (0 if not given), with a zero gradient."""
         if validate:
-            self.check(outputs)
+            self.validate(outputs)
         means = self.means(outputs)
         epistemic = (means - means.mean(0)).square().mean(0)
         variances = self.noise_variances(outputs)

@@ -50,12 +50,15 @@ def test_quick_benchmark_writes_its_table_and_report(tmp_path):
     assert [row.split(" | ")[0][2:] for row in rows] == methods.split(",")
     for row in rows:
         values = [float(cell) for cell in row.strip(" |").split(" | ")[1:]]
-        assert len(values) == 11 and all(value == value for value in values)  # no NaN
+        assert len(values) == 12 and all(value == value for value in values)  # no NaN
+        assert values[-1] == 2  # the images column: every row scored on both digits
         assert 0 <= values[8] <= 1 and 0 <= values[9] <= 1  # IoU and ADA
         assert values[0] <= 1 and 0 <= values[1] <= 1 and values[10] >= 0
         assert values[4] <= 1 and values[5] <= 1  # MURR in the map-independent ("full") reading
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert report.count("data:image/png;base64,") == 3 and "CF-path IG" in report and "aleatoric (right)" in report
+    # first screen, URR curves, then one figure (epistemic and aleatoric rows) per method
+    assert report.count("data:image/png;base64,") == 2 + len(rows) and "CF-path IG" in report
+    assert "the method with the best map-independent MURR 2% in this run" in report
     record = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
     assert record["config"]["recipe"] == "adam" and 0 < record["test_accuracy"] <= 1
     for row, name in zip(rows, methods.split(",")):  # the JSON holds the table's numbers
@@ -176,3 +179,13 @@ def test_results_say_when_images_no_blur_helps_make_the_full_columns_uninformati
     sentence = no_blur_sentence(no_blur, 100)
     assert f"{no_blur} of 100." in sentence
     assert ("separate maps poorly" in sentence) is says_poorly
+
+
+def test_the_slow_rows_are_scored_on_fewer_images_and_say_so(tmp_path):
+    from captum_uncertainty.experiments.benchmark import BenchmarkConfig, run_benchmark
+
+    config = BenchmarkConfig.quick(images=3, anomaly_images=3, members=2, slow_images=1, methods=["Grad", "LIME"])
+    scores = run_benchmark(tmp_path, config=config)
+    assert scores["Grad"]["images"] == 3 and scores["LIME"]["images"] == 1
+    table = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert table.splitlines()[-1].endswith("| 1 |") and "| 3 |" in table

