@@ -1,5 +1,6 @@
 """captum-uncertainty: attribute the predictive uncertainty of Bayesian classifiers with Captum."""
 
+from captum_uncertainty._version import __version__ as __version__
 from captum_uncertainty.attr import (
     CLUE,
     BlurIntegratedGradients,
@@ -32,8 +33,6 @@ from captum_uncertainty.posterior import (
     SampleCallable,
     WeightSamples,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BlurIntegratedGradients",

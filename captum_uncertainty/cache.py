@@ -7,11 +7,11 @@ the current working folder.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
+
+from captum_uncertainty._hashing import json_sha256
 
 __all__ = [
     "CACHE_ENVIRONMENT_VARIABLE",
@@ -37,7 +37,7 @@ def default_cache_dir() -> Path:
 
 def cache_file(cache_dir: Path, prefix: str, config: Dict[str, Any]) -> Path:
     """``cache_dir/<prefix>-<hash of config>.pt``: one file per configuration."""
-    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    key = json_sha256(config)[:16]
     return Path(cache_dir) / f"{prefix}-{key}.pt"
 
 

@@ -18,7 +18,6 @@ into 2- or 3-digit numbers (100 or 1,000 classes), :class:`MultiDigitCNN` classi
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from captum_uncertainty._hashing import new_digest, update_with_tensor
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int, check_positive_number
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
 from captum_uncertainty.training import fit
@@ -234,10 +234,10 @@ def train_model(
 
 
 def _data_fingerprint(data: DataSplit) -> str:
-    digest = hashlib.sha1()
-    for tensor in (data.x_train, data.y_train):
-        digest.update(tensor.contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]
+    digest = new_digest()
+    for name, tensor in (("x_train", data.x_train), ("y_train", data.y_train)):
+        update_with_tensor(digest, name, tensor)
+    return digest.hexdigest()[:16]
 
 
 def train_ensemble(

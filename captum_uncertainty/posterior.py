@@ -20,7 +20,6 @@ hooks removed and parameters untouched, also when a call raises.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import time
@@ -31,6 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 from torch import Tensor, nn
 
+from captum_uncertainty._hashing import new_digest, tensor_sha256, update_with_tensor
 from captum_uncertainty._validation import (
     check_choice,
     check_int,
@@ -244,31 +244,6 @@ def expand_to_samples(inputs: Tuple[Any, ...], num_samples: int) -> Tuple[Any, .
 _IDENTITY_ATTRIBUTES = ("seed", "_draws", "p", "dropouts", "layers", "_masks")
 
 
-def _tensor_bytes(tensor: Tensor) -> Any:
-    """A tensor's bytes on the CPU, as a flat uint8 numpy array (any dtype, bfloat16 included)."""
-    data = tensor.detach()
-    if data.layout != torch.strided:
-        data = data.to_dense()
-    data = data.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-    return data.view(torch.uint8).numpy()
-
-
-def _update_with_tensor(digest: Any, label: str, tensor: Tensor) -> None:
-    """Feed a tensor's name, shape, dtype and bytes to a hash."""
-    if nn.parameter.is_lazy(tensor):  # a lazy module not yet run: no values
-        digest.update(json.dumps([label, "uninitialized"]).encode())
-        return
-    raw = _tensor_bytes(tensor)
-    digest.update(json.dumps([label, list(tensor.shape), str(tensor.dtype), int(raw.size)]).encode())
-    digest.update(raw)
-
-
-def _tensor_sha256(tensor: Tensor) -> str:
-    digest = hashlib.sha256()
-    _update_with_tensor(digest, "tensor", tensor)
-    return digest.hexdigest()
-
-
 def _submodule_names(modules: Sequence[nn.Module]) -> Dict[int, str]:
     """``id(submodule) -> "<sample module index>.<name>"`` over the sample modules."""
     names: Dict[int, str] = {}
@@ -283,7 +258,7 @@ def _identity_value(value: Any, names: Dict[int, str]) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Tensor):
-        return _tensor_sha256(value)
+        return tensor_sha256(value)
     if isinstance(value, nn.Module):
         return [names.get(id(value), "?"), type(value).__qualname__]
     if isinstance(value, (list, tuple)):
@@ -293,14 +268,14 @@ def _identity_value(value: Any, names: Dict[int, str]) -> Any:
 
 def _fingerprint_of(name: str, identity: Dict[str, Any], modules: Sequence[nn.Module]) -> str:
     """sha256 of a posterior's class name, identity and every sample module's structure and state."""
-    digest = hashlib.sha256()
+    digest = new_digest()
     structure = [[[sub_name, type(sub).__qualname__] for sub_name, sub in module.named_modules()] for module in modules]
     header = {"class": name, "identity": identity, "modules": structure}
     digest.update(json.dumps(header, sort_keys=True).encode())
     for index, module in enumerate(modules):
         for kind, named in (("parameter", module.named_parameters()), ("buffer", module.named_buffers())):
             for tensor_name, tensor in named:
-                _update_with_tensor(digest, f"{index}.{kind}.{tensor_name}", tensor)
+                update_with_tensor(digest, f"{index}.{kind}.{tensor_name}", tensor)
     return digest.hexdigest()
 
 
@@ -827,13 +802,13 @@ class MCDropout(Posterior):
         }
         if self._draws:  # resampled: the masks are drawn from the generator as it was then
             if not self._masks:
-                self._resampled_from = (self._draws, _tensor_sha256(self._generator.get_state()))
+                self._resampled_from = (self._draws, tensor_sha256(self._generator.get_state()))
             noted = vars(self).get("_resampled_from")
             if noted is not None and noted[0] == self._draws:
                 identity["generator"] = noted[1]
             else:  # drawn before the state was noted: the masks themselves
                 identity["masks"] = [
-                    [names.get(key[0], "?"), key[1], _tensor_sha256(mask)] for key, mask in self._masks.items()
+                    [names.get(key[0], "?"), key[1], tensor_sha256(mask)] for key, mask in self._masks.items()
                 ]
         return identity
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -13,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_uncertainty._hashing import values_sha256
+from captum_uncertainty._version import __version__
 from captum_uncertainty.dataset._folder import atomic_write
 from captum_uncertainty.forward import UncertaintyForward
 
@@ -78,12 +79,7 @@ def json_safe(value: Any) -> Any:
 
 
 def _tensor_summary(value: Union[Tensor, np.ndarray]) -> Dict[str, Any]:
-    if isinstance(value, np.ndarray):
-        data = np.ascontiguousarray(value).tobytes()
-    else:
-        data = value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
-    digest = hashlib.sha256(data).hexdigest()
-    return {"tensor": {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": digest}}
+    return {"tensor": {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": values_sha256(value)}}
 
 
 def _qualified_name(obj: Any) -> str:
@@ -101,7 +97,6 @@ def run_config(
     fingerprint: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The manifest's configuration keys (:data:`RUN_CONFIG_KEYS` and :data:`POSTERIOR_KEY`) of one call."""
-    from captum_uncertainty import __version__
 
     try:
         num_samples: Optional[int] = int(forward.num_samples)

@@ -16,16 +16,14 @@ its rename and the folder after it (:func:`~captum_uncertainty.dataset._folder.a
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
-import math
 import re
 from pathlib import Path
 from typing import IO, Any, Collection, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from captum_uncertainty._hashing import new_digest, row_bytes, values_sha256
 from captum_uncertainty.dataset._batch import Columns, layout_of
 from captum_uncertainty.dataset._folder import TEMPORARY_FILE_PATTERN, atomic_write, is_lock_file
 from captum_uncertainty.dataset._manifest import (
@@ -134,13 +132,10 @@ def finished_shards(folder: Path) -> Set[int]:
 
 def input_row_digests(inputs: Tensor) -> np.ndarray:
     """The sha256 digest of every input row (its dtype, shape and bytes, on the CPU), ``(n, 32)`` uint8."""
-    rows = inputs.detach()
-    if rows.layout != torch.strided:
-        rows = rows.to_dense()
-    rows = rows.cpu().resolve_conj().resolve_neg().contiguous()
-    count = int(rows.shape[0])
-    header = hashlib.sha256(f"{rows.dtype}{tuple(rows.shape[1:])}".encode())
-    raw = rows.reshape(count, math.prod(rows.shape[1:])).view(torch.uint8).numpy()
+    count = int(inputs.shape[0])
+    header = new_digest()
+    header.update(f"{inputs.dtype}{tuple(inputs.shape[1:])}".encode())
+    raw = row_bytes(inputs)
     digests = np.empty((count, 32), dtype=np.uint8)
     for row in range(count):
         digest = header.copy()
@@ -151,7 +146,7 @@ def input_row_digests(inputs: Tensor) -> np.ndarray:
 
 def inputs_hash(digests: np.ndarray) -> str:
     """The hash of a shard's inputs: sha256 of its rows' digests (:func:`input_row_digests`) in row order."""
-    return hashlib.sha256(np.ascontiguousarray(digests, dtype=np.uint8).tobytes()).hexdigest()
+    return values_sha256(np.ascontiguousarray(digests, dtype=np.uint8))
 
 
 def stored_input_hashes(folder: Path, shards: Set[int]) -> Dict[int, Tuple[int, Optional[str]]]:

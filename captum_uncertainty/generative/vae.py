@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_uncertainty._hashing import tensor_sha256
 from captum_uncertainty._validation import check_positive_int, check_tensor
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
 from captum_uncertainty.training import fit
@@ -248,7 +248,7 @@ def load_or_train_vae(
         "latent_dim": latent_dim,
         "epochs": epochs,
         "seed": seed,
-        "images": hashlib.sha1(images.detach().contiguous().numpy().tobytes()).hexdigest()[:12],
+        "images": tensor_sha256(images)[:16],
     }
     folder = resolve_cache_dir(cache_dir)
     path = cache_file(folder, "vae", config) if folder is not None else None
