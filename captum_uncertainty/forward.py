@@ -189,9 +189,9 @@ class UncertaintyForward(nn.Module):
     Args:
         posterior (Posterior or sequence of nn.Module): where the samples come from. A plain
             list (or ``nn.ModuleList``) of modules is a deep ensemble
-            (:class:`~captum_uncertainty.posterior.DeepEnsemble`); for MC dropout, weight samples
+            (:class:`~captum_uncertainty.DeepEnsemble`); for MC dropout, weight samples
             or sample-returning callables pass a
-            :class:`~captum_uncertainty.posterior.Posterior`.
+            :class:`~captum_uncertainty.Posterior`.
         measure (str): ``"total"``, ``"aleatoric"`` or ``"epistemic"``. Default: ``"total"``.
         likelihood (Likelihood or str, keyword only, optional): what the samples' outputs mean:
             ``Categorical(outputs="logits" | "probabilities")``, ``Bernoulli(outputs="logit" |
