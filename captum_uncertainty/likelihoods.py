@@ -58,6 +58,7 @@ __all__ = [
     "MEASURES",
     "PROBABILITY_SUM_TOLERANCE",
     "UNDECLARED",
+    "UndeclaredOutputError",
     "VARIANCE_HEADS",
     "log_mean_probabilities",
     "resolve_likelihood",
@@ -463,6 +464,12 @@ class Bernoulli(_Classifier):
         return self.class_scores(outputs) if self.outputs == "probability" else None
 
 
+class UndeclaredOutputError(TypeError, ValueError):
+    """A declaration that a tensor cannot replace was left out (a Gaussian's noise head). Both a
+    missing argument (``TypeError``) and an invalid configuration (``ValueError``), so either
+    ``except`` catches it, as numpy's ``AxisError`` is both a ``ValueError`` and an ``IndexError``."""
+
+
 class _Undeclared:
     """The value of an argument that was not given (``None`` is a declaration: means only)."""
 
@@ -493,7 +500,8 @@ class Gaussian(Likelihood):
         variance (str or None): what the noise head holds, which a tensor cannot tell:
             ``"log_variance"`` (``log sigma^2``, the head a Gaussian NLL is usually trained on),
             ``"variance"`` (``sigma^2``, e.g. a softplus head), ``"std"`` (``sigma``), or ``None``
-            for means-only members. Required: there is no default.
+            for means-only members. Required: there is no default, and leaving it out raises
+            :class:`UndeclaredOutputError` (a ``TypeError`` and a ``ValueError``).
         noise_variance (float, optional): a constant noise variance of means-only members (e.g. a
             fitted observation noise), the aleatoric part of every input; refused next to a noise
             head. Default: ``None`` (0).
@@ -528,7 +536,7 @@ class Gaussian(Likelihood):
         explain: Union[str, int] = "sum",
     ) -> None:
         if variance is UNDECLARED:
-            raise TypeError(
+            raise UndeclaredOutputError(
                 "Gaussian needs variance= declared, as a tensor cannot tell: 'log_variance' (log sigma^2), "
                 "'variance' (sigma^2), 'std' (sigma), or None for members that return means only"
             )
