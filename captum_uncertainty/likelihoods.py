@@ -501,7 +501,8 @@ class Gaussian(Likelihood):
             ``"log_variance"`` (``log sigma^2``, the head a Gaussian NLL is usually trained on),
             ``"variance"`` (``sigma^2``, e.g. a softplus head), ``"std"`` (``sigma``), or ``None``
             for means-only members. Required: there is no default, and leaving it out raises
-            :class:`UndeclaredOutputError` (a ``TypeError`` and a ``ValueError``).
+            :class:`~captum_uncertainty.likelihoods.UndeclaredOutputError` (a ``TypeError`` and a
+            ``ValueError``).
         noise_variance (float, optional): a constant noise variance of means-only members (e.g. a
             fitted observation noise), the aleatoric part of every input; refused next to a noise
             head. Default: ``None`` (0).
