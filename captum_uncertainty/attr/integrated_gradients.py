@@ -26,7 +26,7 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_gradients,
     uncertainty_values,
 )
-from captum_uncertainty.attr._utils.results import decomposed
+from captum_uncertainty.attr._utils.results import decomposed, decomposed_maps
 from captum_uncertainty.forward import UncertaintyForward
 
 __all__ = ["UncertaintyIntegratedGradients"]
@@ -170,22 +170,25 @@ class UncertaintyIntegratedGradients(GradientAttribution):
         batch = tensors[0].shape[0]
         gradients = uncertainty_gradients(forward, args, measures, batch, target)
         attributions: List[List[Tuple[Tensor, ...]]] = []
-        differences: List[List[Tensor]] = []
-        for baseline in format_baselines(baselines, tensors):
+        references = format_baselines(baselines, tensors)
+        for baseline in references:
             integrals = integrate_path(
                 straight_path(tensors, baseline), gradients, nodes, weights, batch, internal_batch_size
             )
             attributions.append([self._scaled(integral, tensors, baseline) for integral in integrals])
-            with torch.no_grad():
-                at_inputs = uncertainty_values(forward, tensors, args, measures, target)
-                at_baseline = uncertainty_values(forward, baseline, args, measures, target)
-            differences.append([a - b for a, b in zip(at_inputs, at_baseline)])
         attribution = [_average_tuples(parts) for parts in zip(*attributions)]
+        maps = [format_output(parts, is_tuple) for parts in attribution]
+        if not return_convergence_delta:
+            return decomposed_maps(maps) if decompose else maps[0]
+        with torch.no_grad():  # U(x) once per call; U at each baseline once
+            at_inputs = uncertainty_values(forward, tensors, args, measures, target)
+            differences = [
+                [a - b for a, b in zip(at_inputs, uncertainty_values(forward, baseline, args, measures, target))]
+                for baseline in references
+            ]
         difference = [torch.stack(parts).mean(0) for parts in zip(*differences)]
         deltas = [sum(a.flatten(1).sum(1) for a in parts) - d for parts, d in zip(attribution, difference)]
-        maps = [format_output(parts, is_tuple) for parts in attribution]
-        result, delta = decomposed(maps, deltas) if decompose else (maps[0], deltas[0])
-        return (result, delta) if return_convergence_delta else result
+        return decomposed(maps, deltas) if decompose else (maps[0], deltas[0])
 
     def _scaled(self, integral: Tuple[Tensor, ...], inputs: Tuple[Tensor, ...], baseline: Tuple[Tensor, ...]):
         if not self._multiply_by_inputs:
