@@ -45,7 +45,13 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from captum_uncertainty._validation import check_choice, check_int, check_non_negative_number, check_positive_int
+from captum_uncertainty._validation import (
+    check_choice,
+    check_finite_tensor,
+    check_int,
+    check_non_negative_number,
+    check_positive_int,
+)
 from captum_uncertainty.posterior import tensor_output
 
 __all__ = [
@@ -98,16 +104,9 @@ class Decomposition(NamedTuple):
 def _check_stack(outputs: Any, shape: str) -> Tensor:
     """Sample outputs stacked as ``shape`` (``S`` samples, ``N`` inputs, then the columns): a finite
     floating tensor with at least one sample."""
-    if not isinstance(outputs, Tensor):
-        raise TypeError(f"outputs must be a torch.Tensor of shape {shape}, got {type(outputs).__name__}")
-    if outputs.dim() != 3:
-        raise ValueError(f"outputs must have shape {shape}, got shape {tuple(outputs.shape)}")
+    check_finite_tensor(outputs, "outputs", shape, dims=(3,))
     if outputs.shape[0] == 0:
         raise ValueError("outputs has no posterior samples (S = 0)")
-    if not outputs.is_floating_point():
-        raise TypeError(f"outputs must be a floating point tensor, got dtype {outputs.dtype}")
-    if not bool(torch.isfinite(outputs).all()):
-        raise ValueError("outputs contain NaN or inf values")
     return outputs
 
 
@@ -250,8 +249,24 @@ class _Classifier(Likelihood):
 
     is_classifier = True
 
-    #: The raw outputs are the softmax logits themselves (no transform between them).
-    outputs_are_logits: bool = False
+    #: The two declarations of ``outputs``: logits first, then probabilities.
+    OUTPUTS: Tuple[str, str] = ("logits", "probabilities")
+
+    def __init__(self, outputs: str) -> None:
+        self.outputs = check_choice(outputs, "outputs", self.OUTPUTS)
+
+    @property
+    def declares_logits(self) -> bool:
+        """The declared outputs are logits (a real score per class, or a Bernoulli logit)."""
+        return self.outputs == self.OUTPUTS[0]
+
+    @property
+    def outputs_are_logits(self) -> bool:
+        """The raw outputs are the softmax logits themselves (no transform between them)."""
+        return False
+
+    def settings(self) -> Dict[str, Any]:
+        return {"likelihood": self.name, "outputs": self.outputs}
 
     def read(self, output: Any) -> Any:
         output = tensor_output(output)
@@ -262,9 +277,6 @@ class _Classifier(Likelihood):
         """``(S, N, C)`` class scores as the model gives them: logits, or probabilities if declared
         (a Bernoulli member's one column becomes two classes)."""
         return outputs
-
-    #: The declared outputs are logits (a real score per class, or a Bernoulli logit).
-    declares_logits: bool = True
 
     def class_logits(self, outputs: Tensor, validate: bool = True) -> Tensor:
         """``(S, N, C)`` logits whose softmax is each sample's class distribution, as the model
@@ -323,14 +335,13 @@ class Categorical(_Classifier):
     """
 
     name = "categorical"
-    OUTPUTS = ("logits", "probabilities")
 
     def __init__(self, outputs: str = "logits") -> None:
-        self.outputs = check_choice(outputs, "outputs", self.OUTPUTS)
-        self.outputs_are_logits = self.declares_logits = self.outputs == "logits"
+        super().__init__(outputs)
 
-    def settings(self) -> Dict[str, Any]:
-        return {"likelihood": self.name, "outputs": self.outputs}
+    @property
+    def outputs_are_logits(self) -> bool:
+        return self.declares_logits
 
     def check(self, outputs: Tensor) -> Tensor:
         _check_stack(outputs, "(S, N, C)")
@@ -419,11 +430,7 @@ class Bernoulli(_Classifier):
     OUTPUTS = ("logit", "probability")
 
     def __init__(self, outputs: str = "logit") -> None:
-        self.outputs = check_choice(outputs, "outputs", self.OUTPUTS)
-        self.declares_logits = self.outputs == "logit"
-
-    def settings(self) -> Dict[str, Any]:
-        return {"likelihood": self.name, "outputs": self.outputs}
+        super().__init__(outputs)
 
     def check(self, outputs: Tensor) -> Tensor:
         _check_stack(outputs, "(S, N, 1)")
