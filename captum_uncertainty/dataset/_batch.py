@@ -104,6 +104,12 @@ def _named_tensors(value: Any, prefix: str, what: str, explainer: str) -> Dict[s
     )
 
 
+def _number_column(numbers: Tensor, size: int) -> np.ndarray:
+    """One number per input as a numpy column: float64 for floating values, int64 otherwise."""
+    numbers = numbers.detach().cpu().reshape(size)
+    return numbers.double().numpy() if numbers.is_floating_point() else numbers.numpy().astype(np.int64)
+
+
 def attribute_batch(
     explainer: Any,
     forward: UncertaintyForward,
@@ -131,16 +137,14 @@ def attribute_batch(
         summary = forward.summary(inputs)
     columns: Columns = {"index": np.arange(start, start + size, dtype=np.int64)}
     for column, numbers in summary.items():
-        numbers = numbers.detach().cpu()
-        columns[column] = numbers.numpy().astype(np.int64) if column == "predicted" else numbers.double().numpy()
+        columns[column] = _number_column(numbers, size)
     for column, numbers in values.items():
         if not isinstance(numbers, Tensor) or numbers.numel() != size:
             shape = tuple(numbers.shape) if isinstance(numbers, Tensor) else type(numbers).__name__
             raise ValueError(
                 f"{name}.attribute returned {column} of shape {shape} for {size} inputs; expected one number per input"
             )
-        numbers = numbers.detach().cpu().reshape(size)
-        columns[column] = numbers.double().numpy() if numbers.is_floating_point() else numbers.numpy().astype(np.int64)
+        columns[column] = _number_column(numbers, size)
     for column, tensor in maps.items():
         if tensor.dim() < 2 or tensor.shape[0] != size:
             raise ValueError(
