@@ -254,8 +254,8 @@ METRIC_BATCH = 256
 #: Example images per method in the report (epistemic and aleatoric maps side by side).
 EXAMPLES = 6
 
-#: The rows that cost 0.5 s or more per image in the quick run (``benchmarks/RESULTS.md``, "The
-#: quick run, regenerated with both blurring-test readings labelled"); ``BenchmarkConfig.slow_images``
+#: The rows that cost 0.4 s or more per image in the quick run, every other row 0.1 s or less
+#: (``benchmarks/RESULTS.md``, "The quick run (`make demo`)"); ``BenchmarkConfig.slow_images``
 #: caps their images, and the results say so in their ``images`` column.
 SLOW_METHODS = {"UA-Backprop+IG", "UA-Backprop+BlurIG", "LIME", "delta-CLUE", "CF-path IG"}
 
