@@ -1,21 +1,39 @@
-"""Figures: inputs with their posterior predictive, decomposition panels and URR curves.
+"""Figures: inputs with their posterior predictive, decomposition panels, URR curves, single maps
+and data-set summaries.
 
 Maps are drawn by default with :func:`captum.attr.visualization.visualize_image_attr`, so every
 panel looks like the Captum figures users know; ``plot_attribution_grid(..., colorbar=True)``
-draws them instead on a scale in the uncertainty's units with a colour bar. All functions return
-a matplotlib ``Figure`` and never call ``plt.show()``.
+draws them instead on a scale in the uncertainty's units with a colour bar, and so do
+:func:`plot_attribution` (one map on its own range, in its units) and
+:func:`plot_attribution_summary` (per feature, the distribution of the attributions over a data
+set). All functions return a matplotlib ``Figure`` and never call ``plt.show()``.
 """
 
 from __future__ import annotations
 
+import sys
 import textwrap
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["plot_posterior_predictive", "plot_attribution_grid", "plot_curves", "to_hwc"]
+from captum_uncertainty._validation import check_choice, check_positive_int
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_posterior_predictive",
+    "plot_attribution",
+    "plot_attribution_grid",
+    "plot_attribution_summary",
+    "plot_curves",
+    "to_hwc",
+]
 
 
 def to_hwc(image: Tensor) -> np.ndarray:
@@ -314,3 +332,345 @@ def plot_curves(
     if curves:
         fig.legend(loc="outside right upper", fontsize=7, frameon=False)
     return fig
+
+
+#: Channel counts of an image layout: gray, RGB, RGBA.
+_CHANNELS = (1, 3, 4)
+_LAYOUTS = ("chw", "hwc", None)
+_IMAGE_SHAPES = "(H, W), (C, H, W), (H, W, C) or (1, C, H, W) with C in {1, 3, 4}"
+
+
+def plot_attribution(
+    attribution: Union[Tensor, np.ndarray],
+    image: Union[Tensor, np.ndarray, None] = None,
+    *,
+    units: str = "nats",
+    ax: Optional[Axes] = None,
+    cmap: str = "RdBu_r",
+    title: Optional[str] = None,
+    layout: Optional[str] = None,
+) -> Figure:
+    """One attribution map as a heat map in the uncertainty's units, with its colour bar.
+
+    The values are drawn as they are, never normalised: the colour bar, labelled ``units``, runs
+    from the map's minimum to its maximum. When the map has both signs the colours are diverging
+    and centred on 0 (:class:`matplotlib.colors.TwoSlopeNorm`; with the default colour map red
+    raises the uncertainty, blue lowers it and white is 0), otherwise they span ``[min, max]``
+    linearly (a constant map gets a small range around its value). The attribution of a pixel is
+    the sum of its channels' attributions, so a ``(3, H, W)`` map is drawn as its channel sum.
+
+    Args:
+        attribution (Tensor or numpy.ndarray): one map, of shape ``(H, W)``, ``(C, H, W)``,
+            ``(H, W, C)`` or ``(1, C, H, W)`` with ``C`` in ``{1, 3, 4}``; finite values.
+        image (Tensor or numpy.ndarray, optional): the input, in any of those layouts with the
+            map's height and width. When given it is drawn in gray (the mean of its channels)
+            under the heat map, which is then drawn at alpha 0.6. Default: None (the map alone).
+        units (str): label of the colour bar, e.g. ``"nats"`` or ``"variance"``. Default:
+            ``"nats"``.
+        ax (matplotlib.axes.Axes, optional): axes to draw in; the colour bar takes room beside
+            them in their figure. Default: a new figure.
+        cmap (str): colour map, best a diverging one. Default: ``"RdBu_r"``.
+        title (str, optional): title of the axes.
+        layout (str, optional): ``"chw"`` or ``"hwc"``: where the channels of a three-dimensional
+            ``attribution`` or ``image`` are (after the leading axis of a ``(1, ...)`` array).
+            Default: None, found from the shape; a shape whose first and last axes could both be
+            channels, such as ``(3, 5, 3)``, is refused and needs it.
+
+    Returns:
+        matplotlib.figure.Figure: the figure of the axes. ``fig.axes[0].images[0]`` (or the
+        given axes' first image) is the heat map, whatever ``image``, and the colour bar's axes
+        are the figure's last axes.
+
+    Raises:
+        ValueError: a shape outside those layouts, an ambiguous shape without ``layout``,
+            non-finite values, or an ``image`` of another height and width.
+        TypeError: values that are not real numbers.
+
+    Examples::
+
+        >>> attribution = torch.randn(1, 3, 28, 28)       # e.g. one input's UA-backprop map
+        >>> fig = plot_attribution(attribution, image=torch.rand(3, 28, 28), units="nats")
+        >>> fig.axes[-1].get_ylabel()
+        'nats'
+        >>> fig = plot_attribution(np.random.rand(3, 5, 3), layout="hwc", title="variance map")
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    check_choice(layout, "layout", _LAYOUTS)
+    plane = _channels_last(attribution, "attribution", layout).sum(-1)
+    gray = None
+    if image is not None:
+        gray = _channels_last(image, "image", layout).mean(-1)
+        if gray.shape != plane.shape:
+            raise ValueError(
+                f"image must have the attribution's height and width {plane.shape}, got shape {tuple(np.shape(image))}"
+            )
+    low, high = float(plane.min()), float(plane.max())
+    if low == high:  # a constant map: a small range around its value
+        pad = max(0.1 * abs(low), 1e-12)
+        low, high = low - pad, high + pad
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=low, vmax=high) if low < 0 < high else Normalize(vmin=low, vmax=high)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
+    else:
+        fig = _root_figure(ax)
+    # the heat map first, so that it is the axes' first image, drawn over the input (zorder)
+    heat = ax.imshow(
+        plane, cmap=cmap, norm=norm, alpha=None if gray is None else 0.6, interpolation="nearest", zorder=1
+    )
+    if gray is not None:
+        ax.imshow(gray, cmap="gray", interpolation="nearest", zorder=0)
+    bar = fig.colorbar(heat, ax=ax)
+    bar.set_label(units)
+    _bare(ax)
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def _root_figure(ax: Axes) -> Figure:
+    """The figure holding ``ax``, through any subfigures."""
+    from matplotlib.figure import Figure
+
+    figure = ax.figure
+    return figure if isinstance(figure, Figure) else figure.figure
+
+
+def _real_array(values: Any, name: str) -> np.ndarray:
+    """``values`` (tensor or array-like of real numbers) as a float64 numpy array."""
+    if isinstance(values, Tensor):
+        if values.is_complex() or values.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+        return values.detach().cpu().to(torch.float64).numpy()
+    try:
+        array = np.asarray(values)
+    except ValueError as error:  # ragged nested sequences
+        raise TypeError(f"{name} must be a tensor or an array of real numbers, got {type(values).__name__}") from error
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    return array.astype(np.float64)
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise ValueError(f"{name} must be finite, got {bad} NaN or infinite values")
+
+
+def _channels_last(values: Any, name: str, layout: Optional[str]) -> np.ndarray:
+    """One image or map in any accepted layout as an ``(H, W, C)`` float64 array."""
+    array = _real_array(values, name)
+    shape = tuple(array.shape)
+    if array.ndim == 4:
+        if shape[0] != 1:
+            raise ValueError(f"{name} must be one image of shape {_IMAGE_SHAPES}, got a batch of shape {shape}")
+        array = array[0]
+    if array.ndim == 2:
+        array = array[..., None]
+    elif array.ndim == 3:
+        first, last = array.shape[0] in _CHANNELS, array.shape[-1] in _CHANNELS
+        if layout is None:
+            if first and last:
+                raise ValueError(
+                    f"{name} of shape {shape} is ambiguous: its first and its last axis could both be "
+                    "channels; pass layout='chw' or layout='hwc'"
+                )
+            if not (first or last):
+                raise ValueError(f"{name} must have shape {_IMAGE_SHAPES}, got {shape}")
+            layout = "chw" if first else "hwc"
+        if layout == "chw":
+            array = np.moveaxis(array, 0, -1)
+        if array.shape[-1] not in _CHANNELS:
+            raise ValueError(f"{name} with layout={layout!r} must have C in {{1, 3, 4}} channels, got shape {shape}")
+    else:
+        raise ValueError(f"{name} must have shape {_IMAGE_SHAPES}, got {shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must not be empty, got shape {shape}")
+    _check_finite(array, name)
+    return array
+
+
+#: At most this many inputs: :func:`plot_attribution_summary` draws each one as a point.
+_STRIP_MAX = 200
+
+
+def plot_attribution_summary(
+    attributions: Any,
+    feature_names: Optional[Sequence[str]] = None,
+    *,
+    max_features: int = 20,
+    units: str = "nats",
+    ax: Union[Axes, Sequence[Axes], None] = None,
+) -> Figure:
+    """Which features drive the uncertainty across a data set: per feature, the attributions' spread.
+
+    Each feature gets one horizontal box plot of its attributions over the ``N`` inputs (median,
+    quartiles, whiskers at 1.5 times the interquartile range), with every input drawn as a point
+    when ``N <= 200`` (outliers only otherwise), and a vertical line at 0: right of it a feature
+    raised the uncertainty, left of it lowered it. Features are sorted by mean absolute
+    attribution over the inputs, largest at the top (for a mapping: by the sum over its entries
+    of each entry's mean absolute attribution; ties keep the features' order), and only the
+    first ``max_features`` are shown. The y tick labels of every panel are the shown features'
+    names, top to bottom.
+
+    Args:
+        attributions: ``(N, F)`` attributions of ``N`` inputs' ``F`` features (tensor or numpy
+            array); or a pandas ``DataFrame`` with one numeric column per feature (the column
+            names are the feature names); or a mapping name -> ``(N, F)`` tensor, array or
+            ``DataFrame`` of one shape, e.g. ``{"aleatoric": a, "epistemic": e}``, drawn as
+            side-by-side panels titled with the names, sharing the feature order. Values must be
+            finite.
+        feature_names (sequence of str, optional): one name per feature. Default: the
+            ``DataFrame``'s column names, else ``"feature 0"``, ``"feature 1"``, ...
+        max_features (int): at most this many features (the largest ones). Default: 20.
+        units (str): units of the attributions, in the x axis label ``"attribution (units)"``.
+            Default: ``"nats"``.
+        ax (matplotlib.axes.Axes or sequence of them, optional): the axes to draw in, one per
+            panel. Default: a new figure.
+
+    Returns:
+        matplotlib.figure.Figure: the figure of the panels (``fig.axes``, left to right, when it
+        is new). When features are left out, the panels' titles say how many are shown.
+
+    Raises:
+        ValueError: a shape other than ``(N, F)`` with ``N, F >= 1``, mapping entries of
+            different shapes or column names, ``feature_names`` of the wrong length, non-finite
+            values, or a ``max_features`` below 1.
+        TypeError: values that are not real numbers, or ``feature_names`` given as one string.
+
+    Examples::
+
+        >>> a = torch.randn(500, 12)                       # attributions of 500 rows, 12 features
+        >>> fig = plot_attribution_summary(a, [f"x{j}" for j in range(12)], max_features=8)
+        >>> top = [t.get_text() for t in fig.axes[0].get_yticklabels()]   # the 8 largest, top first
+        >>> parts = {"aleatoric": torch.randn(500, 12), "epistemic": torch.randn(500, 12)}
+        >>> fig = plot_attribution_summary(parts, units="variance")
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+
+    max_features = check_positive_int(max_features, "max_features")
+    tables, names = _summary_tables(attributions)
+    n_inputs, n_features = next(iter(tables.values())).shape
+    if feature_names is not None:
+        if isinstance(feature_names, str):
+            raise TypeError("feature_names must be a sequence of names, got one str")
+        names = [str(name) for name in feature_names]
+        if len(names) != n_features:
+            raise ValueError(f"feature_names must have one name per feature ({n_features}), got {len(names)}")
+    elif names is None:
+        names = [f"feature {j}" for j in range(n_features)]
+    scores = np.sum([np.abs(table).mean(0) for table in tables.values()], axis=0)
+    order = np.argsort(-scores, kind="stable")[:max_features]
+    shown = len(order)
+
+    panels = list(tables)
+    positions = np.arange(shown)
+    labels = [names[j] for j in order]
+    if ax is None:
+        label_width = min(3.0, max(0.6, 0.075 * max(len(label) for label in labels)))
+        fig, grid = plt.subplots(
+            1,
+            len(panels),
+            sharey=True,
+            squeeze=False,
+            figsize=(0.3 + (3.2 + label_width) * len(panels), max(2.4, 1.2 + 0.3 * shown)),
+            layout="constrained",
+        )
+        axes = list(grid[0])
+    else:
+        axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
+        if not all(isinstance(a, Axes) for a in axes):
+            raise TypeError(f"ax must be a matplotlib Axes or a sequence of them, got {ax!r}")
+        if len(axes) != len(panels):
+            raise ValueError(f"ax must be {len(panels)} Axes (one per panel), got {len(axes)}")
+        fig = _root_figure(axes[0])
+    horizontal: Dict[str, Any] = (
+        {"orientation": "horizontal"} if "orientation" in _parameters(axes[0].boxplot) else {"vert": False}
+    )
+    jitter = np.random.default_rng(0).uniform(-0.18, 0.18, size=n_inputs)
+    for k, (panel, axis) in enumerate(zip(panels, axes)):
+        table = tables[panel]
+        colour = f"C{k % 10}"
+        boxes = axis.boxplot(
+            [table[:, j] for j in order],
+            positions=positions,
+            widths=0.6,
+            showfliers=n_inputs > _STRIP_MAX,
+            patch_artist=True,
+            manage_ticks=False,
+            flierprops={"marker": ".", "markersize": 3, "markerfacecolor": colour, "markeredgecolor": "none"},
+            medianprops={"color": "0.15"},
+            **horizontal,
+        )
+        for box in boxes["boxes"]:
+            box.set_facecolor(colour)
+            box.set_alpha(0.35)
+        if n_inputs <= _STRIP_MAX:
+            for row, j in enumerate(order):
+                axis.scatter(table[:, j], row + jitter, s=6, color=colour, alpha=0.6, linewidths=0, zorder=3)
+        axis.axvline(0.0, color="0.5", linewidth=0.8, zorder=0)
+        axis.set_yticks(positions, labels)
+        axis.set_ylim(shown - 0.5, -0.5)  # the largest feature at the top
+        axis.set_xlabel(f"attribution ({units})")
+        axis.grid(axis="x", alpha=0.3)
+        axis.tick_params(labelleft=True)  # every panel names its features (subplots hides shared labels)
+        heading = [] if panel is None else [str(panel)]
+        if shown < n_features:
+            heading.append(f"({shown} of {n_features} features)" if heading else f"{shown} of {n_features} features")
+        if heading:
+            axis.set_title(" ".join(heading), fontsize=9)
+    return fig
+
+
+def _parameters(function: Any) -> Any:
+    import inspect
+
+    return inspect.signature(function).parameters
+
+
+def _summary_tables(attributions: Any) -> Tuple[Dict[Any, np.ndarray], Optional[List[str]]]:
+    """``attributions`` of :func:`plot_attribution_summary` as panel name (None: a single panel)
+    -> ``(N, F)`` float64 array, and the feature names its ``DataFrame`` columns give, if any."""
+    if not _is_dataframe(attributions) and isinstance(attributions, Mapping):
+        if not attributions:
+            raise ValueError("attributions must not be an empty mapping")
+        tables: Dict[Any, np.ndarray] = {}
+        columns: Dict[Any, List[str]] = {}
+        for key, value in attributions.items():
+            tables[key], names = _table(value, f"attributions[{key!r}]")
+            if names is not None:
+                columns[key] = names
+        shapes = {key: table.shape for key, table in tables.items()}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"attributions' entries must all have one shape (N, F), got {shapes}")
+        if len({tuple(names) for names in columns.values()}) > 1:
+            raise ValueError(f"attributions' DataFrame entries must have the same columns, got {columns}")
+        return tables, next(iter(columns.values()), None)
+    table, names = _table(attributions, "attributions")
+    return {None: table}, names
+
+
+def _is_dataframe(value: Any) -> bool:
+    pandas = sys.modules.get("pandas")  # never imported here: only a loaded pandas made the value
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _table(value: Any, name: str) -> Tuple[np.ndarray, Optional[List[str]]]:
+    """One ``(N, F)`` table of finite attributions, and its column names for a ``DataFrame``."""
+    names: Optional[List[str]] = None
+    if _is_dataframe(value):
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        wrong = [str(c) for c, dtype in value.dtypes.items() if not is_numeric_dtype(dtype) or is_bool_dtype(dtype)]
+        if wrong:
+            raise TypeError(f"{name} must have numeric columns only, got non-numeric columns {wrong}")
+        names = [str(c) for c in value.columns]
+        array = value.to_numpy(dtype=np.float64)
+    else:
+        array = _real_array(value, name)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, F) with N, F >= 1, got {tuple(array.shape)}")
+    _check_finite(array, name)
+    return array, names

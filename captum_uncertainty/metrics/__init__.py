@@ -11,6 +11,9 @@ images per forward call.
   Area over the EIC (supplement Sec. 2).
 - :func:`insertion_deletion`: pixel insertion / deletion AUC (arXiv 2403.17224).
 - :func:`make_anomalies`, :func:`anomaly_localization`: Wang et al.'s IoU and ADA (App. C).
+- :func:`relevance_mass`, :func:`relevance_rank_accuracy`, :func:`pointing_game`,
+  :func:`mask_auroc`, :func:`conveyance`: agreement of the maps with ground-truth masks (no
+  forward needed), including Schiller et al.'s conveyance test (arXiv 2603.24524).
 
 Every result is a named tuple with a headline ``score`` (MURR, the URC, the Area over the EIC,
 the AUC, the mean IoU) and a class-level ``higher_is_better`` saying which way it is read.
@@ -36,6 +39,15 @@ from captum_uncertainty.metrics.localization import (
     default_patch_size,
     make_anomalies,
 )
+from captum_uncertainty.metrics.masks import (
+    ConveyanceResult,
+    MaskResult,
+    conveyance,
+    mask_auroc,
+    pointing_game,
+    relevance_mass,
+    relevance_rank_accuracy,
+)
 from captum_uncertainty.metrics.reduction_curves import (
     InformationCurve,
     ReductionCurve,
@@ -46,20 +58,27 @@ from captum_uncertainty.metrics.reduction_curves import (
 __all__ = [
     "Anomalies",
     "BlurringResult",
+    "ConveyanceResult",
     "UninformativeBlurWarning",
     "DeletionResult",
     "InformationCurve",
     "InsertionDeletionResult",
     "InsertionResult",
     "LocalizationResult",
+    "MaskResult",
     "ReductionCurve",
     "anomaly_localization",
     "blurring_test",
     "box_iou",
+    "conveyance",
     "default_patch_size",
     "entropy_information_curve",
     "full_blur_sigma",
     "insertion_deletion",
     "make_anomalies",
+    "mask_auroc",
+    "pointing_game",
+    "relevance_mass",
+    "relevance_rank_accuracy",
     "uncertainty_reduction_curve",
 ]
