@@ -26,22 +26,36 @@ import torch
 from torch import Tensor, nn
 
 from captum_uncertainty._hashing import new_digest, update_with_tensor
+from captum_uncertainty._known_causes import (
+    TABULAR_CAUSES,
+    KnownCauseImages,
+    KnownCauseTable,
+    make_aleatoric_overlay_images,
+    make_epistemic_patch_images,
+    make_tabular_known_causes,
+)
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int, check_positive_number
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
 from captum_uncertainty.training import fit
 
 __all__ = [
     "DataSplit",
+    "KnownCauseImages",
+    "KnownCauseTable",
     "MNISTCNN",
     "MULTIDIGIT_DIGITS",
     "MultiDigitCNN",
     "OPTIMIZERS",
+    "TABULAR_CAUSES",
     "WANG_RECIPE",
     "accuracy",
     "load_digits",
     "load_mnist",
     "load_multidigit_mnist",
     "load_torchvision_mnist",
+    "make_aleatoric_overlay_images",
+    "make_epistemic_patch_images",
+    "make_tabular_known_causes",
     "stratified_split",
     "train_ensemble",
     "train_model",
