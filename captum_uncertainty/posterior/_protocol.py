@@ -222,6 +222,26 @@ class Posterior(nn.Module):
                 self.output_reader = previous
 
     @contextmanager
+    def sampling(self, sample: int) -> Iterator[nn.Module]:
+        """Inside the block, the returned user's module *is* sample ``sample``: call it with its own
+        signature (keyword arguments such as a language model's ``input_ids``, ``attention_mask``
+        or ``inputs_embeds``) and read its raw output. Sources set up and undo what makes the
+        sample (eval mode, a dropout mask's hooks, an adapter) around the block, also when it
+        raises. Used by the causal-LM forward (:mod:`captum_uncertainty.llm`), which calls the
+        samples one at a time with keyword arguments.
+
+        Raises:
+            TypeError: the source cannot hand out its samples as the user's modules (the base
+                class; :class:`DeepEnsemble`, :class:`WeightSamples`, :class:`MCDropout` and
+                :class:`~captum_uncertainty.llm.LoRAEnsemble` can).
+        """
+        raise TypeError(
+            f"{type(self).__name__} cannot run one sample as the user's module with keyword inputs; use a list of "
+            "models (DeepEnsemble), MCDropout or captum_uncertainty.llm.from_peft"
+        )
+        yield  # pragma: no cover - unreachable, makes this a generator
+
+    @contextmanager
     def running(self, sample: Optional[int]) -> Iterator[None]:
         """Mark which sample the forward calls inside the block belong to."""
         previous = self.current_sample

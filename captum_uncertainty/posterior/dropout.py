@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from captum_uncertainty._hashing import tensor_sha256
-from captum_uncertainty._validation import check_positive_int
+from captum_uncertainty._validation import check_choice, check_positive_int
 from captum_uncertainty.posterior._protocol import Posterior
 from captum_uncertainty.posterior._utils import (
     batch_size_of,
@@ -28,10 +29,17 @@ __all__ = ["DROPOUT_TYPES", "MCDropout"]
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def _dropout_mask_shape(module: nn.Module, feature_shape: Tuple[int, ...]) -> Tuple[int, ...]:
-    """Element-wise masks for ``nn.Dropout``, channel masks for ``nn.DropoutNd``."""
+#: How a mask covers a dropout layer's output (see :class:`MCDropout`'s ``mask_layout``).
+MASK_LAYOUTS = ("element", "feature")
+
+
+def _dropout_mask_shape(module: nn.Module, feature_shape: Tuple[int, ...], layout: str) -> Tuple[int, ...]:
+    """Channel masks for ``nn.DropoutNd``; for ``nn.Dropout`` element-wise masks, or with the
+    ``"feature"`` layout one mask over the last dimension, shared by all the others."""
     if isinstance(module, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
         return feature_shape[:1] + (1,) * (len(feature_shape) - 1)
+    if layout == "feature" and feature_shape:
+        return (1,) * (len(feature_shape) - 1) + feature_shape[-1:]
     return feature_shape
 
 
@@ -57,6 +65,16 @@ class MCDropout(Posterior):
         seed (int): seed of the mask generator. Default: 0.
         dropouts (sequence of nn.Module, optional): the dropout modules of ``model`` to sample
             (e.g. only the last one); the others stay off. Default: every ``nn.Dropout*`` module.
+        mask_layout (str): ``"element"`` draws one mask entry per element of a layer's output
+            (beside the batch), as ``nn.Dropout`` does, so the masks fix the input size;
+            ``"feature"`` draws one entry per index of the output's last dimension, shared by
+            every other position (every token of a sequence, every head), drawn for
+            ``max(max_features, size)`` indices and sliced to the size met, so inputs of any
+            length (prompts of a language model) see the same masks on their common prefix.
+            Default: ``"element"``, plain dropout's masks.
+        max_features (int): with ``mask_layout="feature"``, the number of last-dimension
+            indices each mask is drawn for (at least the first size met); a longer last
+            dimension later is refused. Default: 4096.
 
     Examples::
 
@@ -66,12 +84,21 @@ class MCDropout(Posterior):
     """
 
     def __init__(
-        self, model: nn.Module, num_samples: int = 20, seed: int = 0, dropouts: Optional[Sequence[nn.Module]] = None
+        self,
+        model: nn.Module,
+        num_samples: int = 20,
+        seed: int = 0,
+        dropouts: Optional[Sequence[nn.Module]] = None,
+        *,
+        mask_layout: str = "element",
+        max_features: int = 4096,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         check_positive_int(num_samples, "num_samples")
+        self.mask_layout = check_choice(mask_layout, "mask_layout", MASK_LAYOUTS)
+        self.max_features = check_positive_int(max_features, "max_features")
         self.model = model
         self.dropouts = (
             [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)] if dropouts is None else list(dropouts)
@@ -116,6 +143,8 @@ class MCDropout(Posterior):
             "draws": self._draws,
             "dropouts": [[names.get(id(m), "?"), type(m).__qualname__, float(m.p)] for m in self.dropouts],  # type: ignore[arg-type]
         }
+        if self.mask_layout != "element":
+            identity["mask_layout"] = [self.mask_layout, self.max_features]
         if self._draws:  # resampled: the masks are drawn from the generator as it was then
             if not self._masks:
                 self._resampled_from = (self._draws, tensor_sha256(self._generator.get_state()))
@@ -140,42 +169,98 @@ class MCDropout(Posterior):
         count = len(samples)
         batch = batch_size_of(per_sample_slices(inputs, 0))
         flat = tuple(x.reshape(count * batch, *x.shape[2:]) if isinstance(x, Tensor) else x for x in inputs)
-        calls: Dict[int, int] = {}  # per forward: how often each dropout module has run
-        handles = [d.register_forward_hook(self._mask_hook(d, samples, batch, calls)) for d in self.dropouts]
-        try:
-            with preserved_modes([self.model]), self.running(samples[0] if count == 1 else None):
-                out = self.model(*flat)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with self._masked(samples):
+            out = self.model(*flat)
         out = check_member_output(out, samples[0] if count == 1 else 0, count * batch, self.output_reader)
         return out.reshape(count, batch, -1)
 
-    def _mask_hook(
-        self, module: nn.Module, samples: List[int], batch: int, calls: Dict[int, int]
-    ) -> Callable[..., Tensor]:
+    @contextmanager
+    def sampling(self, sample: int) -> Iterator[nn.Module]:
+        """The model in eval mode with sample ``sample``'s masks on its dropout layers (hooks
+        removed and flags restored after the block)."""
+        self.check_sample_index(sample)
+        with self._masked([sample]):
+            yield self.model
+
+    @contextmanager
+    def hookable(self) -> Iterator[None]:
+        """Allow forward hooks on the model's layers inside the block; the caller knows that the
+        hooked layers see the ``S`` samples as one batch of ``S * N`` rows, sample-major."""
+        previous = self._hooks_expected
+        self._hooks_expected = True
+        try:
+            yield
+        finally:
+            self._hooks_expected = previous
+
+    _hooks_expected: bool = False
+
+    def _refuse_layer_hooks(self) -> None:
+        """A forward hook someone else put on the model (Captum's ``LayerIntegratedGradients``,
+        ``LayerGradCam``, DeepLift) would see ``S * N`` rows and give a map of ``S * N`` rows."""
+        hooked = [
+            name or type(module).__name__
+            for name, module in self.model.named_modules()
+            if module._forward_hooks or module._forward_pre_hooks
+        ]
+        if hooked:
+            raise ValueError(
+                f"MCDropout runs its {self.num_samples} samples as one batch of S x N rows, and a forward hook sits "
+                f"on {hooked[0]!r}{' and others' if len(hooked) > 1 else ''} (e.g. Captum's LayerIntegratedGradients "
+                "or DeepLift): a layer attribution would get S x N rows, not N. Attribute the inputs "
+                "(UncertaintyIntegratedGradients, Captum's IntegratedGradients); for a language model's token "
+                "embeddings use captum_uncertainty.llm.LLMGradientUncertaintyAttribution; or, if the hook expects "
+                "S x N rows, run inside posterior.hookable()"
+            )
+
+    @contextmanager
+    def _masked(self, samples: List[int]) -> Iterator[None]:
+        """The model in eval mode, its dropout layers' outputs multiplied by the masks of
+        ``samples`` (rows in sample-major order), for the block."""
+        if len(samples) > 1 and not self._hooks_expected:
+            self._refuse_layer_hooks()
+        calls: Dict[int, int] = {}  # per forward: how often each dropout module has run
+        handles = [d.register_forward_hook(self._mask_hook(d, samples, calls)) for d in self.dropouts]
+        try:
+            with preserved_modes([self.model]), self.running(samples[0] if len(samples) == 1 else None):
+                yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _mask_hook(self, module: nn.Module, samples: List[int], calls: Dict[int, int]) -> Callable[..., Tensor]:
         def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
             # a module called twice in one forward is two dropout sites, each with its own masks
             site = calls.get(id(module), 0)
             calls[id(module)] = site + 1
             masks = self._masks_for(module, site, tuple(output.shape[1:]), output)[samples]
-            grouped = output.reshape(len(samples), batch, *output.shape[1:])
+            grouped = output.reshape(len(samples), output.shape[0] // len(samples), *output.shape[1:])
             return (grouped * masks.unsqueeze(1)).reshape(output.shape)
 
         return hook
 
     def _masks_for(self, module: nn.Module, site: int, feature_shape: Tuple[int, ...], like: Tensor) -> Tensor:
         key = (id(module), site)
-        shape = _dropout_mask_shape(module, feature_shape)
+        shape = _dropout_mask_shape(module, feature_shape, self.mask_layout)
+        sliced = self.mask_layout == "feature" and shape == (1,) * (len(shape) - 1) + feature_shape[-1:]
         if key not in self._masks:
             keep = 1.0 - float(module.p)  # type: ignore[arg-type]  # a dropout layer's float p
-            draw = torch.rand((self.num_samples,) + shape, generator=self._generator, device="cpu") < keep
+            drawn = shape[:-1] + (max(self.max_features, shape[-1]),) if sliced else shape
+            draw = torch.rand((self.num_samples,) + drawn, generator=self._generator, device="cpu") < keep
             scale = 1.0 / keep if keep > 0 else 0.0
             self._masks[key] = draw.to(dtype=torch.float64) * scale  # stays on the CPU: the generator's device
         masks = self._masks[key]
+        if sliced and masks.dim() == len(shape) + 1 and masks.shape[-1] >= shape[-1]:
+            masks = masks[..., : shape[-1]]
         if tuple(masks.shape[1:]) != shape:
+            hint = (
+                f"the masks were drawn for {masks.shape[-1]} features: raise max_features"
+                if sliced
+                else "call resample() before using inputs of another size, or MCDropout(..., mask_layout='feature') "
+                "for masks that do not depend on a sequence's length"
+            )
             raise ValueError(
-                f"a dropout layer's input shape changed from {tuple(masks.shape[1:])} to {shape} since the "
-                "masks were drawn; call resample() before using inputs of another size"
+                f"a dropout layer's output shape changed from {tuple(masks.shape[1:])} to {shape} since the "
+                f"masks were drawn; {hint}"
             )
         return masks.to(device=like.device, dtype=like.dtype)

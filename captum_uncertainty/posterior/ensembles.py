@@ -117,6 +117,15 @@ class DeepEnsemble(Posterior):
     def forward_per_sample(self, *inputs: Any) -> Tensor:
         return self._run(inputs, per_sample=True)
 
+    @contextmanager
+    def sampling(self, sample: int) -> Iterator[nn.Module]:
+        """Member ``sample`` in eval mode (flags restored after the block)."""
+        self.check_sample_index(sample)
+        member = self.members[sample]
+        refuse_active_stochastic_layers([member])
+        with preserved_modes([member]), self.running(sample):
+            yield member
+
     def _run(self, inputs: Tuple[Any, ...], per_sample: bool) -> Tensor:
         refuse_active_stochastic_layers(self.members)
         strategy = self._strategy_for(inputs, per_sample)
