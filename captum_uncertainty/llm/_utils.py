@@ -152,7 +152,9 @@ def _logits_of(output: Any, sample: int) -> Tensor:
     if logits.dim() == 4 and logits.shape[1] == 1:  # some models add a head dimension
         logits = logits[:, 0]
     if logits.dim() != 3:
-        raise ValueError(f"posterior sample {sample} returned logits of shape {tuple(logits.shape)}, expected (N, L, V)")
+        raise ValueError(
+            f"posterior sample {sample} returned logits of shape {tuple(logits.shape)}, expected (N, L, V)"
+        )
     return logits
 
 
@@ -202,7 +204,6 @@ def run_samples(posterior: Posterior, batch: TokenBatch, embeds: Optional[Sequen
     if len(shapes) > 1:
         raise ValueError(f"the posterior samples return different vocabularies: {sorted(shapes)}")
     return torch.stack(per_sample)
-
 
 
 # ----------------------------------------------------------------------------- Captum's LLM inputs

@@ -79,7 +79,7 @@ class LLMGradientUncertaintyAttribution(Attribution):
     ) -> None:
         if isinstance(forward_func, LayerIntegratedGradients):
             multiply_by_inputs = forward_func.multiplies_by_inputs
-            forward_func = forward_func.forward_func  # type: ignore[assignment]
+            forward_func = forward_func.forward_func
         if not isinstance(forward_func, CausalLMUncertaintyForward):
             raise TypeError(
                 f"forward_func must be a CausalLMUncertaintyForward (or a LayerIntegratedGradients built on one), got "
@@ -97,7 +97,7 @@ class LLMGradientUncertaintyAttribution(Attribution):
     def has_convergence_delta(self) -> bool:
         return True
 
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inp: TextTokenInput,
         target: Union[str, Tensor, None] = None,
@@ -165,7 +165,7 @@ class LLMGradientUncertaintyAttribution(Attribution):
             deltas.append(float(sequence.sum()) - change)
         result: Any = Decomposition(*results) if decompose else results[0]
         if return_convergence_delta:
-            return result, (Decomposition(*deltas) if decompose else deltas[0])
+            return result, (Decomposition(*deltas) if decompose else deltas[0])  # type: ignore[arg-type]
         return result
 
     def _reduced(self, per_token: Tensor) -> Tensor:

@@ -40,8 +40,10 @@ class LoRAEnsemble(Posterior):
     def __init__(self, model: nn.Module, adapter_names: Sequence[str]) -> None:
         super().__init__()
         configs = getattr(model, "peft_config", None)
-        if not isinstance(model, nn.Module) or not isinstance(configs, dict) or not callable(
-            getattr(model, "set_adapter", None)
+        if (
+            not isinstance(model, nn.Module)
+            or not isinstance(configs, dict)
+            or not callable(getattr(model, "set_adapter", None))
         ):
             raise TypeError(
                 f"model must be a peft model with adapters (peft.PeftModel: peft_config and set_adapter), got "

@@ -105,7 +105,7 @@ class LLMUncertaintyAttribution(Attribution):
         self.attr_method = copy(attr_method)
         self.attr_method.forward_func = self._perturbed_uncertainty
 
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inp: Union[TextTokenInput, TextTemplateInput],
         target: Union[str, Tensor, None] = None,
@@ -173,9 +173,7 @@ class LLMUncertaintyAttribution(Attribution):
         averaged = (total / num_trials).to(torch.float32)
         return list(averaged.split(rows))
 
-    def _perturbed_uncertainty(
-        self, perturbed: Tensor, inp: Any, targets: Tensor, measures: Tuple[str, ...]
-    ) -> Tensor:
+    def _perturbed_uncertainty(self, perturbed: Tensor, inp: Any, targets: Tensor, measures: Tuple[str, ...]) -> Tensor:
         """The explained outputs of each perturbed prompt: per measure the sequence's value then,
         for per-token methods, every position's: ``(rows, K)``; a scalar surrogate target ``(rows,)``."""
         rows = perturbed if perturbed.dim() == 2 else perturbed.reshape(1, -1)

@@ -10,7 +10,8 @@ import torch
 
 from captum_uncertainty import MCDropout
 from captum_uncertainty.llm import CausalLMUncertaintyForward, from_peft
-from tests.llm.toy import tiny_ensemble, tiny_gpt2, toy_tokenizer
+from captum_uncertainty.llm.toy import tiny_gpt2, toy_tokenizer
+from tests.llm.toy import tiny_ensemble
 
 VOCAB = 14
 
@@ -96,7 +97,9 @@ def test_target_padding_is_zero_and_not_counted(members):
     ids = torch.randint(3, VOCAB, (2, 4), generator=torch.Generator().manual_seed(5))
     targets = torch.randint(3, VOCAB, (2, 3), generator=torch.Generator().manual_seed(6))
     target_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    per_position = CausalLMUncertaintyForward(members, reduction="none")(ids, target_ids=targets, target_mask=target_mask)
+    per_position = CausalLMUncertaintyForward(members, reduction="none")(
+        ids, target_ids=targets, target_mask=target_mask
+    )
     assert per_position[1, 2] == 0
     shorter = CausalLMUncertaintyForward(members, reduction="none")(ids[1:], target_ids=targets[1:, :2])
     torch.testing.assert_close(per_position[1, :2], shorter[0], atol=1e-5, rtol=1e-5)
@@ -204,7 +207,7 @@ def test_lora_adapters_equal_an_ensemble_of_merged_models_and_share_the_base():
     full = CausalLMUncertaintyForward(merged, reduction="none").position_decomposition(ids, target_ids=targets)
     for part in range(3):
         torch.testing.assert_close(lora[part], full[part], atol=1e-5, rtol=1e-4)
-    assert float(lora.epistemic.max()) > 0
+    assert float(lora.epistemic.detach().max()) > 0
     # the model is unchanged: active adapter, requires_grad flags
     assert model.active_adapter == "first"
     assert flags == {name: p.requires_grad for name, p in model.named_parameters()}
@@ -220,7 +223,7 @@ def test_lora_restores_the_model_after_an_error():
     model = _peft_model()
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     forward = CausalLMUncertaintyForward(from_peft(model, ["third", "second"]))
-    with pytest.raises(Exception):
+    with pytest.raises(IndexError):
         forward(torch.full((1, 3), 10_000, dtype=torch.long))  # ids outside the vocabulary
     assert model.active_adapter == "first"
     assert flags == {name: p.requires_grad for name, p in model.named_parameters()}
