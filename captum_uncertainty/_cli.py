@@ -5,8 +5,10 @@
   picture of them with their posterior predictive histograms, then run the quick benchmark.
 * ``benchmark``: every attribution method on the most uncertain test digits, scored with the
   papers' metrics; writes ``results.md`` and a self-contained ``report.html``.
-* ``attribute``: explain every test digit of a bundled data set with one method and write the
-  maps, uncertainties and predictions as Parquet shards (:func:`captum_uncertainty.attribute_dataset`).
+* ``attribute``: explain every input of a data set (a bundled test split, a tensor or array
+  file, a CSV or Parquet table, an image folder, or ``MODULE:FUNCTION``) with one method and write
+  the maps, uncertainties and predictions as Parquet shards
+  (:func:`captum_uncertainty.attribute_dataset`), with the inputs' ids, labels and feature names.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import importlib
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
+from torch import Tensor
+
+from captum_uncertainty._cli_data import CliData, load_cli_data, load_tensor_file
 from captum_uncertainty._validation import check_choice
 from captum_uncertainty.forward import UncertaintyForward
 
@@ -106,7 +112,7 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
     from captum_uncertainty.forward import MEASURES
 
     attribute = commands.add_parser(
-        "attribute", help="attribute every test input with one method, write Parquet shards (resumable)"
+        "attribute", help="attribute every input of a data set with one method, write Parquet shards (resumable)"
     )
     attribute.add_argument(
         "--posterior",
@@ -117,10 +123,23 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
     )
     attribute.add_argument(
         "--data",
-        choices=("mnist", "digits"),
         default="mnist",
-        help="test split to explain: bundled MNIST (28x28) or scikit-learn digits (8x8)",
+        metavar="DATA",
+        help=(
+            "inputs to explain (default: mnist): 'mnist' or 'digits' (the bundled test splits, 28x28 and 8x8); a "
+            ".pt file (a tensor, or a dict with key 'inputs' or 'x'), .npy or .npz file (key 'inputs' or 'x', else "
+            "its only array); a .csv or .parquet table whose numeric columns are the features; an image folder "
+            "with one sub-folder per class (torchvision's ImageFolder); or MODULE:FUNCTION returning a "
+            "torch Dataset, a tensor or an array. The inputs are cast to the posterior's floating dtype"
+        ),
     )
+    attribute.add_argument(
+        "--id", default=None, metavar="COLUMN", help="table column of input ids, carried to the output (not a feature)"
+    )
+    attribute.add_argument(
+        "--label", default=None, metavar="COLUMN", help="table column of labels, carried to the output (not a feature)"
+    )
+    attribute.add_argument("--grayscale", action="store_true", help="image folder: convert the images to one channel")
     attribute.add_argument(
         "--method",
         choices=tuple(_METHODS),
@@ -128,8 +147,26 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
         help=(
             "attribution method (default: ua_backprop). ua_backprop runs UABackprop with path='inputgrad', not "
             "the library's default path='fullgrad': --posterior may name any model, and FullGrad refuses models "
-            "with layers whose biases it cannot read (LayerNorm, GroupNorm, recurrent layers)"
+            "with layers whose biases it cannot read (LayerNorm, GroupNorm, recurrent layers). "
+            "integrated_gradients and uig run UncertaintyIntegratedGradients; blur_ig BlurIntegratedGradients; "
+            "guided_ig GuidedIntegratedGradients; captum_integrated_gradients, saliency, kernel_shap and lime "
+            "Captum's classes (lime with a ridge surrogate; kernel_shap and lime with Captum's 25 samples per input)"
         ),
+    )
+    attribute.add_argument(
+        "--n-steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"integration steps, for {', '.join(_methods_taking('n_steps'))} (default: the method's)",
+    )
+    attribute.add_argument(
+        "--baseline",
+        default=None,
+        metavar="BASELINE",
+        help=f"reference input, for {', '.join(_methods_taking('baselines'))}: 'zeros', 'mean' (the data's mean "
+        "input), a number, or a .pt/.npy file holding one input (shared by all) or one per input of the data "
+        "(default: the method's)",
     )
     attribute.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (re-run to resume)")
     attribute.add_argument("--engine", choices=ENGINES, default="local", help="local process or Ray Data")
@@ -137,7 +174,7 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
         "--batch-size", type=_positive_int, default=64, metavar="N", help="inputs per batch and per shard (default: 64)"
     )
     attribute.add_argument(
-        "--limit", type=_positive_int, default=None, metavar="N", help="explain only the first N test inputs"
+        "--limit", type=_positive_int, default=None, metavar="N", help="explain only the first N inputs"
     )
     attribute.add_argument(
         "--measure",
@@ -147,35 +184,191 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
     )
 
 
-def _run_attribute(
-    posterior: str,
-    data: str,
-    method: str,
-    out: Path,
-    engine: str,
-    batch_size: int,
-    limit: Optional[int],
-    measure: Optional[str],
-) -> None:
+def _run_attribute(args: argparse.Namespace) -> None:
     from torch.utils.data import TensorDataset
 
-    from captum_uncertainty.data import load_digits, load_mnist
     from captum_uncertainty.dataset import attribute_dataset
 
+    method = _METHODS[args.method]
+    for option, name, given in (("--n-steps", "n_steps", args.n_steps), ("--baseline", "baselines", args.baseline)):
+        if given is not None and name in method.refuses:
+            raise ValueError(f"{option} does not apply to --method {args.method}: {method.refuses[name]}")
+    _check_baseline_spec(args.baseline)
     if os.getcwd() not in sys.path:  # MODULE:FUNCTION is looked up from the working directory, as uvicorn does
         sys.path.insert(0, os.getcwd())
-    # the Ray workers build their own explainer from the factory; locally it is built once here
-    if engine == "ray":
-        explainer = _explainer_factory(posterior, method, measure)
-    else:
-        explainer = _posterior_explainer(posterior, method, measure)
-    inputs = (load_mnist() if data == "mnist" else load_digits()).x_test[:limit]
-    kwargs = _METHODS[method][1]
-    result = attribute_dataset(explainer, TensorDataset(inputs), out, batch_size=batch_size, engine=engine, **kwargs)
+    data = _load_data(args.data, args.id, args.label, args.grayscale)
+    forward = _load_forward(args.posterior, args.measure)
+    every_input = _as_posterior_dtype(data.inputs, forward)
+    inputs = every_input[: args.limit]
+    _check_posterior_runs(forward, inputs)
+    kwargs = dict(method.kwargs)
+    if args.n_steps is not None:
+        kwargs["n_steps"] = args.n_steps
+    rows: Optional[Dict[bytes, int]] = None
+    if args.baseline is not None:
+        kwargs["baselines"], rows = _baselines(args.baseline, every_input, inputs)
+    explainer: Any = _method_explainer(args.method, forward, rows)[0]
+    if args.engine == "ray":  # the Ray workers build their own explainer from the factory
+        factory = functools.partial(_posterior_explainer, args.posterior, args.method, args.measure, rows)
+        explainer = _PrebuiltFactory(factory, explainer)
+    with warnings.catch_warnings():  # what Captum's Lime says of every batch: attribute_dataset batches on purpose
+        warnings.filterwarnings("ignore", "You are providing multiple inputs for Lime", UserWarning)
+        result = attribute_dataset(
+            explainer, TensorDataset(inputs), args.out, batch_size=args.batch_size, engine=args.engine, **kwargs
+        )
+    head = slice(None, args.limit)
+    result.annotate(
+        ids=None if data.ids is None else data.ids[head],
+        labels=None if data.labels is None else data.labels[head],
+        feature_names=data.feature_names,
+    )
     print(
         f"{result.num_inputs} inputs in {result.out}: {result.shards_written} shards written, "
         f"{result.shards_skipped} already there"
     )
+
+
+def _load_data(spec: str, id_column: Optional[str], label_column: Optional[str], grayscale: bool) -> CliData:
+    """:func:`~captum_uncertainty._cli_data.load_cli_data`; its warnings (ignored table columns) as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_cli_data(spec, id_column, label_column, grayscale)
+    for warning in caught:
+        sys.stderr.write(f"captum_uncertainty: note: {warning.message}\n")
+    return data
+
+
+def _load_forward(spec: str, measure: Optional[str]) -> UncertaintyForward:
+    forward = import_posterior(spec)
+    return forward if measure is None else forward.with_measure(measure)
+
+
+def _as_posterior_dtype(inputs: Tensor, forward: UncertaintyForward) -> Tensor:
+    """The inputs in the floating dtype of the posterior's parameters (numpy writes float64 by default)."""
+    from captum_uncertainty.posterior import first_parameter
+
+    reference = first_parameter(forward.posterior.sample_modules())
+    if reference is None or not reference.is_floating_point() or inputs.dtype == reference.dtype:
+        return inputs
+    return inputs.to(reference.dtype)
+
+
+def _check_posterior_runs(forward: UncertaintyForward, inputs: Tensor) -> None:
+    """Run the posterior on the first input: a data / model mismatch is one line naming both, not a traceback."""
+    import torch
+
+    from captum_uncertainty.dataset._explainers import model_device
+
+    try:
+        with torch.no_grad():
+            forward(inputs[:1].to(model_device(forward)))
+    except Exception as error:  # whatever the user's model raises on inputs it does not take
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        raise ValueError(
+            f"data inputs have shape {tuple(inputs.shape)} but the posterior failed on them: {first}"
+        ) from None
+
+
+def _check_baseline_spec(spec: Optional[str]) -> None:
+    """Refuse a malformed ``--baseline`` before the data and the posterior are loaded."""
+    if spec is None or spec in ("zeros", "mean") or _number(spec) is not None:
+        return
+    path = Path(spec)
+    if path.suffix.lower() not in (".pt", ".pth", ".npy") or not path.is_file():
+        raise ValueError(f"--baseline {spec}: expected 'zeros', 'mean', a number or an existing .pt or .npy file")
+
+
+def _number(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _baselines(spec: str, every_input: Tensor, inputs: Tensor) -> Tuple[Any, Optional[Dict[bytes, int]]]:
+    """The ``baselines`` argument of ``--baseline``; with one baseline per input, also each input's row.
+
+    ``every_input`` is the whole data (the mean and a file of the data's shape refer to it),
+    ``inputs`` its first ``--limit`` rows. ``attribute_dataset`` passes the same arguments to
+    every batch, so baselines of the data's shape are passed whole and each batch picks its rows
+    by the inputs' bytes (:class:`_RowBaselines`).
+    """
+    if spec == "zeros":
+        return 0.0, None
+    if spec == "mean":
+        return every_input.mean(0, keepdim=True), None
+    number = _number(spec)
+    if number is not None:
+        return number, None
+    baseline = load_tensor_file(spec, "--baseline").to(inputs.dtype)
+    one = tuple(every_input.shape[1:])
+    if tuple(baseline.shape) in (one, (1,) + one):
+        return baseline.reshape((1,) + one), None
+    if tuple(baseline.shape) != tuple(every_input.shape):
+        raise ValueError(
+            f"--baseline {spec} has shape {tuple(baseline.shape)}; expected one input's shape {one} or the data's "
+            f"shape {tuple(every_input.shape)}"
+        )
+    baseline = baseline[: len(inputs)].contiguous()
+    return baseline, _baseline_rows(inputs, baseline, spec)
+
+
+def _baseline_rows(inputs: Tensor, baselines: Tensor, spec: str) -> Dict[bytes, int]:
+    """The row of every input, by the sha256 of its bytes; identical inputs must have identical baselines."""
+    from captum_uncertainty.dataset._shards import input_row_digests
+
+    rows: Dict[bytes, int] = {}
+    for row, digest in enumerate(input_row_digests(inputs)):
+        key = digest.tobytes()
+        first = rows.setdefault(key, row)
+        if first != row and not bool((baselines[first] == baselines[row]).all()):
+            raise ValueError(
+                f"--baseline {spec}: inputs {first} and {row} are identical but their baselines differ, so a batch "
+                "cannot tell which baseline is whose"
+            )
+    return rows
+
+
+class _RowBaselines:
+    """Mixin of an attribution class: ``baselines`` of the whole data's shape, cut to the batch's rows."""
+
+    _baseline_rows: Dict[bytes, int]
+
+    def attribute(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:
+        from captum_uncertainty.dataset._shards import input_row_digests
+
+        baselines = kwargs.pop("baselines")
+        rows = [self._baseline_rows.get(digest.tobytes()) for digest in input_row_digests(inputs)]
+        if any(row is None for row in rows):
+            raise ValueError("an input is not a row of the data whose baselines were given (--baseline)")
+        picked = baselines[cast(List[int], rows)].to(device=inputs.device, dtype=inputs.dtype)
+        return cast(Any, super()).attribute(inputs, *args, baselines=picked, **kwargs)
+
+
+def _with_row_baselines(explainer: Any, rows: Dict[bytes, int]) -> Any:
+    """``explainer`` taking baselines of the data's shape; its class keeps its name (the manifest records it)."""
+    base = type(explainer)
+    explainer.__class__ = type(base.__name__, (_RowBaselines, base), {"__qualname__": base.__qualname__})
+    explainer._baseline_rows = rows
+    return explainer
+
+
+class _PrebuiltFactory:
+    """The Ray engine's explainer factory: its first call in this process returns the explainer built
+    for the checks (the posterior is loaded once on the driver); the workers, which receive it
+    pickled without that explainer, build their own."""
+
+    def __init__(self, factory: Callable[[], Any], built: Any) -> None:
+        self.factory = factory
+        self.built = built
+
+    def __call__(self) -> Any:
+        built, self.built = self.built, None
+        return self.factory() if built is None else built
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"factory": self.factory, "built": None}
 
 
 def _run_demo(out: Path, members: int, benchmark: bool) -> None:
@@ -226,9 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "demo":
             _run_demo(args.out, args.members, benchmark=not args.no_benchmark)
         elif args.command == "attribute":
-            _run_attribute(
-                args.posterior, args.data, args.method, args.out, args.engine, args.batch_size, args.limit, args.measure
-            )
+            _run_attribute(args)
         else:
             from captum_uncertainty.experiments.benchmark import BenchmarkConfig, run_benchmark, run_vae_study
 
@@ -339,6 +530,12 @@ def _integrated_gradients(forward: UncertaintyForward) -> Any:
     return UncertaintyIntegratedGradients(forward)
 
 
+def _captum_integrated_gradients(forward: UncertaintyForward) -> Any:
+    from captum.attr import IntegratedGradients
+
+    return IntegratedGradients(forward)
+
+
 def _saliency(forward: UncertaintyForward) -> Any:
     from captum.attr import Saliency
 
@@ -351,30 +548,80 @@ def _blur_ig(forward: UncertaintyForward) -> Any:
     return BlurIntegratedGradients(forward)
 
 
-#: The command line's ``--method`` choices: name -> (constructor, ``attribute`` arguments).
-_METHODS: Dict[str, Tuple[Callable[[UncertaintyForward], Any], Dict[str, Any]]] = {
-    "ua_backprop": (_ua_backprop, {"path": "inputgrad"}),
-    "integrated_gradients": (_integrated_gradients, {}),
-    "saliency": (_saliency, {}),
-    "blur_ig": (_blur_ig, {}),
+def _guided_ig(forward: UncertaintyForward) -> Any:
+    from captum_uncertainty.attr import GuidedIntegratedGradients
+
+    return GuidedIntegratedGradients(forward)
+
+
+def _kernel_shap(forward: UncertaintyForward) -> Any:
+    from captum.attr import KernelShap
+
+    return KernelShap(forward)
+
+
+def _lime(forward: UncertaintyForward) -> Any:
+    """Captum's Lime with a ridge surrogate: its default Lasso zeroes every coefficient of an uncertainty of a
+    few tenths of a nat (see the benchmark's ``lime``)."""
+    from captum._utils.models.linear_model import SkLearnRidge
+    from captum.attr import Lime
+
+    return Lime(forward, interpretable_model=SkLearnRidge(alpha=1.0))
+
+
+class _Method(NamedTuple):
+    """A ``--method``: its constructor, its fixed ``attribute`` arguments, and the options it refuses
+    (``"n_steps"``, ``"baselines"``) with the reason."""
+
+    build: Callable[[UncertaintyForward], Any]
+    kwargs: Dict[str, Any]
+    refuses: Dict[str, str]
+
+
+_NO_PATH = "a gradient has no integration path, hence neither steps nor a baseline"
+_SAMPLED = "it samples perturbations of the input; it has no integration steps"
+
+#: The command line's ``--method`` choices. ``ExplanationDistribution`` and ``CovarianceAttribution``
+#: are not among them: they need a Captum class to explain every posterior sample with.
+_METHODS: Dict[str, _Method] = {
+    "ua_backprop": _Method(
+        _ua_backprop,
+        {"path": "inputgrad"},
+        dict.fromkeys(("n_steps", "baselines"), "it runs path='inputgrad', which has no integration path"),
+    ),
+    "integrated_gradients": _Method(_integrated_gradients, {}, {}),
+    "uig": _Method(_integrated_gradients, {}, {}),
+    "captum_integrated_gradients": _Method(_captum_integrated_gradients, {}, {}),
+    "saliency": _Method(_saliency, {}, dict.fromkeys(("n_steps", "baselines"), _NO_PATH)),
+    "blur_ig": _Method(_blur_ig, {}, {"baselines": "its path starts at a blurred copy of the input, not a baseline"}),
+    "guided_ig": _Method(_guided_ig, {}, {}),
+    "kernel_shap": _Method(_kernel_shap, {}, {"n_steps": _SAMPLED}),
+    "lime": _Method(_lime, {}, {"n_steps": _SAMPLED}),
 }
 
 
-def _method_explainer(name: str, forward: UncertaintyForward) -> Tuple[Any, Dict[str, Any]]:
-    """The attribution object of a :data:`_METHODS` name and its ``attribute`` arguments."""
+def _methods_taking(option: str) -> List[str]:
+    """The ``--method`` names that take ``option`` (``"n_steps"`` or ``"baselines"``)."""
+    return [name for name, method in _METHODS.items() if option not in method.refuses]
+
+
+def _method_explainer(
+    name: str, forward: UncertaintyForward, baseline_rows: Optional[Dict[bytes, int]] = None
+) -> Tuple[Any, Dict[str, Any]]:
+    """The attribution object of a :data:`_METHODS` name and its fixed ``attribute`` arguments.
+
+    ``baseline_rows`` (inputs' digest -> row) makes it take baselines of the whole data's shape.
+    """
     check_choice(name, "method", tuple(_METHODS))
-    build, kwargs = _METHODS[name]
-    return build(forward), dict(kwargs)
+    method = _METHODS[name]
+    explainer = method.build(forward)
+    if baseline_rows is not None:
+        explainer = _with_row_baselines(explainer, baseline_rows)
+    return explainer, dict(method.kwargs)
 
 
-def _posterior_explainer(spec: str, method: str, measure: Optional[str] = None) -> Any:
+def _posterior_explainer(
+    spec: str, method: str, measure: Optional[str] = None, baseline_rows: Optional[Dict[bytes, int]] = None
+) -> Any:
     """Zero-argument-factory body for the command line's Ray workers (use with ``functools.partial``)."""
-    forward = import_posterior(spec)
-    if measure is not None:
-        forward = forward.with_measure(measure)
-    return _method_explainer(method, forward)[0]
-
-
-def _explainer_factory(spec: str, method: str, measure: Optional[str] = None) -> Callable[[], Any]:
-    """A picklable zero-argument factory building ``method`` on the posterior ``spec``."""
-    return functools.partial(_posterior_explainer, spec, method, measure)
+    return _method_explainer(method, _load_forward(spec, measure), baseline_rows)[0]

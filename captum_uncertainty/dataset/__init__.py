@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int
 from captum_uncertainty.dataset._engines import ENGINES, Job, Target, import_ray, run_local, run_ray
@@ -82,6 +82,201 @@ class DatasetResult(NamedTuple):
     num_inputs: int
     shards_written: int
     shards_skipped: int
+
+    @classmethod
+    def load(cls, out: Union[str, pathlib.Path]) -> "DatasetResult":
+        """The result of a finished :func:`~captum_uncertainty.attribute_dataset` run, from its folder.
+
+        Reads the folder's manifest (:func:`~captum_uncertainty.dataset.read_manifest`); nothing
+        is attributed or written. ``shards_written`` is 0 and ``shards_skipped`` the number of
+        shards, as a re-run of the finished call would report.
+
+        Args:
+            out (str or Path): a folder written by ``attribute_dataset`` (or by
+                ``python -m captum_uncertainty attribute``).
+
+        Returns:
+            DatasetResult: ``(out, num_inputs, 0, num_shards)``.
+
+        Raises:
+            ValueError: ``out`` has no manifest of ``attribute_dataset``, or its run has not
+                finished (re-run the same call to complete it).
+
+        Examples::
+
+            >>> result = DatasetResult.load("out/maps")
+            >>> result.num_inputs
+            10000
+            >>> frame = result.to_pandas()
+        """
+        folder = pathlib.Path(out)
+        manifest = read_manifest(folder)
+        if not manifest.get("complete"):
+            raise ValueError(
+                f"the run in {folder} has not finished ({len(finished_shards(folder))} shards there): re-run the same "
+                "attribute_dataset call (or command) to complete it"
+            )
+        return cls(folder, int(manifest["num_inputs"]), 0, int(manifest["num_shards"]))
+
+    def annotate(
+        self,
+        ids: Optional[Sequence[Any]] = None,
+        labels: Optional[Sequence[Any]] = None,
+        feature_names: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Store the inputs' ids, labels and feature names beside the shards, for :meth:`to_pandas`.
+
+        Writes ``out/_inputs.parquet`` (columns ``index``, then ``id`` and ``label``, those given)
+        and ``out/_features.json`` (``{"feature_names": [...]}``), each durably and atomically.
+        Their names start with ``_`` so that ``pandas.read_parquet(out)`` and
+        ``pyarrow.dataset.dataset(out)`` still read the shards alone. A file whose values are
+        not given is removed, so the folder describes the last call. The attribution run itself
+        is not changed: a resumed run keeps its shards whatever is annotated.
+
+        Args:
+            ids (sequence, optional): one identifier per input, in the data set's order.
+            labels (sequence, optional): one label per input, in the data set's order.
+            feature_names (sequence of str, optional): the names of the entries of a
+                one-dimensional map (tabular features), in order.
+
+        Raises:
+            ValueError: ``ids`` or ``labels`` do not hold one value per input, or cannot be
+                stored in a Parquet column (values of mixed types).
+
+        Examples::
+
+            >>> result = attribute_dataset(explainer, TensorDataset(x), "out/table")
+            >>> result.annotate(ids=frame["patient"].tolist(), labels=frame["outcome"].tolist(),
+            ...                 feature_names=["age", "bmi", "glucose"])
+            >>> result.to_pandas().columns[:3].tolist()
+            ['index', 'id', 'label']
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from captum_uncertainty.dataset._folder import atomic_write
+
+        folder = pathlib.Path(self.out)
+        inputs_file, features_file = folder / "_inputs.parquet", folder / "_features.json"
+        columns: Dict[str, Any] = {"index": pa.array(range(self.num_inputs), type=pa.int64())}
+        for name, values in (("id", ids), ("label", labels)):
+            if values is None:
+                continue
+            values = list(values)
+            if len(values) != self.num_inputs:
+                raise ValueError(f"{name}s hold {len(values)} values for {self.num_inputs} inputs")
+            try:
+                columns[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                raise ValueError(f"{name}s cannot be stored in a Parquet column ({error})") from None
+        if len(columns) > 1:
+            table = pa.table(columns)
+            atomic_write(inputs_file, lambda handle: pq.write_table(table, handle))
+        else:
+            inputs_file.unlink(missing_ok=True)
+        if feature_names is not None:
+            write_json(features_file, {"feature_names": [str(name) for name in feature_names]})
+        else:
+            features_file.unlink(missing_ok=True)
+
+    def to_pandas(self) -> Any:
+        """Every shard of ``out`` in one ``pandas.DataFrame``, one row per input, sorted by ``index``.
+
+        One-dimensional maps (tabular features: ``map_shape`` ``[F]``) become one column per
+        feature, named after the feature names stored by :meth:`annotate` (else
+        ``feature_0``, ``feature_1``, ...); with several map columns (``decompose=True``,
+        :class:`~captum_uncertainty.ExplanationDistribution`) or a feature name that is already a
+        column, the names are prefixed with the map column (``attribution_total_age``). Maps of
+        more dimensions (images) stay one column holding an array of the map's shape per row.
+        The ids and labels stored by :meth:`annotate` come right after ``index``.
+
+        Returns:
+            pandas.DataFrame: ``index``, [``id``, ``label``,] the uncertainties and the
+            prediction, the per-input numbers, then the maps.
+
+        Raises:
+            ImportError: pandas is not installed.
+
+        Examples::
+
+            >>> frame = DatasetResult.load("out/table").to_pandas()
+            >>> frame[["id", "label", "epistemic", "age", "bmi"]].head()
+            >>> images = DatasetResult.load("out/maps").to_pandas()
+            >>> images["attribution"][0].shape
+            (1, 28, 28)
+        """
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ImportError(
+                "DatasetResult.to_pandas needs pandas: pip install captum-uncertainty[dataset]"
+            ) from error
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder = pathlib.Path(self.out)
+        manifest = read_manifest(folder)
+        files = sorted(folder.glob("part-*.parquet"))  # the finished shards (temporaries are hidden files)
+        if not files:
+            raise ValueError(f"out {folder} holds no shards")
+        table = pa.concat_tables([pq.read_table(path) for path in files])
+        order = np.argsort(table.column("index").to_numpy(), kind="stable")
+        table = table.take(pa.array(order))
+        map_names = [
+            name for name in table.column_names if isinstance(table.schema.field(name).type, pa.FixedShapeTensorType)
+        ]
+        maps = {name: table.column(name).combine_chunks().to_numpy_ndarray() for name in map_names}
+        frame = table.drop_columns(map_names).to_pandas()
+        inputs_file = folder / "_inputs.parquet"
+        if inputs_file.exists():
+            carried = pd.read_parquet(inputs_file)
+            frame = frame.merge(carried, on="index", how="left", sort=False)
+            frame = frame[
+                ["index", *carried.columns.drop("index"), *(c for c in frame.columns if c not in carried.columns)]
+            ]
+        shape = list(manifest.get("map_shape") or [])
+        if maps and len(shape) == 1:
+            names = self._feature_names(int(shape[0]))
+            prefixed = len(maps) > 1 or bool(set(names) & set(frame.columns)) or len(set(names)) < len(names)
+            for column, values in maps.items():
+                for position, name in enumerate(names):
+                    frame[f"{column}_{name}" if prefixed else name] = values[:, position]
+        else:
+            for column, values in maps.items():
+                frame[column] = list(values)
+        return frame.reset_index(drop=True)
+
+    def to_polars(self) -> Any:
+        """:meth:`to_pandas` as a ``polars.DataFrame`` (``polars.from_pandas``).
+
+        Returns:
+            polars.DataFrame: the frame of :meth:`to_pandas`.
+
+        Raises:
+            ImportError: polars is not installed.
+
+        Examples::
+
+            >>> frame = DatasetResult.load("out/table").to_polars()
+            >>> frame.sort("epistemic", descending=True).head()
+        """
+        try:
+            import polars
+        except ImportError as error:
+            raise ImportError("DatasetResult.to_polars needs polars: pip install polars") from error
+        return polars.from_pandas(self.to_pandas())
+
+    def _feature_names(self, count: int) -> List[str]:
+        """The names :meth:`annotate` stored for ``count`` features, else ``feature_0``, ``feature_1``, ..."""
+        import json
+
+        path = pathlib.Path(self.out) / "_features.json"
+        if path.exists():
+            names = json.loads(path.read_text(encoding="utf-8")).get("feature_names")
+            if isinstance(names, list) and len(names) == count:
+                return [str(name) for name in names]
+        return [f"feature_{position}" for position in range(count)]
 
 
 def attribute_dataset(
