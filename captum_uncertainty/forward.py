@@ -12,7 +12,7 @@ objects.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -30,6 +30,7 @@ from captum_uncertainty.likelihoods import (
 )
 from captum_uncertainty.likelihoods import resolve_likelihood as _resolve_likelihood
 from captum_uncertainty.posterior import Posterior, as_posterior, expand_to_samples
+from captum_uncertainty.posterior._utils import positional_inputs
 
 __all__ = [
     "MEASURES",
@@ -271,10 +272,12 @@ class UncertaintyForward(nn.Module):
         with self.posterior.reading(self.likelihood.read):
             yield
 
-    def sample_outputs(self, *inputs: Any) -> Tensor:
+    def sample_outputs(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """The samples' outputs ``(S, N, K)`` as the likelihood reads them (class scores, a
         Bernoulli member's one score, a Gaussian member's means then noise heads), not yet
-        checked against the declaration."""
+        checked against the declaration. Keyword inputs (a tokenizer's output) are placed as
+        :meth:`positional` says."""
+        inputs = self.positional(*inputs, **kwargs)
         with self._reading():
             if self.validate:
                 self.posterior.check_inputs(inputs)
@@ -292,8 +295,37 @@ class UncertaintyForward(nn.Module):
             self._first_outputs_checked = True
         return outputs
 
-    def _checked_outputs(self, *inputs: Any) -> Tensor:
-        return self._checked(self.sample_outputs(*inputs))
+    def _checked_outputs(self, *inputs: Any, **kwargs: Any) -> Tensor:
+        return self._checked(self.sample_outputs(*inputs, **kwargs))
+
+    def positional(self, *inputs: Any, **kwargs: Any) -> Tuple[Any, ...]:
+        """The members' positional inputs from keyword inputs: a tokenizer's ``BatchEncoding``
+        (as ``forward(**encoding)`` or ``forward(encoding)``) is laid out in the order of the
+        first sample module's ``forward``, gaps filled with its defaults, e.g.
+        ``(input_ids, None, attention_mask)`` for a GPT-2 classifier whose second parameter is a
+        cache. Positional inputs pass through unchanged.
+
+        Raises:
+            TypeError: a keyword that the members' ``forward`` does not take positionally, or a
+                posterior without modules to read a signature from.
+        """
+        modules = self.posterior.sample_modules() if (kwargs or (inputs and isinstance(inputs[0], Mapping))) else []
+        return positional_inputs(modules[0] if modules else None, inputs, kwargs)
+
+    def bind(self, *inputs: Any, **kwargs: Any) -> Tuple[Any, Tuple[Any, ...]]:
+        """``(inputs, additional_forward_args)`` for a Captum ``attribute`` call from keyword
+        inputs: the first positional input and the rest, as :meth:`positional` lays them out.
+
+        Examples::
+
+            >>> encoding = tokenizer(sentences, return_tensors="pt", padding=True)
+            >>> token_ids, args = uf.bind(encoding)          # (input_ids, (None, attention_mask))
+            >>> lig.attribute(token_ids, baselines=pad_ids, additional_forward_args=args)
+        """
+        bound = self.positional(*inputs, **kwargs)
+        if not bound:
+            raise TypeError("bind needs at least one input")
+        return bound[0], tuple(bound[1:])
 
     def _classifier(self, what: str) -> Any:
         likelihood = self.likelihood
@@ -313,36 +345,36 @@ class UncertaintyForward(nn.Module):
             )
         return likelihood
 
-    def log_probabilities(self, *inputs: Any) -> Tensor:
+    def log_probabilities(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """Per-sample log-probabilities ``(S, N, C)`` (classifiers)."""
         likelihood = self._classifier("log_probabilities")
-        return likelihood.log_probabilities(self._checked_outputs(*inputs), validate=False)
+        return likelihood.log_probabilities(self._checked_outputs(*inputs, **kwargs), validate=False)
 
-    def predictive(self, *inputs: Any) -> Tensor:
+    def predictive(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """Per-sample class probabilities of shape ``(S, N, C)`` (classifiers).
 
         Their mean over the first dimension is the posterior predictive distribution.
         """
-        return self.log_probabilities(*inputs).exp()
+        return self.log_probabilities(*inputs, **kwargs).exp()
 
-    def log_predictive_mean(self, *inputs: Any) -> Tensor:
+    def log_predictive_mean(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """``log mean_s p_s``, the log posterior predictive distribution ``(N, C)``, in log space."""
-        return log_mean_probabilities(self.log_probabilities(*inputs))
+        return log_mean_probabilities(self.log_probabilities(*inputs, **kwargs))
 
-    def predicted_class(self, *inputs: Any) -> Tensor:
+    def predicted_class(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """The class of highest posterior predictive probability, ``(N,)`` int64 (classifiers)."""
-        return self.predictive(*inputs).mean(0).argmax(-1)
+        return self.predictive(*inputs, **kwargs).mean(0).argmax(-1)
 
-    def sample_means(self, *inputs: Any) -> Tensor:
+    def sample_means(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """Each Gaussian sample's predicted mean ``mu_s`` of the explained quantity, ``(S, N)``
         (regressors; with several targets, the one :class:`~captum_uncertainty.Gaussian`'s
         ``explain`` selects, or their sum)."""
         likelihood = self._regressor("sample_means and predictive_mean")
-        return likelihood.explained_means(self._checked_outputs(*inputs))
+        return likelihood.explained_means(self._checked_outputs(*inputs, **kwargs))
 
-    def predictive_mean(self, *inputs: Any) -> Tensor:
+    def predictive_mean(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """The posterior predictive mean ``mean_s mu_s``, shape ``(N,)`` (regressors)."""
-        return self.sample_means(*inputs).mean(0)
+        return self.sample_means(*inputs, **kwargs).mean(0)
 
     def logits_per_sample(self, points: Tensor, args: Tuple[Any, ...] = ()) -> Tensor:
         """Sample ``s``'s logits on ``points[s]`` (``(S, N, ...)`` points, one copy per sample, and
@@ -357,31 +389,31 @@ class UncertaintyForward(nn.Module):
             outputs = self.posterior.forward_per_sample(points, *expand_to_samples(args, points.shape[0]))
         return likelihood.class_logits(self._checked(outputs), validate=False)
 
-    def terms(self, *inputs: Any) -> Decomposition:
+    def terms(self, *inputs: Any, **kwargs: Any) -> Decomposition:
         """The likelihood's per-class (classifiers, Wang et al. Eq. 4) or per-target (regressors)
         terms, each ``(N, K)``, from one pass through the posterior."""
-        return self.likelihood.terms(self._checked_outputs(*inputs), validate=False)
+        return self.likelihood.terms(self._checked_outputs(*inputs, **kwargs), validate=False)
 
-    def per_class(self, *inputs: Any) -> Decomposition:
+    def per_class(self, *inputs: Any, **kwargs: Any) -> Decomposition:
         """Per-class terms ``U_{g_i}`` (Wang et al. Eq. 4), each ``(N, C)`` (classifiers)."""
         self._classifier("per-class uncertainty (Wang et al. Eq. 4)")
-        return self.terms(*inputs)
+        return self.terms(*inputs, **kwargs)
 
-    def summary(self, *inputs: Any) -> Dict[str, Tensor]:
+    def summary(self, *inputs: Any, **kwargs: Any) -> Dict[str, Tensor]:
         """The per-input columns a data-set run stores beside each map, from one pass through the
         posterior, keyed and ordered as :attr:`summary_columns`: ``predicted`` (int64, the argmax
         of the posterior predictive; classifiers) or ``predicted_mean`` (regressors), then the
         three measures; the same values as :meth:`predicted_class` (or :meth:`predictive_mean`)
         and :meth:`decompose`."""
-        return self.likelihood.summary(self._checked_outputs(*inputs), validate=False)
+        return self.likelihood.summary(self._checked_outputs(*inputs, **kwargs), validate=False)
 
-    def decompose(self, *inputs: Any) -> Decomposition:
+    def decompose(self, *inputs: Any, **kwargs: Any) -> Decomposition:
         """All three measures, each ``(N,)``, from one pass through the posterior."""
-        return self.likelihood.decompose(self._checked_outputs(*inputs), validate=False)
+        return self.likelihood.decompose(self._checked_outputs(*inputs, **kwargs), validate=False)
 
-    def forward(self, *inputs: Any) -> Tensor:
+    def forward(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """The chosen measure for each input, shape ``(N,)``."""
-        return self.decompose(*inputs).select(self.measure)
+        return self.decompose(*inputs, **kwargs).select(self.measure)
 
     def extra_repr(self) -> str:
         return f"measure={self.measure!r}, samples={self.num_samples}, likelihood={self.likelihood!r}"

@@ -23,6 +23,7 @@ from typing import (
     Iterator,
     List,
     Literal,
+    Mapping,
     Optional,
     Sequence,
     Tuple,
@@ -170,8 +171,11 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
         r"""Layer Integrated Gradients of the uncertainty, summed over the members.
 
         Args:
-            inputs (Tensor or tuple of Tensor): what the members take, ``(N, ...)`` of any dtype
-                (e.g. ``LongTensor`` token ids ``(N, L)``); a tuple when they take several.
+            inputs (Tensor, tuple of Tensor or mapping): what the members take, ``(N, ...)`` of any
+                dtype (e.g. ``LongTensor`` token ids ``(N, L)``); a tuple when they take several; or
+                a tokenizer's output (``BatchEncoding``): its first entry (``input_ids``) is attributed and the
+                others (``attention_mask``, ...) are passed where the members' ``forward`` takes them
+                (:meth:`UncertaintyForward.bind <captum_uncertainty.UncertaintyForward.bind>`).
             baselines (None, scalar, Tensor or tuple): reference *inputs* ``x'`` (e.g. pad-token
                 ids): a tensor of the inputs' shape or of one example's shape, a number, or a
                 tuple with one per input; ``None`` is zeros of the inputs' dtype. The path runs
@@ -199,6 +203,13 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
             deltas when ``decompose=True``) if requested.
         """
         forward: UncertaintyForward = self.forward_func
+        if isinstance(inputs, Mapping):  # a tokenizer's output: token ids plus the members' keyword inputs
+            if additional_forward_args is not None:
+                raise ValueError(
+                    "inputs is a tokenizer's output, which already holds the other forward arguments: leave "
+                    "additional_forward_args None"
+                )
+            inputs, additional_forward_args = forward.bind(inputs)
         tensors, _ = format_inputs(inputs, floating=False)
         args = additional_args_tuple(additional_forward_args)
         measures = ("total", "aleatoric") if decompose else (forward.measure,)
@@ -250,7 +261,9 @@ class LayerUncertaintyForward(UncertaintyForward):
         super().__init__(forward.posterior, forward.measure, **forward.settings())
         self.layers = list(layers)
 
-    def sample_outputs(self, *inputs: Any) -> Tensor:
+    def sample_outputs(self, *inputs: Any, **kwargs: Any) -> Tensor:
+        if kwargs:
+            raise TypeError("LayerUncertaintyForward takes the layer outputs and the inputs positionally")
         count = len(self.layers)
         outputs, member_inputs = inputs[:count], inputs[count:]
         with self.posterior.hookable(), _hooked(self.layers, lambda s: _replacing(outputs[s], s)):

@@ -21,7 +21,6 @@ __all__ = [
     "call_causal_lm",
     "gathered_log_probabilities",
     "input_embeddings",
-    "keyword_inputs",
     "run_samples",
     "token_batch",
 ]
@@ -47,18 +46,6 @@ class TokenBatch(NamedTuple):
     predicting: Tensor
     valid: Tensor
     prompt_length: int
-
-
-def keyword_inputs(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
-    """A tokenizer's output (``BatchEncoding`` or any mapping) given as the first positional
-    argument is spread into keyword arguments, as ``model(**encoding)`` would."""
-    if args and isinstance(args[0], Mapping):
-        encoding = dict(args[0])
-        clash = sorted(set(encoding) & set(kwargs))
-        if clash:
-            raise ValueError(f"{clash} given both in the encoding and as keyword arguments; give each once")
-        return args[1:], {**encoding, **kwargs}
-    return args, kwargs
 
 
 def _check_ids(ids: Any, name: str) -> Tensor:

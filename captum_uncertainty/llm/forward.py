@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from captum_uncertainty._validation import check_bool, check_choice, check_positive_int
 from captum_uncertainty.likelihoods import MEASURES, Categorical, Decomposition, log_mean_probabilities
-from captum_uncertainty.llm._utils import TokenBatch, keyword_inputs, run_samples, token_batch
+from captum_uncertainty.llm._utils import TokenBatch, run_samples, token_batch
 from captum_uncertainty.posterior import Posterior, as_posterior
+from captum_uncertainty.posterior._utils import spread_encoding
 
 __all__ = ["REDUCTIONS", "CausalLMUncertaintyForward"]
 
@@ -104,7 +105,7 @@ class CausalLMUncertaintyForward(nn.Module):
 
     def batch(self, *args: Any, **kwargs: Any) -> TokenBatch:
         """The token batch :meth:`forward` scores, from the same arguments."""
-        args, kwargs = keyword_inputs(args, kwargs)
+        args, kwargs = spread_encoding(args, kwargs)
         return _batch_from(args, kwargs)
 
     def sample_log_probabilities(self, *args: Any, **kwargs: Any) -> Tensor:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +15,8 @@ from torch import Tensor, nn
 from captum_uncertainty._hashing import new_digest, tensor_sha256, update_with_tensor
 
 __all__ = [
+    "positional_inputs",
+    "spread_encoding",
     "preserved_modes",
     "refuse_active_stochastic_layers",
     "first_parameter",
@@ -255,3 +258,56 @@ def fingerprint_of(name: str, identity: Dict[str, Any], modules: Sequence[nn.Mod
             for tensor_name, tensor in named:
                 update_with_tensor(digest, f"{index}.{kind}.{tensor_name}", tensor)
     return digest.hexdigest()
+
+
+def spread_encoding(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    """A tokenizer's output (``BatchEncoding`` or any mapping) given as the first positional
+    argument is spread into keyword arguments, as ``model(**encoding)`` would."""
+    if args and isinstance(args[0], Mapping):
+        encoding = dict(args[0])
+        clash = sorted(set(encoding) & set(kwargs))
+        if clash:
+            raise TypeError(f"{clash} given both in the encoding and as keyword arguments; give each once")
+        return args[1:], {**encoding, **kwargs}
+    return args, kwargs
+
+
+def positional_inputs(module: Optional[nn.Module], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
+    """Keyword inputs (a tokenizer's ``BatchEncoding``, given as keyword arguments or as the
+    first positional argument) laid out in the positional order of ``module.forward``, gaps
+    filled with the parameters' defaults: ``(input_ids, None, attention_mask)`` for a GPT-2
+    classifier. Everything downstream (path chunks, sample expansion, Captum's
+    ``additional_forward_args``) then handles plain positional tensors."""
+    args, kwargs = spread_encoding(args, kwargs)
+    if not kwargs:
+        return args
+    if module is None:
+        raise TypeError(
+            f"keyword inputs {sorted(kwargs)} need a posterior of modules whose forward names them; this posterior "
+            "runs no module: pass the inputs positionally"
+        )
+    try:
+        parameters = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError) as error:
+        where = f"{type(module).__name__}.forward"
+        raise TypeError(f"cannot read the signature of {where} to place {sorted(kwargs)}") from error
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [p.name for p in positional]
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise TypeError(
+            f"keyword inputs {unknown} are not positional parameters of {type(module).__name__}.forward {tuple(names)}"
+        )
+    taken = [name for name in names[: len(args)] if name in kwargs]
+    if taken:
+        raise TypeError(f"{taken} given both positionally and as keyword inputs")
+    last = max(names.index(name) for name in kwargs)
+    values = list(args)
+    for parameter in positional[len(args) : last + 1]:
+        if parameter.name in kwargs:
+            values.append(kwargs[parameter.name])
+        elif parameter.default is not inspect.Parameter.empty:
+            values.append(parameter.default)
+        else:
+            raise TypeError(f"{type(module).__name__}.forward needs {parameter.name!r}, which was not given")
+    return tuple(values)
