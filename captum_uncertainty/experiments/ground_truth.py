@@ -1,0 +1,738 @@
+"""Which attribution method points at the real cause of the uncertainty?
+
+Two causes are built into the data (:mod:`captum_uncertainty.data`), so the right answer is
+known pixel by pixel:
+
+* ``"epistemic patch"``: a checkerboard patch no training image holds is pasted into the test
+  images (:func:`~captum_uncertainty.data.make_epistemic_patch_images`); the ensemble is trained
+  on the unchanged training set and its *epistemic* uncertainty is explained;
+* ``"aleatoric overlay"``: a faint second digit of another class is overlaid on half of the
+  training images, labelled with either class at random, and on the test images
+  (:func:`~captum_uncertainty.data.make_aleatoric_overlay_images`); the ensemble is trained on
+  that training set and its *aleatoric* uncertainty is explained.
+
+For each cause :func:`run_ground_truth` trains (or loads from the package's cache, see
+:func:`~captum_uncertainty.data.train_ensemble`) a deep ensemble on the cause's training set,
+keeps the ``n_images`` test images whose uncertainty of the caused kind rose most from their
+clean version, explains them with every method of :data:`METHODS` and scores the maps against
+the cause's mask with :func:`~captum_uncertainty.metrics.relevance_mass`,
+:func:`~captum_uncertainty.metrics.relevance_rank_accuracy`,
+:func:`~captum_uncertainty.metrics.pointing_game`, :func:`~captum_uncertainty.metrics.mask_auroc`
+and :func:`~captum_uncertainty.metrics.conveyance`, with the seconds per image. The references:
+the ``"Random"`` map ignores the input and scores about the mask's share of the pixels on
+relevance mass, rank accuracy and pointing game (0.5 on mask AUROC, 0 on conveyance); the
+oracle, Integrated Gradients from the clean image, can only put attribution on the changed
+pixels and scores about 1 on relevance mass.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from captum_uncertainty._validation import check_choice, check_int, check_positive_int
+from captum_uncertainty.cache import USER_CACHE, CacheDir
+from captum_uncertainty.data import (
+    DataSplit,
+    KnownCauseImages,
+    accuracy,
+    load_digits,
+    load_mnist,
+    make_aleatoric_overlay_images,
+    make_epistemic_patch_images,
+    train_ensemble,
+)
+from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.metrics import (
+    conveyance,
+    mask_auroc,
+    pointing_game,
+    relevance_mass,
+    relevance_rank_accuracy,
+)
+
+if TYPE_CHECKING:
+    from captum_uncertainty.generative import VAE
+
+__all__ = [
+    "CAUSES",
+    "DATASETS",
+    "GENERATIVE_METHODS",
+    "GroundTruthConfig",
+    "GroundTruthRow",
+    "GroundTruthTable",
+    "CauseSummary",
+    "METHODS",
+    "ORACLE",
+    "RANDOM",
+    "run_ground_truth",
+]
+
+#: The data sets :class:`GroundTruthConfig` accepts: scikit-learn's 8x8 digits or the bundled MNIST.
+DATASETS = ("digits", "mnist")
+
+#: The causes, each with the uncertainty measure it raises.
+CAUSES: Dict[str, str] = {"epistemic patch": "epistemic", "aleatoric overlay": "aleatoric"}
+
+#: The map that ignores the input (uniform noise, seeded): the chance reference.
+RANDOM = "Random"
+
+#: Integrated Gradients of the uncertainty from the clean image: the oracle reference.
+ORACLE = "Oracle: IG from the clean image"
+
+#: Per-data defaults of the settings :class:`GroundTruthConfig` leaves at ``None``.
+_DATA_DEFAULTS: Dict[str, Dict[str, Optional[int]]] = {
+    "digits": {"epochs": 20, "patch_size": 3, "vae_latent": 8, "vae_epochs": 30},
+    "mnist": {"epochs": 5, "patch_size": None, "vae_latent": 32, "vae_epochs": 20},
+}
+
+
+@dataclass
+class GroundTruthConfig:
+    """Settings of one :func:`run_ground_truth` run.
+
+    Attributes:
+        data (str): ``"digits"`` (scikit-learn's 8x8 digits, :func:`~captum_uncertainty.data.load_digits`)
+            or ``"mnist"`` (the 5,000 bundled MNIST digits, :func:`~captum_uncertainty.data.load_mnist`).
+            Default: ``"digits"``.
+        n_members (int): ensemble size. Default: 5.
+        epochs (int, optional): training epochs of every member (Adam, lr 1e-3, batch 128).
+            Default: 20 on the digits, 5 on MNIST (:func:`~captum_uncertainty.data.train_ensemble`'s).
+        n_images (int): explained test images per cause. Default: 20.
+        n_steps (int): integration steps of the path methods (IG, Blur IG, Guided IG, the
+            UA-Backprop paths, the oracle, CF-path IG). Default: 32.
+        strengths (tuple of float): the conveyance strengths, as *fractions of each cause's
+            strength* (``patch_strength``, ``overlay_strength``); at least two distinct values.
+            Default: ``(0.25, 0.5, 0.75, 1.0)``.
+        seed (int): seed of the data split, the cause's draws (patch positions, overlay
+            partners), the training and every method's random draws. Default: 0.
+        methods (sequence of str, optional): a subset of :data:`METHODS`. Default: all.
+        patch_strength (float): blend weight of the epistemic patch. Default: 1.0.
+        patch_size (int, optional): side of the patch. Default: 3 on the digits, the
+            generator's default (7) on MNIST.
+        overlay_strength (float): intensity of the overlaid digit. Default: 0.5.
+        overlay_share (float): share of overlaid training images. Default: 0.5.
+        candidates (int, optional): how many test images (the first of the split) carry the
+            cause and compete for the ``n_images`` places. Default: all.
+        smoothgrad_samples (int): noisy samples of SmoothGrad (standard deviation 0.1). Default: 16.
+        shap_samples (int): perturbed samples of KernelShap and LIME per image. Default: 200.
+        search_iterations (int): most Adam iterations of CLUE's search and of CF-path IG's
+            fiducial search. Default: 100.
+        vae_latent (int, optional): latent size of the VAE of CLUE and CF-path IG. Default: 8 on
+            the digits, 32 on MNIST.
+        vae_epochs (int, optional): its training epochs. Default: 30 on the digits, 20 on MNIST.
+        cache_dir (str, Path or None): cache of the ensembles and VAEs; ``None`` trains every
+            time. Default: the per-user cache.
+        progress (bool): print one line per method and cause to stderr. Default: ``False``.
+    """
+
+    data: str = "digits"
+    n_members: int = 5
+    epochs: Optional[int] = None
+    n_images: int = 20
+    n_steps: int = 32
+    strengths: Tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    seed: int = 0
+    methods: Optional[Sequence[str]] = None
+    patch_strength: float = 1.0
+    patch_size: Optional[int] = None
+    overlay_strength: float = 0.5
+    overlay_share: float = 0.5
+    candidates: Optional[int] = None
+    smoothgrad_samples: int = 16
+    shap_samples: int = 200
+    search_iterations: int = 100
+    vae_latent: Optional[int] = None
+    vae_epochs: Optional[int] = None
+    cache_dir: CacheDir = USER_CACHE
+    progress: bool = False
+
+    def setting(self, name: str) -> Optional[int]:
+        """The value of a per-data setting (``epochs``, ``patch_size``, ``vae_latent``,
+        ``vae_epochs``): the one given, else the data set's default."""
+        value = getattr(self, name)
+        return _DATA_DEFAULTS[self.data][name] if value is None else value
+
+    def required(self, name: str) -> int:
+        """:meth:`setting` of a setting every data set has a default for (``epochs``,
+        ``vae_latent``, ``vae_epochs``)."""
+        value = self.setting(name)
+        if value is None:
+            raise ValueError(f"{name} has no default for data={self.data!r}: set it")
+        return int(value)
+
+
+class GroundTruthRow(NamedTuple):
+    """The scores of one method on one cause (every score: higher is better).
+
+    Attributes:
+        cause (str): a key of :data:`CAUSES`.
+        measure (str): the explained uncertainty, ``"epistemic"`` or ``"aleatoric"``.
+        method (str): a key of :data:`METHODS`.
+        relevance_mass (float): mean share of the positive attribution inside the mask.
+        rank_accuracy (float): mean share of the ``K`` largest attributions inside the mask.
+        pointing_game (float): share of images whose largest attribution is inside the mask.
+        mask_auroc (float): mean ROC AUC of the map as a detector of the mask.
+        conveyance (float): mean Spearman correlation between the cause's strength and the
+            map's positive mass inside the mask.
+        seconds_per_image (float): wall time of the ``attribute`` call at full strength over
+            the number of images.
+        mask_share (float): mean share of the pixels inside the mask (the random reference).
+        images (int): explained images.
+    """
+
+    cause: str
+    measure: str
+    method: str
+    relevance_mass: float
+    rank_accuracy: float
+    pointing_game: float
+    mask_auroc: float
+    conveyance: float
+    seconds_per_image: float
+    mask_share: float
+    images: int
+
+
+class CauseSummary(NamedTuple):
+    """What one cause did to its ensemble.
+
+    Attributes:
+        cause (str): a key of :data:`CAUSES`.
+        measure (str): the explained uncertainty.
+        images (int): explained images.
+        candidates (int): test images that carried the cause (usable masks only).
+        rose (int): candidates whose uncertainty of ``measure`` rose with the cause.
+        mean_rise (float): mean rise ``U(x) - U(clean)`` over the explained images.
+        mean_clean (float): mean ``U(clean)`` over the explained images.
+        mask_share (float): mean share of the pixels inside the explained images' masks.
+        nonzero_mask_share (float): mean share of the non-black pixels (``x != 0``) inside the
+            masks: the reference of a map that is random on the non-black pixels and 0 on the
+            black ones, as maps multiplied by ``x - 0`` (IG, KernelShap and LIME from black) are.
+        clean_accuracy (float): the ensemble's accuracy on the clean candidates.
+        strengths (tuple of float): the absolute strengths of the conveyance maps.
+    """
+
+    cause: str
+    measure: str
+    images: int
+    candidates: int
+    rose: int
+    mean_rise: float
+    mean_clean: float
+    mask_share: float
+    nonzero_mask_share: float
+    clean_accuracy: float
+    strengths: Tuple[float, ...]
+
+
+_COLUMNS = (
+    ("relevance_mass", "relevance mass ↑"),
+    ("rank_accuracy", "rank accuracy ↑"),
+    ("pointing_game", "pointing game ↑"),
+    ("mask_auroc", "mask AUROC ↑"),
+    ("conveyance", "conveyance ↑"),
+)
+
+
+@dataclass
+class GroundTruthTable:
+    """The result of :func:`run_ground_truth`: one row per method and cause.
+
+    Attributes:
+        rows (list of GroundTruthRow): the scores.
+        causes (list of CauseSummary): one per cause, in :data:`CAUSES` order.
+        not_measured (dict): ``(cause, method) -> reason`` for methods that raised.
+        config (GroundTruthConfig): the run's settings.
+    """
+
+    rows: List[GroundTruthRow]
+    causes: List[CauseSummary]
+    not_measured: Dict[Tuple[str, str], str] = field(default_factory=dict)
+    config: GroundTruthConfig = field(default_factory=GroundTruthConfig)
+
+    def row(self, cause: str, method: str) -> GroundTruthRow:
+        """The row of ``method`` on ``cause`` (``KeyError`` if there is none)."""
+        for candidate in self.rows:
+            if candidate.cause == cause and candidate.method == method:
+                return candidate
+        raise KeyError(f"no row for method {method!r} on cause {cause!r}")
+
+    def rows_for(self, cause: str) -> List[GroundTruthRow]:
+        """The rows of ``cause``, highest relevance mass first (ties: the order of :data:`METHODS`)."""
+        return sorted((r for r in self.rows if r.cause == cause), key=lambda r: -r.relevance_mass)
+
+    def to_markdown(self) -> str:
+        """One Markdown table per cause, sorted by relevance mass, with a line on the cause's
+        effect and references above each table and the methods not measured below it."""
+        config = self.config
+        lines = [
+            f"Data: {config.data}, {config.n_members}-member ensembles ({config.required('epochs')} epochs), "
+            f"n_steps={config.n_steps}, conveyance strengths {list(config.strengths)} of each cause's strength, "
+            f"seed {config.seed}.",
+        ]
+        for summary in self.causes:
+            lines += [
+                "",
+                f"### {summary.cause} (measure: {summary.measure})",
+                "",
+                f"{summary.images} test images whose {summary.measure} uncertainty rose most (rose for "
+                f"{summary.rose} of {summary.candidates}; mean {summary.mean_clean:.4f} clean -> "
+                f"{summary.mean_clean + summary.mean_rise:.4f} with the cause); ensemble accuracy on the clean "
+                f"images {summary.clean_accuracy:.3f}; conveyance strengths "
+                f"{', '.join(f'{s:g}' for s in summary.strengths)}. Mask share of the pixels "
+                f"{summary.mask_share:.3f}: a map that ignores the input scores about that on relevance mass, "
+                "rank accuracy and pointing game (0.5 on mask AUROC, 0 on conveyance); share of the non-black "
+                f"pixels {summary.nonzero_mask_share:.3f} (the reference of maps that are 0 on black pixels).",
+                "",
+                "| method | " + " | ".join(title for _, title in _COLUMNS) + " | s / image |",
+                "|---" * (len(_COLUMNS) + 2) + "|",
+            ]
+            for row in self.rows_for(summary.cause):
+                cells = [f"{getattr(row, key):.3f}" for key, _ in _COLUMNS] + [f"{row.seconds_per_image:.4f}"]
+                lines.append(f"| {row.method} | " + " | ".join(cells) + " |")
+            missing = [(method, why) for (cause, method), why in self.not_measured.items() if cause == summary.cause]
+            if missing:
+                lines += ["", "Not measured: " + "; ".join(f"{method} ({why})" for method, why in missing) + "."]
+        return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+@dataclass
+class _Context:
+    """What a method may need besides the forward and the inputs."""
+
+    config: GroundTruthConfig
+    x_train: Tensor
+    clean: Tensor
+    _vae: Optional["VAE"] = field(default=None, repr=False)
+
+    def vae(self) -> "VAE":
+        if self._vae is None:
+            from captum_uncertainty.generative import load_or_train_vae
+
+            self._vae = load_or_train_vae(
+                self.x_train,
+                latent_dim=self.config.required("vae_latent"),
+                epochs=self.config.required("vae_epochs"),
+                seed=self.config.seed,
+                cache_dir=self.config.cache_dir,
+                progress=False,
+            )
+        return self._vae
+
+
+_Explainer = Callable[[UncertaintyForward, Tensor, _Context], Tensor]
+
+
+def _random(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    generator = torch.Generator().manual_seed(ctx.config.seed)
+    return torch.rand((x.shape[0], 1) + tuple(x.shape[2:]), generator=generator).to(x)
+
+
+def _oracle(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum.attr import IntegratedGradients
+
+    return IntegratedGradients(uf).attribute(x, baselines=ctx.clean, n_steps=ctx.config.n_steps)
+
+
+def _captum_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum.attr import IntegratedGradients
+
+    return IntegratedGradients(uf).attribute(x, baselines=torch.zeros_like(x), n_steps=ctx.config.n_steps)
+
+
+def _uig(baselines: str) -> _Explainer:
+    def explain(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+        from captum_uncertainty.attr import UncertaintyIntegratedGradients
+
+        return UncertaintyIntegratedGradients(uf).attribute(x, baselines=baselines, n_steps=ctx.config.n_steps)
+
+    return explain
+
+
+def _saliency(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum.attr import Saliency
+
+    return Saliency(uf).attribute(x, abs=True)
+
+
+def _smoothgrad(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum.attr import NoiseTunnel, Saliency
+
+    return NoiseTunnel(Saliency(uf)).attribute(
+        x, nt_type="smoothgrad", nt_samples=ctx.config.smoothgrad_samples, stdevs=0.1, abs=True
+    )
+
+
+def _superpixels(x: Tensor) -> Tensor:
+    """Feature ids ``(1, 1, H, W)`` of KernelShap and LIME: single pixels on images up to 16
+    pixels a side, 2x2 blocks on larger ones."""
+    height, width = x.shape[-2:]
+    block = 1 if max(height, width) <= 16 else 2
+    columns = (width + block - 1) // block
+    ids = (torch.arange(height) // block)[:, None] * columns + (torch.arange(width) // block)[None, :]
+    return ids.view(1, 1, height, width).to(x.device)
+
+
+def _kernel_shap(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum.attr import KernelShap
+
+    shap = KernelShap(uf)
+    mask = _superpixels(x)
+    samples = ctx.config.shap_samples
+    return torch.cat(
+        [
+            shap.attribute(
+                x[i : i + 1],
+                baselines=0.0,
+                feature_mask=mask,
+                n_samples=samples,
+                perturbations_per_eval=samples,
+            )
+            for i in range(x.shape[0])
+        ]
+    )
+
+
+def _lime(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    """Captum's Lime with a ridge surrogate (alpha 1): its default Lasso zeroes every coefficient
+    when the target is an uncertainty of a few tenths of a nat (see the benchmark's LIME)."""
+    from captum._utils.models.linear_model import SkLearnRidge
+    from captum.attr import Lime
+
+    lime = Lime(uf, interpretable_model=SkLearnRidge(alpha=1.0))
+    mask = _superpixels(x)
+    samples = ctx.config.shap_samples
+    return torch.cat(
+        [
+            lime.attribute(
+                x[i : i + 1], baselines=0.0, feature_mask=mask, n_samples=samples, perturbations_per_eval=samples
+            )
+            for i in range(x.shape[0])
+        ]
+    )
+
+
+def _ua_backprop(path: str) -> _Explainer:
+    def explain(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+        from captum_uncertainty.attr import UABackprop
+
+        return UABackprop(uf).attribute(x, path=path, n_steps=ctx.config.n_steps)
+
+    return explain
+
+
+def _blur_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum_uncertainty.attr import BlurIntegratedGradients
+
+    return BlurIntegratedGradients(uf).attribute(x, n_steps=ctx.config.n_steps)
+
+
+def _guided_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum_uncertainty.attr import GuidedIntegratedGradients
+
+    return GuidedIntegratedGradients(uf).attribute(x, n_steps=ctx.config.n_steps)
+
+
+def _distribution_std(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum.attr import IntegratedGradients
+
+    from captum_uncertainty.attr import ExplanationDistribution
+
+    return ExplanationDistribution(uf, IntegratedGradients).attribute(x, n_steps=ctx.config.n_steps).std
+
+
+def _covariance(mode: str) -> _Explainer:
+    def explain(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+        from captum.attr import IntegratedGradients
+
+        from captum_uncertainty.attr import CovarianceAttribution
+
+        maps = CovarianceAttribution(uf, IntegratedGradients).attribute(x, mode=mode, n_steps=ctx.config.n_steps)
+        assert isinstance(maps, Tensor)
+        return maps
+
+    return explain
+
+
+def _clue(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum_uncertainty.attr import CLUE
+
+    return CLUE(uf, ctx.vae()).attribute(x, max_iterations=ctx.config.search_iterations)
+
+
+def _counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum_uncertainty.attr import CounterfactualPathIG, FiducialWarning
+
+    with warnings.catch_warnings():  # a fiducial that changes the class still gives a complete map
+        warnings.simplefilter("ignore", FiducialWarning)
+        return CounterfactualPathIG(uf, ctx.vae()).attribute(
+            x,
+            fiducial="in_class",
+            n_steps=ctx.config.n_steps,
+            fiducial_kwargs={"max_iterations": ctx.config.search_iterations},
+        )
+
+
+#: Every method, by name: how it is called on an :class:`~captum_uncertainty.UncertaintyForward`
+#: of the cause's measure. IG-type baselines are black (zeros) unless named; KernelShap and LIME
+#: perturb single pixels (2x2 blocks on images larger than 16 pixels) towards black.
+#: ExplanationDistribution and CovarianceAttribution explain the members' logits of the
+#: predicted class (their spread over the members), whatever the measure.
+METHODS: Dict[str, _Explainer] = {
+    RANDOM: _random,
+    ORACLE: _oracle,
+    "Captum IG (black)": _captum_ig,
+    "UncertaintyIG (white)": _uig("white"),
+    "UncertaintyIG (black+white)": _uig("black_white"),
+    "Saliency": _saliency,
+    "SmoothGrad": _smoothgrad,
+    "KernelShap": _kernel_shap,
+    "LIME": _lime,
+    "UA-Backprop+FullGrad": _ua_backprop("fullgrad"),
+    "UA-Backprop+Grad": _ua_backprop("grad"),
+    "UA-Backprop+InputGrad": _ua_backprop("inputgrad"),
+    "UA-Backprop+IG": _ua_backprop("integrated_gradients"),
+    "UA-Backprop+BlurIG": _ua_backprop("blur_integrated_gradients"),
+    "Blur IG": _blur_ig,
+    "Guided IG": _guided_ig,
+    "ExplanationDistribution (IG) std": _distribution_std,
+    "CovarianceAttribution (IG marginal)": _covariance("marginal"),
+    "CovarianceAttribution (IG diagonal)": _covariance("diagonal"),
+    "CLUE": _clue,
+    "CF-path IG": _counterfactual_path_ig,
+}
+
+#: The methods that need a VAE (trained or loaded before their clock starts).
+GENERATIVE_METHODS = ("CLUE", "CF-path IG")
+
+
+def _as_map(attributions: Any) -> Tensor:
+    """Any input-shaped attribution as one ``(N, 1, H, W)`` map (channel sum), detached."""
+    if isinstance(attributions, tuple):
+        attributions = attributions[0]
+    return attributions.detach().sum(1, keepdim=True)
+
+
+def _seeded(explain: _Explainer, uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    """A method's maps with its random draws (SmoothGrad noise, KernelShap and LIME samples)
+    seeded with the run's seed, so that they do not depend on which methods ran before."""
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
+        torch.manual_seed(ctx.config.seed)
+        return _as_map(explain(uf, x, ctx))
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _check_config(config: GroundTruthConfig) -> Dict[str, _Explainer]:
+    """Refuse bad settings; return the chosen methods."""
+    if not isinstance(config, GroundTruthConfig):
+        raise TypeError(f"config must be a GroundTruthConfig, got {type(config).__name__}")
+    check_choice(config.data, "data", DATASETS)
+    for name in ("n_members", "n_images", "n_steps", "smoothgrad_samples", "shap_samples", "search_iterations"):
+        check_positive_int(getattr(config, name), name)
+    for name in ("epochs", "vae_latent", "vae_epochs", "candidates", "patch_size"):
+        if getattr(config, name) is not None:
+            check_positive_int(getattr(config, name), name)
+    check_int(config.seed, "seed", minimum=0)
+    strengths = tuple(float(s) for s in config.strengths)
+    if len(set(strengths)) < 2 or any(not 0.0 <= s <= 1.0 for s in strengths):
+        raise ValueError(f"strengths must hold at least two distinct fractions in [0, 1], got {config.strengths!r}")
+    if config.methods is None:
+        return dict(METHODS)
+    unknown = [name for name in config.methods if name not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    return {name: METHODS[name] for name in config.methods}
+
+
+def _load(config: GroundTruthConfig) -> DataSplit:
+    return load_digits(seed=config.seed) if config.data == "digits" else load_mnist(seed=config.seed)
+
+
+def _maker(config: GroundTruthConfig, data: DataSplit, cause: str) -> Tuple[Callable[[float], KnownCauseImages], float]:
+    """The cause's generator as a function of the strength (everything else, the seed included,
+    fixed), and the cause's full strength."""
+    if cause == "epistemic patch":
+        patch_size = config.setting("patch_size")
+
+        def patch(strength: float) -> KnownCauseImages:
+            return make_epistemic_patch_images(
+                data, strength=strength, patch_size=patch_size, n_test=config.candidates, seed=config.seed
+            )
+
+        return patch, config.patch_strength
+
+    def overlay(strength: float) -> KnownCauseImages:
+        return make_aleatoric_overlay_images(
+            data, strength=strength, share=config.overlay_share, n_test=config.candidates, seed=config.seed
+        )
+
+    return overlay, config.overlay_strength
+
+
+@torch.no_grad()
+def _select(uf: UncertaintyForward, known: KnownCauseImages, n_images: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """The ``n_images`` test images whose uncertainty rose most from their clean version.
+
+    Only images whose mask marks some but not all pixels compete (rank accuracy and mask AUROC
+    are undefined otherwise); ties keep the test order. Returns the chosen indices (largest rise
+    first), the rises of all test images and the competitors' boolean index.
+    """
+    rise = uf(known.x_test) - uf(known.clean)
+    marked = known.masks.flatten(1).sum(1)
+    usable = (marked > 0) & (marked < known.masks[0].numel())
+    if int(usable.sum()) < n_images:
+        raise ValueError(f"n_images={n_images} but only {int(usable.sum())} test images carry a usable mask")
+    ranked = torch.where(usable, rise, torch.full_like(rise, -torch.inf))
+    chosen = torch.argsort(ranked, descending=True, stable=True)[:n_images]
+    return chosen, rise, usable
+
+
+def _strength_inputs(
+    make: Callable[[float], KnownCauseImages], full: KnownCauseImages, chosen: Tensor, strengths: Sequence[float]
+) -> List[Tensor]:
+    """The chosen images with the cause at each strength, checked to carry it in the same place.
+
+    The generators draw the patch positions and overlay partners from the seed alone, so the
+    same seed puts the cause in the same pixels at every strength: for a strength above 0 the
+    masks must equal those at full strength, at 0 they must be empty, and the clean images must
+    be the same. A ``RuntimeError`` says otherwise.
+    """
+    inputs = []
+    for strength in strengths:
+        if strength == full.strength:
+            inputs.append(full.x_test[chosen])
+            continue
+        known = make(strength)
+        masks, expected = known.masks[chosen], full.masks[chosen]
+        same_place = torch.equal(masks, expected) if strength > 0 else not bool(masks.any())
+        if not same_place or not torch.equal(known.clean[chosen], full.clean[chosen]):
+            raise RuntimeError(f"the cause at strength {strength:g} is not in the same pixels as at full strength")
+        inputs.append(known.x_test[chosen])
+    return inputs
+
+
+def _say(config: GroundTruthConfig, message: str) -> None:
+    if config.progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_ground_truth(config: Optional[GroundTruthConfig] = None) -> GroundTruthTable:
+    """Score every chosen method on both known causes (see the module docstring).
+
+    Per cause (:data:`CAUSES`): the cause's data are generated from ``config.seed``; a deep
+    ensemble of :class:`~captum_uncertainty.data.MNISTCNN` members is trained on the cause's
+    training set by :func:`~captum_uncertainty.data.train_ensemble` (cached in
+    ``config.cache_dir``); the caused test images are ranked by the rise of the cause's
+    uncertainty, ``U(x_test) - U(clean)`` under
+    ``UncertaintyForward(members, measure)``, and the first ``n_images`` kept (only images whose
+    mask marks some but not all pixels compete; ties keep the test order). Every method explains
+    ``U`` at those images; its maps (channel sums) are scored against the masks. For
+    conveyance, the same images get the cause at each strength of ``config.strengths`` (fractions
+    of the cause's strength, the same seed: the same patch positions and overlay digits, which
+    is checked), on the ensemble trained at full strength, and every method explains each of
+    them; the full-strength maps are reused when 1.0 is a fraction. The oracle's baseline is
+    always the clean image. Seconds per image time the full-strength call (the VAE of CLUE and
+    CF-path IG is trained or loaded before the clock starts). A method that raises is listed in
+    :attr:`GroundTruthTable.not_measured` with its error instead of a row.
+
+    Args:
+        config (GroundTruthConfig, optional): the settings. Default: ``GroundTruthConfig()``.
+
+    Returns:
+        GroundTruthTable: one row per method and cause.
+
+    Examples::
+
+        >>> table = run_ground_truth(GroundTruthConfig(n_images=10, methods=["Random", ORACLE, "Saliency"]))
+        >>> print(table.to_markdown())
+        >>> table.row("epistemic patch", ORACLE).relevance_mass
+    """
+    config = GroundTruthConfig() if config is None else config
+    methods = _check_config(config)
+    data = _load(config)
+    rows: List[GroundTruthRow] = []
+    summaries: List[CauseSummary] = []
+    not_measured: Dict[Tuple[str, str], str] = {}
+    for cause, measure in CAUSES.items():
+        make, full_strength = _maker(config, data, cause)
+        full = make(full_strength)
+        start = time.perf_counter()
+        members = train_ensemble(
+            n_members=config.n_members,
+            data=DataSplit(full.x_train, full.y_train, full.x_test, full.y_test),
+            epochs=config.required("epochs"),
+            seed=config.seed,
+            cache_dir=config.cache_dir,
+            progress=False,
+        )
+        _say(config, f"[{cause}] ensemble trained or loaded in {time.perf_counter() - start:.1f} s")
+        uf = UncertaintyForward(members, measure=measure)
+        chosen, rise, usable = _select(uf, full, config.n_images)
+        x, clean, masks = full.x_test[chosen], full.clean[chosen], full.masks[chosen]
+        strengths = tuple(fraction * full_strength for fraction in config.strengths)
+        inputs = _strength_inputs(make, full, chosen, strengths)
+        with torch.no_grad():
+            clean_uncertainty = float(uf(clean).mean())
+        mask_share = float(masks.flatten(1).double().mean(1).mean())
+        nonzero = (x != 0).flatten(1)
+        nonzero_share = float(((masks.flatten(1) & nonzero).sum(1) / nonzero.sum(1)).double().mean())
+        summaries.append(
+            CauseSummary(
+                cause=cause,
+                measure=measure,
+                images=len(chosen),
+                candidates=int(usable.sum()),
+                rose=int(((rise > 0) & usable).sum()),
+                mean_rise=float(rise[chosen].mean()),
+                mean_clean=clean_uncertainty,
+                mask_share=mask_share,
+                nonzero_mask_share=nonzero_share,
+                clean_accuracy=accuracy(members, full.clean[usable], full.y_test[usable]),
+                strengths=strengths,
+            )
+        )
+        ctx = _Context(config, full.x_train, clean)
+        for name, explain in methods.items():
+            try:
+                if name in GENERATIVE_METHODS:
+                    ctx.vae()
+                begin = time.perf_counter()
+                maps = _seeded(explain, uf, x, ctx)
+                seconds = (time.perf_counter() - begin) / x.shape[0]
+                per_strength = [maps if torch.equal(xs, x) else _seeded(explain, uf, xs, ctx) for xs in inputs]
+            except Exception as error:  # recorded in the table, never dropped silently
+                not_measured[(cause, name)] = f"{type(error).__name__}: {error}"
+                _say(config, f"[{cause}] {name}: not measured ({not_measured[(cause, name)]})")
+                continue
+            row = GroundTruthRow(
+                cause=cause,
+                measure=measure,
+                method=name,
+                relevance_mass=relevance_mass(maps, masks).score,
+                rank_accuracy=relevance_rank_accuracy(maps, masks).score,
+                pointing_game=pointing_game(maps, masks).score,
+                mask_auroc=mask_auroc(maps, masks).score,
+                conveyance=conveyance(per_strength, masks, strengths).score,
+                seconds_per_image=seconds,
+                mask_share=mask_share,
+                images=len(chosen),
+            )
+            rows.append(row)
+            _say(
+                config,
+                f"[{cause}] {name}: relevance mass {row.relevance_mass:.3f}, {seconds:.4f} s/image",
+            )
+    return GroundTruthTable(rows, summaries, not_measured, config)
