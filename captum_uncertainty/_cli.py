@@ -145,9 +145,11 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
         choices=tuple(_METHODS),
         default="ua_backprop",
         help=(
-            "attribution method (default: ua_backprop). ua_backprop runs UABackprop with path='inputgrad', not "
-            "the library's default path='fullgrad': --posterior may name any model, and FullGrad refuses models "
-            "with layers whose biases it cannot read (LayerNorm, GroupNorm, recurrent layers). "
+            "attribution method (default: ua_backprop). ua_backprop runs UABackprop with path='auto': the "
+            "library's default path='fullgrad' where it reads every bias of an image model, else path='inputgrad' "
+            "(FullGrad refuses layers whose biases it cannot read: LayerNorm, GroupNorm, recurrent layers), because "
+            "on the known-cause benchmark FullGrad put more of its map on the cause than InputGrad "
+            "(benchmarks/RESULTS.md, 'Ground truth'). "
             "integrated_gradients and uig run UncertaintyIntegratedGradients; blur_ig BlurIntegratedGradients; "
             "guided_ig GuidedIntegratedGradients; captum_integrated_gradients, saliency, kernel_shap and lime "
             "Captum's classes (lime with a ridge surrogate; kernel_shap and lime with Captum's 25 samples per input)"
@@ -586,8 +588,10 @@ _SAMPLED = "it samples perturbations of the input; it has no integration steps"
 _METHODS: Dict[str, _Method] = {
     "ua_backprop": _Method(
         _ua_backprop,
-        {"path": "inputgrad"},
-        dict.fromkeys(("n_steps", "baselines"), "it runs path='inputgrad', which has no integration path"),
+        {"path": "auto"},
+        dict.fromkeys(
+            ("n_steps", "baselines"), "it runs path='auto' (FullGrad or InputGrad), which has no integration path"
+        ),
     ),
     "integrated_gradients": _Method(_integrated_gradients, {}, {}),
     "uig": _Method(_integrated_gradients, {}, {}),

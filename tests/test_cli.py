@@ -157,8 +157,8 @@ def test_attribute_help_says_which_default_differs_from_the_library_and_why(caps
     with pytest.raises(SystemExit):
         main(["attribute", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "path='inputgrad', not the library's default path='fullgrad'" in text
-    assert "FullGrad refuses" in text
+    assert "path='auto'" in text and "path='fullgrad' where it reads every bias" in text
+    assert "FullGrad refuses" in text and "Ground truth" in text
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["benchmark"], ["attribute"]])
