@@ -197,12 +197,10 @@ class MCDropout(Posterior):
 
     def _refuse_layer_hooks(self) -> None:
         """A forward hook someone else put on the model (Captum's ``LayerIntegratedGradients``,
-        ``LayerGradCam``, DeepLift) would see ``S * N`` rows and give a map of ``S * N`` rows."""
-        hooked = [
-            name or type(module).__name__
-            for name, module in self.model.named_modules()
-            if module._forward_hooks or module._forward_pre_hooks
-        ]
+        ``LayerGradCam``, DeepLift) would see ``S * N`` rows and give a map of ``S * N`` rows.
+        Forward *pre*-hooks are not refused: lazy modules initialise through one, and Captum's
+        layer methods hook outputs unless told to attribute a layer's input."""
+        hooked = [name or type(module).__name__ for name, module in self.model.named_modules() if module._forward_hooks]
         if hooked:
             raise ValueError(
                 f"MCDropout runs its {self.num_samples} samples as one batch of S x N rows, and a forward hook sits "

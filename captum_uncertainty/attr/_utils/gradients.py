@@ -11,7 +11,7 @@ backward pass as the input gradient: forward hooks keep each biased layer's outp
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -162,7 +162,10 @@ def captured_layer_outputs(
                     continue
                 handles.append(module.register_forward_hook(hook))
         records.hooked = len(handles)
-        yield records
+        # the hooks expect the posterior's row layout (S x N sample-major for MC dropout)
+        hookable = getattr(posterior, "hookable", None)
+        with hookable() if callable(hookable) else nullcontext():
+            yield records
     finally:
         for handle in handles:
             handle.remove()
