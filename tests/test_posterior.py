@@ -422,3 +422,70 @@ def test_mc_dropout_masks_each_call_of_a_reused_module_separately():
     assert torch.equal(listed(x), first)
     with pytest.raises(ValueError, match="dropouts\\[0\\]"):
         MCDropout(model, num_samples=3, dropouts=[nn.Dropout(0.1)])
+
+
+# ----------------------------------------------------------------------------- MC dropout: shared trunk
+
+
+class _HeadDropoutCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(144, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+class _BatchReadingModel(nn.Module):
+    """Reads its batch size before the dropout: sharing the trunk would change its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.dropout, self.out = nn.Linear(6, 6), nn.Dropout(0.3), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[0]
+        return self.out(self.dropout(self.linear(x)))[:rows]
+
+
+def test_shared_trunk_equals_the_unshared_run_values_and_gradients():
+    torch.manual_seed(0)
+    model = _HeadDropoutCNN().eval()
+    x = torch.rand(3, 1, 8, 8)
+    shared = UncertaintyForward(MCDropout(model, num_samples=6, seed=1, share_trunk=True), "epistemic")
+    plain = UncertaintyForward(MCDropout(model, num_samples=6, seed=1, share_trunk=False), "epistemic")
+    torch.testing.assert_close(shared.posterior(x), plain.posterior(x))
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.testing.assert_close(
+        torch.autograd.grad(shared(a).sum(), a)[0], torch.autograd.grad(plain(b).sum(), b)[0], atol=1e-6, rtol=1e-5
+    )
+    rows = []
+    handle = model.trunk[0].register_forward_hook(lambda module, args, output: rows.append(output.shape[0]))
+    try:
+        with shared.posterior.hookable():  # hooks that expect S x N rows get them
+            shared.posterior(x)
+    finally:
+        handle.remove()
+    assert rows == [18]
+    counted = []
+    handle = model.trunk[0].register_forward_pre_hook(lambda module, args: counted.append(args[0].shape[0]))
+    try:
+        shared.posterior(x)
+    finally:
+        handle.remove()
+    assert counted == [3]  # the trunk ran once, on the N inputs
+
+
+def test_shared_trunk_auto_falls_back_where_it_would_differ():
+    torch.manual_seed(0)
+    posterior = MCDropout(_BatchReadingModel().eval(), num_samples=3)
+    x = torch.rand(5, 6)
+    unshared = MCDropout(posterior.model, num_samples=3, share_trunk=False)
+    torch.testing.assert_close(posterior(x), unshared(x))
+    assert list(posterior._trunk_checked.values()) == [False]
+    good = MCDropout(_HeadDropoutCNN().eval(), num_samples=4)
+    good(torch.rand(2, 1, 8, 8))
+    assert list(good._trunk_checked.values()) == [True]
+    with pytest.raises(ValueError, match="share_trunk"):
+        MCDropout(_HeadDropoutCNN(), share_trunk="yes")

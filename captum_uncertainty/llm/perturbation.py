@@ -162,16 +162,18 @@ class LLMUncertaintyAttribution(Attribution):
     ) -> Sequence[Tensor]:
         """One map per measure, each ``(1 + T, n_features)`` (per-token methods) or ``(1, n_features)``."""
         rows = 1 + targets.numel() if self.include_per_token_attr else 1
-        total = torch.zeros(len(measures) * rows, inp.n_itp_features, dtype=torch.float64)
+        shape = (len(measures) * rows, inp.n_itp_features)
+        total: Optional[Tensor] = None
         for _ in range(num_trials):
             attributions = self.attr_method.attribute(
                 inp.to_tensor().to(self.uncertainty.device),
                 additional_forward_args=(inp, targets, tuple(measures)),
                 **kwargs,
             )
-            total += attributions.detach().reshape(total.shape).to(device="cpu", dtype=torch.float64)
-        averaged = (total / num_trials).to(torch.float32)
-        return list(averaged.split(rows))
+            trial = attributions.detach().reshape(shape)
+            total = trial if total is None else total + trial
+        assert total is not None  # num_trials >= 1
+        return list((total / num_trials).split(rows))
 
     def _perturbed_uncertainty(self, perturbed: Tensor, inp: Any, targets: Tensor, measures: Tuple[str, ...]) -> Tensor:
         """The explained outputs of each perturbed prompt: per measure the sequence's value then,

@@ -75,6 +75,18 @@ class MCDropout(Posterior):
         max_features (int): with ``mask_layout="feature"``, the number of last-dimension
             indices each mask is drawn for (at least the first size met); a longer last
             dimension later is refused. Default: 4096.
+        share_trunk (bool or str): run what the ``S`` samples share once. Everything before
+            the first dropout site is the same for every sample, so the model runs on the ``N``
+            inputs and each dropout layer that meets ``N`` rows repeats them ``S`` times before
+            masking (sample-major, as the unshared run lays them out); the layers after it see
+            ``S * N`` rows and the backward pass sums the samples' gradients through the trunk
+            once. ``"auto"`` checks it on the first call for each input shape against the
+            unshared run (equal within 1e-5, else the unshared run is kept for that shape,
+            e.g. a model that reads its batch size before the first dropout), ``True`` uses it
+            without the check (a model whose rows change count before a dropout layer, by a
+            reshape, can then be grouped wrongly), ``False`` never. Default: ``"auto"``, because with dropout
+            before the head most of the network runs once instead of ``S`` times (see
+            ``benchmarks/RESULTS.md``, "MC dropout with a shared trunk").
 
     Examples::
 
@@ -92,6 +104,7 @@ class MCDropout(Posterior):
         *,
         mask_layout: str = "element",
         max_features: int = 4096,
+        share_trunk: Any = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -99,6 +112,10 @@ class MCDropout(Posterior):
         check_positive_int(num_samples, "num_samples")
         self.mask_layout = check_choice(mask_layout, "mask_layout", MASK_LAYOUTS)
         self.max_features = check_positive_int(max_features, "max_features")
+        if share_trunk not in (True, False, "auto"):
+            raise ValueError(f"share_trunk must be True, False or 'auto', got {share_trunk!r}")
+        self.share_trunk = share_trunk
+        self._trunk_checked: Dict[Tuple[Any, ...], bool] = {}
         self.model = model
         self.dropouts = (
             [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)] if dropouts is None else list(dropouts)
@@ -165,6 +182,38 @@ class MCDropout(Posterior):
     def forward_per_sample(self, *inputs: Any) -> Tensor:
         return self._run(inputs, list(range(self.num_samples)))
 
+    def forward(self, *inputs: Any) -> Tensor:
+        """All samples on the same inputs, ``(S, N, C)``: through the shared trunk when
+        ``share_trunk`` allows it (see the class docstring), else as ``S * N`` rows."""
+        if self.share_trunk is False or self.num_samples == 1 or self._hooks_expected:
+            return super().forward(*inputs)  # hooks inside hookable() expect S x N rows at every layer
+        if self.share_trunk is True:
+            return self._run_shared(inputs)
+        key = tuple((tuple(x.shape[1:]), x.dtype, x.device) if isinstance(x, Tensor) else type(x) for x in inputs)
+        if key not in self._trunk_checked:
+            self._trunk_checked[key] = self._trunk_agrees(inputs)
+        return self._run_shared(inputs) if self._trunk_checked[key] else super().forward(*inputs)
+
+    def _trunk_agrees(self, inputs: Tuple[Any, ...]) -> bool:
+        """The shared-trunk run equals the unshared one on ``inputs`` (and does not fail)."""
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            plain = super().forward(*inputs)
+            try:
+                shared = self._run_shared(inputs)
+            except (RuntimeError, ValueError, IndexError):
+                return False
+        return shared.shape == plain.shape and bool(torch.allclose(shared, plain, rtol=1e-5, atol=1e-5))
+
+    def _run_shared(self, inputs: Tuple[Any, ...]) -> Tensor:
+        count, batch = self.num_samples, batch_size_of(inputs)
+        samples = list(range(count))
+        with self._masked(samples, batch):
+            out = self.model(*inputs)
+        read = self.output_reader(out)
+        if isinstance(read, Tensor) and read.dim() > 0 and read.shape[0] == batch:  # no dropout ran: all alike
+            read = read.repeat(count, *([1] * (read.dim() - 1)))
+        return check_member_output(read, 0, count * batch).reshape(count, batch, -1)
+
     def _run(self, inputs: Tuple[Any, ...], samples: List[int]) -> Tensor:
         count = len(samples)
         batch = batch_size_of(per_sample_slices(inputs, 0))
@@ -212,13 +261,14 @@ class MCDropout(Posterior):
             )
 
     @contextmanager
-    def _masked(self, samples: List[int]) -> Iterator[None]:
+    def _masked(self, samples: List[int], shared_batch: Optional[int] = None) -> Iterator[None]:
         """The model in eval mode, its dropout layers' outputs multiplied by the masks of
-        ``samples`` (rows in sample-major order), for the block."""
+        ``samples`` (rows in sample-major order), for the block. With ``shared_batch = N`` a
+        dropout layer that meets ``N`` rows (the shared trunk's) first repeats them once per sample."""
         if len(samples) > 1 and not self._hooks_expected:
             self._refuse_layer_hooks()
         calls: Dict[int, int] = {}  # per forward: how often each dropout module has run
-        handles = [d.register_forward_hook(self._mask_hook(d, samples, calls)) for d in self.dropouts]
+        handles = [d.register_forward_hook(self._mask_hook(d, samples, calls, shared_batch)) for d in self.dropouts]
         try:
             with preserved_modes([self.model]), self.running(samples[0] if len(samples) == 1 else None):
                 yield
@@ -226,11 +276,15 @@ class MCDropout(Posterior):
             for handle in handles:
                 handle.remove()
 
-    def _mask_hook(self, module: nn.Module, samples: List[int], calls: Dict[int, int]) -> Callable[..., Tensor]:
+    def _mask_hook(
+        self, module: nn.Module, samples: List[int], calls: Dict[int, int], shared_batch: Optional[int] = None
+    ) -> Callable[..., Tensor]:
         def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
             # a module called twice in one forward is two dropout sites, each with its own masks
             site = calls.get(id(module), 0)
             calls[id(module)] = site + 1
+            if shared_batch is not None and output.shape[0] == shared_batch:  # the trunk ends here
+                output = output.repeat(len(samples), *([1] * (output.dim() - 1)))
             masks = self._masks_for(module, site, tuple(output.shape[1:]), output)[samples]
             grouped = output.reshape(len(samples), output.shape[0] // len(samples), *output.shape[1:])
             return (grouped * masks.unsqueeze(1)).reshape(output.shape)
