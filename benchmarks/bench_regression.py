@@ -49,6 +49,7 @@ from captum_uncertainty import Gaussian, UncertaintyForward
 from captum_uncertainty.attr.covariance import CovarianceAttribution
 from captum_uncertainty.attr.distribution import ExplanationDistribution
 from captum_uncertainty.attr.integrated_gradients import UncertaintyIntegratedGradients
+from captum_uncertainty.data import make_regression_known_causes
 from captum_uncertainty.metrics import entropy_information_curve
 
 N_STEPS = 32
@@ -164,29 +165,6 @@ def safe_run(run: Callable[..., T], *args: Any) -> Tuple[Optional[T], str]:
 # ----------------------------------------------------------------------------------------------- part 1
 
 
-def synthetic_target(x: Tensor, generator: torch.Generator) -> Tensor:
-    signal = torch.sin(math.pi * x[:, 1]) + x[:, 2].square() + 0.5 * x[:, 3] + 0.5 * torch.tanh(2 * x[:, 4])
-    noise_std = 0.05 + 1.0 * x[:, 0].abs()
-    return signal + noise_std * torch.randn(x.shape[0], generator=generator)
-
-
-def synthetic_sets(n: int, generator: torch.Generator) -> Dict[str, Tensor]:
-    """The aleatoric, epistemic and (sanity-only) reference test sets of ``n`` points each."""
-
-    def uniform(low: float, high: float, *shape: int) -> Tensor:
-        return low + (high - low) * torch.rand(*shape, generator=generator)
-
-    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-    aleatoric = uniform(-1, 1, n, 6)
-    aleatoric[:, 0] = sign * uniform(0.7, 1.0, n)
-    epistemic = uniform(-1, 1, n, 6)
-    epistemic[:, 0] = uniform(-0.1, 0.1, n)
-    epistemic[:, 5] = uniform(2.5, 3.5, n)
-    reference = uniform(-1, 1, n, 6)
-    reference[:, 0] = uniform(-0.1, 0.1, n)
-    return {"aleatoric": aleatoric, "epistemic": epistemic, "reference": reference}
-
-
 def localisation(maps: Tensor, feature: int) -> Tuple[float, float]:
     """Mean share of ``|attribution|`` on ``feature`` and the fraction of points where it is the largest."""
     magnitude = maps.abs()
@@ -197,9 +175,8 @@ def localisation(maps: Tensor, feature: int) -> Tuple[float, float]:
 
 
 def part1(seed: int, n_train: int, n_test: int, steps: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    x_train = -1 + 2 * torch.rand(n_train, 6, generator=generator)
-    y_train = synthetic_target(x_train, generator)
+    data = make_regression_known_causes(n_train, n_test, seed)
+    x_train, y_train = data.x_train, data.y_train
     start = time.perf_counter()
     members, losses = train_ensemble(x_train, y_train, (64, 64), steps, 3e-3, seed=seed + 100)
     train_seconds = time.perf_counter() - start
@@ -208,7 +185,7 @@ def part1(seed: int, n_train: int, n_test: int, steps: int) -> None:
         f"in {train_seconds:.1f} s; final training NLL per member: {', '.join(f'{v:.3f}' for v in losses)}"
     )
     print()
-    sets = synthetic_sets(n_test, generator)
+    sets = data.x_test
     forwards = {m: UncertaintyForward(members, m, likelihood=GAUSSIAN) for m in ("total", "aleatoric", "epistemic")}
 
     print("Sanity check: mean variances per test set")

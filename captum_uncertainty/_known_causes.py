@@ -20,7 +20,8 @@ tensors, bit for bit) and is float32 (inputs) and int64 (labels) on the CPU.
 
 from __future__ import annotations
 
-from typing import Any, List, NamedTuple, Optional, Tuple
+import math
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -29,11 +30,14 @@ from captum_uncertainty._validation import check_int, check_positive_int
 
 __all__ = [
     "KnownCauseImages",
+    "KnownCauseRegression",
     "KnownCauseTable",
     "TABULAR_CAUSES",
     "make_aleatoric_overlay_images",
     "make_epistemic_patch_images",
+    "make_regression_known_causes",
     "make_tabular_known_causes",
+    "regression_target",
 ]
 
 #: The causes of :func:`make_tabular_known_causes`, indexed by its ``cause`` tensor:
@@ -458,3 +462,86 @@ def make_tabular_known_causes(
     masks[:, noise] = cause == 0
     masks[:, out_of_range] = cause == 1
     return KnownCauseTable(x_train, y_train, x_test, y_test, masks, clean, names, noise, out_of_range, cause)
+
+
+# ----------------------------------------------------------------------------- a regression with known causes
+
+
+class KnownCauseRegression(NamedTuple):
+    """The regression set of :func:`make_regression_known_causes`.
+
+    Attributes:
+        x_train (Tensor): float32 ``(N_train, 6)``, uniform in ``[-1, 1]``.
+        y_train (Tensor): float32 ``(N_train,)`` targets with noise set by feature 0.
+        x_test (dict of str to Tensor): three test sets of ``n_test`` rows each: ``"aleatoric"``
+            (in range, ``|x0|`` in ``[0.7, 1]``: loud noise), ``"epistemic"`` (feature 5 in
+            ``[2.5, 3.5]``, outside training, ``|x0| <= 0.1``) and ``"reference"`` (in range,
+            ``|x0| <= 0.1``: neither cause).
+        masks (dict of str to Tensor): bool ``(n_test, 6)`` per set, ``True`` at the cause
+            (feature 0 for ``"aleatoric"``, feature 5 for ``"epistemic"``, none for ``"reference"``).
+        aleatoric_feature (int): 0.
+        epistemic_feature (int): 5.
+    """
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Dict[str, Tensor]
+    masks: Dict[str, Tensor]
+    aleatoric_feature: int
+    epistemic_feature: int
+
+
+def regression_target(x: Tensor, generator: torch.Generator) -> Tensor:
+    """``sin(pi x1) + x2^2 + 0.5 x3 + 0.5 tanh(2 x4) + eps`` with ``eps ~ N(0, (0.05 + |x0|)^2)``:
+    feature 0 alone sets the noise, feature 5 is never used."""
+    signal = torch.sin(math.pi * x[:, 1]) + x[:, 2].square() + 0.5 * x[:, 3] + 0.5 * torch.tanh(2 * x[:, 4])
+    noise_std = 0.05 + 1.0 * x[:, 0].abs()
+    return signal + noise_std * torch.randn(x.shape[0], generator=generator)
+
+
+def make_regression_known_causes(n_train: int = 1000, n_test: int = 200, seed: int = 0) -> KnownCauseRegression:
+    r"""A regression whose causes of uncertainty are known by construction (six features).
+
+    Training inputs are uniform in ``[-1, 1]^6`` with targets from :func:`regression_target`:
+    the noise grows with ``|x0|`` (aleatoric cause: feature 0) and feature 5 never affects the
+    target. The test sets put the noise feature high (``"aleatoric"``) or feature 5 outside
+    the training range (``"epistemic"``: a Gaussian ensemble's members disagree there), with a
+    reference set carrying neither. One seeded generator draws the training inputs, their
+    targets, then the test sets, in that order (so a fixed seed gives identical data).
+
+    Args:
+        n_train (int): training rows. Default: 1000.
+        n_test (int): rows per test set. Default: 200.
+        seed (int): the generator's seed. Default: 0.
+
+    Returns:
+        KnownCauseRegression: training data, the three test sets and their masks.
+
+    Examples::
+
+        >>> data = make_regression_known_causes(seed=0)
+        >>> data.x_test["epistemic"][:, 5].min() > 2.4
+        tensor(True)
+    """
+    n_train = check_positive_int(n_train, "n_train")
+    n_test = check_positive_int(n_test, "n_test")
+    generator = torch.Generator().manual_seed(check_int(seed, "seed"))
+
+    def uniform(low: float, high: float, *shape: int) -> Tensor:
+        return low + (high - low) * torch.rand(*shape, generator=generator)
+
+    x_train = -1 + 2 * torch.rand(n_train, 6, generator=generator)
+    y_train = regression_target(x_train, generator)
+    sign = torch.where(torch.rand(n_test, generator=generator) < 0.5, -1.0, 1.0)
+    aleatoric = uniform(-1, 1, n_test, 6)
+    aleatoric[:, 0] = sign * uniform(0.7, 1.0, n_test)
+    epistemic = uniform(-1, 1, n_test, 6)
+    epistemic[:, 0] = uniform(-0.1, 0.1, n_test)
+    epistemic[:, 5] = uniform(2.5, 3.5, n_test)
+    reference = uniform(-1, 1, n_test, 6)
+    reference[:, 0] = uniform(-0.1, 0.1, n_test)
+    masks = {name: torch.zeros(n_test, 6, dtype=torch.bool) for name in ("aleatoric", "epistemic", "reference")}
+    masks["aleatoric"][:, 0] = True
+    masks["epistemic"][:, 5] = True
+    sets = {"aleatoric": aleatoric, "epistemic": epistemic, "reference": reference}
+    return KnownCauseRegression(x_train, y_train, sets, masks, 0, 5)

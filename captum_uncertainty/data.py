@@ -29,10 +29,13 @@ from captum_uncertainty._hashing import new_digest, update_with_tensor
 from captum_uncertainty._known_causes import (
     TABULAR_CAUSES,
     KnownCauseImages,
+    KnownCauseRegression,
     KnownCauseTable,
     make_aleatoric_overlay_images,
     make_epistemic_patch_images,
+    make_regression_known_causes,
     make_tabular_known_causes,
+    regression_target,
 )
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int, check_positive_number
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
@@ -41,6 +44,7 @@ from captum_uncertainty.training import fit
 __all__ = [
     "DataSplit",
     "KnownCauseImages",
+    "KnownCauseRegression",
     "KnownCauseTable",
     "MNISTCNN",
     "MULTIDIGIT_DIGITS",
@@ -55,7 +59,9 @@ __all__ = [
     "load_torchvision_mnist",
     "make_aleatoric_overlay_images",
     "make_epistemic_patch_images",
+    "make_regression_known_causes",
     "make_tabular_known_causes",
+    "regression_target",
     "stratified_split",
     "train_ensemble",
     "train_model",

@@ -272,3 +272,28 @@ def test_table_refuses_bad_arguments():
     ]:
         with pytest.raises(ValueError, match=name):
             make_tabular_known_causes(**kwargs)
+
+
+def test_regression_set_has_its_causes_where_it_says():
+    from captum_uncertainty.data import make_regression_known_causes, regression_target
+
+    data = make_regression_known_causes(n_train=300, n_test=50, seed=3)
+    again = make_regression_known_causes(n_train=300, n_test=50, seed=3)
+    assert torch.equal(data.x_train, again.x_train) and torch.equal(data.x_test["epistemic"], again.x_test["epistemic"])
+    assert float(data.x_train.abs().max()) <= 1.0
+    assert bool((data.x_test["epistemic"][:, 5] >= 2.5).all()) and bool(
+        (data.x_test["aleatoric"][:, 0].abs() >= 0.7).all()
+    )
+    assert data.masks["aleatoric"][:, 0].all() and data.masks["aleatoric"].sum() == 50
+    assert data.masks["epistemic"][:, 5].all() and not data.masks["reference"].any()
+    # the noise grows with |x0| and feature 5 never moves the target
+    x = torch.zeros(4000, 6)
+    x[:2000, 0] = 0.9
+    y = regression_target(x, torch.Generator().manual_seed(0))
+    assert float(y[:2000].std()) > 5 * float(y[2000:].std())
+    moved = x.clone()
+    moved[:, 5] = 3.0
+    assert torch.equal(
+        regression_target(x, torch.Generator().manual_seed(1)),
+        regression_target(moved, torch.Generator().manual_seed(1)),
+    )
