@@ -316,8 +316,9 @@ def attribute_dataset(
     ``out`` becomes a Parquet data set that ``pandas.read_parquet(out)``,
     ``pyarrow.dataset.dataset(out)`` and ``ray.data.read_parquet(out)`` read directly: shards
     ``part-00000.parquet``, ``part-00001.parquet``, ... (shard ``k`` holds rows
-    ``[k * shard_size, (k + 1) * shard_size)``) and ``_manifest.json``, the configuration
-    (see :func:`~captum_uncertainty.dataset.read_manifest`). pyarrow and Ray return the maps with
+    ``[k * shard_size, (k + 1) * shard_size)``) and ``_manifest.json``, the configuration and
+    the ``units`` of the uncertainties and maps (``"nats"``, or ``"squared output units"`` for
+    a Gaussian regressor; see :func:`~captum_uncertainty.dataset.read_manifest`). pyarrow and Ray return the maps with
     their shape, pandas flattened (reshape with ``manifest["map_shape"]``).
 
     The job is resumable: each shard is written under a hidden temporary name and renamed, so a
@@ -357,8 +358,16 @@ def attribute_dataset(
             :class:`~captum.attr.NoiseTunnel`), or a zero-argument factory returning one (each
             Ray worker then builds its own).
         data (object): a torch ``Dataset`` (items are tensors or ``(x, y, ...)`` tuples whose
-            first element is the input), a ``DataLoader`` (its batches, in its order), or a
-            ``ray.data.Dataset`` (column ``"x"`` or its only tensor column).
+            first element is the input), a ``DataLoader`` (its batches, in its order), a
+            ``ray.data.Dataset`` (column ``"x"`` or its only tensor column), or a list of
+            mappings of tensors. An item's input may be a mapping of tensors, one row of a
+            tokenizer's output (``{"input_ids": (L,), "attention_mask": (L,)}``, every row padded
+            to one length): a batch of them is one mapping of ``(B, L)`` tensors, given to
+            ``attribute`` as ``inputs`` (e.g.
+            :class:`~captum_uncertainty.LayerUncertaintyIntegratedGradients`, which attributes
+            its first entry and passes the others to the members), and every tensor of it is
+            hashed for the resume checks. Rows whose names, shapes or dtypes differ, and entries
+            that are not tensors, are refused.
         out (str or Path): output folder, created if missing.
         batch_size (int, optional): inputs per ``attribute`` call. Default: 64, or a
             ``DataLoader``'s own batch size (another value then raises ``ValueError``).
@@ -374,8 +383,8 @@ def attribute_dataset(
             methods give identical maps on every run. Default: 0.
         progress (bool): show a tqdm progress bar. Default: ``True``.
         **attribute_kwargs: passed to ``explainer.attribute`` on every batch (e.g.
-            ``path="inputgrad"``, ``decompose=True``); recorded in the manifest (tensors by
-            shape, dtype and sha256).
+            ``path="inputgrad"``, ``decompose=True``, a number as ``baselines``); recorded in the
+            manifest (tensors by shape, dtype and sha256).
 
     Returns:
         DatasetResult: ``(out, num_inputs, shards_written, shards_skipped)``.

@@ -13,6 +13,7 @@ from captum_uncertainty.attr._utils.counterfactual import Counterfactuals
 from captum_uncertainty.attr.counterfactual_path import CounterfactualPathResult, CounterfactualPathResultWithDelta
 from captum_uncertainty.attr.distribution import DistributionResult
 from captum_uncertainty.dataset._explainers import check_attribute_kwargs, counterfactuals_refusal, model_device
+from captum_uncertainty.dataset._sources import Inputs, batch_rows, inputs_to
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward
 
 __all__ = ["Columns", "Outputs", "attribute_batch", "batch_seed", "layout_of", "preserved_rng", "split_result"]
@@ -113,7 +114,7 @@ def _number_column(numbers: Tensor, size: int) -> np.ndarray:
 def attribute_batch(
     explainer: Any,
     forward: UncertaintyForward,
-    inputs: Tensor,
+    inputs: Inputs,
     start: int,
     number: int,
     seed: int,
@@ -121,15 +122,17 @@ def attribute_batch(
 ) -> Columns:
     """Attribute one batch; returns its rows as numpy columns (maps ``(n, *map_shape)``).
 
-    The inputs go to the posterior's device (a worker may hold the model on a GPU); the batch
-    runs under its own seed (see :func:`batch_seed`), so callers keep their generator state with
-    :func:`preserved_rng`. The columns: ``index``, then
+    The inputs (a tensor, or a mapping of tensors such as a tokenizer's output, given to
+    ``attribute`` as its ``inputs`` as they are) go to the posterior's device (a worker may hold
+    the model on a GPU); the batch runs under its own seed (see :func:`batch_seed`), so callers
+    keep their generator state with :func:`preserved_rng`. The columns: ``index``, then
     :meth:`UncertaintyForward.summary <captum_uncertainty.UncertaintyForward.summary>`'s, then the
     per-input numbers and the maps of what ``attribute`` returned (:func:`split_result`).
     """
-    inputs = inputs.to(model_device(forward))
-    size = int(inputs.shape[0])
-    _seed_batch(batch_seed(seed, number), inputs.device)
+    device = model_device(forward)
+    inputs = inputs_to(inputs, device)
+    size = batch_rows(inputs)
+    _seed_batch(batch_seed(seed, number), device)
     name = type(explainer).__name__
     check_attribute_kwargs(explainer, attribute_kwargs)
     maps, values = split_result(explainer.attribute(inputs, **attribute_kwargs), name)

@@ -16,12 +16,14 @@ from captum_uncertainty._hashing import values_sha256
 from captum_uncertainty._version import __version__
 from captum_uncertainty.dataset._folder import atomic_write
 from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.likelihoods import Gaussian
 
 __all__ = [
     "LAYOUT_KEYS",
     "MANIFEST",
     "POSTERIOR_KEY",
     "RUN_CONFIG_KEYS",
+    "UNITS_KEY",
     "check_posterior",
     "describe_differences",
     "differing_keys",
@@ -29,6 +31,7 @@ __all__ = [
     "posterior_fingerprint",
     "read_manifest",
     "run_config",
+    "units_of",
     "write_json",
 ]
 
@@ -55,6 +58,10 @@ LAYOUT_KEYS = ("columns", "map_columns", "map_shape", "map_dtype")
 #: Manifest key of ``Posterior.fingerprint()`` (``None``: the posterior has none); must match
 #: for a call to continue an existing ``out``.
 POSTERIOR_KEY = "posterior_fingerprint"
+#: Manifest key of the units of the uncertainties and maps (:func:`units_of`). Descriptive only:
+#: it follows from the forward's likelihood, which ``forward_settings`` already compares, so it
+#: is not compared on a resume and a folder written before it existed is continued.
+UNITS_KEY = "units"
 
 
 def json_safe(value: Any) -> Any:
@@ -86,6 +93,20 @@ def _qualified_name(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
+def units_of(forward: Any) -> Optional[str]:
+    """The units of what an :class:`~captum_uncertainty.UncertaintyForward` returns and of its maps:
+    ``"nats"`` for a classifier (Categorical, Bernoulli: entropies), ``"squared output units"``
+    for a regressor (Gaussian: variances); ``None`` for anything else."""
+    likelihood = getattr(forward, "likelihood", None) if isinstance(forward, UncertaintyForward) else None
+    if likelihood is None:
+        return None
+    if likelihood.is_classifier:
+        return "nats"
+    if isinstance(likelihood, Gaussian):
+        return "squared output units"
+    return None
+
+
 def run_config(
     explainer: Any,
     forward: UncertaintyForward,
@@ -96,7 +117,8 @@ def run_config(
     num_inputs: Optional[int],
     fingerprint: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """The manifest's configuration keys (:data:`RUN_CONFIG_KEYS` and :data:`POSTERIOR_KEY`) of one call."""
+    """The manifest's configuration keys (:data:`RUN_CONFIG_KEYS`, :data:`POSTERIOR_KEY` and the
+    descriptive :data:`UNITS_KEY`) of one call."""
 
     try:
         num_samples: Optional[int] = int(forward.num_samples)
@@ -116,6 +138,7 @@ def run_config(
         "seed": seed,
         "num_inputs": num_inputs,
         POSTERIOR_KEY: fingerprint,
+        UNITS_KEY: units_of(forward),
     }
 
 
@@ -177,8 +200,11 @@ def read_manifest(out: Union[str, Path]) -> Dict[str, Any]:
         dict: the configuration (``explainer``, ``measure``, ``num_samples``,
         ``attribute_kwargs``, ``batch_size``, ``shard_size``, ``seed``, ``library_version``,
         ``posterior_fingerprint``: ``Posterior.fingerprint()``, ``None`` if it has none), the
-        columns (``columns``, ``map_columns``, ``map_shape``, ``map_dtype``) and, once the run
-        has finished, ``num_inputs``, ``num_shards`` and ``complete=True``.
+        ``units`` of the uncertainties and maps (``"nats"`` for a classifier,
+        ``"squared output units"`` for a Gaussian regressor; ``None`` if not known, as in a
+        folder written by an older version), the columns (``columns``, ``map_columns``,
+        ``map_shape``, ``map_dtype``) and, once the run has finished, ``num_inputs``,
+        ``num_shards`` and ``complete=True``.
 
     Examples::
 
@@ -195,6 +221,7 @@ def read_manifest(out: Union[str, Path]) -> Dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({error}); the folder is damaged") from None
     if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
         raise ValueError(f"{path} is not a manifest of attribute_dataset (format {_MANIFEST_FORMAT!r})")
+    manifest.setdefault(UNITS_KEY, None)  # written before the manifest stated its units
     return manifest
 
 

@@ -5,8 +5,9 @@ metadata (:data:`INPUTS_METADATA_KEY`), not in the manifest: the hash is then wr
 renamed into place with the shard itself, so a shard that exists always has its hash (a
 manifest updated after every shard could be a shard behind after a kill). The hash of a shard
 is the sha256 of the sha256 digests of its input rows in row order, each over the row's dtype,
-shape and bytes (:func:`input_row_digests`); per-row digests let the Ray actors hash the rows
-they load, and make the shard's hash independent of how batches split it.
+shape and bytes (those of every named tensor, for a tokenizer's rows; :func:`input_row_digests`);
+per-row digests let the Ray actors hash the rows they load, and make the shard's hash
+independent of how batches split it.
 
 A :class:`ShardWriter` writes the shards of one process: the local engine's, or one Ray
 worker's share (``shards=``, the shards of its work unit). Each shard file is fsync'd before
@@ -16,6 +17,7 @@ its rename and the folder after it (:func:`~captum_uncertainty.dataset._folder.a
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 from pathlib import Path
 from typing import IO, Any, Collection, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
@@ -36,7 +38,7 @@ from captum_uncertainty.dataset._manifest import (
     read_manifest,
     write_json,
 )
-from captum_uncertainty.dataset._sources import MapSource, Source
+from captum_uncertainty.dataset._sources import Inputs, MapSource, Source, batch_rows
 
 __all__ = [
     "INPUTS_METADATA_KEY",
@@ -130,16 +132,27 @@ def finished_shards(folder: Path) -> Set[int]:
     return found
 
 
-def input_row_digests(inputs: Tensor) -> np.ndarray:
-    """The sha256 digest of every input row (its dtype, shape and bytes, on the CPU), ``(n, 32)`` uint8."""
-    count = int(inputs.shape[0])
+def input_row_digests(inputs: Inputs) -> np.ndarray:
+    """The sha256 digest of every input row (its dtype, shape and bytes, on the CPU), ``(n, 32)`` uint8.
+
+    A mapping of tensors (a tokenizer's output) hashes each row over every entry, in the order
+    of the names: the names, dtypes and shapes first, then each entry's bytes of that row.
+    """
     header = new_digest()
-    header.update(f"{inputs.dtype}{tuple(inputs.shape[1:])}".encode())
-    raw = row_bytes(inputs)
+    if isinstance(inputs, Tensor):
+        header.update(f"{inputs.dtype}{tuple(inputs.shape[1:])}".encode())
+        raws = [row_bytes(inputs)]
+    else:
+        names = sorted(inputs)
+        described = [[name, str(inputs[name].dtype), list(inputs[name].shape[1:])] for name in names]
+        header.update(json.dumps(["mapping", described]).encode())
+        raws = [row_bytes(inputs[name]) for name in names]
+    count = batch_rows(inputs)
     digests = np.empty((count, 32), dtype=np.uint8)
     for row in range(count):
         digest = header.copy()
-        digest.update(raw[row])
+        for raw in raws:
+            digest.update(raw[row])
         digests[row] = np.frombuffer(digest.digest(), dtype=np.uint8)
     return digests
 

@@ -335,7 +335,7 @@ def test_cli_attribute_writes_rows_and_rejects_a_bad_posterior(tmp_path, capsys,
     assert main(args) == 0
     frame = pd.read_parquet(tmp_path / "cli")
     assert len(frame) == 20 and sorted(frame["index"]) == list(range(20))
-    assert read_manifest(tmp_path / "cli")["attribute_kwargs"] == KWARGS
+    assert read_manifest(tmp_path / "cli")["attribute_kwargs"] == {"path": "auto"}  # the command line's ua_backprop
     capsys.readouterr()
     for posterior in (
         "tests.helpers.dataset_factory:nowhere",
