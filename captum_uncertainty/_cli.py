@@ -210,6 +210,9 @@ def _run_attribute(args: argparse.Namespace) -> None:
     if args.baseline is not None:
         kwargs["baselines"], rows = _baselines(args.baseline, every_input, inputs)
     explainer: Any = _method_explainer(args.method, forward, rows)[0]
+    has_delta = getattr(explainer, "has_convergence_delta", None)
+    if callable(has_delta) and has_delta():  # stored with U(x') so completeness can be checked from the file
+        kwargs["return_convergence_delta"] = True
     if args.engine == "ray":  # the Ray workers build their own explainer from the factory
         factory = functools.partial(_posterior_explainer, args.posterior, args.method, args.measure, rows)
         explainer = _PrebuiltFactory(factory, explainer)

@@ -243,3 +243,24 @@ def test_saliency_maps_of_an_image_tensor_stay_arrays_of_the_map_shape(posterior
     frame = DatasetResult.load(tmp_path / "out").to_pandas()
     expected = Saliency(posteriors.image()).attribute(x)
     torch.testing.assert_close(torch.from_numpy(np.stack(frame["attribution"].to_list())), expected)
+
+
+def test_path_methods_store_delta_and_baseline_uncertainty_for_completeness(posteriors, tmp_path):
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "x.npy", rng.random((6, 5)).astype(np.float32))
+    out = tmp_path / "out"
+    assert attribute(tmp_path / "x.npy", out, "uig", "--n-steps", "16", "--baseline", "mean") == 0
+    frame = DatasetResult.load(out).to_pandas()
+    maps = feature_maps(frame, [f"feature_{j}" for j in range(5)])
+    x = torch.from_numpy(np.load(tmp_path / "x.npy"))
+    forward = posteriors.table()
+    with torch.no_grad():
+        at_baseline = forward(x.mean(0, keepdim=True)).expand(6)
+    torch.testing.assert_close(
+        torch.tensor(frame["baseline_uncertainty"].to_numpy(), dtype=torch.float32), at_baseline, atol=1e-5, rtol=1e-5
+    )
+    measure = forward.measure
+    completeness = maps.sum(1) - (torch.tensor(frame[measure].to_numpy()) - at_baseline.double()).float()
+    torch.testing.assert_close(
+        completeness, torch.tensor(frame["delta"].to_numpy(), dtype=torch.float32), atol=1e-5, rtol=1e-5
+    )

@@ -127,7 +127,8 @@ def attribute_batch(
     the model on a GPU); the batch runs under its own seed (see :func:`batch_seed`), so callers
     keep their generator state with :func:`preserved_rng`. The columns: ``index``, then
     :meth:`UncertaintyForward.summary <captum_uncertainty.UncertaintyForward.summary>`'s, then the
-    per-input numbers and the maps of what ``attribute`` returned (:func:`split_result`).
+    per-input numbers and the maps of what ``attribute`` returned (:func:`split_result`); with one
+    map and its convergence delta also ``baseline_uncertainty``, ``U(x')`` of the row's baseline.
     """
     device = model_device(forward)
     inputs = inputs_to(inputs, device)
@@ -148,6 +149,9 @@ def attribute_batch(
                 f"{name}.attribute returned {column} of shape {shape} for {size} inputs; expected one number per input"
             )
         columns[column] = _number_column(numbers, size)
+    baseline = _baseline_uncertainty(maps, values, summary, forward.measure, size)
+    if baseline is not None:
+        columns["baseline_uncertainty"] = baseline
     for column, tensor in maps.items():
         if tensor.dim() < 2 or tensor.shape[0] != size:
             raise ValueError(
@@ -156,6 +160,20 @@ def attribute_batch(
             )
         columns[column] = tensor.detach().cpu().numpy()
     return columns
+
+
+def _baseline_uncertainty(
+    maps: Dict[str, Tensor], values: Dict[str, Tensor], summary: Dict[str, Tensor], measure: str, size: int
+) -> Any:
+    """``U(x')`` of each row's baseline, where a method returned one map and its convergence delta:
+    ``delta = sum(map) - (U(x) - U(x'))`` gives ``U(x') = U(x) - sum(map) + delta`` exactly, so
+    completeness can be checked from the stored columns alone. ``None`` for anything else."""
+    if set(maps) != {"attribution"} or "delta" not in values or measure not in summary:
+        return None
+    totals = maps["attribution"].detach().reshape(size, -1).sum(1).to(torch.float64)
+    delta = values["delta"].detach().reshape(size).to(torch.float64)
+    at_inputs = summary[measure].detach().reshape(size).to(torch.float64)
+    return (at_inputs - totals + delta).cpu().numpy()
 
 
 def layout_of(columns: Columns) -> Dict[str, Any]:
