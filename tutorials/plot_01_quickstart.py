@@ -11,7 +11,7 @@ hesitation add up to the *predictive uncertainty* of the ensemble. This tutorial
    value per input and is an ordinary Captum forward function,
 3. finds the test digits the ensemble is most unsure about, and
 4. explains their uncertainty with Captum's own ``IntegratedGradients`` and ``NoiseTunnel``
-   (SmoothGrad), drawn with ``captum.attr.visualization.visualize_image_attr``.
+   (SmoothGrad), drawn with :func:`~captum_uncertainty.visualization.plot_attribution` (a colour bar in nats).
 """
 
 # %%
@@ -24,10 +24,10 @@ hesitation add up to the *predictive uncertainty* of the ensemble. This tutorial
 import matplotlib.pyplot as plt
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel
-from captum.attr import visualization as viz
 
 from captum_uncertainty import UncertaintyForward
 from captum_uncertainty.data import accuracy, load_mnist, train_ensemble
+from captum_uncertainty.visualization import plot_attribution
 
 torch.manual_seed(0)
 data = load_mnist(test_size=1000, seed=0)
@@ -105,15 +105,12 @@ smoothgrad = NoiseTunnel(IntegratedGradients(uf))
 sg_maps = smoothgrad.attribute(inputs, baselines=baselines, n_steps=16, nt_type="smoothgrad", nt_samples=8, stdevs=0.1)
 
 # %%
-# Captum's visualiser takes ``(H, W, C)`` numpy arrays, so we permute the tensors. Red pixels
-# raise the uncertainty relative to the baseline, green ones lower it.
+# :func:`~captum_uncertainty.visualization.plot_attribution` draws a map over its image with a colour
+# bar in the uncertainty's units (nats) and limits at the map's own range, so maps of different
+# digits are comparable in size, not only in shape. Red pixels raise the uncertainty relative to
+# the baseline, blue ones lower it.
 
-
-def hwc(t: torch.Tensor):
-    return t.detach().permute(1, 2, 0).numpy()
-
-
-fig, axes = plt.subplots(len(top), 4, figsize=(7.5, 1.9 * len(top)))
+fig, axes = plt.subplots(len(top), 4, figsize=(9.5, 1.9 * len(top)))
 for k in range(len(top)):
     for ax, image, title in (
         (axes[k, 0], inputs[k], f"#{int(top[k])}: U={float(decomposition.total[top[k]]):.2f}"),
@@ -122,24 +119,8 @@ for k in range(len(top)):
         ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    viz.visualize_image_attr(
-        hwc(ig_maps[k]),
-        hwc(inputs[k]),
-        method="blended_heat_map",
-        sign="all",
-        plt_fig_axis=(fig, axes[k, 2]),
-        use_pyplot=False,
-        title="IG",
-    )
-    viz.visualize_image_attr(
-        hwc(sg_maps[k]),
-        hwc(inputs[k]),
-        method="blended_heat_map",
-        sign="all",
-        plt_fig_axis=(fig, axes[k, 3]),
-        use_pyplot=False,
-        title="SmoothGrad IG",
-    )
+    plot_attribution(ig_maps[k], inputs[k], units="nats", ax=axes[k, 2], title="IG")
+    plot_attribution(sg_maps[k], inputs[k], units="nats", ax=axes[k, 3], title="SmoothGrad IG")
 fig.tight_layout()
 
 # %%
