@@ -244,7 +244,13 @@ def test_every_explainer_runs_or_is_refused_up_front(name, variant, models, x, t
     expected = direct_columns(explainer, x, case.kwargs)
     with torch.no_grad():
         summary = {key: value.numpy() for key, value in models.uf.summary(x).items()}
-    assert list(written) == ["index", *summary, *expected]
+    numbers = [column for column, values in expected.items() if values.ndim == 1]
+    maps = [column for column, values in expected.items() if values.ndim > 1]
+    derived = ["baseline_uncertainty"] if maps == ["attribution"] and "delta" in expected else []
+    assert list(written) == ["index", *summary, *numbers, *derived, *maps]
+    if derived:  # U(x') from U(x), the map and its delta
+        at_baseline = summary[models.uf.measure] - expected["attribution"].reshape(N, -1).sum(1) + expected["delta"]
+        np.testing.assert_allclose(written["baseline_uncertainty"], at_baseline, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(written["index"], np.arange(N))
     for column, values in summary.items():
         np.testing.assert_allclose(written[column], values, rtol=1e-6, err_msg=column)
@@ -257,7 +263,6 @@ def test_every_explainer_runs_or_is_refused_up_front(name, variant, models, x, t
             assert written[column].dtype == (values.dtype if values.ndim > 1 else np.float64), column
             np.testing.assert_allclose(written[column], values, rtol=1e-6, atol=1e-9, err_msg=column)
     manifest = read_manifest(out)
-    maps = [column for column, values in expected.items() if values.ndim > 1]
     assert manifest["explainer"] == name and manifest["complete"]
     assert manifest["map_columns"] == maps
     assert manifest["map_shape"] == list(expected[maps[0]].shape[1:])
