@@ -526,7 +526,7 @@ def plot_attribution_summary(
         max_features (int): at most this many features (the largest ones). Default: 20.
         units (str): units of the attributions, in the x axis label ``"attribution (units)"``.
             Default: ``"nats"``.
-        ax (matplotlib.axes.Axes or sequence of them, optional): the axes to draw in, one per
+        ax (matplotlib.axes.Axes or sequence of matplotlib.axes.Axes, optional): the axes to draw in, one per
             panel. Default: a new figure.
 
     Returns:

@@ -48,6 +48,16 @@ PROJECTS = {
         "https://numpy.org/doc/stable",
         (("numpy.ndarray", "py:class", "reference/generated/numpy.ndarray.html#$"),),
     ),
+    "matplotlib": Project(
+        "Matplotlib",
+        "stable",
+        "https://matplotlib.org/stable",
+        (
+            ("matplotlib.figure.Figure", "py:class", "api/_as_gen/matplotlib.figure.Figure.html#$"),
+            ("matplotlib.axes.Axes", "py:class", "api/_as_gen/matplotlib.axes.Axes.html#$"),
+            ("matplotlib.colors.TwoSlopeNorm", "py:class", "api/_as_gen/matplotlib.colors.TwoSlopeNorm.html#$"),
+        ),
+    ),
     "torch": Project(
         "PyTorch",
         "stable",
@@ -77,6 +87,12 @@ PROJECTS = {
             ("captum.attr.KernelShap", "py:class", "kernel_shap.html#$"),
             ("captum.attr.InputXGradient", "py:class", "input_x_gradient.html#$"),
             ("captum.attr.visualization.visualize_image_attr", "py:function", "utilities.html#$"),
+            ("captum.attr.LLMAttribution", "py:class", "llm_attr.html#$"),
+            ("captum.attr.LLMGradientAttribution", "py:class", "llm_attr.html#$"),
+            ("captum.attr.LLMAttributionResult", "py:class", "llm_attr.html#$"),
+            ("captum.attr.TextTokenInput", "py:class", "llm_attr.html#$"),
+            ("captum.attr.TextTemplateInput", "py:class", "llm_attr.html#$"),
+            ("captum.attr.FeatureAblation", "py:class", "feature_ablation.html#$"),
         ),
     ),
 }
@@ -91,6 +107,16 @@ AUTODOC_ALIASES = {
     "torch.nn.modules.container.ModuleList": "torch.nn.ModuleList",
     "captum.attr._utils.attribution.Attribution": "captum.attr.Attribution",
     "captum.attr._utils.attribution.GradientAttribution": "captum.attr.GradientAttribution",
+    "captum.attr._utils.attribution.PerturbationAttribution": "captum.attr.PerturbationAttribution",
+    "captum.attr._core.layer.layer_integrated_gradients.LayerIntegratedGradients": (
+        "captum.attr.LayerIntegratedGradients"
+    ),
+    "captum.attr._utils.interpretable_input.TextTokenInput": "captum.attr.TextTokenInput",
+    "captum.attr._utils.interpretable_input.TextTemplateInput": "captum.attr.TextTemplateInput",
+    "captum.attr._core.llm_attr.LLMAttributionResult": "captum.attr.LLMAttributionResult",
+    "np.ndarray": "numpy.ndarray",
+    "Axes": "matplotlib.axes.Axes",
+    "Figure": "matplotlib.figure.Figure",
 }
 
 

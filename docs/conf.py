@@ -65,18 +65,32 @@ napoleon_type_aliases = {
     "callable": ":func:`callable <callable>`",
     "LatentGenerativeModel": ":class:`~captum_uncertainty.generative.LatentGenerativeModel`",
     "Decomposition": ":class:`~captum_uncertainty.Decomposition`",
+    "Posterior": ":class:`~captum_uncertainty.Posterior`",
+    "TextTokenInput": ":class:`~captum.attr.TextTokenInput`",
+    "TextTemplateInput": ":class:`~captum.attr.TextTemplateInput`",
+    "PerturbationAttribution": ":class:`~captum.attr.PerturbationAttribution`",
+    "LayerIntegratedGradients": ":class:`~captum.attr.LayerIntegratedGradients`",
+    "LLMAttributionResult": ":class:`~captum.attr.LLMAttributionResult`",
+    "peft.PeftModel": "``peft.PeftModel``",
 }
 # The default of every cache_dir argument (captum_uncertainty.cache.USER_CACHE).
 nitpick_ignore_regex = [
     ("py:class", r"captum_uncertainty\.cache\.UserCache"),
     # the private NamedTuple field bases of the metric results (the public subclasses are documented)
     ("py:class", r"captum_uncertainty\.metrics\..*\._\w+Fields"),
+    # the causal-LM forward's internal token batch, shown in the signatures of its helpers
+    ("py:class", r"captum_uncertainty\.llm\._utils\.TokenBatch"),
 ]
 
 # -- cross-references: all must resolve ------------------------------------------------------
 nitpicky = True
 # Plain-English words in Google-style types ("sequence of Tensor", "scalar"): not classes.
-nitpick_ignore = [("py:class", "sequence"), ("py:class", "scalar"), ("py:class", "keyword only")]
+nitpick_ignore = [
+    ("py:class", "sequence"),
+    ("py:class", "scalar"),
+    ("py:class", "keyword only"),
+    ("py:class", "mapping"),
+]
 # The attribution classes' argument aliases, shown as written in the signatures.
 nitpick_ignore += [("py:class", alias) for alias in ("TensorOrTuple", "BaselineType", "TargetType")]
 

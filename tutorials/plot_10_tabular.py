@@ -91,7 +91,7 @@ fig.tight_layout()
 
 # %%
 # Which features drive the uncertainty across the test set?
-# --------------------------------------------------------
+# ---------------------------------------------------------
 # The same IG on every test patient, split into aleatoric and epistemic parts from one pass
 # (``decompose=True``), summarised per feature by
 # :func:`~captum_uncertainty.visualization.plot_attribution_summary`: the distribution of each

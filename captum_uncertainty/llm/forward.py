@@ -123,7 +123,7 @@ class CausalLMUncertaintyForward(nn.Module):
         return self.positions_of(batch, self._log_probabilities(batch))
 
     def decompose(self, *args: Any, **kwargs: Any) -> Decomposition:
-        """All three measures, reduced over positions as :attr:`reduction` says."""
+        """All three measures, reduced over positions as ``reduction`` says."""
         batch = self.batch(*args, **kwargs)
         return self.reduce(self.positions_of(batch, self._log_probabilities(batch)), batch.valid)
 
@@ -144,7 +144,7 @@ class CausalLMUncertaintyForward(nn.Module):
         return Decomposition(*(torch.where(batch.valid, t.reshape(rows, positions), zero) for t in flat))
 
     def reduce(self, terms: Decomposition, valid: Tensor) -> Decomposition:
-        """Positions reduced as :attr:`reduction` says."""
+        """Positions reduced as ``reduction`` says."""
         if self.reduction == "none":
             return terms
         sums = Decomposition(*(t.sum(1) for t in terms))

@@ -56,9 +56,9 @@ def tiny_gpt2(seed: int, vocab_size: int = len(WORDS), dropout: float = 0.0) -> 
 
 # ----------------------------------------------------------------------------- a toy language with known causes
 
-#: the last prompt word decides the next word ...
+#: The next word after each last prompt word (when the prompt holds no "maybe").
 NEXT = {"cat": "sat", "dog": "ran", "mat": "on", "rug": "the"}
-#: ... unless "maybe" appears anywhere in the prompt: then the next word is either of these (aleatoric)
+#: The two equally likely next words of a prompt holding "maybe" (the aleatoric cause).
 AMBIGUOUS = ("sat", "ran")
 FILLERS = ("the", "a", "on", "cat", "dog", "mat", "rug")
 PROMPT_LENGTH = 5
