@@ -20,6 +20,7 @@ from captum_uncertainty.attr._utils.formatting import (
     format_output,
 )
 from captum_uncertainty.attr._utils.path import (
+    bounded_internal_batch_size,
     integrate_path,
     quadrature,
     straight_path,
@@ -149,7 +150,10 @@ class UncertaintyIntegratedGradients(GradientAttribution):
             method (str): ``"gausslegendre"`` (default) or ``"riemann_left"``,
                 ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``.
             internal_batch_size (int, optional): at most this many path points per forward
-                pass (at least one step of the whole batch). Default: all at once.
+                pass (at least one step of the whole batch). Default: as many as keep
+                ``S x points x numbers per input`` within ``2**24`` (``PATH_NUMBERS_PER_CHUNK`` of
+                ``captum_uncertainty.attr._utils.path``: about 5 points of a 3 x 224 x 224 image at
+                S = 20), so memory stays bounded on large inputs; pass a number to change it.
             return_convergence_delta (bool): also return ``sum(attributions) - (U(x) - U(x'))``
                 per example (for ``"black_white"``: of the averaged attribution against the
                 averaged difference).
@@ -169,6 +173,7 @@ class UncertaintyIntegratedGradients(GradientAttribution):
         args = additional_args_tuple(additional_forward_args)
         batch = tensors[0].shape[0]
         gradients = uncertainty_gradients(forward, args, measures, batch, target)
+        internal_batch_size = bounded_internal_batch_size(forward, tensors, internal_batch_size)
         attributions: List[List[Tuple[Tensor, ...]]] = []
         references = format_baselines(baselines, tensors)
         for baseline in references:

@@ -46,6 +46,7 @@ from captum_uncertainty.attr._utils.formatting import (
     format_inputs,
 )
 from captum_uncertainty.attr._utils.path import (
+    bounded_internal_batch_size,
     integrate_path,
     quadrature,
     straight_path,
@@ -188,7 +189,10 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
             method (str): ``"gausslegendre"`` (default) or ``"riemann_left"``,
                 ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``.
             internal_batch_size (int, optional): at most this many path points per forward
-                pass (at least one step of the whole batch). Default: all at once.
+                pass (at least one step of the whole batch). Default: as many as keep
+                ``S x points x numbers per input`` within ``2**24`` (``PATH_NUMBERS_PER_CHUNK`` of
+                ``captum_uncertainty.attr._utils.path``: about 5 points of a 3 x 224 x 224 image at
+                S = 20), so memory stays bounded on large inputs; pass a number to change it.
             return_convergence_delta (bool): also return ``sum(attributions) - (U(x) - U(x'))``
                 per example.
             decompose (bool, keyword only): return a :class:`~captum_uncertainty.Decomposition`
@@ -219,6 +223,7 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
         at_baselines, values_b = _layer_outputs_and_values(forward, self.layers, reference, args, measures, target)
         _check_same_shapes(at_inputs, at_baselines)
         nodes, weights = quadrature(method, n_steps, at_inputs[0])
+        internal_batch_size = bounded_internal_batch_size(forward, at_inputs[:1], internal_batch_size)
         gradients = uncertainty_gradients(
             LayerUncertaintyForward(forward, self.layers), tensors + args, measures, batch, target
         )

@@ -29,6 +29,8 @@ from captum_uncertainty.forward import UncertaintyForward
 __all__ = [
     "BLUR_IG_METHOD",
     "INTEGRATION_METHODS",
+    "PATH_NUMBERS_PER_CHUNK",
+    "bounded_internal_batch_size",
     "blur_levels",
     "blur_path",
     "blur_quadrature",
@@ -85,6 +87,27 @@ def quadrature(method: str, n_steps: int, like: Tensor) -> Tuple[Tensor, Tensor]
         torch.as_tensor(nodes, dtype=like.dtype, device=like.device),
         torch.as_tensor(weights, dtype=like.dtype, device=like.device),
     )
+
+
+#: Input numbers one chunk of path points may hold when ``internal_batch_size`` is not given,
+#: counting every posterior sample's copy: ``S x points x numbers per input``. The network's
+#: activations grow with the same count, so this bounds them too (``benchmarks/RESULTS.md``,
+#: "Path methods: a bounded chunk by default").
+PATH_NUMBERS_PER_CHUNK = 2**24
+
+
+def bounded_internal_batch_size(
+    forward: Any, inputs: Sequence[Tensor], internal_batch_size: Optional[int]
+) -> Optional[int]:
+    """``internal_batch_size`` if given, else as many path points as keep ``S x points x numbers
+    per input`` within :data:`PATH_NUMBERS_PER_CHUNK` (``S`` is the forward's ``num_samples``, 1
+    for a plain model), and at least one step of the whole batch. The results do not depend on it
+    beyond float rounding: chunks only split the same sum."""
+    if internal_batch_size is not None:
+        return internal_batch_size
+    samples = int(getattr(forward, "num_samples", 1) or 1)
+    per_point = samples * sum(int(t[0].numel()) for t in inputs)
+    return max(int(inputs[0].shape[0]), PATH_NUMBERS_PER_CHUNK // max(per_point, 1))
 
 
 def step_chunks(n_nodes: int, batch: int, internal_batch_size: Optional[int]) -> Iterator[Tuple[int, int]]:
