@@ -52,7 +52,7 @@ class LLMUncertaintyAttribution(Attribution):
     continuation given the perturbed prompt, computed in one teacher-forced pass per sample:
 
     * ``seq_attr``: attribution of the sequence's uncertainty, the positions reduced as the
-      forward's ``reduction`` says (``"sum"`` or ``"mean"``);
+      forward's ``reduction`` says (``"sum"`` or ``"mean"``; summed for ``"none"``);
     * ``token_attr`` (``FeatureAblation``, ``ShapleyValueSampling``, ``ShapleyValues``): one row
       per continuation token, the attribution of that position's uncertainty. Lime and
       KernelShap fit one surrogate per target and give ``seq_attr`` only, as in Captum.
@@ -189,7 +189,12 @@ class LLMUncertaintyAttribution(Attribution):
         batch = token_batch(ids, mask, targets.reshape(1, -1))
         with torch.no_grad():
             positions = forward.positions_of(batch, forward.sample_log_probabilities(ids, mask, targets.reshape(1, -1)))
-            reduced = forward.reduce(positions, batch.valid)
+            # reduction="none" keeps positions; the sequence's row is then their sum
+            reduced = (
+                Decomposition(*(t.sum(1) for t in positions))
+                if forward.reduction == "none"
+                else forward.reduce(positions, batch.valid)
+            )
         parts = []
         for measure in measures:
             parts.append(reduced.select(measure).reshape(1))

@@ -166,3 +166,13 @@ def test_toy_language_maps_point_at_the_known_causes(toy_members, tokenizer):
             result = attribution.attribute(TextTokenInput(prompt, tokenizer, baselines="a"), target="sat")
             hits[measure] += int(int(result.seq_attr.argmax()) == prompt.split().index(cause))
     assert hits["aleatoric"] >= 5 and hits["epistemic"] >= 5, hits
+
+
+def test_reduction_none_attributes_the_sum_of_the_positions(members, tokenizer):
+    inp = TextTokenInput(PROMPT, tokenizer, baselines="a")
+    kept = CausalLMUncertaintyForward(members, reduction="none")
+    summed = CausalLMUncertaintyForward(members, reduction="sum")
+    none = LLMUncertaintyAttribution(FeatureAblation(kept), tokenizer).attribute(inp, target="mat rug")
+    total = LLMUncertaintyAttribution(FeatureAblation(summed), tokenizer).attribute(inp, target="mat rug")
+    torch.testing.assert_close(none.seq_attr, total.seq_attr)
+    torch.testing.assert_close(none.token_attr, total.token_attr)
