@@ -27,6 +27,7 @@ from captum_uncertainty.attr._utils.ua_backprop import (
     pixel_distribution,
     scale_space_path,
     straight_paths,
+    warn_if_costly,
 )
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward
 
@@ -219,6 +220,7 @@ class UABackprop(GradientAttribution):
             chunks = class_relevances(forward, inputs, args, path, classes_per_pass, fullgrad_postprocess)
         with closing(chunks):
             logits = next(chunks)
+            warn_if_costly(logits.shape[-1], path, n_steps)
             shares = logit_uncertainties(logits, tau1, normalize, measures, target)  # (M, S, N, C)
             maps = torch.zeros((len(measures),) + _map_shape(inputs), dtype=inputs.dtype, device=inputs.device)
             for samples, start, stop, relevance in chunks:  # relevance (k, S', N, *input shape)

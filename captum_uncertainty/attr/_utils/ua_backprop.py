@@ -4,6 +4,7 @@ distribution and the relevance generators of the z -> x paths."""
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Any, ContextManager, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
 
@@ -32,6 +33,8 @@ from captum_uncertainty.forward import UncertaintyForward, per_class_uncertainty
 from captum_uncertainty.posterior import DeepEnsemble, Posterior, tensor_output
 
 __all__ = [
+    "COST_WARNING_FACTOR",
+    "warn_if_costly",
     "BLUR_GRAD_STEP",
     "RELEVANCE_NUMBERS_PER_CHUNK",
     "RelevanceChunks",
@@ -354,3 +357,28 @@ def path_relevances(
         ((integral,),) = integrate_path(path_function, class_gradients, nodes, weights, batch, internal_batch_size)
         relevance += (integral if displacement is None else integral * displacement) / len(paths)
     yield slice(None), 0, num_classes, relevance
+
+
+#: UA-Backprop's expected cost, in backward passes of the posterior over the batch, at which it
+#: warns: this many times Blur IG's default call (50 steps, one backward pass of ``U`` each).
+COST_WARNING_FACTOR = 20
+BLUR_IG_DEFAULT_STEPS = 50
+
+
+def warn_if_costly(num_classes: int, path: str, n_steps: int) -> None:
+    """One warning when UA-Backprop costs ``COST_WARNING_FACTOR`` times Blur IG's default call or
+    more: one backward pass per class (per path point on the path integrals) against Blur IG's one
+    per step, naming the cheaper method."""
+    passes = num_classes * (n_steps if path in ("integrated_gradients", "blur_integrated_gradients") else 1)
+    factor = passes / BLUR_IG_DEFAULT_STEPS
+    if factor >= COST_WARNING_FACTOR:
+        per = "class and path point" if passes > num_classes else "class"
+        warnings.warn(
+            f"UABackprop(path={path!r}) runs one backward pass per {per} ({passes} passes of the posterior "
+            f"here, C = {num_classes}), about {factor:.0f}x "
+            f"BlurIntegratedGradients' default call ({BLUR_IG_DEFAULT_STEPS} passes); for a cheaper map of the same "
+            "uncertainty use BlurIntegratedGradients(uf) or UncertaintyIntegratedGradients(uf), or UABackprop's "
+            "path='grad' / 'inputgrad' (one pass per class)",
+            UserWarning,
+            stacklevel=4,
+        )
