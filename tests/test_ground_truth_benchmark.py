@@ -1,17 +1,22 @@
 """The ground-truth benchmark on tiny data: one row per method and cause, and sane references."""
 
+import math
+import warnings
+
 import pytest
 
 from captum_uncertainty.experiments.ground_truth import (
     CAUSES,
     ORACLE,
+    PROXIES,
     RANDOM,
     GroundTruthConfig,
     GroundTruthTable,
     run_ground_truth,
 )
 
-METHODS = [RANDOM, ORACLE, "UA-Backprop+Grad"]
+METHODS = [RANDOM, ORACLE, "UA-Backprop+Grad", "Saliency", "Captum IG (black)"]
+REAL = [m for m in METHODS if m not in (RANDOM, ORACLE)]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +30,7 @@ def table():
         strengths=(0.5, 1.0),
         methods=METHODS,
         cache_dir=None,
+        proxies=True,
     )
     return run_ground_truth(config)
 
@@ -68,3 +74,47 @@ def test_bad_settings_are_refused():
         run_ground_truth(GroundTruthConfig(strengths=(1.0,)))
     with pytest.raises(ValueError, match="data"):
         run_ground_truth(GroundTruthConfig(data="cifar"))
+
+
+def test_proxies_have_a_kendall_tau_per_cause(table):
+    assert set(table.proxy_agreement) == set(CAUSES) == set(table.proxy_agreement_auroc)
+    for cause in CAUSES:
+        assert set(table.proxy_scores[cause]) == set(METHODS)
+        for method in METHODS:
+            assert set(table.proxy_scores[cause][method]) == set(PROXIES)
+            assert all(math.isfinite(v) for v in table.proxy_scores[cause][method].values())
+        for agreement in (table.proxy_agreement, table.proxy_agreement_auroc):
+            assert set(agreement[cause]) == set(PROXIES)
+            for proxy, tau in agreement[cause].items():
+                assert math.isnan(tau) or -1.0 <= tau <= 1.0, (cause, proxy, tau)
+        # with three real methods at least one proxy separates them, so some tau is defined
+        assert any(math.isfinite(tau) for tau in table.proxy_agreement[cause].values())
+    text = table.to_markdown()
+    assert text.count("| proxy | tau with relevance mass | tau with mask AUROC |") == len(CAUSES)
+    for proxy in PROXIES:
+        assert proxy in text
+
+
+def test_proxy_taus_are_scipys_kendall_tau_b(table):
+    stats = pytest.importorskip("scipy.stats")
+    for cause in CAUSES:
+        scores = table.proxy_scores[cause]
+        for key, agreement in (("relevance_mass", table.proxy_agreement), ("mask_auroc", table.proxy_agreement_auroc)):
+            truth = [getattr(table.row(cause, m), key) for m in REAL]
+            for proxy, higher in PROXIES.items():
+                signed = [scores[m][proxy] * (1 if higher else -1) for m in REAL]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    expected = stats.kendalltau(signed, truth).statistic
+                tau = agreement[cause][proxy]
+                assert (math.isnan(expected) and math.isnan(tau)) or tau == pytest.approx(expected), (cause, proxy)
+
+
+def test_proxies_can_be_turned_off():
+    config = GroundTruthConfig(
+        n_members=2, epochs=1, n_images=2, n_steps=2, strengths=(0.5, 1.0), methods=[RANDOM], cache_dir=None
+    )
+    config.proxies = False
+    table = run_ground_truth(config)
+    assert not table.proxy_agreement and not table.proxy_scores
+    assert "tau with relevance mass" not in table.to_markdown()
