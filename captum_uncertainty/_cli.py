@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import os
 import re
 import sys
@@ -25,7 +24,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from torch import Tensor
 
-from captum_uncertainty._cli_data import CliData, load_cli_data, load_tensor_file
+from captum_uncertainty._cli_data import CliData, imported_function, load_cli_data, load_tensor_file
 from captum_uncertainty._validation import check_choice
 from captum_uncertainty.forward import UncertaintyForward
 
@@ -507,17 +506,7 @@ def import_posterior(spec: str) -> UncertaintyForward:
     module_name, colon, attribute = str(spec).partition(":")
     if not colon or not module_name or not attribute:
         raise ValueError(f"--posterior must be MODULE:FUNCTION, got {spec!r}")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"--posterior {spec!r}: cannot import {module_name!r} ({error})") from None
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ValueError(f"--posterior {spec!r}: {module_name!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ValueError(f"--posterior {spec!r} is a {type(target).__name__}, not a function")
-    forward = target()
+    forward = imported_function(f"--posterior {spec!r}", module_name, attribute)()
     if not isinstance(forward, UncertaintyForward):
         raise ValueError(f"--posterior {spec!r} returned {type(forward).__name__}, not an UncertaintyForward")
     return forward

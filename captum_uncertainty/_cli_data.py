@@ -14,13 +14,21 @@ import numbers
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BUNDLED", "CliData", "TABLE_SUFFIXES", "TENSOR_SUFFIXES", "load_cli_data", "load_tensor_file"]
+__all__ = [
+    "BUNDLED",
+    "CliData",
+    "TABLE_SUFFIXES",
+    "TENSOR_SUFFIXES",
+    "imported_function",
+    "load_cli_data",
+    "load_tensor_file",
+]
 
 #: The bundled test splits ``--data`` names.
 BUNDLED = ("mnist", "digits")
@@ -300,18 +308,25 @@ def _size(image: Tensor) -> str:
     return "x".join(str(size) for size in image.shape)
 
 
-def _imported(spec: str, module_name: str, attribute: str) -> CliData:
+def imported_function(where: str, module_name: str, attribute: str, hint: str = "") -> Callable[[], Any]:
+    """The function ``module_name:attribute`` (uvicorn's convention; dotted attributes allowed)
+    that an option (``where``, e.g. ``--data x:f``) names; a ``ValueError`` naming ``where`` when
+    the module cannot be imported (with ``hint`` appended), lacks the attribute, or it is not callable."""
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"--data {spec}: cannot import {module_name!r} ({_first_line(error)}); {_EXPECTED}") from None
+        raise ValueError(f"{where}: cannot import {module_name!r} ({_first_line(error)}){hint}") from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise ValueError(f"--data {spec}: {module_name!r} has no attribute {attribute!r}")
+            raise ValueError(f"{where}: {module_name!r} has no attribute {attribute!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise ValueError(f"--data {spec} is a {type(target).__name__}, not a function")
-    value = target()
+        raise ValueError(f"{where} is a {type(target).__name__}, not a function")
+    return target
+
+
+def _imported(spec: str, module_name: str, attribute: str) -> CliData:
+    value = imported_function(f"--data {spec}", module_name, attribute, f"; {_EXPECTED}")()
     if isinstance(value, (Tensor, np.ndarray)):
         where = f"--data {spec}"
         return CliData(_checked_inputs(_as_tensor(value, where, "the result"), where), None, None, None)
