@@ -119,13 +119,12 @@ class CausalLMUncertaintyForward(nn.Module):
     def position_decomposition(self, *args: Any, **kwargs: Any) -> Decomposition:
         """Total, aleatoric and epistemic uncertainty at every scored position, each ``(N, T)``
         (``T = 1`` without a continuation), zero at padding."""
-        batch = self.batch(*args, **kwargs)
-        return self.positions_of(batch, self._log_probabilities(batch))
+        return self.scores(self.batch(*args, **kwargs))
 
     def decompose(self, *args: Any, **kwargs: Any) -> Decomposition:
         """All three measures, reduced over positions as ``reduction`` says."""
         batch = self.batch(*args, **kwargs)
-        return self.reduce(self.positions_of(batch, self._log_probabilities(batch)), batch.valid)
+        return self.reduce(self.scores(batch), batch.valid)
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         """The measure per sequence: ``(N,)``, or ``(N, T)`` with ``reduction="none"``."""

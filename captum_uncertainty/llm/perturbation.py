@@ -188,7 +188,7 @@ class LLMUncertaintyAttribution(Attribution):
         ids, mask = prompt_ids(model_input, self.tokenizer, forward.device)
         batch = token_batch(ids, mask, targets.reshape(1, -1))
         with torch.no_grad():
-            positions = forward.positions_of(batch, forward.sample_log_probabilities(ids, mask, targets.reshape(1, -1)))
+            positions = forward.scores(batch)
             # reduction="none" keeps positions; the sequence's row is then their sum
             reduced = (
                 Decomposition(*(t.sum(1) for t in positions))
