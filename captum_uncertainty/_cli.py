@@ -381,19 +381,23 @@ def _run_demo(out: Path, members: int, benchmark: bool) -> None:
     matplotlib.use("Agg")
     import torch
 
-    from captum_uncertainty import UncertaintyForward
-    from captum_uncertainty.data import accuracy, load_mnist, train_ensemble
+    from captum_uncertainty import Categorical, UncertaintyForward
+    from captum_uncertainty.data import load_mnist, train_ensemble
     from captum_uncertainty.visualization import plot_posterior_predictive
 
     out.mkdir(parents=True, exist_ok=True)
     data = load_mnist()
     ensemble = train_ensemble(n_members=members, data=data)
-    uf = UncertaintyForward(ensemble, measure="epistemic")
-    print(f"test accuracy of the {members}-member ensemble: {accuracy(ensemble, data.x_test, data.y_test):.4f}")
-    with torch.no_grad():
-        decomposition = uf.decompose(data.x_test)
-        top = decomposition.epistemic.argsort(descending=True)[:10]
-        predictive = uf.predictive(data.x_test[top])
+    logits = Categorical("logits")  # what the bundled CNN members return
+    uf = UncertaintyForward(ensemble, measure="epistemic", likelihood=logits)
+    with torch.no_grad():  # one pass of the members over the test digits gives everything printed
+        outputs = uf.sample_outputs(data.x_test)
+        decomposition = logits.decompose(outputs)
+        probabilities = logits.log_probabilities(outputs).exp()
+    test_accuracy = float((probabilities.mean(0).argmax(-1) == data.y_test).double().mean())
+    print(f"test accuracy of the {members}-member ensemble: {test_accuracy:.4f}")
+    top = decomposition.epistemic.argsort(descending=True)[:10]
+    predictive = probabilities[:, top]
     print("the ten most epistemically uncertain test digits (nats):")
     print(f"{'index':>6} {'label':>5} {'pred':>4} {'total':>7} {'aleatoric':>9} {'epistemic':>9}")
     predicted = predictive.mean(0).argmax(-1)

@@ -281,7 +281,7 @@ class UncertaintyForward(nn.Module):
         with self._reading():
             if self.validate:
                 self.posterior.check_inputs(inputs)
-                self.posterior.check_deterministic(inputs)
+                return self.posterior.call_checked(*inputs)
             return self.posterior(*inputs)
 
     def _checked(self, outputs: Tensor) -> Tensor:

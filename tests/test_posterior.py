@@ -370,12 +370,13 @@ def test_unseeded_and_per_row_sources_are_refused_at_the_first_attribution(attri
             return UABackprop(uf).attribute(images, path="grad")
         return IntegratedGradients(uf).attribute(images, n_steps=4)
 
-    state = torch.get_rng_state()
     with pytest.raises(ValueError, match="different samples for the same inputs.*seed"):
         run(SampleCallable(stochastic_members(models), layout="samples_first", num_samples=2))
+    # an unseeded source draws from the caller's random state by design; the check's own passes do not
+    state = torch.get_rng_state()
     with pytest.raises(ValueError, match="depends on the other inputs of its batch"):
         run(SampleCallable(per_row_noise(models), layout="samples_first", num_samples=2, seed=0))
-    assert torch.equal(torch.get_rng_state(), state)  # the check leaves the caller's random state
+    assert torch.equal(torch.get_rng_state(), state)
     # seeded noise shared by all rows is a fixed posterior: accepted, and the maps repeat
     shared = SampleCallable(stochastic_members(models), layout="samples_first", num_samples=2, seed=0)
     assert torch.equal(run(shared), run(shared))
@@ -396,6 +397,29 @@ def test_a_random_layer_inside_an_ensemble_member_is_refused():
     uf = UncertaintyForward(make_cnns(2))
     uf(x)
     assert uf.posterior.verified
+
+
+def test_the_first_call_check_costs_one_forward_of_one_row():
+    """The check runs the posterior once more on the first row alone, before the real call (so
+    the last pass a layer hook sees is the real one), and never again once it has passed."""
+    members = make_cnns(2)
+    rows_seen = []
+    handles = [m.register_forward_pre_hook(lambda _, args: rows_seen.append(args[0].shape[0])) for m in members]
+    try:
+        uf = UncertaintyForward(members)
+        uf(x[:6])
+        assert rows_seen == [1, 1, 6, 6]  # two members on the row alone, then on the six inputs
+        rows_seen.clear()
+        uf(x[:6])
+        assert rows_seen == [6, 6]
+        # a method that checks before running the posterior its own way looks at two rows
+        fresh = UncertaintyForward(members)
+        rows_seen.clear()
+        fresh.posterior.check_deterministic((x[:6],))
+        assert rows_seen == [1, 1, 2, 2] and fresh.posterior.verified
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def test_mc_dropout_masks_each_call_of_a_reused_module_separately():

@@ -23,6 +23,7 @@ from captum_uncertainty.attr._utils.latent_search import (
     search_latents,
 )
 from captum_uncertainty.attr._utils.path import (
+    bounded_internal_batch_size,
     integrate_path,
     quadrature,
     straight_path,
@@ -238,7 +239,11 @@ class CounterfactualPathIG(GradientAttribution):
                 for grayscale and 25 for large images). Default: 50.
             method (str): quadrature rule, ``"riemann_middle"`` (default, the paper's) or any of
                 Captum's (``"gausslegendre"``, ``"riemann_left"``, ...).
-            internal_batch_size (int, optional): at most this many path points per forward pass.
+            internal_batch_size (int, optional): at most this many path points per forward pass
+                (at least one step of the whole batch). Default: as many as keep ``S x points x
+                numbers per input`` within ``2**24``, as
+                :class:`~captum_uncertainty.UncertaintyIntegratedGradients` does; pass a number
+                to change it.
             return_convergence_delta (bool): also return
                 ``sum(attributions) - (U(x) - U(dec(z_f)))`` per input.
             decompose (bool, keyword only): return a :class:`~captum_uncertainty.Decomposition`
@@ -296,6 +301,7 @@ class CounterfactualPathIG(GradientAttribution):
             reconstruction = decode_latents(self.generative_model, latents, inputs)
         measures = ("total", "aleatoric") if decompose else (forward.measure,)
         batch = inputs.shape[0]
+        internal_batch_size = bounded_internal_batch_size(forward, (inputs,), internal_batch_size)
         gradients = uncertainty_gradients(forward, args, measures, batch, target)
         latent_part = integrate_path(
             self.decoded_path(found.latents, latents, inputs), gradients, nodes, weights, batch, internal_batch_size

@@ -24,6 +24,7 @@ from captum_uncertainty.metrics.blurring import (
     UninformativeBlurWarning,
     blurring_test,
     full_blur_sigma,
+    pixel_budget,
 )
 from captum_uncertainty.metrics.insertion_deletion import (
     DeletionResult,
@@ -77,6 +78,7 @@ __all__ = [
     "insertion_deletion",
     "make_anomalies",
     "mask_auroc",
+    "pixel_budget",
     "pointing_game",
     "relevance_mass",
     "relevance_rank_accuracy",

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from captum_uncertainty._typing import Forward
-from captum_uncertainty._validation import check_choice, check_optional_positive_int
+from captum_uncertainty._validation import check_choice, check_int, check_optional_positive_int
 from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.metrics._utils.checks import (
     check_fraction,
@@ -36,6 +36,7 @@ __all__ = [
     "UninformativeBlurWarning",
     "blurring_test",
     "full_blur_sigma",
+    "pixel_budget",
 ]
 
 #: The readings of the sigma search of :func:`blurring_test`.
@@ -88,6 +89,21 @@ class BlurringResult(_BlurringFields):
     def score(self) -> float:
         """The headline score, ``murr``."""
         return self.murr
+
+    def truncated(self, steps: int) -> "BlurringResult":
+        """This result with the budget cut to its first ``steps`` pixels (``pixel_budget(fraction,
+        H, W)`` of a smaller fraction): what :func:`blurring_test` returns with that budget when
+        each image's sigma does not depend on the budget (``sigma_selection="full"`` or a given
+        ``sigma``; the other readings choose sigma with the budget, so theirs differ). Scores two
+        budgets of one map for the forward passes of the larger.
+
+        Examples::
+
+            >>> five = blurring_test(uf, x, maps, fraction=0.05, sigma=full_blur_sigma(uf, x))
+            >>> two = five.truncated(pixel_budget(0.02, 28, 28))
+        """
+        check_int(steps, "steps", minimum=1, maximum=self.per_image.shape[1])
+        return _result(self.per_image[:, :steps], self.sigma, self.reference)
 
 
 def blurring_test(

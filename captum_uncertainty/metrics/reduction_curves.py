@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from captum_uncertainty._typing import Forward
-from captum_uncertainty._validation import check_choice, check_optional_positive_int, check_positive_int
+from captum_uncertainty._validation import check_choice, check_int, check_optional_positive_int, check_positive_int
 from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.metrics._utils.checks import (
     check_blur_sigma,
@@ -66,6 +66,21 @@ class ReductionCurve(_ReductionCurveFields):
 
     __slots__ = ()
     higher_is_better: ClassVar[bool] = True
+
+    def truncated(self, steps: int) -> "ReductionCurve":
+        """The curve :func:`uncertainty_reduction_curve` gives with a budget of the first ``steps``
+        pixels (``pixel_budget(fraction, H, W)`` of a smaller fraction; features: of ``F, 1``),
+        from this one's forward passes: the running reductions' prefix.
+
+        Examples::
+
+            >>> five = uncertainty_reduction_curve(uf, x, maps, fraction=0.05)
+            >>> one = five.truncated(pixel_budget(0.01, 28, 28))
+        """
+        check_int(steps, "steps", minimum=1, maximum=self.per_image.shape[1])
+        per_image = self.per_image[:, :steps]
+        curve = median_over_images(per_image)
+        return ReductionCurve(float(curve[-1]), curve, per_image, self.reference)
 
 
 class _InformationCurveFields(NamedTuple):

@@ -19,6 +19,7 @@ from captum_uncertainty.posterior._utils import (
     first_parameter,
     first_row,
     identity_value,
+    leading_rows,
     per_sample_slices,
     reads_indices,
     submodule_names,
@@ -115,6 +116,12 @@ class Posterior(nn.Module):
         outputs = [self(*per_sample_slices(inputs, s))[s] for s in range(self.num_samples)]
         return torch.stack(outputs)
 
+    def forward_single(self, sample: int, *inputs: Any) -> Tensor:
+        """Sample ``sample``'s ``(N, C)`` output. The generic version runs every sample and keeps
+        one; sources that can run one sample alone override it."""
+        self.check_sample_index(sample)
+        return self(*inputs)[sample]
+
     def sample_module(self, sample: int) -> nn.Module:
         """An ``nn.Module`` computing sample ``sample``'s raw ``(N, C)`` output."""
         self.check_sample_index(sample)
@@ -162,40 +169,63 @@ class Posterior(nn.Module):
     _members_checked: bool = False
     reads_indices: bool = False
 
-    def check_deterministic(self, inputs: Tuple[Any, ...]) -> None:
-        """Refuse a posterior whose samples are not fixed: checked once, on the first inputs seen.
+    def call_checked(self, *inputs: Any) -> Tensor:
+        """``self(*inputs)``, checking on the first call that the samples are fixed.
 
         Path methods integrate the gradient of one function; a posterior whose samples change
         between two evaluations of the same inputs, or whose value for an input depends on the
-        other rows of its batch (per-row noise), would make every attribution noise. Three
-        forward passes without gradients: the inputs twice, and the first row alone. The global
-        random state is restored afterwards. Raises ``ValueError`` saying what to do.
+        other rows of its batch (per-row noise), would make every attribution noise. Until the
+        check has passed once, the call first runs the posterior on the first row alone, without
+        gradients (one forward of one row; with a shared trunk about one sample's cost), then on
+        ``inputs``, and compares the first rows: a sample redrawn on every call or per-row noise
+        changes them. Only when they differ are the inputs run again, to say which of the two it
+        is. The row comes first so that the last pass a layer hook sees is the real one. A
+        source that draws from the global random state draws for the row too (sources with
+        fixed samples do not touch it). Raises ``ValueError`` saying what to do.
         """
         if self.verified:
-            return
+            return self(*inputs)
         batch = batch_size_of(inputs)
+        with torch.no_grad():  # not in a forked random state: a source drawing from it must draw anew
+            alone = self(*first_row(inputs, batch))
+        outputs = self(*inputs)
+        expected = outputs.detach()[:, :1]
+        if not torch.allclose(alone, expected, rtol=1e-4, atol=1e-5, equal_nan=True):
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                self._refuse_undetermined(inputs, outputs.detach(), alone - expected)
+        warn_if_constant(outputs.detach(), inputs, batch)
+        self.verified = True
+        return outputs
+
+    def check_deterministic(self, inputs: Tuple[Any, ...]) -> None:
+        """:meth:`call_checked` on the first two rows of ``inputs``, without gradients, for methods
+        that check before they run the posterior their own way; nothing once the check has
+        passed."""
+        if self.verified:
+            return
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            first, second = self(*inputs), self(*inputs)
-            alone = self(*first_row(inputs, batch)) if batch > 1 else first[:, :1]
-        if not torch.allclose(first, second, rtol=1e-4, atol=1e-5, equal_nan=True):
+            self.call_checked(*leading_rows(inputs, batch_size_of(inputs), 2))
+
+    def _refuse_undetermined(self, inputs: Tuple[Any, ...], outputs: Tensor, change: Tensor) -> None:
+        """Raise the error that says why one sample's value on the first row changed: the samples
+        change between calls (the inputs run again give other outputs) or per-row noise."""
+        again = self(*inputs)
+        if not torch.allclose(again, outputs, rtol=1e-4, atol=1e-5, equal_nan=True):
             raise ValueError(
                 f"{type(self).__name__} gave different samples for the same inputs on two calls (largest change "
-                f"{float((first - second).abs().max()):.3g}): attributions over a changing posterior are noise. "
+                f"{float((again - outputs).abs().max()):.3g}): attributions over a changing posterior are noise. "
                 "Fix the samples: seed the source (SampleCallable(..., seed=0)), freeze it (MCDropout for dropout, "
                 "WeightSamples for weight samples, captum_uncertainty.integrations.from_laplace / "
                 "from_bayesian_torch / "
                 "from_torch_uncertainty), and run members in eval mode without random layers"
             )
-        if not torch.allclose(alone[:, 0], first[:, 0], rtol=1e-4, atol=1e-5, equal_nan=True):
-            raise ValueError(
-                f"{type(self).__name__}'s value for an input depends on the other inputs of its batch (largest change "
-                f"{float((alone[:, 0] - first[:, 0]).abs().max()):.3g}): per-row noise (e.g. torch-uncertainty's "
-                "mc_dropout, bayesian-torch Flipout layers) or batch statistics make the uncertainty of one input "
-                "change with internal_batch_size. Use a source with samples shared by all rows (MCDropout, "
-                "captum_uncertainty.integrations.from_torch_uncertainty / from_bayesian_torch)"
-            )
-        warn_if_constant(first, inputs, batch)
-        self.verified = True
+        raise ValueError(
+            f"{type(self).__name__}'s value for an input depends on the other inputs of its batch (largest change "
+            f"{float(change.abs().max()):.3g}): per-row noise (e.g. torch-uncertainty's "
+            "mc_dropout, bayesian-torch Flipout layers) or batch statistics make the uncertainty of one input "
+            "change with internal_batch_size. Use a source with samples shared by all rows (MCDropout, "
+            "captum_uncertainty.integrations.from_torch_uncertainty / from_bayesian_torch)"
+        )
 
     @contextmanager
     def hookable(self) -> Iterator[None]:
@@ -255,7 +285,7 @@ class Posterior(nn.Module):
 class SampleView(nn.Module):
     """One posterior sample as a module returning ``(N, C)`` (keeps the user's layers as submodules)."""
 
-    posterior: Any  # a Posterior; Any because only some posteriors define forward_single
+    posterior: Posterior
 
     def __init__(self, posterior: Posterior, sample: int) -> None:
         super().__init__()
@@ -263,8 +293,4 @@ class SampleView(nn.Module):
         self.sample = sample
 
     def forward(self, *inputs: Any) -> Tensor:
-        return (
-            self.posterior.forward_single(self.sample, *inputs)
-            if hasattr(self.posterior, "forward_single")
-            else self.posterior(*inputs)[self.sample]
-        )
+        return self.posterior.forward_single(self.sample, *inputs)

@@ -30,6 +30,7 @@ __all__ = [
     "stack_sample_outputs",
     "per_sample_slices",
     "first_row",
+    "leading_rows",
     "warn_if_constant",
     "expand_to_samples",
     "IDENTITY_ATTRIBUTES",
@@ -189,7 +190,13 @@ def per_sample_slices(inputs: Tuple[Any, ...], sample: int) -> Tuple[Any, ...]:
 
 def first_row(inputs: Tuple[Any, ...], batch: int) -> Tuple[Any, ...]:
     """Row 0 of every per-example tensor (first dimension ``batch``); other inputs unchanged."""
-    return tuple(x[:1] if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == batch else x for x in inputs)
+    return leading_rows(inputs, batch, 1)
+
+
+def leading_rows(inputs: Tuple[Any, ...], batch: int, rows: int) -> Tuple[Any, ...]:
+    """The first ``rows`` rows of every per-example tensor (first dimension ``batch``); other
+    inputs unchanged."""
+    return tuple(x[:rows] if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == batch else x for x in inputs)
 
 
 def warn_if_constant(outputs: Tensor, inputs: Tuple[Any, ...], batch: int) -> None:

@@ -105,6 +105,15 @@ class DeepEnsemble(Posterior):
     def forward(self, *inputs: Any) -> Tensor:
         return self._run(inputs, per_sample=False)
 
+    def forward_single(self, sample: int, *inputs: Any) -> Tensor:
+        """Member ``sample``'s ``(N, C)`` output (the member alone)."""
+        self.check_sample_index(sample)
+        member = self.members[sample]
+        refuse_active_stochastic_layers([member])
+        with preserved_modes([member]), self.running(sample):
+            output = member(*inputs)
+        return stack_sample_outputs([output], batch_size_of(inputs), self.output_reader)[0]
+
     @contextmanager
     def hookable(self) -> Iterator[None]:
         previous = self.strategy

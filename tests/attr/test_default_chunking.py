@@ -9,11 +9,13 @@ from torch import nn
 import captum_uncertainty.attr._utils.path as path_engine
 from captum_uncertainty import (
     BlurIntegratedGradients,
+    CounterfactualPathIG,
     LayerUncertaintyIntegratedGradients,
     MCDropout,
     UncertaintyForward,
     UncertaintyIntegratedGradients,
 )
+from captum_uncertainty.generative import VAE
 
 
 def _members(count: int = 3):
@@ -36,7 +38,7 @@ class _RowCounter:
             handle.remove()
 
 
-@pytest.mark.parametrize("method", ["uig", "blur_ig", "layer_uig"])
+@pytest.mark.parametrize("method", ["uig", "blur_ig", "layer_uig", "cf_path_ig"])
 def test_default_chunk_keeps_one_pass_within_the_bound_and_gives_the_unbounded_maps(method, monkeypatch):
     members = _members()
     uf = UncertaintyForward(members, "epistemic")
@@ -48,6 +50,12 @@ def test_default_chunk_keeps_one_pass_within_the_bound_and_gives_the_unbounded_m
             return UncertaintyIntegratedGradients(uf).attribute(x, n_steps=16, **chunk)
         if method == "blur_ig":
             return BlurIntegratedGradients(uf).attribute(x, n_steps=16, **chunk)
+        if method == "cf_path_ig":  # both segments of the path, from given fiducial latents
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                vae = VAE(image_shape=(1, 8, 8), latent_dim=3).eval()
+            fiducial = torch.zeros(x.shape[0], 3)
+            return CounterfactualPathIG(uf, vae).attribute(x, fiducial=fiducial, n_steps=16, **chunk)
         layer = LayerUncertaintyIntegratedGradients(uf, [m[0] for m in members])
         return layer.attribute(x, n_steps=16, **chunk)
 

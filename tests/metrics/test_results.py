@@ -104,3 +104,32 @@ def test_every_result_is_a_metric_result_and_still_a_named_tuple(make):
     first, *rest = result  # tuple unpacking keeps the old fields in order
     assert first == result.score and len(rest) == len(fields) - 1
     assert type(result)._make(tuple(result)).score == result.score and not hasattr(result, "__dict__")
+
+
+def test_a_smaller_budget_is_the_larger_results_prefix():
+    """``truncated`` equals the metric run with the smaller budget: the URC always, the blurring test
+    with each image's sigma fixed (given, or the map-independent "full" search); with random maps so
+    that the curves move at every step."""
+    from captum_uncertainty.metrics import full_blur_sigma, pixel_budget
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 9, 9, dtype=DT)
+    maps = torch.rand(6, 1, 9, 9, dtype=DT)
+
+    def uncertainty(images):
+        return (images[:, 0, 2:5, 2:5].sum((1, 2)) + 0.1 * images.flatten(1).sum(1)).to(DT)
+
+    small, large = pixel_budget(0.1, 9, 9), pixel_budget(0.4, 9, 9)
+    assert (small, large) == (8, 32)
+    urc = uncertainty_reduction_curve(uncertainty, x, maps, fraction=0.4)
+    cut = urc.truncated(small)
+    expected = uncertainty_reduction_curve(uncertainty, x, maps, fraction=0.1)
+    assert cut.score == expected.score and torch.equal(cut.curve, expected.curve)
+    assert torch.equal(cut.per_image, expected.per_image) and cut.score != urc.score
+    sigma = full_blur_sigma(uncertainty, x, sigma_step=0.5, max_sigma=3.0)
+    blur = blurring_test(uncertainty, x, maps, fraction=0.4, sigma=sigma).truncated(small)
+    expected = blurring_test(uncertainty, x, maps, fraction=0.1, sigma_step=0.5, max_sigma=3.0, sigma_selection="full")
+    assert (blur.murr, blur.auc_urr) == (expected.murr, expected.auc_urr)
+    assert torch.equal(blur.curve, expected.curve) and torch.equal(blur.sigma, expected.sigma)
+    with pytest.raises(ValueError, match="steps"):
+        urc.truncated(large + 1)

@@ -49,7 +49,9 @@ def pixel_ranks(pixel_maps: Tensor) -> Tensor:
 
 
 def pixel_budget(fraction: float, height: int, width: int) -> int:
-    """``T = round(fraction * H * W)`` pixels (half away from zero), at least 1."""
+    """The number of pixels ``T`` a budget ``fraction`` of an ``H x W`` image means, as every
+    metric counts it: ``round(fraction * H * W)`` (half away from zero), at least 1 (features:
+    ``height=F, width=1``)."""
     return max(1, int(math.floor(fraction * height * width + 0.5)))
 
 
