@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from captum_uncertainty._hashing import tensor_sha256
 from captum_uncertainty._validation import check_choice, check_positive_int
 from captum_uncertainty.posterior._protocol import Posterior
+from captum_uncertainty.posterior._shared_trunk import check_share_trunk, input_layout, shared_run_agrees
 from captum_uncertainty.posterior._utils import (
     batch_size_of,
     check_member_output,
@@ -112,9 +113,7 @@ class MCDropout(Posterior):
         check_positive_int(num_samples, "num_samples")
         self.mask_layout = check_choice(mask_layout, "mask_layout", MASK_LAYOUTS)
         self.max_features = check_positive_int(max_features, "max_features")
-        if share_trunk not in (True, False, "auto"):
-            raise ValueError(f"share_trunk must be True, False or 'auto', got {share_trunk!r}")
-        self.share_trunk = share_trunk
+        self.share_trunk = check_share_trunk(share_trunk)
         self._trunk_checked: Dict[Tuple[Any, ...], bool] = {}
         self.model = model
         self.dropouts = (
@@ -189,20 +188,12 @@ class MCDropout(Posterior):
             return super().forward(*inputs)  # hooks inside hookable() expect S x N rows at every layer
         if self.share_trunk is True:
             return self._run_shared(inputs)
-        key = tuple((tuple(x.shape[1:]), x.dtype, x.device) if isinstance(x, Tensor) else type(x) for x in inputs)
+        key = input_layout(inputs)
         if key not in self._trunk_checked:
-            self._trunk_checked[key] = self._trunk_agrees(inputs)
+            self._trunk_checked[key] = shared_run_agrees(
+                lambda: super(MCDropout, self).forward(*inputs), lambda: self._run_shared(inputs)
+            )
         return self._run_shared(inputs) if self._trunk_checked[key] else super().forward(*inputs)
-
-    def _trunk_agrees(self, inputs: Tuple[Any, ...]) -> bool:
-        """The shared-trunk run equals the unshared one on ``inputs`` (and does not fail)."""
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            plain = super().forward(*inputs)
-            try:
-                shared = self._run_shared(inputs)
-            except (RuntimeError, ValueError, IndexError):
-                return False
-        return shared.shape == plain.shape and bool(torch.allclose(shared, plain, rtol=1e-5, atol=1e-5))
 
     def _run_shared(self, inputs: Tuple[Any, ...]) -> Tensor:
         count, batch = self.num_samples, batch_size_of(inputs)

@@ -6,13 +6,20 @@ import copy
 import itertools
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from captum_uncertainty._validation import check_choice, check_positive_int
 from captum_uncertainty.posterior._protocol import Posterior
+from captum_uncertainty.posterior._shared_trunk import (
+    SharedTrunk,
+    check_share_trunk,
+    input_layout,
+    run_shared,
+    shared_run_agrees,
+)
 from captum_uncertainty.posterior._utils import (
     batch_size_of,
     per_sample_slices,
@@ -73,6 +80,24 @@ class DeepEnsemble(Posterior):
             in architecture or vmap fails). Default: ``"loop"``, because on CPU the measured
             vmap forward+backward of the MNIST CNN ensemble is slower than the loop (see
             ``benchmarks/RESULTS.md``).
+        share_trunk (bool or str, keyword only): run once what the members share. Members that
+            are copies of one architecture and differ only in some layers (last-layer Laplace
+            or SWAG weight samples, heads trained on one frozen backbone, which may be the same
+            module object in every member) compute the same values up to the first layer whose
+            weights differ: the members' weights say which layers those are (found again when a
+            weight changes). Member 0 then runs on the ``N`` inputs; the first differing layer
+            repeats its rows once per member (sample-major) and every differing layer computes
+            member ``s``'s block with member ``s``'s own layer, so the backward pass goes through
+            the shared part once. A differing layer must have no submodules and take a tensor
+            first. ``"auto"`` checks the shared run against the members run one by one on the
+            first call for each input layout (equal within 1e-5, else the members run one by one
+            for that layout, e.g. a model that mixes its rows after the first differing layer),
+            ``True`` uses it without the check, ``False`` never. Members that share nothing
+            (independently trained), ``strategy="vmap"``, forward hooks on a member (Captum's
+            layer methods) and :meth:`hookable` blocks (FullGrad) run the members one by one.
+            Default: ``"auto"``, because with the samples differing in the last layer most of the
+            network runs once instead of ``S`` times (see ``benchmarks/RESULTS.md``, "Shared
+            trunks").
 
     Examples::
 
@@ -82,14 +107,17 @@ class DeepEnsemble(Posterior):
 
     STRATEGIES = ("loop", "vmap", "auto")
 
-    def __init__(self, members: Sequence[nn.Module], strategy: str = "loop") -> None:
+    def __init__(self, members: Sequence[nn.Module], strategy: str = "loop", *, share_trunk: Any = "auto") -> None:
         super().__init__()
         self.members = nn.ModuleList(check_members(members, "members"))
         check_choice(strategy, "strategy", self.STRATEGIES)
         if strategy == "vmap" and not same_architecture(self.members):
             raise ValueError("strategy='vmap' needs members of the same architecture; use strategy='loop'")
         self.strategy = strategy
+        self.share_trunk = check_share_trunk(share_trunk)
         self._chosen: Dict[Tuple[Any, ...], str] = {}
+        self._trunk = SharedTrunk()
+        self._trunk_agrees: Dict[Tuple[Any, ...], bool] = {}
 
     @property
     def num_samples(self) -> int:
@@ -103,7 +131,33 @@ class DeepEnsemble(Posterior):
         return self.members[sample]
 
     def forward(self, *inputs: Any) -> Tensor:
+        """All members on the same inputs, ``(S, N, C)``: through the shared trunk when
+        ``share_trunk`` allows it (see the class docstring), else member by member."""
+        layers = self._shared_layers(inputs)
+        if layers is not None:
+            return self._run_shared(inputs, layers)
         return self._run(inputs, per_sample=False)
+
+    def _shared_layers(self, inputs: Tuple[Any, ...]) -> Optional[List[str]]:
+        """The differing layers to run the members through as one, or ``None`` to run them one by one."""
+        if self.share_trunk is False or self.strategy == "vmap" or self._hooks_expected or len(self.members) == 1:
+            return None
+        if any(module._forward_hooks for member in self.members for module in member.modules()):
+            return None  # someone else's hooks expect each member's own rows
+        layers = self._trunk.layers(list(self.members))
+        if layers is None or self.share_trunk is True:
+            return layers
+        key = (tuple(layers), input_layout(inputs))
+        if key not in self._trunk_agrees:
+            self._trunk_agrees[key] = shared_run_agrees(
+                lambda: self._run(inputs, per_sample=False), lambda: self._run_shared(inputs, layers)
+            )
+        return layers if self._trunk_agrees[key] else None
+
+    def _run_shared(self, inputs: Tuple[Any, ...], layers: List[str]) -> Tensor:
+        refuse_active_stochastic_layers(self.members)
+        with preserved_modes(self.members):
+            return run_shared(list(self.members), layers, inputs, self.output_reader)
 
     def forward_single(self, sample: int, *inputs: Any) -> Tensor:
         """Member ``sample``'s ``(N, C)`` output (the member alone)."""
@@ -116,12 +170,16 @@ class DeepEnsemble(Posterior):
 
     @contextmanager
     def hookable(self) -> Iterator[None]:
-        previous = self.strategy
-        self.strategy = "loop"
+        """Inside the block every member runs as itself, one after another (no ``torch.func``
+        batching, no shared trunk), so that hooks on its layers see its own ``N`` rows."""
+        previous = self.strategy, self._hooks_expected
+        self.strategy, self._hooks_expected = "loop", True
         try:
             yield
         finally:
-            self.strategy = previous
+            self.strategy, self._hooks_expected = previous
+
+    _hooks_expected: bool = False
 
     def forward_per_sample(self, *inputs: Any) -> Tensor:
         return self._run(inputs, per_sample=True)
@@ -205,6 +263,8 @@ class WeightSamples(DeepEnsemble):
         state_dicts (sequence of dict): one state dict per posterior sample (``strict``
             loading: every key must match).
         strategy (str): as in :class:`DeepEnsemble`.
+        share_trunk (bool or str, keyword only): as in :class:`DeepEnsemble`; samples that differ
+            only in some layers (last-layer Laplace) run the rest once. Default: ``"auto"``.
 
     Examples::
 
@@ -212,7 +272,14 @@ class WeightSamples(DeepEnsemble):
         >>> posterior = WeightSamples.from_factory(sample_model, num_samples=10)
     """
 
-    def __init__(self, model: nn.Module, state_dicts: Sequence[Dict[str, Tensor]], strategy: str = "loop") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        state_dicts: Sequence[Dict[str, Tensor]],
+        strategy: str = "loop",
+        *,
+        share_trunk: Any = "auto",
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         state_dicts = list(state_dicts)
@@ -228,7 +295,7 @@ class WeightSamples(DeepEnsemble):
             except RuntimeError as error:
                 raise ValueError(f"state_dicts[{index}] does not fit the model: {error}") from None
             copies.append(member)
-        super().__init__(copies, strategy=strategy)
+        super().__init__(copies, strategy=strategy, share_trunk=share_trunk)
 
     @classmethod
     def from_factory(cls, factory: Callable[[], Any], num_samples: int, strategy: str = "loop") -> "DeepEnsemble":
