@@ -21,10 +21,12 @@ from captum_uncertainty.attr._utils.checks import (
 from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
 from captum_uncertainty.attr._utils.gradients import unseen_bias_layers
 from captum_uncertainty.attr._utils.ua_backprop import (
+    PATH_INTEGRALS,
     class_relevances,
     logit_uncertainties,
     path_relevances,
     pixel_distribution,
+    progress_bar,
     scale_space_path,
     straight_paths,
     warn_if_costly,
@@ -74,7 +76,10 @@ class UABackprop(GradientAttribution):
     Properties (with ``normalize=True``): *completeness*, ``sum M(x) = U(x)`` (App. A.3), for every
     measure and path; *positivity* for the epistemic, aleatoric and total measures (every
     ``U_{g_j} >= 0``). The readings where the paper leaves room, the costs and the measurements
-    behind the defaults are on :ref:`ua-backprop-defaults`.
+    behind the defaults are on :ref:`ua-backprop-defaults`. A call whose backward passes (one per
+    class, and per path point on the path integrals) reach 20 times Blur IG's default call warns
+    once, naming the cheaper methods, and shows a progress bar over the classes and samples when
+    stderr is a terminal.
 
     Args:
         forward_func (UncertaintyForward): the uncertainty to explain, of a classifier; the
@@ -223,12 +228,25 @@ class UABackprop(GradientAttribution):
             warn_if_costly(logits.shape[-1], path, n_steps)
             shares = logit_uncertainties(logits, tau1, normalize, measures, target)  # (M, S, N, C)
             maps = torch.zeros((len(measures),) + _map_shape(inputs), dtype=inputs.dtype, device=inputs.device)
-            for samples, start, stop, relevance in chunks:  # relevance (k, S', N, *input shape)
-                distribution = pixel_distribution(relevance.flatten(0, 2), tau2, normalize)
-                distribution = distribution.view(tuple(relevance.shape[:3]) + tuple(distribution.shape[1:]))
-                # Eq. 9: sum over classes of the chunk and over its samples, weighted by U_{z_i^s}
-                weights = shares[:, samples, :, start:stop].transpose(-1, -2)
-                maps = maps + torch.einsum("mskn,ksn...->mn...", weights, distribution)
+            # the path integrals show their own bar over path points; the class paths one over classes
+            classes = logits.shape[-1]
+            progress = (
+                None
+                if path in PATH_INTEGRALS
+                else progress_bar(classes, classes * logits.shape[0], "UABackprop class x sample relevances")
+            )
+            try:
+                for samples, start, stop, relevance in chunks:  # relevance (k, S', N, *input shape)
+                    distribution = pixel_distribution(relevance.flatten(0, 2), tau2, normalize)
+                    distribution = distribution.view(tuple(relevance.shape[:3]) + tuple(distribution.shape[1:]))
+                    # Eq. 9: sum over classes of the chunk and over its samples, weighted by U_{z_i^s}
+                    weights = shares[:, samples, :, start:stop].transpose(-1, -2)
+                    maps = maps + torch.einsum("mskn,ksn...->mn...", weights, distribution)
+                    if progress is not None:
+                        progress.update(int(relevance.shape[0] * relevance.shape[1]))
+            finally:
+                if progress is not None:
+                    progress.close()
         result = maps / logits.shape[0]  # Eq. 9: 1/S
         if decompose:
             return Decomposition(*result)

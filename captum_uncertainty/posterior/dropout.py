@@ -87,7 +87,7 @@ class MCDropout(Posterior):
             without the check (a model whose rows change count before a dropout layer, by a
             reshape, can then be grouped wrongly), ``False`` never. Default: ``"auto"``, because with dropout
             before the head most of the network runs once instead of ``S`` times (see
-            ``benchmarks/RESULTS.md``, "MC dropout with a shared trunk").
+            ``benchmarks/RESULTS.md``, "Shared trunks").
 
     Examples::
 

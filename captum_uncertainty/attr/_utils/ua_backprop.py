@@ -34,6 +34,9 @@ from captum_uncertainty.posterior import DeepEnsemble, Posterior, tensor_output
 
 __all__ = [
     "COST_WARNING_FACTOR",
+    "PATH_INTEGRALS",
+    "PROGRESS_DISABLE",
+    "progress_bar",
     "warn_if_costly",
     "BLUR_GRAD_STEP",
     "RELEVANCE_NUMBERS_PER_CHUNK",
@@ -344,18 +347,27 @@ def path_relevances(
     if internal_batch_size is None:
         internal_batch_size = bounded_path_points(num_classes, num_samples, inputs)
 
+    points_total = sum(len(nodes) for _, nodes, _, _ in paths)
+    progress = progress_bar(num_classes * points_total, points_total, "UABackprop path points")
+
     def class_gradients(points: Tuple[Tensor, ...], count: int) -> List[Tuple[Tensor, ...]]:
         (flat,) = points
         stacked = flat.unsqueeze(0).expand((num_samples,) + tuple(flat.shape)).clone().requires_grad_(True)
         with torch.enable_grad():
             path_logits = forward.logits_per_sample(stacked, repeat_batch_args(args, batch, count))
             chunks = [gradient for _, _, (gradient,) in class_gradient_chunks(path_logits, [stacked], classes_per_pass)]
+        if progress is not None:
+            progress.update(count)
         return [(torch.cat(chunks),)]  # (C, S, count * N, ...)
 
     relevance = torch.zeros((num_classes, num_samples) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
-    for path_function, nodes, weights, displacement in paths:
-        ((integral,),) = integrate_path(path_function, class_gradients, nodes, weights, batch, internal_batch_size)
-        relevance += (integral if displacement is None else integral * displacement) / len(paths)
+    try:
+        for path_function, nodes, weights, displacement in paths:
+            ((integral,),) = integrate_path(path_function, class_gradients, nodes, weights, batch, internal_batch_size)
+            relevance += (integral if displacement is None else integral * displacement) / len(paths)
+    finally:
+        if progress is not None:
+            progress.close()
     yield slice(None), 0, num_classes, relevance
 
 
@@ -365,13 +377,41 @@ COST_WARNING_FACTOR = 20
 BLUR_IG_DEFAULT_STEPS = 50
 
 
+#: The UA-Backprop paths that integrate every class logit along a path.
+PATH_INTEGRALS = ("integrated_gradients", "blur_integrated_gradients")
+
+#: ``disable`` of UA-Backprop's progress bar on costly calls: ``None`` lets tqdm show it only when
+#: stderr is a terminal (not in logs or tests).
+PROGRESS_DISABLE: Optional[bool] = None
+
+
+def _backward_passes(num_classes: int, path: str, n_steps: int) -> int:
+    """UA-Backprop's backward passes of the posterior over the batch: one per class, and per path
+    point on the path integrals."""
+    return num_classes * (n_steps if path in PATH_INTEGRALS else 1)
+
+
+def _is_costly(passes: int) -> bool:
+    return passes / BLUR_IG_DEFAULT_STEPS >= COST_WARNING_FACTOR
+
+
+def progress_bar(passes: int, total: int, description: str) -> Any:
+    """A tqdm bar of ``total`` units for a call of ``passes`` backward passes costly enough to warn
+    about (:func:`warn_if_costly`), or ``None`` for a short call; the caller updates and closes it."""
+    if not _is_costly(passes):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, disable=PROGRESS_DISABLE, leave=False)
+
+
 def warn_if_costly(num_classes: int, path: str, n_steps: int) -> None:
     """One warning when UA-Backprop costs ``COST_WARNING_FACTOR`` times Blur IG's default call or
     more: one backward pass per class (per path point on the path integrals) against Blur IG's one
     per step, naming the cheaper method."""
-    passes = num_classes * (n_steps if path in ("integrated_gradients", "blur_integrated_gradients") else 1)
+    passes = _backward_passes(num_classes, path, n_steps)
     factor = passes / BLUR_IG_DEFAULT_STEPS
-    if factor >= COST_WARNING_FACTOR:
+    if _is_costly(passes):
         per = "class and path point" if passes > num_classes else "class"
         warnings.warn(
             f"UABackprop(path={path!r}) runs one backward pass per {per} ({passes} passes of the posterior "
