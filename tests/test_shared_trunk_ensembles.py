@@ -205,3 +205,28 @@ def test_weights_changed_in_place_are_seen_and_hooks_of_others_make_members_run_
 def test_share_trunk_is_checked():
     with pytest.raises(ValueError, match="share_trunk must be True, False or 'auto'"):
         DeepEnsemble(multi_head(), share_trunk=1)
+
+
+def test_an_explicit_trunk_runs_once_under_heads_of_different_architectures(x):
+    shared_backbone = backbone()
+    torch.manual_seed(6)
+    heads = [
+        nn.Linear(12, 5).to(DT),
+        nn.Sequential(nn.Linear(12, 7), nn.Tanh(), nn.Linear(7, 5)).to(DT),
+        nn.Sequential(nn.Linear(12, 3), nn.ReLU(), nn.Linear(3, 5)).to(DT),
+    ]
+    explicit = DeepEnsemble([h.eval() for h in heads], trunk=shared_backbone)
+    plain = DeepEnsemble([nn.Sequential(shared_backbone, h).eval() for h in heads], share_trunk=False)
+    assert explicit._trunk.layers(list(explicit.members)) is None  # the weights cannot show it
+    recorder = shared_backbone[0]
+    with torch.no_grad():
+        recorder.rows.clear()
+        outputs = explicit(x)
+        assert recorder.rows == [x.shape[0]]
+        torch.testing.assert_close(outputs, plain(x), rtol=1e-12, atol=1e-12)
+    explicit_maps = _maps(UncertaintyForward(explicit, "epistemic"), x)
+    plain_maps = _maps(UncertaintyForward(plain, "epistemic"), x)
+    for name, expected in plain_maps.items():
+        torch.testing.assert_close(explicit_maps[name], expected, rtol=1e-7, atol=1e-10, msg=name)
+    with pytest.raises(TypeError, match="trunk must be an nn.Module"):
+        DeepEnsemble(heads, trunk="backbone")

@@ -28,7 +28,7 @@ from captum_uncertainty.posterior._utils import (
     stack_sample_outputs,
 )
 
-__all__ = ["same_architecture", "check_members", "DeepEnsemble", "WeightSamples"]
+__all__ = ["same_architecture", "check_members", "DeepEnsemble", "HeadOnTrunk", "WeightSamples"]
 
 
 # ----------------------------------------------------------------------------- ensembles
@@ -98,6 +98,13 @@ class DeepEnsemble(Posterior):
             Default: ``"auto"``, because with the samples differing in the last layer most of the
             network runs once instead of ``S`` times (see ``benchmarks/RESULTS.md``, "Shared
             trunks").
+        trunk (nn.Module, keyword only, optional): a module whose output every member reads,
+            for heads the weights cannot show to share a backbone (heads of different
+            architectures): sample ``s`` computes ``members[s](trunk(*inputs))``, and the
+            forward runs ``trunk`` once and every head on its output (exactly the members'
+            computation, so nothing is checked). Hook-based methods (FullGrad inside
+            :meth:`hookable`) and per-sample inputs (UA-Backprop) run ``trunk`` for each member.
+            Default: ``None``, the members take the inputs.
 
     Examples::
 
@@ -107,9 +114,20 @@ class DeepEnsemble(Posterior):
 
     STRATEGIES = ("loop", "vmap", "auto")
 
-    def __init__(self, members: Sequence[nn.Module], strategy: str = "loop", *, share_trunk: Any = "auto") -> None:
+    def __init__(
+        self,
+        members: Sequence[nn.Module],
+        strategy: str = "loop",
+        *,
+        share_trunk: Any = "auto",
+        trunk: Optional[nn.Module] = None,
+    ) -> None:
         super().__init__()
-        self.members = nn.ModuleList(check_members(members, "members"))
+        heads = check_members(members, "members")
+        if trunk is not None and not isinstance(trunk, nn.Module):
+            raise TypeError(f"trunk must be an nn.Module or None, got {type(trunk).__name__}")
+        self.trunk = trunk
+        self.members = nn.ModuleList(heads if trunk is None else [HeadOnTrunk(trunk, head) for head in heads])
         check_choice(strategy, "strategy", self.STRATEGIES)
         if strategy == "vmap" and not same_architecture(self.members):
             raise ValueError("strategy='vmap' needs members of the same architecture; use strategy='loop'")
@@ -133,10 +151,24 @@ class DeepEnsemble(Posterior):
     def forward(self, *inputs: Any) -> Tensor:
         """All members on the same inputs, ``(S, N, C)``: through the shared trunk when
         ``share_trunk`` allows it (see the class docstring), else member by member."""
+        if self.trunk is not None and not self._hooks_expected:
+            return self._run_heads(self.trunk, inputs)
         layers = self._shared_layers(inputs)
         if layers is not None:
             return self._run_shared(inputs, layers)
         return self._run(inputs, per_sample=False)
+
+    def _run_heads(self, trunk: nn.Module, inputs: Tuple[Any, ...]) -> Tensor:
+        """The explicit trunk once, every head on its output."""
+        heads = [member.head for member in self.members if isinstance(member, HeadOnTrunk)]
+        refuse_active_stochastic_layers(self.members)
+        with preserved_modes(self.members):
+            features = trunk(*inputs)
+            outputs = []
+            for s, head in enumerate(heads):
+                with self.running(s):
+                    outputs.append(head(features))
+        return stack_sample_outputs(outputs, batch_size_of(inputs), self.output_reader)
 
     def _shared_layers(self, inputs: Tuple[Any, ...]) -> Optional[List[str]]:
         """The differing layers to run the members through as one, or ``None`` to run them one by one."""
@@ -250,6 +282,17 @@ class DeepEnsemble(Posterior):
             except Exception:  # vmap cannot run these members: keep the loop
                 timings[candidate] = float("inf")
         return min(timings, key=timings.__getitem__)
+
+
+class HeadOnTrunk(nn.Module):
+    """One member of a :class:`DeepEnsemble` with an explicit ``trunk``: ``head(trunk(*inputs))``."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.trunk, self.head = trunk, head
+
+    def forward(self, *inputs: Any) -> Any:
+        return self.head(self.trunk(*inputs))
 
 
 class WeightSamples(DeepEnsemble):
