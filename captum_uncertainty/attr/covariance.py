@@ -18,7 +18,12 @@ from captum_uncertainty.attr._utils.formatting import (
     format_inputs,
     format_output,
 )
-from captum_uncertainty.attr._utils.samples import default_target, format_target, sample_explained_module
+from captum_uncertainty.attr._utils.samples import (
+    bounded_attribute_kwargs,
+    default_target,
+    format_target,
+    sample_explained_module,
+)
 from captum_uncertainty.forward import UncertaintyForward
 
 __all__ = ["SUPPORTED_MODES", "CovarianceAttribution"]
@@ -107,7 +112,10 @@ class CovarianceAttribution(Attribution):
                 For a Gaussian forward a column of the raw member outputs; default ``None``, each
                 sample's predicted mean.
             **attribute_kwargs: arguments of the Captum class's ``attribute`` (``baselines``,
-                ``n_steps``, ``additional_forward_args``, ``n_samples``...).
+                ``n_steps``, ``additional_forward_args``, ``n_samples``...). A class that takes
+                ``internal_batch_size`` (IntegratedGradients) gets the bound of the package's path
+                methods when none is given (as many path points as keep ``points x numbers per
+                input`` within ``2**24``), so that large inputs fit in memory; pass one to change it.
 
         Returns:
             Tensor or tuple of Tensor: the map(s), of the shape(s) and structure of the Captum
@@ -133,7 +141,9 @@ class CovarianceAttribution(Attribution):
         returns_tuple = False
         for s in range(forward.posterior.num_samples):
             method = self.attribution_class(sample_explained_module(forward, s, captum_target), **self.init_kwargs)
-            result = method.attribute(explained, target=captum_target, **attribute_kwargs)
+            result = method.attribute(
+                explained, target=captum_target, **bounded_attribute_kwargs(method, tensors, attribute_kwargs)
+            )
             returns_tuple = isinstance(result, tuple)
             explanations.append(_explanation_tensors(result, batch))
         return format_output(_covariance_maps(explanations, mode), returns_tuple)

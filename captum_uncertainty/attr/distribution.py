@@ -12,7 +12,12 @@ from torch import Tensor
 from captum_uncertainty._validation import check_non_negative_number
 from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
 from captum_uncertainty.attr._utils.formatting import additional_args_tuple
-from captum_uncertainty.attr._utils.samples import default_target, format_target, sample_explained_module
+from captum_uncertainty.attr._utils.samples import (
+    bounded_attribute_kwargs,
+    default_target,
+    format_target,
+    sample_explained_module,
+)
 from captum_uncertainty.forward import UncertaintyForward
 
 __all__ = ["ExplanationDistribution", "DistributionResult"]
@@ -106,7 +111,10 @@ class ExplanationDistribution:
                 the raw member outputs (``0`` the mean, ``1`` the variance head); default
                 ``None``, each sample's predicted mean.
             **attribute_kwargs: arguments of the Captum class's ``attribute`` (``n_steps``,
-                ``baselines``, ``n_samples``...).
+                ``baselines``, ``n_samples``...). A class that takes ``internal_batch_size``
+                (IntegratedGradients) gets the bound of the package's path methods when none is
+                given (as many path points as keep ``points x numbers per input`` within
+                ``2**24``), so that large inputs fit in memory; pass one to change it.
 
         Returns:
             DistributionResult: ``samples`` ``(S, N, ...)``, ``mean``, ``std``, ``cv``, and
@@ -125,7 +133,8 @@ class ExplanationDistribution:
         for s in range(forward.posterior.num_samples):
             module = sample_explained_module(forward, s, captum_target)
             method = self.attribution_class(module, **self.init_kwargs)
-            maps.append(method.attribute(inputs, target=captum_target, **attribute_kwargs).detach())
+            options = bounded_attribute_kwargs(method, (inputs,), attribute_kwargs)
+            maps.append(method.attribute(inputs, target=captum_target, **options).detach())
         samples = torch.stack(maps)
         mean = samples.mean(0)
         std = samples.std(0, unbiased=False)

@@ -81,3 +81,34 @@ def test_an_explicit_internal_batch_size_wins_and_mc_dropout_counts_its_samples(
     twenty = UncertaintyForward(MCDropout(model, num_samples=20, share_trunk=False))
     assert path_engine.bounded_internal_batch_size(twenty, (torch.rand(2, 3, 224, 224),), None) == 5
     assert path_engine.bounded_internal_batch_size(twenty, (torch.rand(8, 3, 224, 224),), None) == 8  # one step
+
+
+@pytest.mark.parametrize("method", ["distribution", "covariance"])
+def test_per_sample_explanations_with_captums_ig_get_the_bound_too(method, monkeypatch):
+    """Each sample's Captum IG gets the bound for one sample unless the caller gives one."""
+    from captum.attr import IntegratedGradients
+
+    from captum_uncertainty import CovarianceAttribution, ExplanationDistribution
+
+    members = _members()
+    uf = UncertaintyForward(members, "epistemic")
+    x = torch.rand(4, 1, 8, 8)
+
+    def run(**chunk):
+        if method == "distribution":
+            return ExplanationDistribution(uf, IntegratedGradients).attribute(x, n_steps=16, **chunk).samples
+        return CovarianceAttribution(uf, IntegratedGradients).attribute(x, n_steps=16, **chunk)
+
+    unbounded = run(internal_batch_size=10_000)
+    budget = 64 * 12  # points x numbers per input: 12 points of 8 x 8 images, one sample at a time
+    monkeypatch.setattr(path_engine, "PATH_NUMBERS_PER_CHUNK", budget)
+    counter = _RowCounter([m[0] for m in members])
+    try:
+        bounded = run()
+        assert 0 < counter.rows <= 12, counter.rows
+        counter.rows = 0
+        run(internal_batch_size=8)  # the caller's bound wins
+        assert counter.rows == 8
+    finally:
+        counter.remove()
+    torch.testing.assert_close(bounded, unbounded, atol=1e-6, rtol=1e-5)

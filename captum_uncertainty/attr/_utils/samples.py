@@ -10,15 +10,17 @@ its raw output columns.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import inspect
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from captum_uncertainty.attr._utils.path import bounded_internal_batch_size
 from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.likelihoods import Gaussian
 
-__all__ = ["default_target", "format_target", "sample_explained_module"]
+__all__ = ["bounded_attribute_kwargs", "default_target", "format_target", "sample_explained_module"]
 
 
 def _highest_column(target: Any) -> int:
@@ -131,3 +133,17 @@ def format_target(target: Any, batch: int, device: Any, name: str = "target") ->
     if bool((values < 0).any()):
         raise ValueError(f"{name} must be non-negative output columns, got {values.tolist()}")
     return values.expand(batch)
+
+
+def bounded_attribute_kwargs(
+    method: Any, inputs: Tuple[Tensor, ...], attribute_kwargs: Dict[str, Any]
+) -> Dict[str, Any]:
+    """``attribute_kwargs`` with ``internal_batch_size`` bounded as the package's path methods bound
+    it (:func:`~captum_uncertainty.attr._utils.path.bounded_internal_batch_size`, one sample) when
+    the Captum method takes one and the caller gave none; otherwise unchanged. The maps do not
+    depend on it beyond float rounding."""
+    if "internal_batch_size" in attribute_kwargs:
+        return attribute_kwargs
+    if "internal_batch_size" not in inspect.signature(method.attribute).parameters:
+        return attribute_kwargs
+    return dict(attribute_kwargs, internal_batch_size=bounded_internal_batch_size(None, inputs, None))
