@@ -12,15 +12,21 @@ from captum.attr import IntegratedGradients, NoiseTunnel
 from torch import nn
 
 from captum_uncertainty import (
+    CLUE,
+    BlurIntegratedGradients,
+    CounterfactualPathIG,
     CovarianceAttribution,
     DeepEnsemble,
     ExplanationDistribution,
     FullGrad,
+    GuidedIntegratedGradients,
+    MCDropout,
     UABackprop,
     UncertaintyForward,
     UncertaintyIntegratedGradients,
     WeightSamples,
 )
+from captum_uncertainty.generative import VAE
 
 DT = torch.float64
 
@@ -76,6 +82,10 @@ def twins(kind: str):
     if kind == "multi_head":
         members = multi_head()
         return DeepEnsemble(members), DeepEnsemble(members, share_trunk=False)
+    if kind == "mc_dropout":  # dropout before the head: the trunk is everything before it
+        torch.manual_seed(8)
+        model = nn.Sequential(backbone(), nn.Dropout(0.5), nn.Linear(12, 5).to(DT)).eval()
+        return MCDropout(model, num_samples=4), MCDropout(model, num_samples=4, share_trunk=False)
     return laplace_twins()
 
 
@@ -122,9 +132,20 @@ def test_the_shared_run_equals_the_members_run_alone_and_runs_the_trunk_once(kin
     assert layers == ["1"]
 
 
+def _vae():
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        return VAE(image_shape=(1, 8, 8), latent_dim=3).to(DT).eval()
+
+
 def _maps(uf, x):
     """Every method's map (or summary) of the posterior behind ``uf``."""
     maps = {"uig": UncertaintyIntegratedGradients(uf).attribute(x, n_steps=8)}
+    maps["blur_ig"] = BlurIntegratedGradients(uf).attribute(x, n_steps=8)
+    maps["guided_ig"] = GuidedIntegratedGradients(uf).attribute(x, n_steps=8)
+    fiducial = torch.zeros(x.shape[0], 3, dtype=DT)
+    maps["cf_path_ig"] = CounterfactualPathIG(uf, _vae()).attribute(x, fiducial=fiducial, n_steps=8)
+    maps["clue"] = CLUE(uf, _vae()).attribute(x, max_iterations=3)
     for path in ("grad", "inputgrad", "fullgrad", "integrated_gradients", "blur_integrated_gradients"):
         maps[f"ua_{path}"] = UABackprop(uf).attribute(x, path=path, n_steps=4)
     ig = IntegratedGradients(uf)
@@ -137,14 +158,15 @@ def _maps(uf, x):
     return maps
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + ["mc_dropout"])
 def test_every_method_gives_the_members_alone_maps(kind, x):
     shared, plain = twins(kind)
     shared_maps = _maps(UncertaintyForward(shared, "epistemic"), x)
     plain_maps = _maps(UncertaintyForward(plain, "epistemic"), x)
     for name, expected in plain_maps.items():
         torch.testing.assert_close(shared_maps[name], expected, rtol=1e-7, atol=1e-10, msg=name)
-    assert any(v for v in shared._trunk_agrees.values())  # the shared run was taken
+    verdicts = shared._trunk_checked if kind == "mc_dropout" else shared._trunk_agrees
+    assert verdicts and all(verdicts.values())  # the shared run was taken
 
 
 def test_the_users_models_are_left_as_they_were_also_when_a_call_raises(x):
