@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Tuple, Union, overload
 
 from captum.attr import Attribution
 from captum.log import log_usage
@@ -74,6 +74,36 @@ class CLUE(Attribution):
     def has_convergence_delta(self) -> bool:
         return False
 
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        return_counterfactuals: Literal[False] = False,
+        *,
+        settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
+    ) -> Tensor: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        *,
+        return_counterfactuals: Literal[True],
+        settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
+    ) -> Tuple[Tensor, Counterfactuals]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        return_counterfactuals: bool = False,
+        *,
+        settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
+    ) -> Union[Tensor, Tuple[Tensor, Counterfactuals]]: ...
+
     @log_usage()
     def attribute(
         self,
@@ -82,7 +112,7 @@ class CLUE(Attribution):
         *,
         settings: Optional[ClueSettings] = None,
         **search_settings: Any,
-    ) -> Any:
+    ) -> Union[Tensor, Tuple[Tensor, Counterfactuals]]:
         r"""The CLUE map ``|x - dec(z_CLUE)|``, summed over channels for images.
 
         Args:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, NamedTuple, Optional, Union
+from typing import Any, Dict, Literal, NamedTuple, Optional, Tuple, Union, overload
 
 import torch
 from captum.attr import GradientAttribution
@@ -31,7 +31,7 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_values,
 )
 from captum_uncertainty.attr._utils.results import decomposed
-from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.forward import Decomposition, UncertaintyForward
 from captum_uncertainty.generative.protocol import (
     LatentGenerativeModel,
     check_generative_model,
@@ -202,6 +202,139 @@ class CounterfactualPathIG(GradientAttribution):
     def has_convergence_delta(self) -> bool:
         return True
 
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        fiducial: FiducialType = "clue",
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_middle",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: Literal[False] = False,
+        *,
+        decompose: Literal[False] = False,
+        return_fiducial: Literal[False] = False,
+        fiducial_kwargs: Optional[Dict[str, Any]] = None,
+        latent_end: str = "encoder",
+    ) -> Tensor: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        fiducial: FiducialType = "clue",
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_middle",
+        internal_batch_size: Optional[int] = None,
+        *,
+        return_convergence_delta: Literal[True],
+        decompose: Literal[False] = False,
+        return_fiducial: Literal[False] = False,
+        fiducial_kwargs: Optional[Dict[str, Any]] = None,
+        latent_end: str = "encoder",
+    ) -> Tuple[Tensor, Tensor]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        fiducial: FiducialType = "clue",
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_middle",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: Literal[False] = False,
+        *,
+        decompose: Literal[True],
+        return_fiducial: Literal[False] = False,
+        fiducial_kwargs: Optional[Dict[str, Any]] = None,
+        latent_end: str = "encoder",
+    ) -> Decomposition: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        fiducial: FiducialType = "clue",
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_middle",
+        internal_batch_size: Optional[int] = None,
+        *,
+        return_convergence_delta: Literal[True],
+        decompose: Literal[True],
+        return_fiducial: Literal[False] = False,
+        fiducial_kwargs: Optional[Dict[str, Any]] = None,
+        latent_end: str = "encoder",
+    ) -> Tuple[Decomposition, Decomposition]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        fiducial: FiducialType = "clue",
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_middle",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: Literal[False] = False,
+        *,
+        decompose: bool = False,
+        return_fiducial: Literal[True],
+        fiducial_kwargs: Optional[Dict[str, Any]] = None,
+        latent_end: str = "encoder",
+    ) -> CounterfactualPathResult: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        fiducial: FiducialType = "clue",
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_middle",
+        internal_batch_size: Optional[int] = None,
+        *,
+        return_convergence_delta: Literal[True],
+        decompose: bool = False,
+        return_fiducial: Literal[True],
+        fiducial_kwargs: Optional[Dict[str, Any]] = None,
+        latent_end: str = "encoder",
+    ) -> CounterfactualPathResultWithDelta: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        fiducial: FiducialType = "clue",
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_middle",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: bool = False,
+        *,
+        decompose: bool = False,
+        return_fiducial: bool = False,
+        fiducial_kwargs: Optional[Dict[str, Any]] = None,
+        latent_end: str = "encoder",
+    ) -> Union[
+        Tensor,
+        Tuple[Tensor, Tensor],
+        Decomposition,
+        Tuple[Decomposition, Decomposition],
+        CounterfactualPathResult,
+        CounterfactualPathResultWithDelta,
+    ]: ...
+
     @log_usage()
     def attribute(
         self,
@@ -218,7 +351,14 @@ class CounterfactualPathIG(GradientAttribution):
         return_fiducial: bool = False,
         fiducial_kwargs: Optional[Dict[str, Any]] = None,
         latent_end: str = "encoder",
-    ) -> Any:
+    ) -> Union[
+        Tensor,
+        Tuple[Tensor, Tensor],
+        Decomposition,
+        Tuple[Decomposition, Decomposition],
+        CounterfactualPathResult,
+        CounterfactualPathResultWithDelta,
+    ]:
         r"""Attribute ``U(x) - U(dec(z_f))`` to the input features.
 
         The positional arguments follow Captum's ``IntegratedGradients.attribute`` order, the
@@ -316,12 +456,15 @@ class CounterfactualPathIG(GradientAttribution):
                 uncertainty_values(forward, (found.images,), args, measures, target),
             )
         deltas = [a.flatten(1).sum(1) - (at_x - at_f) for a, (at_x, at_f) in zip(attribution, ends)]
-        result, delta = decomposed(attribution, deltas) if decompose else (attribution[0], deltas[0])
+        parts: Union[Tuple[Tensor, Tensor], Tuple[Decomposition, Decomposition]] = (
+            decomposed(attribution, deltas) if decompose else (attribution[0], deltas[0])
+        )
+        result, delta = parts
         if return_fiducial:
             if return_convergence_delta:
                 return CounterfactualPathResultWithDelta(result, delta, found)
             return CounterfactualPathResult(result, found)
-        return (result, delta) if return_convergence_delta else result
+        return parts if return_convergence_delta else result
 
     def fiducials(self, inputs: Tensor, fiducial: FiducialType = "clue", **search_kwargs: Any) -> Fiducials:
         """The fiducial of each input, with both uncertainties and both predicted classes."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Tuple, Union, overload
 
 import torch
 from captum.attr import Attribution
@@ -66,6 +66,48 @@ class DeltaCLUE(Attribution):
     def has_convergence_delta(self) -> bool:
         return False
 
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        delta: float = 2.0,
+        n_starts: int = 5,
+        aggregate: str = "best",
+        seed: int = 0,
+        return_counterfactuals: Literal[False] = False,
+        *,
+        settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
+    ) -> Tensor: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        delta: float = 2.0,
+        n_starts: int = 5,
+        aggregate: str = "best",
+        seed: int = 0,
+        *,
+        return_counterfactuals: Literal[True],
+        settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
+    ) -> Tuple[Tensor, Counterfactuals]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        delta: float = 2.0,
+        n_starts: int = 5,
+        aggregate: str = "best",
+        seed: int = 0,
+        return_counterfactuals: bool = False,
+        *,
+        settings: Optional[ClueSettings] = None,
+        **search_settings: Any,
+    ) -> Union[Tensor, Tuple[Tensor, Counterfactuals]]: ...
+
     @log_usage()
     def attribute(
         self,
@@ -78,7 +120,7 @@ class DeltaCLUE(Attribution):
         *,
         settings: Optional[ClueSettings] = None,
         **search_settings: Any,
-    ) -> Any:
+    ) -> Union[Tensor, Tuple[Tensor, Counterfactuals]]:
         r"""One delta-CLUE map per input.
 
         Args:

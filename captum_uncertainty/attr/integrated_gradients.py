@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Literal, Optional, Sequence, Tuple, overload
+from typing import Any, List, Literal, Optional, Sequence, Tuple, TypeVar, Union, overload
 
 import torch
 from captum.attr import GradientAttribution
@@ -28,9 +28,13 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_values,
 )
 from captum_uncertainty.attr._utils.results import decomposed, decomposed_maps
-from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.forward import Decomposition, UncertaintyForward
 
 __all__ = ["UncertaintyIntegratedGradients"]
+
+#: Captum's ``TensorOrTupleOfTensorsGeneric``: a tensor input gives a tensor, a tuple a tuple. Declared
+#: here because Captum ships no ``py.typed``, so mypy reads Captum's own TypeVar as ``Any``.
+_TensorOrTupleOfTensorsGeneric = TypeVar("_TensorOrTupleOfTensorsGeneric", Tensor, Tuple[Tensor, ...])
 
 
 class UncertaintyIntegratedGradients(GradientAttribution):
@@ -92,22 +96,7 @@ class UncertaintyIntegratedGradients(GradientAttribution):
     @overload
     def attribute(
         self,
-        inputs: TensorOrTuple,
-        baselines: BaselineType = None,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        n_steps: int = 50,
-        method: str = "gausslegendre",
-        internal_batch_size: Optional[int] = None,
-        *,
-        return_convergence_delta: Literal[True],
-        decompose: bool = False,
-    ) -> Tuple[Any, Any]: ...
-
-    @overload
-    def attribute(
-        self,
-        inputs: TensorOrTuple,
+        inputs: _TensorOrTupleOfTensorsGeneric,
         baselines: BaselineType = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
@@ -116,8 +105,73 @@ class UncertaintyIntegratedGradients(GradientAttribution):
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: Literal[False] = False,
         *,
+        decompose: Literal[False] = False,
+    ) -> _TensorOrTupleOfTensorsGeneric: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: _TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
+        return_convergence_delta: Literal[True],
+        decompose: Literal[False] = False,
+    ) -> Tuple[_TensorOrTupleOfTensorsGeneric, Tensor]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: _TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: Literal[False] = False,
+        *,
+        decompose: Literal[True],
+    ) -> Decomposition: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: _TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
+        return_convergence_delta: Literal[True],
+        decompose: Literal[True],
+    ) -> Tuple[Decomposition, Decomposition]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: _TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: bool = False,
+        *,
         decompose: bool = False,
-    ) -> Any: ...
+    ) -> Union[
+        _TensorOrTupleOfTensorsGeneric,
+        Tuple[_TensorOrTupleOfTensorsGeneric, Tensor],
+        Decomposition,
+        Tuple[Decomposition, Decomposition],
+    ]: ...
 
     @log_usage()
     def attribute(
@@ -132,7 +186,7 @@ class UncertaintyIntegratedGradients(GradientAttribution):
         return_convergence_delta: bool = False,
         *,
         decompose: bool = False,
-    ) -> Any:
+    ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor], Decomposition, Tuple[Decomposition, Decomposition]]:
         r"""Integrated Gradients of the uncertainty.
 
         Args:

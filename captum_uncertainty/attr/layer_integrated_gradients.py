@@ -40,7 +40,7 @@ from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
 from captum_uncertainty.attr._utils.formatting import (
     BaselineType,
     TargetType,
-    TensorOrTuple,
+    TensorsOrMapping,
     additional_args_tuple,
     format_baselines,
     format_inputs,
@@ -54,7 +54,7 @@ from captum_uncertainty.attr._utils.path import (
     uncertainty_values,
 )
 from captum_uncertainty.attr._utils.results import decomposed
-from captum_uncertainty.forward import UncertaintyForward
+from captum_uncertainty.forward import Decomposition, UncertaintyForward
 from captum_uncertainty.posterior import Posterior
 
 __all__ = ["LayerUncertaintyForward", "LayerUncertaintyIntegratedGradients"]
@@ -125,23 +125,7 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
     @overload
     def attribute(
         self,
-        inputs: TensorOrTuple,
-        baselines: BaselineType = None,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        n_steps: int = 50,
-        method: str = "gausslegendre",
-        internal_batch_size: Optional[int] = None,
-        *,
-        return_convergence_delta: Literal[True],
-        decompose: bool = False,
-        sum_embedding: bool = False,
-    ) -> Tuple[Any, Any]: ...
-
-    @overload
-    def attribute(
-        self,
-        inputs: TensorOrTuple,
+        inputs: TensorsOrMapping,
         baselines: BaselineType = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
@@ -150,14 +134,62 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: Literal[False] = False,
         *,
-        decompose: bool = False,
+        decompose: Literal[False] = False,
         sum_embedding: bool = False,
-    ) -> Any: ...
+    ) -> Tensor: ...
 
-    @log_usage()
+    @overload
     def attribute(
         self,
-        inputs: TensorOrTuple,
+        inputs: TensorsOrMapping,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
+        return_convergence_delta: Literal[True],
+        decompose: Literal[False] = False,
+        sum_embedding: bool = False,
+    ) -> Tuple[Tensor, Tensor]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: TensorsOrMapping,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: Literal[False] = False,
+        *,
+        decompose: Literal[True],
+        sum_embedding: bool = False,
+    ) -> Decomposition: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: TensorsOrMapping,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
+        return_convergence_delta: Literal[True],
+        decompose: Literal[True],
+        sum_embedding: bool = False,
+    ) -> Tuple[Decomposition, Decomposition]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: TensorsOrMapping,
         baselines: BaselineType = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
@@ -168,7 +200,23 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
         *,
         decompose: bool = False,
         sum_embedding: bool = False,
-    ) -> Any:
+    ) -> Union[Tensor, Tuple[Tensor, Tensor], Decomposition, Tuple[Decomposition, Decomposition]]: ...
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorsOrMapping,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        return_convergence_delta: bool = False,
+        *,
+        decompose: bool = False,
+        sum_embedding: bool = False,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor], Decomposition, Tuple[Decomposition, Decomposition]]:
         r"""Layer Integrated Gradients of the uncertainty, summed over the members.
 
         Args:
@@ -233,8 +281,10 @@ class LayerUncertaintyIntegratedGradients(GradientAttribution):
         maps = [self._member_sum(integral, at_inputs, at_baselines) for integral in integrals]
         deltas = [m.reshape(batch, -1).sum(1) - (x - b) for m, x, b in zip(maps, values_x, values_b)]
         maps = [m.sum(-1) for m in maps] if sum_embedding else maps
-        result, delta = decomposed(maps, deltas) if decompose else (maps[0], deltas[0])
-        return (result, delta) if return_convergence_delta else result
+        if decompose:
+            parts = decomposed(maps, deltas)
+            return parts if return_convergence_delta else parts[0]
+        return (maps[0], deltas[0]) if return_convergence_delta else maps[0]
 
     def _member_sum(
         self, integral: Tuple[Tensor, ...], at_inputs: Tuple[Tensor, ...], at_baselines: Tuple[Tensor, ...]

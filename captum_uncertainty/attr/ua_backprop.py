@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import closing
-from typing import Any, Optional, Tuple
+from typing import Any, Literal, Optional, Tuple, Union, overload
 
 import torch
 from captum.attr import GradientAttribution
@@ -105,6 +105,69 @@ class UABackprop(GradientAttribution):
     def has_convergence_delta(self) -> bool:
         return False
 
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        baselines: Any = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
+        path: str = "fullgrad",
+        max_sigma: Optional[float] = None,
+        tau1: Optional[float] = None,
+        tau2: Optional[float] = None,
+        normalize: bool = True,
+        decompose: Literal[False] = False,
+        classes_per_pass: Optional[int] = 1,
+        fullgrad_postprocess: str = "raw",
+    ) -> Tensor: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        baselines: Any = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
+        path: str = "fullgrad",
+        max_sigma: Optional[float] = None,
+        tau1: Optional[float] = None,
+        tau2: Optional[float] = None,
+        normalize: bool = True,
+        decompose: Literal[True],
+        classes_per_pass: Optional[int] = 1,
+        fullgrad_postprocess: str = "raw",
+    ) -> Decomposition: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor,
+        baselines: Any = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        *,
+        path: str = "fullgrad",
+        max_sigma: Optional[float] = None,
+        tau1: Optional[float] = None,
+        tau2: Optional[float] = None,
+        normalize: bool = True,
+        decompose: bool = False,
+        classes_per_pass: Optional[int] = 1,
+        fullgrad_postprocess: str = "raw",
+    ) -> Union[Tensor, Decomposition]: ...
+
     @log_usage()
     def attribute(
         self,
@@ -124,7 +187,7 @@ class UABackprop(GradientAttribution):
         decompose: bool = False,
         classes_per_pass: Optional[int] = 1,
         fullgrad_postprocess: str = "raw",
-    ) -> Any:
+    ) -> Union[Tensor, Decomposition]:
         r"""The uncertainty attribution map ``M(x)``.
 
         The positional arguments are Captum's (``IntegratedGradients.attribute``'s order); the

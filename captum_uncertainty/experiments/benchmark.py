@@ -118,7 +118,7 @@ def _as_map(attributions: Tensor) -> Tensor:
     return attributions.detach().sum(1, keepdim=True) if attributions.dim() == 4 else attributions.detach()
 
 
-def _ua_backprop(path: str, **options: str) -> Explainer:
+def _ua_backprop(path: str, **options: Any) -> Explainer:
     def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
         from captum_uncertainty.attr import UABackprop
 

@@ -69,7 +69,7 @@ class LoRAEnsemble(Posterior):
     def sample_modules(self) -> List[nn.Module]:
         return [self.model]
 
-    def _sample_identity(self) -> Dict[str, Any]:
+    def identity(self) -> Dict[str, Any]:
         return {"num_samples": self.num_samples, "adapters": list(self.adapter_names)}
 
     @contextmanager

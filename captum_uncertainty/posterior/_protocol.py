@@ -36,12 +36,20 @@ __all__ = ["Posterior", "SampleView"]
 class Posterior(nn.Module):
     """Base class of posterior sample sources.
 
-    Subclasses implement :attr:`num_samples`, :meth:`forward_per_sample` and
-    :meth:`sample_module`. ``forward(*inputs)`` returns the ``(S, N, C)`` raw outputs of all
-    samples on the same inputs; ``forward_per_sample(*inputs)`` takes inputs with a leading
-    sample dimension ``(S, N, ...)`` and feeds ``inputs[s]`` to sample ``s`` only, which lets
-    gradient methods (UA-Backprop, FullGrad) get per-sample input gradients from one backward
-    pass.
+    A source implements :attr:`num_samples` and :meth:`forward_per_sample`, which takes inputs
+    with a leading sample dimension ``(S, N, ...)``, feeds ``inputs[s]`` to sample ``s`` only and
+    returns the ``(S, N, C)`` raw outputs (so gradient methods such as UA-Backprop and FullGrad
+    get per-sample input gradients from one backward pass), marking the sample it runs with
+    :meth:`running` for hook-based methods. It returns the user's modules from
+    :meth:`sample_modules` (input checks, FullGrad's hooks, :meth:`fingerprint`) and adds what
+    else defines its samples (a seed, a scale) to :meth:`identity`. The rest has defaults it may
+    override: :meth:`forward` (all samples on the same inputs; the default repeats them ``S``
+    times, a source with a shared trunk runs it once), :meth:`forward_single`,
+    :meth:`sample_module`, :meth:`separate_sample_modules`, :meth:`hookable` and
+    :meth:`sampling`. The forward that reads a posterior
+    (:class:`~captum_uncertainty.UncertaintyForward`) calls its checks (:meth:`check_inputs`,
+    :meth:`call_checked`), so a source does not. The docs' "Add a posterior source" shows a
+    complete one.
     """
 
     #: Name of the sample being run (an ``int``), or ``None`` when all samples run as one
@@ -57,10 +65,18 @@ class Posterior(nn.Module):
         """The user's modules this posterior runs (for state checks and layer hooks)."""
         return []
 
+    def separate_sample_modules(self) -> Optional[List[nn.Module]]:
+        """The module each sample is called as in :meth:`forward_per_sample`, one call per sample
+        (sample ``s`` calls ``modules[s]`` on ``inputs[s]``, e.g. an ensemble's members), or
+        ``None`` when the samples run in a shared call (MC dropout's ``S x N`` rows). Gradient
+        methods use it to give each sample a graph of its own (UA-Backprop's per-member backward
+        passes). The base returns ``None``."""
+        return None
+
     def fingerprint(self) -> str:
         """A sha256 hex digest of what defines this posterior's samples.
 
-        It covers the class name, the number of samples, what ``_sample_identity()`` returns
+        It covers the class name, the number of samples, what ``identity()`` returns
         (seeds, draw counters, masks, which layers are sampled) and, for every sample module
         (:meth:`sample_modules`), the class of each submodule and the name, shape, dtype and
         bytes of every parameter and buffer. A retrained or reloaded model of the same
@@ -87,9 +103,9 @@ class Posterior(nn.Module):
                 f"{type(self).__name__} cannot be fingerprinted: sample_modules() returns no module whose weights "
                 "could be hashed; return them from sample_modules() or override fingerprint()"
             )
-        return fingerprint_of(type(self).__name__, self._sample_identity(), modules)
+        return fingerprint_of(type(self).__name__, self.identity(), modules)
 
-    def _sample_identity(self) -> Dict[str, Any]:
+    def identity(self) -> Dict[str, Any]:
         """What defines the samples beside the sample modules' weights, JSON-ready, for ``fingerprint()``.
 
         The base records ``num_samples`` and those of the attributes ``seed``, ``_draws`` (a

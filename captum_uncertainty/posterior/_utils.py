@@ -227,7 +227,7 @@ def expand_to_samples(inputs: Tuple[Any, ...], num_samples: int) -> Tuple[Any, .
 
 
 #: Attributes of a posterior that, when it has them, define its samples beside the modules'
-#: weights (read by :meth:`Posterior._sample_identity`): a seed, a draw counter, a drop
+#: weights (read by :meth:`Posterior.identity`): a seed, a draw counter, a drop
 #: probability, the sampled submodules and masks drawn eagerly into a list.
 IDENTITY_ATTRIBUTES = ("seed", "_draws", "p", "dropouts", "layers", "_masks")
 

@@ -124,9 +124,9 @@ class SampleCallable(Posterior):
                 "pass SampleCallable(..., fingerprint='...') (e.g. the sha256 or version of its checkpoint) or "
                 "SampleCallable(..., modules=[...])"
             )
-        return fingerprint_of(type(self).__name__, self._sample_identity(), self._modules_list)
+        return fingerprint_of(type(self).__name__, self.identity(), self._modules_list)
 
-    def _sample_identity(self) -> Dict[str, Any]:
+    def identity(self) -> Dict[str, Any]:
         fn = self.fn
         name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
         return {

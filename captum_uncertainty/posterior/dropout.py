@@ -148,7 +148,7 @@ class MCDropout(Posterior):
         self._draws += 1
         self.verified = False
 
-    def _sample_identity(self) -> Dict[str, Any]:
+    def identity(self) -> Dict[str, Any]:
         """The seed, the draw counter, the sampled dropout modules (name, class, ``p``) and where
         the masks come from: before any :meth:`resample`, the seed; after one, the generator's
         state at that point (noted when the masks are not drawn yet), else the drawn masks."""

@@ -148,6 +148,11 @@ class DeepEnsemble(Posterior):
         self.check_sample_index(sample)
         return self.members[sample]
 
+    def separate_sample_modules(self) -> Optional[List[nn.Module]]:
+        """The members: member ``s`` runs ``inputs[s]`` in a call of its own (with the loop
+        strategy; the ``vmap`` strategy calls none of them, so their hooks do not fire)."""
+        return list(self.members)
+
     def forward(self, *inputs: Any) -> Tensor:
         """All members on the same inputs, ``(S, N, C)``: through the shared trunk when
         ``share_trunk`` allows it (see the class docstring), else member by member."""

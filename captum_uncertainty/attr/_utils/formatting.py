@@ -8,7 +8,7 @@ and targets over the points of an integration path.
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -20,6 +20,7 @@ __all__ = [
     "BaselineType",
     "TargetType",
     "TensorOrTuple",
+    "TensorsOrMapping",
     "additional_args_tuple",
     "format_baselines",
     "format_inputs",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
+#: Inputs of a method that also takes a tokenizer's output (a mapping of keyword inputs).
+TensorsOrMapping = Union[Tensor, Tuple[Tensor, ...], Mapping[str, Any]]
 TargetType = Union[None, int, Tuple[int, ...], Tensor, List[Any]]
 BaselineType = Union[None, str, int, float, Tensor, Tuple[Union[int, float, Tensor], ...]]
 

@@ -30,7 +30,7 @@ from captum_uncertainty.attr._utils.path import (
     straight_path,
 )
 from captum_uncertainty.forward import UncertaintyForward, per_class_uncertainty
-from captum_uncertainty.posterior import DeepEnsemble, Posterior, tensor_output
+from captum_uncertainty.posterior import Posterior, tensor_output
 
 __all__ = [
     "COST_WARNING_FACTOR",
@@ -160,13 +160,14 @@ def _separate_member_graphs(posterior: Posterior, points: Tensor) -> Iterator[_M
     Members read ``points[s]``, views of one leaf, which ties every member's graph to it: a
     backward pass from member ``s``'s logits would also run through the others' graphs (with
     zero gradients), five times the work for five members. Inside the block a forward pre-hook on
-    each :class:`DeepEnsemble` member (a posterior that calls member ``s`` on ``points[s]``)
-    replaces that view by a detached copy that requires grad, and a forward hook keeps the
-    member's output; other posteriors get empty records and run unchanged. Hooks are removed on
+    each of the posterior's :meth:`~captum_uncertainty.Posterior.separate_sample_modules` (member
+    ``s`` called on ``points[s]``) replaces that view by a detached copy that requires grad, and a
+    forward hook keeps the member's output; other posteriors get empty records and run unchanged. Hooks are removed on
     exit, also after an error.
     """
     graphs = _MemberGraphs()
-    if not isinstance(posterior, DeepEnsemble):
+    separate = posterior.separate_sample_modules()
+    if separate is None:
         yield graphs
         return
 
@@ -184,7 +185,7 @@ def _separate_member_graphs(posterior: Posterior, points: Tensor) -> Iterator[_M
         if sample in graphs.leaves and sample not in graphs.outputs:
             graphs.outputs[sample] = tensor_output(output)
 
-    members = {id(m): m for m in posterior.members}.values()
+    members = {id(m): m for m in separate}.values()
     handles = [member.register_forward_pre_hook(own_leaf) for member in members]
     handles += [member.register_forward_hook(own_output) for member in members]
     try:
