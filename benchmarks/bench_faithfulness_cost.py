@@ -230,7 +230,9 @@ def _scores(uf: UncertaintyForward, x: Tensor, maps: Tensor, sigma: Tensor) -> D
     with warnings.catch_warnings():  # the sigma = 0 images are counted per ensemble instead
         warnings.simplefilter("ignore", UninformativeBlurWarning)
         return {
-            fraction: blurring_test(uf, x, maps, fraction=fraction, sigma=sigma, batch_size=METRIC_BATCH).murr
+            fraction: blurring_test(
+                uf, x, maps, fraction=fraction, sigma=sigma, max_examples_per_batch=METRIC_BATCH
+            ).murr
             for fraction in FRACTIONS
         }
 
@@ -244,7 +246,7 @@ def run_setting(
     x = _most_uncertain(uf, x_test, images)
     with torch.no_grad():
         classes = int(uf.sample_outputs(x[:1]).shape[-1])
-    sigma = full_blur_sigma(uf, x, SIGMA_STEP, batch_size=METRIC_BATCH)
+    sigma = full_blur_sigma(uf, x, SIGMA_STEP, max_examples_per_batch=METRIC_BATCH)
     no_blur = int((sigma == 0).sum())
     _grad(uf, x[:1], 1, classes)  # warm-up, outside every clock
     rows: List[Row] = []

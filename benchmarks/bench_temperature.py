@@ -105,7 +105,7 @@ def pair_scores(
         for reading in READINGS:
             given = {"sigma": full_sigma} if reading == "full" else {}
             result = blurring_test(
-                uf, x, maps, fraction=fraction, sigma_step=sigma_step, batch_size=METRIC_BATCH, **given
+                uf, x, maps, fraction=fraction, sigma_step=sigma_step, max_examples_per_batch=METRIC_BATCH, **given
             )
             scores["murr", fraction, reading] = result.murr
             scores["auc_urr", fraction, reading] = result.auc_urr
@@ -180,7 +180,7 @@ def main() -> None:
     with torch.no_grad():
         test_accuracy = accuracy(ensemble, data.x_test, data.y_test)
     grid: Sequence[Pair] = [(tau1, tau2) for tau1 in args.tau1 for tau2 in args.tau2]
-    full_sigma = full_blur_sigma(uf, x, args.sigma_step, batch_size=METRIC_BATCH)
+    full_sigma = full_blur_sigma(uf, x, args.sigma_step, max_examples_per_batch=METRIC_BATCH)
     results = {pair: pair_scores(uf, x, pair, args.path, args.sigma_step, full_sigma) for pair in grid}
     lines = [header_line(args, test_accuracy), ""]
     lines += markdown_table(results) + [""] + best_pair_lines(results) + paper_rank_lines(results)

@@ -370,7 +370,8 @@ def run_benchmark(
     if GENERATIVE_METHODS & chosen.keys():
         ctx.vae()  # trained (or loaded) before the clock starts: runtimes are per explanation
 
-    full_sigma = full_blur_sigma(uf, x, config.sigma_step, batch_size=METRIC_BATCH)  # map-independent: one search
+    # map-independent: one search
+    full_sigma = full_blur_sigma(uf, x, config.sigma_step, max_examples_per_batch=METRIC_BATCH)
     no_blur = int((full_sigma == 0).sum())  # reported in the results instead of warned about per map
     height, width = x.shape[-2:]
 
@@ -390,8 +391,8 @@ def run_benchmark(
         maps, seconds = _timed(explain, uf, subset, ctx)
         row: Dict[str, float] = {"runtime_s": seconds, "images": float(count)}
         # the map-independent readings at the smaller budget are the larger one's prefix
-        full = blurring_test(uf, subset, maps, fraction=0.05, sigma=sigma, batch_size=METRIC_BATCH)
-        urc = uncertainty_reduction_curve(uf, subset, maps, fraction=0.05, batch_size=METRIC_BATCH)
+        full = blurring_test(uf, subset, maps, fraction=0.05, sigma=sigma, max_examples_per_batch=METRIC_BATCH)
+        urc = uncertainty_reduction_curve(uf, subset, maps, fraction=0.05, max_examples_per_batch=METRIC_BATCH)
         for fraction in (0.02, 0.05):
             result = blurring_test(
                 uf,
@@ -399,7 +400,7 @@ def run_benchmark(
                 maps,
                 fraction=fraction,
                 sigma_step=config.sigma_step,
-                batch_size=METRIC_BATCH,
+                max_examples_per_batch=METRIC_BATCH,
                 sigma_selection="final",
             )
             row[f"murr_{fraction:.0%}"], row[f"auc_urr_{fraction:.0%}"] = result.murr, result.auc_urr

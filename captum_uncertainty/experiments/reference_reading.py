@@ -76,11 +76,13 @@ def _score(uf: UncertaintyForward, x: Tensor, maps: Tensor, reading: str, batch_
     settings = METRIC_READINGS[reading]
     sigma = settings["sigma"]
     eic = entropy_information_curve(
-        uf, x, maps, sigma=sigma, normalization=settings["normalization"], batch_size=batch_size
+        uf, x, maps, sigma=sigma, normalization=settings["normalization"], max_examples_per_batch=batch_size
     )
     row = {"aoeic": eic.area_over}
     for fraction in (0.01, 0.05):
-        urc = uncertainty_reduction_curve(uf, x, maps, fraction=fraction, sigma=sigma, batch_size=batch_size)
+        urc = uncertainty_reduction_curve(
+            uf, x, maps, fraction=fraction, sigma=sigma, max_examples_per_batch=batch_size
+        )
         row[f"urc_{fraction:.0%}"] = urc.score
     return row
 

@@ -2,9 +2,9 @@
 
 Every metric takes a forward (an :class:`~captum_uncertainty.forward.UncertaintyForward` or any
 callable mapping images to one score each; a classifier for :func:`insertion_deletion`), the
-inputs and the maps, and knows nothing about the method that made the maps. All of them build
-the perturbed images for all images and all steps (and sigmas) in chunks of ``batch_size``
-images per forward call.
+inputs and the maps (``attributions``, as in Captum's metrics), and knows nothing about the
+method that made the maps. All of them build the perturbed images for all images and all steps
+(and sigmas) in chunks of ``max_examples_per_batch`` images per forward call.
 
 - :func:`blurring_test`: Wang et al.'s MURR and AUC-URR (Sec. 5.2.1, App. B.2.1).
 - :func:`uncertainty_reduction_curve`, :func:`entropy_information_curve`: Perez et al.'s URC and

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, ClassVar, NamedTuple, Optional
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -15,11 +15,13 @@ from captum_uncertainty._typing import Forward
 from captum_uncertainty._validation import check_choice, check_int, check_optional_positive_int
 from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.metrics._utils.checks import (
+    NOT_GIVEN,
     check_fraction,
     check_images,
     check_maps,
     check_sigma_search,
     check_sigmas,
+    renamed,
 )
 from captum_uncertainty.metrics._utils.curves import (
     area_over_curve_remaining,
@@ -109,14 +111,17 @@ class BlurringResult(_BlurringFields):
 def blurring_test(
     forward_func: Forward,
     inputs: Tensor,
-    maps: Tensor,
+    attributions: Optional[Tensor] = None,
     fraction: float = 0.05,
     sigma_step: float = 0.2,
     max_sigma: float = 20.0,
-    batch_size: Optional[int] = None,
+    max_examples_per_batch: Optional[int] = None,
     sigma_selection: str = "full",
     percent: Optional[float] = None,
     sigma: Optional[Tensor] = None,
+    *,
+    maps: Any = NOT_GIVEN,
+    batch_size: Any = NOT_GIVEN,
 ) -> BlurringResult:
     r"""Wang et al.'s blurring test (Sec. 5.2.1, Eq. 13; settings from App. B.2.1).
 
@@ -161,12 +166,14 @@ def blurring_test(
             :class:`~captum_uncertainty.forward.UncertaintyForward` with ``measure="epistemic"``
             (the measure Wang evaluate).
         inputs (Tensor): images ``(N, C, H, W)``.
-        maps (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape.
+        attributions (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs'
+            shape (required).
         fraction (float): pixel budget, a share of ``H * W`` in ``(0, 1]``.
         sigma_step (float): step of the sigma grid (> 0).
         max_sigma (float): largest sigma searched (>= 0); the grid is ``0, step, ..., max``.
-        batch_size (int, optional): images per forward call (``None``: 4096); the perturbed
-            images of all steps, sigmas and images are built lazily, one call's worth at a time.
+        max_examples_per_batch (int, optional): images per forward call (``None``: 4096); the
+            perturbed images of all steps, sigmas and images are built lazily, one call's worth at
+            a time.
         sigma_selection (str): ``"full"`` (default), ``"final"``, ``"image"`` or ``"step"`` (see
             above).
         percent (float, optional): the budget in percent, ``(0, 100]``; overrides ``fraction``.
@@ -175,6 +182,8 @@ def blurring_test(
             in the ``"full"`` reading with one search (the results equal
             ``sigma_selection="full"``); allowed with ``"final"`` and ``"full"`` only.
 
+    ``maps`` and ``batch_size``, the names before this release, still work and warn.
+
     Returns:
         BlurringResult: ``murr``, ``auc_urr``, ``curve`` ``(T,)``, ``per_image`` ``(N, T)``,
         ``sigma`` ``(N,)`` and ``reference`` ``(N,)``.
@@ -182,9 +191,11 @@ def blurring_test(
     Examples::
 
         >>> uf = UncertaintyForward(models, measure="epistemic")
-        >>> r = blurring_test(uf, x, maps, fraction=0.02, batch_size=4096)
+        >>> r = blurring_test(uf, x, maps, fraction=0.02, max_examples_per_batch=4096)
         >>> r.murr, r.auc_urr
     """
+    attributions = renamed(attributions, maps, "maps", "attributions", "blurring_test", required=True)
+    batch = renamed(max_examples_per_batch, batch_size, "batch_size", "max_examples_per_batch", "blurring_test")
     if isinstance(inputs, Tensor) and inputs.dim() == 2:
         raise ValueError(
             "blurring_test blurs images (N, C, H, W); for features (N, F) use insertion_deletion or "
@@ -192,36 +203,36 @@ def blurring_test(
             "(e.g. the training mean)"
         )
     inputs = check_images(inputs)
-    ranks = pixel_ranks(check_maps(maps, inputs))
+    ranks = pixel_ranks(check_maps(attributions, inputs, "attributions"))
     fraction = check_fraction(fraction, percent)
-    batch_size = check_optional_positive_int(batch_size, "batch_size")
+    batch = check_optional_positive_int(batch, "max_examples_per_batch")
     check_sigma_search(sigma_step, max_sigma)
     check_choice(sigma_selection, "sigma_selection", SUPPORTED_SIGMA_SELECTIONS)
     n, _, h, w = inputs.shape
     budget = pixel_budget(fraction, h, w)
-    reference = chunked_scores(forward_func, inputs, batch_size)
+    reference = chunked_scores(forward_func, inputs, batch)
     steps = torch.arange(1, budget + 1, device=inputs.device)
     if sigma is not None:
         if sigma_selection not in ("final", "full"):
             raise ValueError(
                 f"sigma= replaces the search: it goes with sigma_selection 'final' or 'full', not {sigma_selection!r}"
             )
-        return _curve_at(forward_func, inputs, ranks, steps, check_sigmas(sigma, inputs), reference, batch_size)
+        return _curve_at(forward_func, inputs, ranks, steps, check_sigmas(sigma, inputs), reference, batch)
     if sigma_selection == "full":
-        chosen = full_blur_sigma(forward_func, inputs, sigma_step, max_sigma, batch_size)
-        return _curve_at(forward_func, inputs, ranks, steps, chosen, reference, batch_size)
+        chosen = full_blur_sigma(forward_func, inputs, sigma_step, max_sigma, batch)
+        return _curve_at(forward_func, inputs, ranks, steps, chosen, reference, batch)
     sigmas = _sigma_grid(sigma_step, max_sigma, inputs)
 
     def blurred_for(sigma_of_k: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         return lambda k, i: gaussian_blur(inputs[i], sigma_of_k[k])
 
     if sigma_selection == "final":
-        final = replaced_scores(forward_func, inputs, blurred_for(sigmas), ranks, [budget] * len(sigmas), batch_size)
+        final = replaced_scores(forward_func, inputs, blurred_for(sigmas), ranks, [budget] * len(sigmas), batch)
         chosen = sigmas[final.argmin(0)]  # (N,), first (smallest) sigma on ties
-        return _curve_at(forward_func, inputs, ranks, steps, chosen, reference, batch_size)
+        return _curve_at(forward_func, inputs, ranks, steps, chosen, reference, batch)
 
     grid_sigma = sigmas.repeat_interleave(budget)  # k = s * T + (t - 1)
-    grid = replaced_scores(forward_func, inputs, blurred_for(grid_sigma), ranks, steps.repeat(len(sigmas)), batch_size)
+    grid = replaced_scores(forward_func, inputs, blurred_for(grid_sigma), ranks, steps.repeat(len(sigmas)), batch)
     grid = grid.view(len(sigmas), budget, n)
     if sigma_selection == "image":
         runs = torch.stack([running_reduction(g, reference) for g in grid])  # (S, N, T)
@@ -248,11 +259,22 @@ def full_blur_sigma(
     inputs: Tensor,
     sigma_step: float = 0.2,
     max_sigma: float = 20.0,
-    batch_size: Optional[int] = None,
+    max_examples_per_batch: Optional[int] = None,
+    *,
+    batch_size: Any = NOT_GIVEN,
 ) -> Tensor:
     """The blur of the ``"full"`` reading of :func:`blurring_test`: per image, the sigma of the
     grid ``0, step, ..., max`` minimising ``U(gaussian_blur(x, sigma))`` (ties: the smaller
     sigma). It does not depend on any map, so one call serves every map of these images.
+
+    Args:
+        forward_func (callable): images ``(B, C, H, W)`` -> uncertainties ``(B,)``.
+        inputs (Tensor): images ``(N, C, H, W)``.
+        sigma_step (float): step of the sigma grid (> 0).
+        max_sigma (float): largest sigma searched (>= 0).
+        max_examples_per_batch (int, optional): images per forward call (``None``: 4096).
+
+    ``batch_size``, the name before this release, still works and warns.
 
     Returns:
         Tensor: ``(N,)`` sigmas.
@@ -262,8 +284,9 @@ def full_blur_sigma(
         >>> sigma = full_blur_sigma(uf, x)
         >>> results = {name: blurring_test(uf, x, maps, sigma=sigma) for name, maps in all_maps.items()}
     """
+    batch = renamed(max_examples_per_batch, batch_size, "batch_size", "max_examples_per_batch", "full_blur_sigma")
     inputs = check_images(inputs)
-    batch_size = check_optional_positive_int(batch_size, "batch_size")
+    batch = check_optional_positive_int(batch, "max_examples_per_batch")
     check_sigma_search(sigma_step, max_sigma)
     sigmas = _sigma_grid(sigma_step, max_sigma, inputs)
     everything = torch.zeros((inputs.shape[0], 1) + tuple(inputs.shape[2:]), dtype=torch.long, device=inputs.device)
@@ -273,7 +296,7 @@ def full_blur_sigma(
         lambda k, i: gaussian_blur(inputs[i], sigmas[k]),
         everything,
         [1] * len(sigmas),
-        batch_size,
+        batch,
     )
     return sigmas[blurred.argmin(0)]
 

@@ -14,7 +14,13 @@ from captum_uncertainty._typing import Forward
 from captum_uncertainty._validation import check_choice, check_optional_positive_int, check_positive_int
 from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.likelihoods import Likelihood
-from captum_uncertainty.metrics._utils.checks import check_feature_maps, check_images_or_features, check_replacement
+from captum_uncertainty.metrics._utils.checks import (
+    NOT_GIVEN,
+    check_feature_maps,
+    check_images_or_features,
+    check_replacement,
+    renamed,
+)
 from captum_uncertainty.metrics._utils.curves import evenly_spaced_counts
 from captum_uncertainty.metrics._utils.replacement import chunked_scores, pixel_ranks, replaced_scores
 
@@ -125,14 +131,17 @@ def _targets(target: Any, probs: Tensor) -> Tensor:
 def insertion_deletion(
     forward_func: Forward,
     inputs: Tensor,
-    maps: Tensor,
+    attributions: Optional[Tensor] = None,
     target: Any = None,
     mode: str = "deletion",
     baseline: Union[float, Tensor, str] = 0.0,
     steps: Optional[int] = 50,
-    batch_size: Optional[int] = None,
+    max_examples_per_batch: Optional[int] = None,
     blur_sigma: float = 5.0,
     probabilities: bool = False,
+    *,
+    maps: Any = NOT_GIVEN,
+    batch_size: Any = NOT_GIVEN,
 ) -> InsertionDeletionResult:
     r"""Deletion or insertion AUC of the class score, pixels taken in the order of a map.
 
@@ -160,15 +169,18 @@ def insertion_deletion(
             with ``probabilities=True``), or an UncertaintyForward.
         inputs (Tensor): images ``(N, C, H, W)``, or features ``(N, F)`` (a feature plays a
             pixel's part; the baseline is then per-feature values, e.g. the training mean).
-        maps (Tensor): maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape.
+        attributions (Tensor): maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape
+            (required).
         target (int or Tensor, optional): class, or one class per image.
         mode (str): ``"deletion"`` or ``"insertion"``.
         baseline (float, Tensor or str): the "removed" image: a number, a tensor broadcastable
             to the inputs, or ``"blur"``.
         steps (int, optional): number of intervals of the pixel axis.
-        batch_size (int, optional): images per forward call (``None``: 4096).
+        max_examples_per_batch (int, optional): images per forward call (``None``: 4096).
         blur_sigma (float): sigma of ``baseline="blur"``.
         probabilities (bool): the classifier already returns probabilities.
+
+    ``maps`` and ``batch_size``, the names before this release, still work and warn.
 
     Returns:
         InsertionDeletionResult: a :class:`DeletionResult` (lower is better) or an
@@ -181,19 +193,21 @@ def insertion_deletion(
         >>> insertion = insertion_deletion(model, x, mean_map, mode="insertion", baseline="blur")
         >>> deletion.auc, insertion.auc
     """
+    attributions = renamed(attributions, maps, "maps", "attributions", "insertion_deletion", required=True)
+    batch = renamed(max_examples_per_batch, batch_size, "batch_size", "max_examples_per_batch", "insertion_deletion")
     inputs = check_images_or_features(inputs)
-    ranks = pixel_ranks(check_feature_maps(maps, inputs))
-    batch_size = check_optional_positive_int(batch_size, "batch_size")
+    ranks = pixel_ranks(check_feature_maps(attributions, inputs, "attributions"))
+    batch = check_optional_positive_int(batch, "max_examples_per_batch")
     check_choice(mode, "mode", SUPPORTED_MODES)
     n = inputs.shape[0]
     pixels = ranks[0].numel()
     steps = pixels if steps is None else check_positive_int(steps, "steps")
     reference = _baseline_images(baseline, inputs, blur_sigma)
     probs = class_probabilities(forward_func, probabilities)
-    target_t = _targets(target, chunked_scores(probs, inputs, batch_size, scalar=False))
+    target_t = _targets(target, chunked_scores(probs, inputs, batch, scalar=False))
     counts = evenly_spaced_counts(pixels, steps)
     start, end = (inputs, reference) if mode == "deletion" else (reference, inputs)
-    values = replaced_scores(probs, start, end, ranks, counts, batch_size, scalar=False)  # (K, N, classes)
+    values = replaced_scores(probs, start, end, ranks, counts, batch, scalar=False)  # (K, N, classes)
     per_image = values.gather(2, target_t.view(1, n, 1).expand(len(counts), n, 1))[..., 0].t()
     fractions = torch.tensor(counts, dtype=per_image.dtype, device=per_image.device) / pixels
     per_image_auc = torch.trapezoid(per_image, fractions, dim=1)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from captum_uncertainty._typing import Forward
 from captum_uncertainty._validation import check_int, check_optional_positive_int, check_positive_int
-from captum_uncertainty.metrics._utils.checks import check_images
+from captum_uncertainty.metrics._utils.checks import NOT_GIVEN, check_images, renamed
 from captum_uncertainty.metrics._utils.replacement import chunked_scores
 
 __all__ = [
@@ -114,7 +114,9 @@ def make_anomalies(
     patch_size: Optional[int] = None,
     candidates: Union[None, int, Tensor] = None,
     seed: int = 0,
-    batch_size: Optional[int] = None,
+    max_examples_per_batch: Optional[int] = None,
+    *,
+    batch_size: Any = NOT_GIVEN,
 ) -> Anomalies:
     r"""Plant anomalies as in Wang et al., App. C.
 
@@ -137,7 +139,9 @@ def make_anomalies(
         candidates (int or Tensor, optional): the first ``candidates`` test images, or a tensor
             of indices into ``x_test``; default all.
         seed (int): seed of locations and donors.
-        batch_size (int, optional): images per forward call.
+        max_examples_per_batch (int, optional): images per forward call (``None``: 4096).
+
+    ``batch_size``, the name before this release, still works and warns.
 
     Returns:
         Anomalies: ``images``, ``boxes``, ``rise``, ``indices``, ``donors``.
@@ -148,13 +152,14 @@ def make_anomalies(
         >>> maps = method.attribute(a.images)
         >>> anomaly_localization(maps, a.boxes).iou
     """
+    batch = renamed(max_examples_per_batch, batch_size, "batch_size", "max_examples_per_batch", "make_anomalies")
     x_test = check_images(x_test, "x_test")
     x_train = check_images(x_train, "x_train")
     if x_test.shape[1:] != x_train.shape[1:]:
         raise ValueError(
             f"x_train must have the image shape of x_test {tuple(x_test.shape[1:])}, got {tuple(x_train.shape[1:])}"
         )
-    batch_size = check_optional_positive_int(batch_size, "batch_size")
+    batch = check_optional_positive_int(batch, "max_examples_per_batch")
     _, _, h, w = x_test.shape
     size = _check_patch(patch_size, h, w)
     index = _candidate_indices(candidates, x_test.shape[0])
@@ -170,7 +175,7 @@ def make_anomalies(
     device = x_test.device
     originals = x_test[index.to(device)]
     patched = torch.where(_box_masks(boxes.to(device), h, w), x_train[donors.to(x_train.device)].to(device), originals)
-    rise = chunked_scores(forward_func, patched, batch_size) - chunked_scores(forward_func, originals, batch_size)
+    rise = chunked_scores(forward_func, patched, batch) - chunked_scores(forward_func, originals, batch)
     keep = torch.argsort(rise.cpu(), descending=True, stable=True)[:n_images]
     return Anomalies(patched[keep.to(device)], boxes[keep], rise[keep.to(rise.device)], index[keep], donors[keep])
 
@@ -187,7 +192,13 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     return intersection / (area_a + area_b - intersection)
 
 
-def anomaly_localization(maps: Tensor, boxes: Tensor, patch_size: Optional[int] = None) -> LocalizationResult:
+def anomaly_localization(
+    attributions: Optional[Tensor] = None,
+    boxes: Optional[Tensor] = None,
+    patch_size: Optional[int] = None,
+    *,
+    maps: Any = NOT_GIVEN,
+) -> LocalizationResult:
     r"""Locate planted anomalies from attribution maps (Wang et al., App. C).
 
     The predicted box is the ``patch_size`` x ``patch_size`` window with the highest mean
@@ -200,9 +211,12 @@ def anomaly_localization(maps: Tensor, boxes: Tensor, patch_size: Optional[int] 
     be squares of one size), i.e. the paper's setting of a window as large as the patch.
 
     Args:
-        maps (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or ``(N, C, H, W)``.
-        boxes (Tensor): true boxes ``(N, 4)``, e.g. ``Anomalies.boxes``.
+        attributions (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or
+            ``(N, C, H, W)`` (required).
+        boxes (Tensor): true boxes ``(N, 4)``, e.g. ``Anomalies.boxes`` (required).
         patch_size (int, optional): side of the predicted window.
+
+    ``maps``, the name before this release, still works and warns.
 
     Returns:
         LocalizationResult: ``iou``, ``ada``, ``per_image_iou``, ``predicted_boxes``.
@@ -212,15 +226,18 @@ def anomaly_localization(maps: Tensor, boxes: Tensor, patch_size: Optional[int] 
         >>> r = anomaly_localization(maps, anomalies.boxes)
         >>> r.iou, r.ada
     """
-    if not isinstance(maps, Tensor) or maps.dim() not in (3, 4):
-        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
-        raise ValueError(f"maps must be a tensor of shape (N, 1, H, W), (N, C, H, W) or (N, H, W), got {shape}")
-    pixel_maps = (maps if maps.dim() == 3 else maps.sum(1)).detach().double()
+    attributions = renamed(attributions, maps, "maps", "attributions", "anomaly_localization", required=True)
+    if boxes is None:
+        raise TypeError("anomaly_localization() missing required argument: 'boxes'")
+    if not isinstance(attributions, Tensor) or attributions.dim() not in (3, 4):
+        shape = tuple(attributions.shape) if isinstance(attributions, Tensor) else type(attributions).__name__
+        raise ValueError(f"attributions must be a tensor of shape (N, 1, H, W), (N, C, H, W) or (N, H, W), got {shape}")
+    pixel_maps = (attributions if attributions.dim() == 3 else attributions.sum(1)).detach().double()
     n, h, w = pixel_maps.shape
     if n == 0:
-        raise ValueError("maps is an empty batch (N = 0); expected at least one map")
+        raise ValueError("attributions is an empty batch (N = 0); expected at least one map")
     if not bool(torch.isfinite(pixel_maps).all()):
-        raise ValueError("maps contains NaN or infinite values")
+        raise ValueError("attributions contains NaN or infinite values")
     if not isinstance(boxes, Tensor) or tuple(boxes.shape) != (n, 4):
         shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
         raise ValueError(f"boxes must be a tensor of shape (N, 4) = ({n}, 4), got {shape}")

@@ -10,7 +10,7 @@ image are replaced, one at a time in attribution order, by the pixels of a fully
 from __future__ import annotations
 
 import math
-from typing import ClassVar, NamedTuple, Optional, Union
+from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -19,11 +19,13 @@ from captum_uncertainty._typing import Forward
 from captum_uncertainty._validation import check_choice, check_int, check_optional_positive_int, check_positive_int
 from captum_uncertainty.blur import gaussian_blur
 from captum_uncertainty.metrics._utils.checks import (
+    NOT_GIVEN,
     check_blur_sigma,
     check_feature_maps,
     check_fraction,
     check_images_or_features,
     check_replacement,
+    renamed,
 )
 from captum_uncertainty.metrics._utils.curves import (
     evenly_spaced_counts,
@@ -128,12 +130,15 @@ def _replacement_for(inputs: Tensor, baseline: Optional[Union[float, Tensor]], s
 def uncertainty_reduction_curve(
     forward_func: Forward,
     inputs: Tensor,
-    maps: Tensor,
+    attributions: Optional[Tensor] = None,
     fraction: float = 0.01,
     sigma: float = math.inf,
-    batch_size: Optional[int] = None,
+    max_examples_per_batch: Optional[int] = None,
     percent: Optional[float] = None,
     baseline: Optional[Union[float, Tensor]] = None,
+    *,
+    maps: Any = NOT_GIVEN,
+    batch_size: Any = NOT_GIVEN,
 ) -> ReductionCurve:
     r"""Perez et al.'s Uncertainty Reduction Curve (supplement Table 1: 1% and 5% of pixels).
 
@@ -156,14 +161,16 @@ def uncertainty_reduction_curve(
     Args:
         forward_func (callable): inputs ``(B, ...)`` -> uncertainties ``(B,)``.
         inputs (Tensor): images ``(N, C, H, W)`` or features ``(N, F)``.
-        maps (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the inputs' shape
-            (summed over channels); ``(N, F)`` for features.
+        attributions (Tensor): attribution maps ``(N, 1, H, W)``, ``(N, H, W)`` or of the
+            inputs' shape (summed over channels); ``(N, F)`` for features (required).
         fraction (float): pixel budget, a share of ``H * W`` (or of ``F``) in ``(0, 1]``.
         sigma (float): blur of the replacement image (``inf`` = fully blurred).
-        batch_size (int, optional): images per forward call (``None``: 4096).
+        max_examples_per_batch (int, optional): images per forward call (``None``: 4096).
         percent (float, optional): the budget in percent, ``(0, 100]``; overrides ``fraction``.
         baseline (float or Tensor, optional): replacement values broadcast to the inputs (one
             per feature, or per element) instead of the blur; required for features.
+
+    ``maps`` and ``batch_size``, the names before this release, still work and warn.
 
     Returns:
         ReductionCurve: ``score``, ``curve`` ``(T,)``, ``per_image`` ``(N, T)``, ``reference``.
@@ -174,14 +181,17 @@ def uncertainty_reduction_curve(
         >>> r5 = uncertainty_reduction_curve(uf, x, maps, fraction=0.05)
         >>> r1.score, r5.score
     """
+    name = "uncertainty_reduction_curve"
+    attributions = renamed(attributions, maps, "maps", "attributions", name, required=True)
+    batch = renamed(max_examples_per_batch, batch_size, "batch_size", "max_examples_per_batch", name)
     inputs = check_images_or_features(inputs)
-    ranks = pixel_ranks(check_feature_maps(maps, inputs))
+    ranks = pixel_ranks(check_feature_maps(attributions, inputs, "attributions"))
     fraction = check_fraction(fraction, percent)
-    batch_size = check_optional_positive_int(batch_size, "batch_size")
+    batch = check_optional_positive_int(batch, "max_examples_per_batch")
     blurred = _replacement_for(inputs, baseline, sigma)
     budget = pixel_budget(fraction, ranks[0].numel(), 1)
-    reference = chunked_scores(forward_func, inputs, batch_size)
-    values = replaced_scores(forward_func, inputs, blurred, ranks, range(1, budget + 1), batch_size)
+    reference = chunked_scores(forward_func, inputs, batch)
+    values = replaced_scores(forward_func, inputs, blurred, ranks, range(1, budget + 1), batch)
     per_image = running_reduction(values, reference)
     curve = median_over_images(per_image)
     return ReductionCurve(float(curve[-1]), curve, per_image, reference)
@@ -190,12 +200,15 @@ def uncertainty_reduction_curve(
 def entropy_information_curve(
     forward_func: Forward,
     inputs: Tensor,
-    maps: Tensor,
+    attributions: Optional[Tensor] = None,
     steps: Optional[int] = None,
     sigma: float = math.inf,
-    batch_size: Optional[int] = None,
+    max_examples_per_batch: Optional[int] = None,
     baseline: Optional[Union[float, Tensor]] = None,
     normalization: str = "input",
+    *,
+    maps: Any = NOT_GIVEN,
+    batch_size: Any = NOT_GIVEN,
 ) -> InformationCurve:
     r"""Perez et al.'s Entropy Information Curve and the Area over it (supplement Table 1).
 
@@ -226,15 +239,18 @@ def entropy_information_curve(
     Args:
         forward_func (callable): images ``(B, C, H, W)`` -> uncertainties ``(B,)``.
         inputs (Tensor): images ``(N, C, H, W)``.
-        maps (Tensor): attribution maps (see :func:`uncertainty_reduction_curve`).
+        attributions (Tensor): attribution maps (see :func:`uncertainty_reduction_curve`;
+            required).
         steps (int, optional): number of intervals of the fraction axis (``None``: ``H * W``,
             or ``F`` for features).
         sigma (float): blur of the replacement image (``inf`` = fully blurred).
-        batch_size (int, optional): images per forward call (``None``: 4096).
+        max_examples_per_batch (int, optional): images per forward call (``None``: 4096).
         baseline (float or Tensor, optional): replacement values instead of the blur, as in
             :func:`uncertainty_reduction_curve`; required for features ``(N, F)``.
         normalization (str): ``"input"`` (default: by ``U(x)``, running minimum, clipped) or
             ``"replaced"`` (the reference code's: by ``U`` of the fully replaced input).
+
+    ``maps`` and ``batch_size``, the names before this release, still work and warn.
 
     Returns:
         InformationCurve: ``area_over``, ``curve``, ``fractions``, ``per_image``, ``reference``.
@@ -244,16 +260,19 @@ def entropy_information_curve(
         >>> r = entropy_information_curve(uf, x, maps, steps=100)
         >>> r.area_over
     """
+    name = "entropy_information_curve"
+    attributions = renamed(attributions, maps, "maps", "attributions", name, required=True)
+    batch = renamed(max_examples_per_batch, batch_size, "batch_size", "max_examples_per_batch", name)
     check_choice(normalization, "normalization", EIC_NORMALIZATIONS)
     inputs = check_images_or_features(inputs)
-    ranks = pixel_ranks(check_feature_maps(maps, inputs))
-    batch_size = check_optional_positive_int(batch_size, "batch_size")
+    ranks = pixel_ranks(check_feature_maps(attributions, inputs, "attributions"))
+    batch = check_optional_positive_int(batch, "max_examples_per_batch")
     pixels = ranks[0].numel()
     steps = pixels if steps is None else check_positive_int(steps, "steps")
     counts = torch.tensor(evenly_spaced_counts(pixels, steps), device=inputs.device)
     blurred = _replacement_for(inputs, baseline, sigma)
-    reference = chunked_scores(forward_func, inputs, batch_size)
-    values = replaced_scores(forward_func, inputs, blurred, ranks, counts, batch_size)
+    reference = chunked_scores(forward_func, inputs, batch)
+    values = replaced_scores(forward_func, inputs, blurred, ranks, counts, batch)
     if normalization == "replaced":
         replaced = values[-1:]
         safe = torch.where(replaced > 0, replaced, torch.ones_like(replaced))

@@ -134,7 +134,14 @@ def test_blurring_matches_brute_force_and_is_batch_size_invariant(selection):
         return forward(images)
 
     result = blurring_test(
-        counting, x, maps, fraction=3 / 16, sigma_step=0.5, max_sigma=1.5, batch_size=5, sigma_selection=selection
+        counting,
+        x,
+        maps,
+        fraction=3 / 16,
+        sigma_step=0.5,
+        max_sigma=1.5,
+        max_examples_per_batch=5,
+        sigma_selection=selection,
     )
     assert max(sizes) <= 5
     assert torch.allclose(result.per_image, expected, atol=1e-12)
@@ -216,15 +223,15 @@ def test_bad_input_raises_naming_the_argument():
     x = bright_pixel_images(2)
     good = torch.rand(2, 1, 4, 4, dtype=DT)
     f = one_pixel_uncertainty
-    with pytest.raises(ValueError, match="maps"):
+    with pytest.raises(ValueError, match="attributions"):
         blurring_test(f, x, torch.rand(2, 1, 4, 5))
     for fraction in (0, -0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="fraction"):
             blurring_test(f, x, good, fraction=fraction)
     with pytest.raises(ValueError, match="inputs.*empty"):
         blurring_test(f, x[:0], good[:0])
-    with pytest.raises(ValueError, match="batch_size"):
-        blurring_test(f, x, good, batch_size=0)
+    with pytest.raises(ValueError, match="max_examples_per_batch"):
+        blurring_test(f, x, good, max_examples_per_batch=0)
     with pytest.raises(ValueError, match="sigma_selection"):
         blurring_test(f, x, good, sigma_selection="per_pixel")
     with pytest.raises(ValueError, match="forward_func"):

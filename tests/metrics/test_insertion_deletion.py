@@ -41,7 +41,7 @@ def test_insertion_deletion_linear_toy_hand_computed():
 def test_insertion_deletion_mean_over_images():
     x = torch.ones(2, 1, 2, 2, dtype=DT)
     maps = torch.stack([WEIGHTS.view(1, 2, 2), 1 - WEIGHTS.view(1, 2, 2)])
-    result = insertion_deletion(linear_probabilities, x, maps, steps=4, probabilities=True, batch_size=3)
+    result = insertion_deletion(linear_probabilities, x, maps, steps=4, probabilities=True, max_examples_per_batch=3)
     assert torch.allclose(result.per_image_auc, torch.tensor([0.375, 0.625], dtype=DT))
     assert result.auc == pytest.approx(0.5)
 

@@ -53,7 +53,7 @@ def test_bad_input_raises_naming_the_argument():
     f = one_pixel_uncertainty
     with pytest.raises(ValueError, match="boxes"):
         anomaly_localization(good, torch.zeros(3, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="maps"):
+    with pytest.raises(ValueError, match="attributions"):
         anomaly_localization(good[:0], torch.zeros(0, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="n_images"):
         make_anomalies(f, x, x, n_images=3)

@@ -57,11 +57,11 @@ def test_bad_input_raises_naming_the_argument():
     x = bright_pixel_images(2)
     good = torch.rand(2, 1, 4, 4, dtype=DT)
     f = one_pixel_uncertainty
-    with pytest.raises(ValueError, match="maps"):
+    with pytest.raises(ValueError, match="attributions"):
         uncertainty_reduction_curve(f, x, torch.rand(3, 1, 4, 4))
     nan = good.clone()
     nan[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="maps.*NaN"):
+    with pytest.raises(ValueError, match="attributions.*NaN"):
         entropy_information_curve(f, x, nan)
     for percent in (0, 150):
         with pytest.raises(ValueError, match="percent"):

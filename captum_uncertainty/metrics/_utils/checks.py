@@ -1,4 +1,5 @@
-"""Argument checks specific to the metrics (shapes of images, maps and scores, pixel shares, blurs).
+"""Argument checks specific to the metrics (shapes of images, maps and scores, pixel shares, blurs),
+and the one handler of renamed arguments (:func:`renamed`).
 
 Generic checks come from :mod:`captum_uncertainty._validation`. Every check raises a
 :class:`ValueError` (or :class:`TypeError` for a wrong type) whose message names the offending
@@ -8,7 +9,9 @@ argument and says what was expected.
 from __future__ import annotations
 
 import math
-from typing import Any
+import sys
+import warnings
+from typing import Any, Optional, TypeVar
 
 import torch
 from torch import Tensor
@@ -21,6 +24,7 @@ from captum_uncertainty._validation import (
 )
 
 __all__ = [
+    "NOT_GIVEN",
     "check_blur_sigma",
     "check_feature_maps",
     "check_fraction",
@@ -31,7 +35,70 @@ __all__ = [
     "check_scores",
     "check_sigma_search",
     "check_sigmas",
+    "renamed",
 ]
+
+T = TypeVar("T")
+
+
+class _NotGiven:
+    """The type of :data:`NOT_GIVEN`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+#: The default of a deprecated argument name: tells "not passed" apart from an explicit ``None``.
+#: Typed ``Any`` so that it can stand as the default of a parameter of any type.
+NOT_GIVEN: Any = _NotGiven()
+
+
+def renamed(
+    new_value: Optional[T],
+    old_value: Any,
+    old_name: str,
+    new_name: str,
+    function_name: str,
+    required: bool = False,
+) -> Optional[T]:
+    """The value of an argument renamed from ``old_name`` to ``new_name``, from whichever name the
+    caller used.
+
+    The old name is a keyword-only alias defaulting to :data:`NOT_GIVEN`; the new name defaults
+    to ``None``. Passing the old name emits a :class:`DeprecationWarning` naming the new one (at
+    the caller of ``function_name``); passing both raises a :class:`TypeError`, as does passing
+    neither when ``required`` (the new name has a default only so that the old one can stand in).
+
+    Examples::
+
+        >>> attributions = renamed(attributions, maps, "maps", "attributions", "blurring_test", required=True)
+    """
+    if old_value is NOT_GIVEN:
+        if required and new_value is None:
+            raise TypeError(f"{function_name}() missing required argument: '{new_name}'")
+        return new_value
+    if new_value is not None:
+        raise TypeError(
+            f"{function_name}() got both {new_name}= and {old_name}= (its name before this release): "
+            f"pass {new_name}= only"
+        )
+    warnings.warn(
+        f"{function_name}({old_name}=...) is deprecated: use {new_name}=",
+        DeprecationWarning,
+        stacklevel=_caller_level(),
+    )
+    return old_value
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the code calling the metric that called :func:`renamed`, past torch's
+    decorators (``torch.no_grad``) between the two, for a warning issued in :func:`renamed`."""
+    level, frame = 3, sys._getframe(3)  # 1: renamed, 2: the metric, 3: its caller
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "torch":
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def check_images(images: Any, name: str = "inputs") -> Tensor:
@@ -57,7 +124,7 @@ def check_images_or_features(inputs: Any, name: str = "inputs") -> Tensor:
     return check_images(inputs, name)
 
 
-def check_feature_maps(maps: Any, inputs: Tensor, name: str = "maps") -> Tensor:
+def check_feature_maps(maps: Any, inputs: Tensor, name: str = "attributions") -> Tensor:
     """Per-element maps: per-pixel ``(N, H, W)`` for images (see :func:`check_maps`), the
     inputs' own shape ``(N, F)`` for features."""
     if inputs.dim() == 4:
@@ -85,7 +152,7 @@ def check_replacement(baseline: Any, inputs: Tensor, name: str = "baseline") -> 
         ) from None
 
 
-def check_maps(maps: Any, inputs: Tensor, name: str = "maps") -> Tensor:
+def check_maps(maps: Any, inputs: Tensor, name: str = "attributions") -> Tensor:
     """Attribution maps for ``inputs`` ``(N, C, H, W)``, returned as per-pixel maps ``(N, H, W)``.
 
     Accepted shapes: ``(N, 1, H, W)``, ``(N, H, W)`` or the inputs' shape ``(N, C, H, W)``; the
