@@ -12,6 +12,7 @@ from captum_uncertainty.attr import (
     FullGrad,
     GuidedIntegratedGradients,
     LayerUncertaintyIntegratedGradients,
+    SparseCounterfactualIG,
     UABackprop,
     UncertaintyIntegratedGradients,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ExplanationDistribution",
     "FullGrad",
     "GuidedIntegratedGradients",
+    "SparseCounterfactualIG",
     "UABackprop",
     "UncertaintyIntegratedGradients",
     "LayerUncertaintyIntegratedGradients",

@@ -22,6 +22,7 @@ from captum_uncertainty import (
     GuidedIntegratedGradients,
     MCDropout,
     SampleCallable,
+    SparseCounterfactualIG,
     UABackprop,
     UncertaintyForward,
     UncertaintyIntegratedGradients,
@@ -149,6 +150,12 @@ CASES = {
         internal_batch_size=3,
         decompose=True,
         fiducial_kwargs={"max_iterations": 3},
+    ),
+    "sparse counterfactual ig": lambda w: SparseCounterfactualIG(w.uf, w.vae).attribute(
+        w.x, n_steps=3, return_convergence_delta=True
+    ),
+    "sparse counterfactual ig features": lambda w: SparseCounterfactualIG(w.regression).attribute(
+        w.features, n_steps=3, replacement=w.features.mean(0)
     ),
     "cf path reference reading": lambda w: CounterfactualPathIG(w.uf, w.vae).attribute(
         w.x.clamp(0, 1),

@@ -22,6 +22,7 @@ from captum_uncertainty.attr.fullgrad import FullGrad
 from captum_uncertainty.attr.guided_ig import GuidedIntegratedGradients
 from captum_uncertainty.attr.integrated_gradients import UncertaintyIntegratedGradients
 from captum_uncertainty.attr.layer_integrated_gradients import LayerUncertaintyIntegratedGradients
+from captum_uncertainty.attr.sparse_counterfactual import SparseCounterfactual, SparseCounterfactualIG
 from captum_uncertainty.attr.ua_backprop import UABackprop
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "GuidedIntegratedGradients",
     "LayerUncertaintyIntegratedGradients",
     "LossNotDecreasing",
+    "SparseCounterfactual",
+    "SparseCounterfactualIG",
     "UABackprop",
     "UncertaintyIntegratedGradients",
 ]

@@ -88,9 +88,17 @@ def counterfactuals_refusal(explainer: str) -> str:
 def check_attribute_kwargs(explainer: Any, attribute_kwargs: Dict[str, Any]) -> None:
     """Refuse (``ValueError``), before anything is attributed, ``attribute`` arguments whose results
     cannot be stored as rows: ``return_counterfactuals=True`` (:class:`~captum_uncertainty.CLUE`,
-    :class:`~captum_uncertainty.DeltaCLUE`)."""
+    :class:`~captum_uncertainty.DeltaCLUE`) and ``return_counterfactual=True``
+    (:class:`~captum_uncertainty.SparseCounterfactualIG`)."""
     if attribute_kwargs.get("return_counterfactuals"):
         raise ValueError(counterfactuals_refusal(type(explainer).__name__))
+    if attribute_kwargs.get("return_counterfactual"):
+        name = type(explainer).__name__
+        raise ValueError(
+            f"{name}.attribute(return_counterfactual=True) returns (maps, SparseCounterfactual): attribute_dataset "
+            f"stores maps only, so leave it out (return_convergence_delta=True stores the delta) and call "
+            f"{name}(...).counterfactual(x) on the inputs whose counterfactual you need"
+        )
 
 
 def model_device(forward: UncertaintyForward) -> torch.device:

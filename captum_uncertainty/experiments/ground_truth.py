@@ -561,6 +561,12 @@ def _counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) ->
         )
 
 
+def _sparse_counterfactual_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
+    from captum_uncertainty.attr import SparseCounterfactualIG
+
+    return SparseCounterfactualIG(uf, ctx.vae()).attribute(x, n_steps=ctx.config.n_steps)
+
+
 #: Every method, by name: how it is called on an :class:`~captum_uncertainty.UncertaintyForward`
 #: of the cause's measure. IG-type baselines are black (zeros) unless named; KernelShap and LIME
 #: perturb single pixels (2x2 blocks on images larger than 16 pixels) towards black.
@@ -588,10 +594,11 @@ METHODS: Dict[str, _Explainer] = {
     "CovarianceAttribution (IG diagonal)": _covariance("diagonal"),
     "CLUE": _clue,
     "CF-path IG": _counterfactual_path_ig,
+    "Sparse CF IG": _sparse_counterfactual_ig,
 }
 
 #: The methods that need a VAE (trained or loaded before their clock starts).
-GENERATIVE_METHODS = ("CLUE", "CF-path IG")
+GENERATIVE_METHODS = ("CLUE", "CF-path IG", "Sparse CF IG")
 
 
 def _as_map(attributions: Any) -> Tensor:

@@ -102,6 +102,16 @@ BUILDERS: Dict[str, Dict[str, Case]] = {
             {**CPIG, "return_fiducial": True, "return_convergence_delta": True, "latent_end": "refined"},
         ),
     },
+    "SparseCounterfactualIG": {
+        "with_delta": Case(
+            lambda m: attr.SparseCounterfactualIG(m.uf, m.vae), {"n_steps": 4, "return_convergence_delta": True}
+        ),
+        "counterfactual": Case(
+            lambda m: attr.SparseCounterfactualIG(m.uf, m.vae),
+            {"n_steps": 4, "return_counterfactual": True},
+            refused=r"return_counterfactual=True",
+        ),
+    },
     "CLUE": {
         "maps": Case(lambda m: attr.CLUE(m.uf, m.vae), dict(FEW_STEPS)),
         "counterfactuals": Case(
