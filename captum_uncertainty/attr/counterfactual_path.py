@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Literal, NamedTuple, Optional, Tuple, Union, overload
+from typing import Any, Callable, Dict, Literal, NamedTuple, Optional, Tuple, Union, overload
 
 import torch
 from captum.attr import GradientAttribution
@@ -501,12 +501,14 @@ class CounterfactualPathIG(GradientAttribution):
             )
         return check_latents(fiducial.detach().to(inputs), "fiducial").clone()
 
-    def decoded_path(self, start: Tensor, end: Tensor, inputs: Tensor):
+    def decoded_path(
+        self, start: Tensor, end: Tensor, inputs: Tensor
+    ) -> Callable[[Tensor], Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]]:
         """The path function of the decoded latent line ``gamma(a) = dec(z_f + a (z_x - z_f))``:
         points and derivatives ``gamma'(a) = J_dec (z_x - z_f)`` (one JVP), ``(k * N, ...)`` step-major."""
         direction = end - start
 
-        def points_at(nodes: Tensor):
+        def points_at(nodes: Tensor) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
             latents = (start.unsqueeze(0) + nodes.view(-1, 1, 1) * direction.unsqueeze(0)).flatten(0, 1)
             tangents = direction.repeat(len(nodes), 1)
             like = inputs.repeat((len(nodes),) + (1,) * (inputs.dim() - 1))

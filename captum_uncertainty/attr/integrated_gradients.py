@@ -249,7 +249,9 @@ class UncertaintyIntegratedGradients(GradientAttribution):
         deltas = [sum(a.flatten(1).sum(1) for a in parts) - d for parts, d in zip(attribution, difference)]
         return decomposed(maps, deltas) if decompose else (maps[0], deltas[0])
 
-    def _scaled(self, integral: Tuple[Tensor, ...], inputs: Tuple[Tensor, ...], baseline: Tuple[Tensor, ...]):
+    def _scaled(
+        self, integral: Tuple[Tensor, ...], inputs: Tuple[Tensor, ...], baseline: Tuple[Tensor, ...]
+    ) -> Tuple[Tensor, ...]:
         if not self._multiply_by_inputs:
             return integral
         return tuple(g * (x - b) for g, x, b in zip(integral, inputs, baseline))
