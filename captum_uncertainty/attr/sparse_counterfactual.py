@@ -59,8 +59,8 @@ class SparseCounterfactualIG(GradientAttribution):
     no cause of uncertainty: by default the generative model's reconstruction
     ``dec(enc(x))`` (a VAE trained on the data has no unseen pattern to reproduce and renders an
     ambiguous input as a typical one), or a given tensor. ``P`` grows greedily: each round adds
-    the ``k = ceil(step_fraction * positions)`` positions not yet in ``P`` whose replacement
-    lowers ``U`` most to first order, ``-sum_c dU/dx'_{c,i} (r_{c,i} - x'_{c,i})`` at the current
+    the ``k = round(step_fraction * positions)`` (at least 1) positions not yet in ``P`` whose
+    replacement lowers ``U`` most to first order, ``-sum_c dU/dx'_{c,i} (r_{c,i} - x'_{c,i})`` at the current
     ``x'`` (one forward and backward pass per round), until ``U(x') <= target_fraction * U(x)``
     or ``P`` holds ``max_fraction`` of the positions. Integrated Gradients then runs along the
     straight line from ``x'`` to ``x``: the map is zero outside ``P`` (where ``x - x' = 0``) and
@@ -289,7 +289,7 @@ class SparseCounterfactualIG(GradientAttribution):
             reference = values(inputs)
         chosen = torch.zeros(_positions_shape(inputs), dtype=torch.bool, device=inputs.device)
         count = chosen[0].numel()
-        per_round = max(1, math.ceil(step_fraction * count))
+        per_round = max(1, math.floor(step_fraction * count + 0.5))  # rounded as the metrics' pixel budgets
         budget = max(1, math.floor(max_fraction * count))
         current, uncertainty = inputs, reference
         for _ in range(math.ceil(budget / per_round)):
