@@ -195,8 +195,8 @@ class SparseCounterfactualIG(GradientAttribution):
                 ``(0, 1]``. Default: 0.02 (one pixel in 50), small enough that each round's
                 first-order choice stays accurate.
             target_fraction (float, keyword only): the search stops once ``U(x') <=
-                target_fraction * U(x)``, in ``[0, 1)``. Default: 0.25, chosen on the known-cause
-                benchmark (:ref:`ground-truth`).
+                target_fraction * U(x)``, in ``[0, 1)``. Default: 0.25, the setting measured on
+                the known-cause benchmark (:ref:`ground-truth`; other values not compared yet).
             max_fraction (float, keyword only): at most this share of the positions is replaced,
                 in ``(0, 1]``. Default: 0.5.
             return_counterfactual (bool, keyword only): also return the
