@@ -80,6 +80,8 @@ nitpick_ignore_regex = [
     ("py:class", r"captum_uncertainty\.metrics\..*\._\w+Fields"),
     # the causal-LM forward's internal token batch, shown in the signatures of its helpers
     ("py:class", r"captum_uncertainty\.llm\._utils\.TokenBatch"),
+    # type aliases and a private TypeVar printed in the attribution methods' signatures
+    ("py:class", r"(FiducialType|TensorsOrMapping|_TensorOrTupleOfTensorsGeneric)"),
 ]
 
 # -- cross-references: all must resolve ------------------------------------------------------

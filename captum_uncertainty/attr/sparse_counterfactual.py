@@ -34,7 +34,7 @@ __all__ = ["SparseCounterfactual", "SparseCounterfactualIG"]
 
 
 class SparseCounterfactual(NamedTuple):
-    """The baseline :class:`SparseCounterfactualIG` found for each input.
+    """The baseline :class:`~captum_uncertainty.SparseCounterfactualIG` found for each input.
 
     Attributes:
         baselines (Tensor): ``x'``, the inputs with ``positions`` replaced, of the inputs' shape.
@@ -77,9 +77,9 @@ class SparseCounterfactualIG(GradientAttribution):
     Args:
         forward_func (UncertaintyForward): the uncertainty to explain.
         generative_model (optional): a model with ``encode(inputs) -> (N, D)`` latents and
-            ``decode(latents)`` of the inputs' shape (e.g. :class:`~captum_uncertainty.VAE`)
-            whose reconstruction is the replacement; ``None`` when every call passes
-            ``replacement=``.
+            ``decode(latents)`` of the inputs' shape (e.g.
+            :class:`~captum_uncertainty.generative.VAE`) whose reconstruction is the replacement;
+            ``None`` when every call passes ``replacement=``.
 
     Examples::
 
@@ -200,12 +200,13 @@ class SparseCounterfactualIG(GradientAttribution):
             max_fraction (float, keyword only): at most this share of the positions is replaced,
                 in ``(0, 1]``. Default: 0.5.
             return_counterfactual (bool, keyword only): also return the
-                :class:`SparseCounterfactual` found (not together with
+                :class:`~captum_uncertainty.attr.SparseCounterfactual` found (not together with
                 ``return_convergence_delta``).
 
         Returns:
             Tensor: the map, of the inputs' shape, zero outside the replaced positions; with the
-            convergence delta ``(N,)`` or the :class:`SparseCounterfactual` if requested.
+            convergence delta ``(N,)`` or the
+            :class:`~captum_uncertainty.attr.SparseCounterfactual` if requested.
         """
         return self._attribute(
             inputs,

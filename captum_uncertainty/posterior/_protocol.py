@@ -43,7 +43,7 @@ class Posterior(nn.Module):
     :meth:`running` for hook-based methods. It returns the user's modules from
     :meth:`sample_modules` (input checks, FullGrad's hooks, :meth:`fingerprint`) and adds what
     else defines its samples (a seed, a scale) to :meth:`identity`. The rest has defaults it may
-    override: :meth:`forward` (all samples on the same inputs; the default repeats them ``S``
+    override: ``forward`` (all samples on the same inputs; the default repeats them ``S``
     times, a source with a shared trunk runs it once), :meth:`forward_single`,
     :meth:`sample_module`, :meth:`separate_sample_modules`, :meth:`hookable` and
     :meth:`sampling`. The forward that reads a posterior
