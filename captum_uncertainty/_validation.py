@@ -22,6 +22,7 @@ __all__ = [
     "check_positive_int",
     "check_positive_number",
     "check_tensor",
+    "check_unit_interval",
 ]
 
 T = TypeVar("T")
@@ -68,6 +69,17 @@ def check_positive_number(value: Any, name: str, allow_inf: bool = True) -> floa
     """A real number ``> 0`` (``inf`` only with ``allow_inf``; NaN and ``bool`` refused)."""
     if not _is_number(value) or not value > 0 or (not allow_inf and math.isinf(value)):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return value
+
+
+def check_unit_interval(value: Any, name: str, *, include_zero: bool = False, include_one: bool = True) -> float:
+    """A real number in the interval from 0 to 1, each end included as asked (NaN and ``bool``
+    refused); the message names the interval, e.g. ``(0, 1]``."""
+    inside = _is_number(value) and (value >= 0 if include_zero else value > 0)
+    inside = inside and (value <= 1 if include_one else value < 1)
+    if not inside:
+        interval = f"{'[' if include_zero else '('}0, 1{']' if include_one else ')'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
     return value
 
 

@@ -10,7 +10,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_uncertainty._validation import check_positive_number
+from captum_uncertainty._validation import check_unit_interval
 from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
 from captum_uncertainty.attr._utils.counterfactual import check_counterfactual_inputs
 from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
@@ -240,9 +240,9 @@ class SparseCounterfactualIG(GradientAttribution):
     ) -> Union[Tensor, Tuple[Tensor, Tensor], Tuple[Tensor, SparseCounterfactual]]:
         forward: UncertaintyForward = self.forward_func
         inputs = check_counterfactual_inputs(inputs)
-        _check_fraction(step_fraction, "step_fraction", allow_zero=False)
-        _check_fraction(target_fraction, "target_fraction", allow_zero=True, allow_one=False)
-        _check_fraction(max_fraction, "max_fraction", allow_zero=False)
+        check_unit_interval(step_fraction, "step_fraction")
+        check_unit_interval(target_fraction, "target_fraction", include_zero=True, include_one=False)
+        check_unit_interval(max_fraction, "max_fraction")
         if return_convergence_delta and return_counterfactual:
             raise ValueError("return_convergence_delta and return_counterfactual cannot both be True")
         nodes, weights = quadrature(method, n_steps, inputs)
@@ -323,15 +323,6 @@ class SparseCounterfactualIG(GradientAttribution):
         with torch.no_grad():
             model = self.generative_model
             return decode_latents(model, encode_inputs(model, inputs), inputs).detach()
-
-
-def _check_fraction(value: Any, name: str, allow_zero: bool, allow_one: bool = True) -> None:
-    if allow_zero and isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
-        return
-    check_positive_number(value, name, allow_inf=False)
-    if value > 1 or (value == 1 and not allow_one):
-        interval = f"{'[' if allow_zero else '('}0, 1{']' if allow_one else ')'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
 
 
 def _uncertainty(forward: UncertaintyForward, args: Tuple[Any, ...], target: TargetType) -> Any:
