@@ -379,22 +379,18 @@ def _run_demo(out: Path, members: int, benchmark: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import torch
 
     from captum_uncertainty import Categorical, UncertaintyForward
     from captum_uncertainty.data import load_mnist, train_ensemble
+    from captum_uncertainty.experiments.benchmark import labelled_pass
     from captum_uncertainty.visualization import plot_posterior_predictive
 
     out.mkdir(parents=True, exist_ok=True)
     data = load_mnist()
     ensemble = train_ensemble(n_members=members, data=data)
-    logits = Categorical("logits")  # what the bundled CNN members return
-    uf = UncertaintyForward(ensemble, measure="epistemic", likelihood=logits)
-    with torch.no_grad():  # one pass of the members over the test digits gives everything printed
-        outputs = uf.sample_outputs(data.x_test)
-        decomposition = logits.decompose(outputs)
-        probabilities = logits.log_probabilities(outputs).exp()
-    test_accuracy = float((probabilities.mean(0).argmax(-1) == data.y_test).double().mean())
+    uf = UncertaintyForward(ensemble, measure="epistemic", likelihood=Categorical("logits"))
+    # one pass of the members over the test digits gives everything printed
+    decomposition, probabilities, test_accuracy = labelled_pass(uf, data.x_test, data.y_test)
     print(f"test accuracy of the {members}-member ensemble: {test_accuracy:.4f}")
     top = decomposition.epistemic.argsort(descending=True)[:10]
     predictive = probabilities[:, top]

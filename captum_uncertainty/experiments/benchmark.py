@@ -31,7 +31,7 @@ from torch import Tensor
 
 from captum_uncertainty._validation import check_choice, check_positive_int
 from captum_uncertainty.forward import UncertaintyForward
-from captum_uncertainty.likelihoods import Categorical
+from captum_uncertainty.likelihoods import Categorical, Decomposition
 
 if TYPE_CHECKING:
     from captum_uncertainty.generative import VAE
@@ -42,6 +42,7 @@ __all__ = [
     "METHODS",
     "METRIC_BATCH",
     "benchmark_ensemble",
+    "labelled_pass",
     "lime",
     "markdown_table",
     "no_blur_sentence",
@@ -358,13 +359,8 @@ def run_benchmark(
     data = load_mnist(seed=config.seed)
     ensemble = benchmark_ensemble(data, config.members, config.seed, config.recipe)
     uf = UncertaintyForward(ensemble, measure="epistemic")
-    logits = Categorical("logits")  # what the benchmark's CNN members return
-    with torch.no_grad():  # one pass over the test digits: the images to explain and the accuracy
-        outputs = uf.sample_outputs(data.x_test)
-        epistemic = logits.decompose(outputs).epistemic
-        predicted = logits.log_probabilities(outputs).exp().mean(0).argmax(-1)
-    test_accuracy = float((predicted == data.y_test).double().mean())
-    x = data.x_test[epistemic.argsort(descending=True)[: config.images]]
+    decomposition, _, test_accuracy = labelled_pass(uf, data.x_test, data.y_test)  # the images to explain
+    x = data.x_test[decomposition.epistemic.argsort(descending=True)[: config.images]]
     anomalies = make_anomalies(uf, data.x_test, data.x_train, n_images=config.anomaly_images, seed=config.seed)
     ctx = Context(config, data.x_train)
     if GENERATIVE_METHODS & chosen.keys():
@@ -423,6 +419,18 @@ def run_benchmark(
         out, scores, curves, (examples, aleatoric_examples), x, config, test_accuracy, no_blur, decomposition
     )
     return scores
+
+
+def labelled_pass(uf: UncertaintyForward, x: Tensor, y: Tensor) -> Tuple[Decomposition, Tensor, float]:
+    """One pass of the bundled CNN members (which return logits) over labelled inputs, without
+    gradients: the decomposition of each input's uncertainty, the members' class probabilities
+    ``(S, N, C)`` and the accuracy of their mean."""
+    logits = Categorical("logits")
+    with torch.no_grad():
+        outputs = uf.sample_outputs(x)
+        probabilities = logits.log_probabilities(outputs).exp()
+        decomposition = logits.decompose(outputs)
+    return decomposition, probabilities, float((probabilities.mean(0).argmax(-1) == y).double().mean())
 
 
 def benchmark_ensemble(data, members: int, seed: int, recipe: str) -> List[torch.nn.Module]:
