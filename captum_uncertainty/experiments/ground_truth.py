@@ -35,12 +35,10 @@ the proxy ranks methods as the ground truth does.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -57,21 +55,16 @@ from captum_uncertainty.data import (
     make_epistemic_patch_images,
     train_ensemble,
 )
+from captum_uncertainty.experiments._ground_truth_methods import GENERATIVE_METHODS, METHODS, ORACLE, RANDOM
+from captum_uncertainty.experiments._ground_truth_methods import Context as _Context
+from captum_uncertainty.experiments._ground_truth_methods import Explainer as _Explainer
+from captum_uncertainty.experiments._ground_truth_methods import seeded as _seeded
+from captum_uncertainty.experiments._ground_truth_scoring import PROXIES, PROXY_FRACTION
+from captum_uncertainty.experiments._ground_truth_scoring import agreement as _agreement
+from captum_uncertainty.experiments._ground_truth_scoring import proxy_scores as _proxy_scores
 from captum_uncertainty.forward import UncertaintyForward
-from captum_uncertainty.metrics import (
-    blurring_test,
-    conveyance,
-    insertion_deletion,
-    mask_auroc,
-    pointing_game,
-    relevance_mass,
-    relevance_rank_accuracy,
-    uncertainty_reduction_curve,
-)
-from captum_uncertainty.metrics.blurring import UninformativeBlurWarning, full_blur_sigma
-
-if TYPE_CHECKING:
-    from captum_uncertainty.generative import VAE
+from captum_uncertainty.metrics import conveyance, mask_auroc, pointing_game, relevance_mass, relevance_rank_accuracy
+from captum_uncertainty.metrics.blurring import full_blur_sigma
 
 __all__ = [
     "CAUSES",
@@ -94,24 +87,6 @@ DATASETS = ("digits", "mnist")
 
 #: The causes, each with the uncertainty measure it raises.
 CAUSES: Dict[str, str] = {"epistemic patch": "epistemic", "aleatoric overlay": "aleatoric"}
-
-#: The map that ignores the input (uniform noise, seeded): the chance reference.
-RANDOM = "Random"
-
-#: Integrated Gradients of the uncertainty from the clean image: the oracle reference.
-ORACLE = "Oracle: IG from the clean image"
-
-#: The proxy metrics without ground truth, by name, and whether a higher score is better.
-PROXIES: Dict[str, bool] = {
-    "blurring test MURR": True,
-    "URC": True,
-    "deletion AUC": False,
-    "insertion AUC": True,
-}
-
-#: Pixel budget of the blurring test and the URC, a share of the pixels (5%: Wang et al.'s
-#: larger budget and Perez et al.'s; on 8x8 digits 1% would be a single pixel).
-PROXY_FRACTION = 0.05
 
 #: Per-data defaults of the settings :class:`GroundTruthConfig` leaves at ``None``.
 _DATA_DEFAULTS: Dict[str, Dict[str, Optional[int]]] = {
@@ -381,242 +356,6 @@ class GroundTruthTable:
         return lines
 
 
-# ----------------------------------------------------------------------------- methods
-
-
-@dataclass
-class _Context:
-    """What a method may need besides the forward and the inputs."""
-
-    config: GroundTruthConfig
-    x_train: Tensor
-    clean: Tensor
-    _vae: Optional["VAE"] = field(default=None, repr=False)
-
-    def vae(self) -> "VAE":
-        if self._vae is None:
-            from captum_uncertainty.generative import load_or_train_vae
-
-            self._vae = load_or_train_vae(
-                self.x_train,
-                latent_dim=self.config.required("vae_latent"),
-                epochs=self.config.required("vae_epochs"),
-                seed=self.config.seed,
-                cache_dir=self.config.cache_dir,
-                progress=False,
-            )
-        return self._vae
-
-
-_Explainer = Callable[[UncertaintyForward, Tensor, _Context], Tensor]
-
-
-def _random(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    generator = torch.Generator().manual_seed(ctx.config.seed)
-    return torch.rand((x.shape[0], 1) + tuple(x.shape[2:]), generator=generator).to(x)
-
-
-def _oracle(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum.attr import IntegratedGradients
-
-    return IntegratedGradients(uf).attribute(x, baselines=ctx.clean, n_steps=ctx.config.n_steps)
-
-
-def _captum_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum.attr import IntegratedGradients
-
-    return IntegratedGradients(uf).attribute(x, baselines=torch.zeros_like(x), n_steps=ctx.config.n_steps)
-
-
-def _uig(baselines: str) -> _Explainer:
-    def explain(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-        from captum_uncertainty.attr import UncertaintyIntegratedGradients
-
-        return UncertaintyIntegratedGradients(uf).attribute(x, baselines=baselines, n_steps=ctx.config.n_steps)
-
-    return explain
-
-
-def _saliency(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum.attr import Saliency
-
-    return Saliency(uf).attribute(x, abs=True)
-
-
-def _smoothgrad(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum.attr import NoiseTunnel, Saliency
-
-    return NoiseTunnel(Saliency(uf)).attribute(
-        x, nt_type="smoothgrad", nt_samples=ctx.config.smoothgrad_samples, stdevs=0.1, abs=True
-    )
-
-
-def _superpixels(x: Tensor) -> Tensor:
-    """Feature ids ``(1, 1, H, W)`` of KernelShap and LIME: single pixels on images up to 16
-    pixels a side, 2x2 blocks on larger ones."""
-    height, width = x.shape[-2:]
-    block = 1 if max(height, width) <= 16 else 2
-    columns = (width + block - 1) // block
-    ids = (torch.arange(height) // block)[:, None] * columns + (torch.arange(width) // block)[None, :]
-    return ids.view(1, 1, height, width).to(x.device)
-
-
-def _kernel_shap(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum.attr import KernelShap
-
-    shap = KernelShap(uf)
-    mask = _superpixels(x)
-    samples = ctx.config.shap_samples
-    return torch.cat(
-        [
-            shap.attribute(
-                x[i : i + 1],
-                baselines=0.0,
-                feature_mask=mask,
-                n_samples=samples,
-                perturbations_per_eval=samples,
-            )
-            for i in range(x.shape[0])
-        ]
-    )
-
-
-def _lime(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    """Captum's Lime with a ridge surrogate (alpha 1): its default Lasso zeroes every coefficient
-    when the target is an uncertainty of a few tenths of a nat (see the benchmark's LIME)."""
-    from captum._utils.models.linear_model import SkLearnRidge
-    from captum.attr import Lime
-
-    lime = Lime(uf, interpretable_model=SkLearnRidge(alpha=1.0))
-    mask = _superpixels(x)
-    samples = ctx.config.shap_samples
-    return torch.cat(
-        [
-            lime.attribute(
-                x[i : i + 1], baselines=0.0, feature_mask=mask, n_samples=samples, perturbations_per_eval=samples
-            )
-            for i in range(x.shape[0])
-        ]
-    )
-
-
-def _ua_backprop(path: str) -> _Explainer:
-    def explain(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-        from captum_uncertainty.attr import UABackprop
-
-        return UABackprop(uf).attribute(x, path=path, n_steps=ctx.config.n_steps)
-
-    return explain
-
-
-def _blur_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum_uncertainty.attr import BlurIntegratedGradients
-
-    return BlurIntegratedGradients(uf).attribute(x, n_steps=ctx.config.n_steps)
-
-
-def _guided_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum_uncertainty.attr import GuidedIntegratedGradients
-
-    return GuidedIntegratedGradients(uf).attribute(x, n_steps=ctx.config.n_steps)
-
-
-def _distribution_std(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum.attr import IntegratedGradients
-
-    from captum_uncertainty.attr import ExplanationDistribution
-
-    return ExplanationDistribution(uf, IntegratedGradients).attribute(x, n_steps=ctx.config.n_steps).std
-
-
-def _covariance(mode: str) -> _Explainer:
-    def explain(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-        from captum.attr import IntegratedGradients
-
-        from captum_uncertainty.attr import CovarianceAttribution
-
-        maps = CovarianceAttribution(uf, IntegratedGradients).attribute(x, mode=mode, n_steps=ctx.config.n_steps)
-        assert isinstance(maps, Tensor)
-        return maps
-
-    return explain
-
-
-def _clue(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum_uncertainty.attr import CLUE
-
-    return CLUE(uf, ctx.vae()).attribute(x, max_iterations=ctx.config.search_iterations)
-
-
-def _counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum_uncertainty.attr import CounterfactualPathIG, FiducialWarning
-
-    with warnings.catch_warnings():  # a fiducial that changes the class still gives a complete map
-        warnings.simplefilter("ignore", FiducialWarning)
-        return CounterfactualPathIG(uf, ctx.vae()).attribute(
-            x,
-            fiducial="in_class",
-            n_steps=ctx.config.n_steps,
-            fiducial_kwargs={"max_iterations": ctx.config.search_iterations},
-        )
-
-
-def _sparse_counterfactual_ig(uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    from captum_uncertainty.attr import SparseCounterfactualIG
-
-    return SparseCounterfactualIG(uf, ctx.vae()).attribute(x, n_steps=ctx.config.n_steps)
-
-
-#: Every method, by name: how it is called on an :class:`~captum_uncertainty.UncertaintyForward`
-#: of the cause's measure. IG-type baselines are black (zeros) unless named; KernelShap and LIME
-#: perturb single pixels (2x2 blocks on images larger than 16 pixels) towards black.
-#: ExplanationDistribution and CovarianceAttribution explain the members' logits of the
-#: predicted class (their spread over the members), whatever the measure.
-METHODS: Dict[str, _Explainer] = {
-    RANDOM: _random,
-    ORACLE: _oracle,
-    "Captum IG (black)": _captum_ig,
-    "UncertaintyIG (white)": _uig("white"),
-    "UncertaintyIG (black+white)": _uig("black_white"),
-    "Saliency": _saliency,
-    "SmoothGrad": _smoothgrad,
-    "KernelShap": _kernel_shap,
-    "LIME": _lime,
-    "UA-Backprop+FullGrad": _ua_backprop("fullgrad"),
-    "UA-Backprop+Grad": _ua_backprop("grad"),
-    "UA-Backprop+InputGrad": _ua_backprop("inputgrad"),
-    "UA-Backprop+IG": _ua_backprop("integrated_gradients"),
-    "UA-Backprop+BlurIG": _ua_backprop("blur_integrated_gradients"),
-    "Blur IG": _blur_ig,
-    "Guided IG": _guided_ig,
-    "ExplanationDistribution (IG) std": _distribution_std,
-    "CovarianceAttribution (IG marginal)": _covariance("marginal"),
-    "CovarianceAttribution (IG diagonal)": _covariance("diagonal"),
-    "CLUE": _clue,
-    "CF-path IG": _counterfactual_path_ig,
-    "Sparse CF IG": _sparse_counterfactual_ig,
-}
-
-#: The methods that need a VAE (trained or loaded before their clock starts).
-GENERATIVE_METHODS = ("CLUE", "CF-path IG", "Sparse CF IG")
-
-
-def _as_map(attributions: Any) -> Tensor:
-    """Any input-shaped attribution as one ``(N, 1, H, W)`` map (channel sum), detached."""
-    if isinstance(attributions, tuple):
-        attributions = attributions[0]
-    return attributions.detach().sum(1, keepdim=True)
-
-
-def _seeded(explain: _Explainer, uf: UncertaintyForward, x: Tensor, ctx: _Context) -> Tensor:
-    """A method's maps with its random draws (SmoothGrad noise, KernelShap and LIME samples)
-    seeded with the run's seed, so that they do not depend on which methods ran before."""
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
-        torch.manual_seed(ctx.config.seed)
-        return _as_map(explain(uf, x, ctx))
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -707,45 +446,6 @@ def _strength_inputs(
             raise RuntimeError(f"the cause at strength {strength:g} is not in the same pixels as at full strength")
         inputs.append(known.x_test[chosen])
     return inputs
-
-
-def _proxy_scores(uf: UncertaintyForward, x: Tensor, maps: Tensor, sigma: Tensor) -> Dict[str, float]:
-    """The scores of :data:`PROXIES` of one method's maps of the images ``x``."""
-    with warnings.catch_warnings():  # the no-blur share is the same for every map: reported once
-        warnings.simplefilter("ignore", UninformativeBlurWarning)
-        murr = blurring_test(uf, x, maps, fraction=PROXY_FRACTION, sigma=sigma)
-    return {
-        "blurring test MURR": murr.score,
-        "URC": uncertainty_reduction_curve(uf, x, maps, fraction=PROXY_FRACTION).score,
-        "deletion AUC": insertion_deletion(uf, x, maps, mode="deletion").score,
-        "insertion AUC": insertion_deletion(uf, x, maps, mode="insertion").score,
-    }
-
-
-def _kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b of two score lists: ``(concordant - discordant) / sqrt((n0 - ties_a) (n0 -
-    ties_b))`` over the pairs, ``n0`` the pairs, ``ties_x`` the pairs tied in ``x`` (scipy's
-    default; no scipy needed). ``nan`` for fewer than two items or a constant list."""
-    x, y = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
-    if x.numel() < 2:
-        return math.nan
-    i, j = torch.triu_indices(x.numel(), x.numel(), offset=1)
-    dx, dy = torch.sign(x[i] - x[j]), torch.sign(y[i] - y[j])
-    untied_x, untied_y = float((dx != 0).sum()), float((dy != 0).sum())
-    if untied_x == 0 or untied_y == 0:
-        return math.nan
-    return float((dx * dy).sum()) / math.sqrt(untied_x * untied_y)
-
-
-def _agreement(rows: Sequence[GroundTruthRow], scores: Dict[str, Dict[str, float]], key: str) -> Dict[str, float]:
-    """Per proxy, the Kendall tau between the real methods' proxy scores (signed so that higher
-    is better) and their ``key`` scores."""
-    real = [row for row in rows if row.method not in (RANDOM, ORACLE) and row.method in scores]
-    truth = [float(getattr(row, key)) for row in real]
-    return {
-        name: _kendall_tau([scores[row.method][name] * (1 if higher else -1) for row in real], truth)
-        for name, higher in PROXIES.items()
-    }
 
 
 def _say(config: GroundTruthConfig, message: str) -> None:

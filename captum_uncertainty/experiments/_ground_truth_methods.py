@@ -1,0 +1,267 @@
+"""The methods of the ground-truth benchmark (:mod:`captum_uncertainty.experiments.ground_truth`):
+how each is called on an :class:`~captum_uncertainty.UncertaintyForward`, by name, and the
+seeded call that turns its attributions into one map per image."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+import torch
+from torch import Tensor
+
+from captum_uncertainty.forward import UncertaintyForward
+
+if TYPE_CHECKING:
+    from captum_uncertainty.experiments.ground_truth import GroundTruthConfig
+    from captum_uncertainty.generative import VAE
+
+__all__ = [
+    "Context",
+    "Explainer",
+    "GENERATIVE_METHODS",
+    "METHODS",
+    "ORACLE",
+    "RANDOM",
+    "seeded",
+]
+
+#: The map that ignores the input (uniform noise, seeded): the chance reference.
+RANDOM = "Random"
+
+#: Integrated Gradients of the uncertainty from the clean image: the oracle reference.
+ORACLE = "Oracle: IG from the clean image"
+
+
+@dataclass
+class Context:
+    """What a method may need besides the forward and the inputs."""
+
+    config: GroundTruthConfig
+    x_train: Tensor
+    clean: Tensor
+    _vae: Optional["VAE"] = field(default=None, repr=False)
+
+    def vae(self) -> "VAE":
+        if self._vae is None:
+            from captum_uncertainty.generative import load_or_train_vae
+
+            self._vae = load_or_train_vae(
+                self.x_train,
+                latent_dim=self.config.required("vae_latent"),
+                epochs=self.config.required("vae_epochs"),
+                seed=self.config.seed,
+                cache_dir=self.config.cache_dir,
+                progress=False,
+            )
+        return self._vae
+
+
+Explainer = Callable[[UncertaintyForward, Tensor, Context], Tensor]
+
+
+def _random(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    generator = torch.Generator().manual_seed(ctx.config.seed)
+    return torch.rand((x.shape[0], 1) + tuple(x.shape[2:]), generator=generator).to(x)
+
+
+def _oracle(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum.attr import IntegratedGradients
+
+    return IntegratedGradients(uf).attribute(x, baselines=ctx.clean, n_steps=ctx.config.n_steps)
+
+
+def _captum_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum.attr import IntegratedGradients
+
+    return IntegratedGradients(uf).attribute(x, baselines=torch.zeros_like(x), n_steps=ctx.config.n_steps)
+
+
+def _uig(baselines: str) -> Explainer:
+    def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+        from captum_uncertainty.attr import UncertaintyIntegratedGradients
+
+        return UncertaintyIntegratedGradients(uf).attribute(x, baselines=baselines, n_steps=ctx.config.n_steps)
+
+    return explain
+
+
+def _saliency(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum.attr import Saliency
+
+    return Saliency(uf).attribute(x, abs=True)
+
+
+def _smoothgrad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum.attr import NoiseTunnel, Saliency
+
+    return NoiseTunnel(Saliency(uf)).attribute(
+        x, nt_type="smoothgrad", nt_samples=ctx.config.smoothgrad_samples, stdevs=0.1, abs=True
+    )
+
+
+def _superpixels(x: Tensor) -> Tensor:
+    """Feature ids ``(1, 1, H, W)`` of KernelShap and LIME: single pixels on images up to 16
+    pixels a side, 2x2 blocks on larger ones."""
+    height, width = x.shape[-2:]
+    block = 1 if max(height, width) <= 16 else 2
+    columns = (width + block - 1) // block
+    ids = (torch.arange(height) // block)[:, None] * columns + (torch.arange(width) // block)[None, :]
+    return ids.view(1, 1, height, width).to(x.device)
+
+
+def _kernel_shap(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum.attr import KernelShap
+
+    shap = KernelShap(uf)
+    mask = _superpixels(x)
+    samples = ctx.config.shap_samples
+    return torch.cat(
+        [
+            shap.attribute(
+                x[i : i + 1],
+                baselines=0.0,
+                feature_mask=mask,
+                n_samples=samples,
+                perturbations_per_eval=samples,
+            )
+            for i in range(x.shape[0])
+        ]
+    )
+
+
+def _lime(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    """Captum's Lime with a ridge surrogate (alpha 1): its default Lasso zeroes every coefficient
+    when the target is an uncertainty of a few tenths of a nat (see the benchmark's LIME)."""
+    from captum._utils.models.linear_model import SkLearnRidge
+    from captum.attr import Lime
+
+    lime = Lime(uf, interpretable_model=SkLearnRidge(alpha=1.0))
+    mask = _superpixels(x)
+    samples = ctx.config.shap_samples
+    return torch.cat(
+        [
+            lime.attribute(
+                x[i : i + 1], baselines=0.0, feature_mask=mask, n_samples=samples, perturbations_per_eval=samples
+            )
+            for i in range(x.shape[0])
+        ]
+    )
+
+
+def _ua_backprop(path: str) -> Explainer:
+    def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+        from captum_uncertainty.attr import UABackprop
+
+        return UABackprop(uf).attribute(x, path=path, n_steps=ctx.config.n_steps)
+
+    return explain
+
+
+def _blur_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum_uncertainty.attr import BlurIntegratedGradients
+
+    return BlurIntegratedGradients(uf).attribute(x, n_steps=ctx.config.n_steps)
+
+
+def _guided_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum_uncertainty.attr import GuidedIntegratedGradients
+
+    return GuidedIntegratedGradients(uf).attribute(x, n_steps=ctx.config.n_steps)
+
+
+def _distribution_std(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum.attr import IntegratedGradients
+
+    from captum_uncertainty.attr import ExplanationDistribution
+
+    return ExplanationDistribution(uf, IntegratedGradients).attribute(x, n_steps=ctx.config.n_steps).std
+
+
+def _covariance(mode: str) -> Explainer:
+    def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+        from captum.attr import IntegratedGradients
+
+        from captum_uncertainty.attr import CovarianceAttribution
+
+        maps = CovarianceAttribution(uf, IntegratedGradients).attribute(x, mode=mode, n_steps=ctx.config.n_steps)
+        assert isinstance(maps, Tensor)
+        return maps
+
+    return explain
+
+
+def _clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum_uncertainty.attr import CLUE
+
+    return CLUE(uf, ctx.vae()).attribute(x, max_iterations=ctx.config.search_iterations)
+
+
+def _counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum_uncertainty.attr import CounterfactualPathIG, FiducialWarning
+
+    with warnings.catch_warnings():  # a fiducial that changes the class still gives a complete map
+        warnings.simplefilter("ignore", FiducialWarning)
+        return CounterfactualPathIG(uf, ctx.vae()).attribute(
+            x,
+            fiducial="in_class",
+            n_steps=ctx.config.n_steps,
+            fiducial_kwargs={"max_iterations": ctx.config.search_iterations},
+        )
+
+
+def _sparse_counterfactual_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    from captum_uncertainty.attr import SparseCounterfactualIG
+
+    return SparseCounterfactualIG(uf, ctx.vae()).attribute(x, n_steps=ctx.config.n_steps)
+
+
+#: Every method, by name: how it is called on an :class:`~captum_uncertainty.UncertaintyForward`
+#: of the cause's measure. IG-type baselines are black (zeros) unless named; KernelShap and LIME
+#: perturb single pixels (2x2 blocks on images larger than 16 pixels) towards black.
+#: ExplanationDistribution and CovarianceAttribution explain the members' logits of the
+#: predicted class (their spread over the members), whatever the measure.
+METHODS: Dict[str, Explainer] = {
+    RANDOM: _random,
+    ORACLE: _oracle,
+    "Captum IG (black)": _captum_ig,
+    "UncertaintyIG (white)": _uig("white"),
+    "UncertaintyIG (black+white)": _uig("black_white"),
+    "Saliency": _saliency,
+    "SmoothGrad": _smoothgrad,
+    "KernelShap": _kernel_shap,
+    "LIME": _lime,
+    "UA-Backprop+FullGrad": _ua_backprop("fullgrad"),
+    "UA-Backprop+Grad": _ua_backprop("grad"),
+    "UA-Backprop+InputGrad": _ua_backprop("inputgrad"),
+    "UA-Backprop+IG": _ua_backprop("integrated_gradients"),
+    "UA-Backprop+BlurIG": _ua_backprop("blur_integrated_gradients"),
+    "Blur IG": _blur_ig,
+    "Guided IG": _guided_ig,
+    "ExplanationDistribution (IG) std": _distribution_std,
+    "CovarianceAttribution (IG marginal)": _covariance("marginal"),
+    "CovarianceAttribution (IG diagonal)": _covariance("diagonal"),
+    "CLUE": _clue,
+    "CF-path IG": _counterfactual_path_ig,
+    "Sparse CF IG": _sparse_counterfactual_ig,
+}
+
+#: The methods that need a VAE (trained or loaded before their clock starts).
+GENERATIVE_METHODS = ("CLUE", "CF-path IG", "Sparse CF IG")
+
+
+def _as_map(attributions: Any) -> Tensor:
+    """Any input-shaped attribution as one ``(N, 1, H, W)`` map (channel sum), detached."""
+    if isinstance(attributions, tuple):
+        attributions = attributions[0]
+    return attributions.detach().sum(1, keepdim=True)
+
+
+def seeded(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
+    """A method's maps with its random draws (SmoothGrad noise, KernelShap and LIME samples)
+    seeded with the run's seed, so that they do not depend on which methods ran before."""
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
+        torch.manual_seed(ctx.config.seed)
+        return _as_map(explain(uf, x, ctx))
