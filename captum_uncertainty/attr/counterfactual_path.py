@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, Literal, NamedTuple, Optional, Tuple, Union, overload
+from typing import Any, Callable, Dict, List, Literal, NamedTuple, Optional, Tuple, Union, overload
 
 import torch
 from captum.attr import GradientAttribution
@@ -11,17 +11,23 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.func import jvp
 
-from captum_uncertainty._validation import check_choice, check_non_negative_number
+from captum_uncertainty._validation import check_choice
 from captum_uncertainty.attr._utils.checks import check_classifier_forward
-from captum_uncertainty.attr._utils.counterfactual import check_counterfactual_inputs, clue_search, clue_settings
-from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
-from captum_uncertainty.attr._utils.latent_search import (
-    LossNotDecreasing,
-    class_averaged_bce,
-    class_cross_entropy,
-    reconstruction_loss,
-    search_latents,
+from captum_uncertainty.attr._utils.counterfactual import (
+    check_counterfactual_inputs,
+    clue_search_and_read,
+    clue_settings,
 )
+from captum_uncertainty.attr._utils.fiducial_search import (
+    SUPPORTED_CLASS_LOSSES,
+    Fiducials,
+    FiducialWarning,
+    in_class_fiducials,
+    reconstruction_latents,
+    reference_in_class_settings,
+    warn_about_invalid_fiducials,
+)
+from captum_uncertainty.attr._utils.formatting import TargetType, additional_args_tuple
 from captum_uncertainty.attr._utils.path import (
     bounded_internal_batch_size,
     integrate_path,
@@ -56,37 +62,20 @@ __all__ = [
 
 SUPPORTED_FIDUCIALS = ("clue", "in_class")
 SUPPORTED_LATENT_ENDS = ("encoder", "refined")
-SUPPORTED_CLASS_LOSSES = ("cross_entropy", "class_averaged_bce")
 FiducialType = Union[str, Tensor]
 
 
-class FiducialWarning(UserWarning):
-    """A counterfactual fiducial changed the predicted class or did not lower the uncertainty."""
+class _Search(NamedTuple):
+    """The fiducials and what finding them computed, so that nothing is computed twice."""
 
+    fiducials: Fiducials
+    codes: Tensor
+    at_inputs: Dict[str, Tensor]
+    at_fiducials: Dict[str, Tensor]
 
-class Fiducials(NamedTuple):
-    """The path's starting points and what they say about the search.
-
-    Attributes:
-        latents (Tensor): fiducial latent codes ``z_f`` ``(N, D)``.
-        images (Tensor): ``dec(z_f)``, the inputs' shape.
-        uncertainty (Tensor): the forward's measure at ``dec(z_f)`` ``(N,)``.
-        input_uncertainty (Tensor): the same measure at the inputs ``(N,)``.
-        input_class (Tensor): the posterior predictive's class at the inputs ``(N,)``.
-        fiducial_class (Tensor): its class at ``dec(z_f)`` ``(N,)``.
-    """
-
-    latents: Tensor
-    images: Tensor
-    uncertainty: Tensor
-    input_uncertainty: Tensor
-    input_class: Tensor
-    fiducial_class: Tensor
-
-    @property
-    def valid(self) -> Tensor:
-        """``(N,)`` bool: the fiducial keeps the predicted class and lowers the uncertainty."""
-        return (self.fiducial_class == self.input_class) & (self.uncertainty < self.input_uncertainty)
+    def ends(self, measures: Tuple[str, ...]) -> List[Tuple[Tensor, Tensor]]:
+        """Each measure at the inputs and at the fiducials."""
+        return [(self.at_inputs[measure], self.at_fiducials[measure]) for measure in measures]
 
 
 class CounterfactualPathResult(NamedTuple):
@@ -420,6 +409,36 @@ class CounterfactualPathIG(GradientAttribution):
             >>> result = cpig.attribute(x, return_convergence_delta=True, return_fiducial=True)
             >>> attr, delta, found = result               # or result.attributions, result.delta, ...
         """
+        return self._attribute(
+            inputs,
+            fiducial,
+            target,
+            additional_forward_args,
+            n_steps,
+            method,
+            internal_batch_size,
+            return_convergence_delta,
+            decompose,
+            return_fiducial,
+            fiducial_kwargs or {},
+            latent_end,
+        )
+
+    def _attribute(
+        self,
+        inputs: Tensor,
+        fiducial: FiducialType,
+        target: TargetType,
+        additional_forward_args: Any,
+        n_steps: int,
+        method: str,
+        internal_batch_size: Optional[int],
+        return_convergence_delta: bool,
+        decompose: bool,
+        return_fiducial: bool,
+        fiducial_kwargs: Dict[str, Any],
+        latent_end: str,
+    ) -> Any:
         forward: UncertaintyForward = self.forward_func
         inputs = check_counterfactual_inputs(inputs)
         args = additional_args_tuple(additional_forward_args)
@@ -430,13 +449,12 @@ class CounterfactualPathIG(GradientAttribution):
             )
         check_choice(latent_end, "latent_end", SUPPORTED_LATENT_ENDS)
         nodes, weights = quadrature(method, n_steps, inputs)
-        found = self.fiducials(inputs, fiducial, **(fiducial_kwargs or {}))
-        _warn_about_invalid_fiducials(found)
+        search = self._search(inputs, fiducial, fiducial_kwargs, args)
+        found = search.fiducials
+        warn_about_invalid_fiducials(found)
+        latents = search.codes
         if latent_end == "refined":
-            latents = reconstruction_latents(self.generative_model, inputs)
-        else:
-            with torch.no_grad():
-                latents = encode_inputs(self.generative_model, inputs)
+            latents = reconstruction_latents(self.generative_model, inputs, start=search.codes)
         with torch.no_grad():
             reconstruction = decode_latents(self.generative_model, latents, inputs)
         measures = ("total", "aleatoric") if decompose else (forward.measure,)
@@ -450,11 +468,10 @@ class CounterfactualPathIG(GradientAttribution):
             straight_path((inputs,), (reconstruction,)), gradients, nodes, weights, batch, internal_batch_size
         )
         attribution = [a + g * (inputs - reconstruction) for (a,), (g,) in zip(latent_part, gap_part)]
-        with torch.no_grad():
-            ends = zip(
-                uncertainty_values(forward, (inputs,), args, measures, target),
-                uncertainty_values(forward, (found.images,), args, measures, target),
-            )
+        if target is None:
+            ends = search.ends(measures)
+        else:
+            ends = self._target_ends(inputs, found.images, args, measures, target)
         deltas = [a.flatten(1).sum(1) - (at_x - at_f) for a, (at_x, at_f) in zip(attribution, ends)]
         parts: Union[Tuple[Tensor, Tensor], Tuple[Decomposition, Decomposition]] = (
             decomposed(attribution, deltas) if decompose else (attribution[0], deltas[0])
@@ -466,32 +483,66 @@ class CounterfactualPathIG(GradientAttribution):
             return CounterfactualPathResult(result, found)
         return parts if return_convergence_delta else result
 
+    def _target_ends(
+        self, inputs: Tensor, images: Tensor, args: Tuple[Any, ...], measures: Tuple[str, ...], target: TargetType
+    ) -> List[Tuple[Tensor, Tensor]]:
+        """Each measure's class term (``target``) at the inputs and at the fiducials."""
+        with torch.no_grad():
+            at_inputs = uncertainty_values(self.forward_func, (inputs,), args, measures, target)
+            at_fiducials = uncertainty_values(self.forward_func, (images,), args, measures, target)
+        return list(zip(at_inputs, at_fiducials))
+
     def fiducials(self, inputs: Tensor, fiducial: FiducialType = "clue", **search_kwargs: Any) -> Fiducials:
         """The fiducial of each input, with both uncertainties and both predicted classes."""
+        return self._search(check_counterfactual_inputs(inputs), fiducial, search_kwargs, ()).fiducials
+
+    def _search(
+        self, inputs: Tensor, fiducial: FiducialType, search_kwargs: Dict[str, Any], args: Tuple[Any, ...]
+    ) -> "_Search":
+        """The fiducials with what finding them computed: the encoder's codes of the inputs and the
+        posterior's summary at the inputs and at the fiducials, each from one pass."""
         forward: UncertaintyForward = self.forward_func
-        inputs = check_counterfactual_inputs(inputs)
+        with torch.no_grad():
+            codes = encode_inputs(self.generative_model, inputs)
+            at_inputs = forward.summary(inputs, *args)
+        at_fiducials: Optional[Dict[str, Tensor]] = None
         if isinstance(fiducial, Tensor):
             if search_kwargs:
                 raise ValueError("fiducial_kwargs apply to a fiducial search; a tensor fiducial takes none")
-            latents = self.fiducial_latents(fiducial, inputs)
+            latents = self.fiducial_latents(fiducial, inputs, codes.shape[1])
         elif check_choice(fiducial, "fiducial", SUPPORTED_FIDUCIALS, extra="or a tensor") == "clue":
-            latents = clue_search(forward, self.generative_model, inputs, clue_settings(**search_kwargs)).latents
+            settings = clue_settings(**search_kwargs)
+            clue = clue_search_and_read(forward, self.generative_model, inputs, settings, codes, at_inputs=at_inputs)
+            (latents, images), at_fiducials = clue[0][:2], clue[1]
         else:
-            latents = in_class_fiducials(forward, self.generative_model, inputs, **search_kwargs)
-        with torch.no_grad():
-            images = decode_latents(self.generative_model, latents, inputs)
-            at_inputs, at_fiducials = forward.decompose(inputs), forward.decompose(images)
-            classes = forward.predicted_class(inputs), forward.predicted_class(images)
-        return Fiducials(
-            latents.detach(), images, at_fiducials.select(forward.measure), at_inputs.select(forward.measure), *classes
+            classes = at_inputs["predicted"]
+            latents = in_class_fiducials(
+                forward, self.generative_model, inputs, **search_kwargs, start=codes, classes=classes
+            )
+        if at_fiducials is None:
+            with torch.no_grad():
+                images = decode_latents(self.generative_model, latents, inputs)
+                at_fiducials = forward.summary(images, *args)
+        measure = forward.measure
+        found = Fiducials(
+            latents.detach(),
+            images,
+            at_fiducials[measure],
+            at_inputs[measure],
+            at_inputs["predicted"],
+            at_fiducials["predicted"],
         )
+        return _Search(found, codes, at_inputs, at_fiducials)
 
-    def fiducial_latents(self, fiducial: Tensor, inputs: Tensor) -> Tensor:
+    def fiducial_latents(self, fiducial: Tensor, inputs: Tensor, dimension: Optional[int] = None) -> Tensor:
+        """A tensor fiducial as latent codes ``(N, D)``: images of the inputs' shape are encoded,
+        one code ``(D,)`` is repeated; ``dimension``, the latent size, when the caller knows it."""
         if fiducial.shape == inputs.shape:
             with torch.no_grad():
                 return encode_inputs(self.generative_model, fiducial.detach().to(inputs))
-        with torch.no_grad():
-            dimension = encode_inputs(self.generative_model, inputs[:1]).shape[1]
+        if dimension is None:
+            with torch.no_grad():
+                dimension = encode_inputs(self.generative_model, inputs[:1]).shape[1]
         if fiducial.shape == (dimension,):
             fiducial = fiducial.expand(inputs.shape[0], dimension)
         if fiducial.shape != (inputs.shape[0], dimension):
@@ -520,152 +571,3 @@ class CounterfactualPathIG(GradientAttribution):
             return (points.detach(),), (velocities.detach(),)
 
         return points_at
-
-
-def in_class_fiducials(
-    forward: UncertaintyForward,
-    generative_model: LatentGenerativeModel,
-    inputs: Tensor,
-    class_weight: float = 1000.0,
-    prior_weight: float = 0.5,
-    lr: float = 0.01,
-    max_iterations: int = 500,
-    tolerance: float = 1e-3,
-    patience: int = 5,
-    class_loss: str = "cross_entropy",
-    stopping: Optional[LossNotDecreasing] = None,
-) -> Tensor:
-    r"""Latent fiducials that keep the predicted class (the Featurespace reference code's search).
-
-    Minimises, per input and from the encoder's code,
-    ``BCE(dec(z), x) + class_weight * L_class(y_hat, p(dec(z))) + prior_weight * ||z||^2`` where
-    the BCE is summed over the input elements, ``y_hat`` is the posterior predictive's class at
-    ``x`` and ``p`` the posterior predictive; Adam, stopping each input once its loss stops
-    decreasing (by default the rule of :class:`~captum_uncertainty.CLUE`).
-
-    ``class_loss="cross_entropy"`` (default, weight 1000, see
-    :class:`~captum_uncertainty.CounterfactualPathIG`) is ``-log p_{y_hat}``.
-    ``class_loss="class_averaged_bce"`` is the reference code's Keras
-    ``binary_crossentropy(onehot(y_hat), p)``: the binary cross-entropy of each class's
-    probability against the one-hot target, averaged over the ``C`` classes, with the
-    probabilities clipped to ``[1e-7, 1 - 1e-7]`` as Keras does. The reference weighs it by
-    ``1e4 * H * W`` (:func:`reference_in_class_settings`), about 780 times our default on a
-    28x28 digit with 10 classes.
-
-    Args:
-        forward (captum_uncertainty.UncertaintyForward): the posterior whose predictive defines
-            the class term.
-        generative_model (LatentGenerativeModel): the encoder / decoder.
-        inputs (Tensor): inputs in ``[0, 1]``.
-        class_weight (float): weight of the class term. Default: 1000.
-        prior_weight (float): weight of ``||z||^2``. Default: 0.5.
-        lr (float): Adam learning rate. Default: 0.01.
-        max_iterations (int): most Adam steps per input. Default: 500.
-        tolerance, patience (float, int): the default stopping rule (ignored with ``stopping``).
-        class_loss (str): ``"cross_entropy"`` (default) or ``"class_averaged_bce"``.
-        stopping (captum_uncertainty.attr.LossNotDecreasing, optional): the reference code's
-            stopping rule instead.
-
-    Returns:
-        Tensor: latent codes ``(N, D)``.
-    """
-    check_non_negative_number(class_weight, "class_weight")
-    check_choice(class_loss, "class_loss", SUPPORTED_CLASS_LOSSES)
-    _check_reconstruction_range(inputs, 'fiducial="in_class"')
-    with torch.no_grad():
-        start = encode_inputs(generative_model, inputs)
-        target = forward.predicted_class(inputs)
-    class_term = class_cross_entropy if class_loss == "cross_entropy" else class_averaged_bce
-
-    def objective(latents: Tensor, rows: Tensor) -> Tensor:
-        images = decode_latents(generative_model, latents, inputs[rows])
-        log_mean = forward.log_predictive_mean(images)
-        return (
-            reconstruction_loss(images, inputs[rows])
-            + class_weight * class_term(log_mean, target[rows])
-            + prior_weight * latents.square().sum(1)
-        )
-
-    search = search_latents(
-        objective,
-        start,
-        lr=lr,
-        max_iterations=max_iterations,
-        tolerance=tolerance,
-        patience=patience,
-        stopping=stopping,
-    )
-    return search.latents
-
-
-def _check_reconstruction_range(inputs: Tensor, what: str) -> None:
-    if inputs.min() < 0 or inputs.max() > 1:
-        raise ValueError(f"{what} needs inputs in [0, 1] (its reconstruction term is a binary cross-entropy)")
-
-
-def reference_in_class_settings(inputs: Tensor) -> Dict[str, Any]:
-    """The in-class fiducial search of the Featurespace reference code, as ``fiducial_kwargs``.
-
-    ``class_averaged_bce`` weighted by ``1e4 * H * W`` (its ``constrain_multiplier=1e4`` times
-    the image's pixel count), Adam with learning rate 0.01 for at most 2,000 steps, stopped by
-    ``LossNotDecreasing(rtol=1e-3)`` (scripts/MNIST/2.evaluation.py and
-    uncertainty_library/latent_optimisation.py). One difference remains: we return the
-    lowest-loss code each input visited, the reference its last one.
-
-    Examples::
-
-        >>> cpig.attribute(x, fiducial="in_class", fiducial_kwargs=reference_in_class_settings(x),
-        ...                latent_end="refined")
-    """
-    height, width = inputs.shape[-2:]
-    return dict(
-        class_loss="class_averaged_bce",
-        class_weight=1e4 * height * width,
-        max_iterations=2000,
-        stopping=LossNotDecreasing(rtol=1e-3),
-    )
-
-
-def reconstruction_latents(
-    generative_model: LatentGenerativeModel,
-    inputs: Tensor,
-    prior_weight: float = 0.5,
-    lr: float = 0.01,
-    max_iterations: int = 2000,
-    stopping: Optional[LossNotDecreasing] = None,
-) -> Tensor:
-    """The encoder's codes refined for reconstruction, as the Featurespace reference code does.
-
-    Minimises ``BCE(dec(z), x) + prior_weight * ||z||^2`` (BCE summed over the input elements)
-    from the encoder's code with Adam (learning rate 0.01, at most 2,000 steps), stopping each
-    input with ``LossNotDecreasing(atol=1e-3)`` unless ``stopping`` says otherwise; returns the
-    lowest-loss code visited, ``(N, D)``.
-    """
-    _check_reconstruction_range(inputs, 'latent_end="refined"')
-    with torch.no_grad():
-        start = encode_inputs(generative_model, inputs)
-
-    def objective(latents: Tensor, rows: Tensor) -> Tensor:
-        images = decode_latents(generative_model, latents, inputs[rows])
-        return reconstruction_loss(images, inputs[rows]) + prior_weight * latents.square().sum(1)
-
-    rule = LossNotDecreasing(atol=1e-3) if stopping is None else stopping
-    return search_latents(objective, start, lr=lr, max_iterations=max_iterations, stopping=rule).latents
-
-
-def _warn_about_invalid_fiducials(found: Fiducials) -> None:
-    changed = (found.fiducial_class != found.input_class).nonzero().flatten().tolist()
-    higher = (found.uncertainty >= found.input_uncertainty).nonzero().flatten().tolist()
-    if changed:
-        warnings.warn(
-            f"CounterfactualPathIG: the fiducials of inputs {changed} change the predicted class",
-            FiducialWarning,
-            stacklevel=3,
-        )
-    if higher:
-        warnings.warn(
-            f"CounterfactualPathIG: the fiducials of inputs {higher} do not lower the uncertainty "
-            "(see return_fiducial=True for both values)",
-            FiducialWarning,
-            stacklevel=3,
-        )

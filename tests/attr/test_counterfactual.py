@@ -313,12 +313,49 @@ def test_invalid_fiducials_warn_naming_the_inputs(uf, digits, digits_vae):
     other = confident[(classes[confident] != classes[confident[0]]) & (classes[confident] != classes[confident[1]])]
     fiducial_images = torch.stack([digits.x_test[confident[0]], digits.x_test[other[0]]])
     cpig = CounterfactualPathIG(uf, digits_vae)
-    with pytest.warns(FiducialWarning, match=r"inputs \[1\] change the predicted class"):
+    with pytest.warns(FiducialWarning, match=r"inputs \[1\] change the predicted class") as caught:
         cpig.attribute(x, fiducial=fiducial_images, n_steps=4)
+    assert caught[0].filename == __file__, "the warning points at the line that called attribute"
     with pytest.warns(FiducialWarning, match=r"do not lower the uncertainty"):
         # the most certain digits, explained from a fiducial that is an uncertain digit
         uncertain_image = digits.x_test[u.argmax()].expand(2, 1, 8, 8)
         cpig.attribute(x, fiducial=uncertain_image, n_steps=4)
+
+
+def _count_rows(module):
+    rows = [0]
+    handle = module.register_forward_pre_hook(lambda _module, inputs: rows.__setitem__(0, rows[0] + len(inputs[0])))
+    return rows, handle
+
+
+@pytest.mark.parametrize("fiducial", ["clue", "in_class", "latents"])
+def test_attribution_costs_the_fiducials_and_the_path_alone(uf, uncertain, digits_vae, fiducial):
+    """Finding the fiducials encodes the inputs once and reads the posterior at the inputs and at
+    the fiducials; attribute adds the path points and nothing else (no second encoding, no second
+    reading of either end)."""
+    x, steps = uncertain[:3], 4
+    cpig = CounterfactualPathIG(uf, digits_vae)
+    kwargs = dict(max_iterations=2)
+    if fiducial == "latents":
+        fiducial, kwargs = cpig.fiducials(x, "clue", **kwargs).latents, {}
+    posterior_rows, posterior_hook = _count_rows(uf.posterior)
+    encoder_rows, encoder_hook = _count_rows(digits_vae.encoder)
+    try:
+        cpig.fiducials(x, fiducial, **kwargs)
+        searched = posterior_rows[0], encoder_rows[0]
+        posterior_rows[0] = encoder_rows[0] = 0
+        _, delta = cpig.attribute(x, fiducial, n_steps=steps, return_convergence_delta=True, fiducial_kwargs=kwargs)
+    finally:
+        posterior_hook.remove()
+        encoder_hook.remove()
+    assert searched[1] == encoder_rows[0] == len(x)
+    assert posterior_rows[0] == searched[0] + 2 * steps * len(x)
+    if isinstance(fiducial, torch.Tensor):
+        assert searched[0] == 2 * len(x)
+    with torch.no_grad():  # the delta's ends are the values at the inputs and at the fiducials
+        found = cpig.fiducials(x, fiducial, **kwargs)
+    assert torch.allclose(found.input_uncertainty, uf(x).detach())
+    assert torch.allclose(found.uncertainty, uf(found.images).detach())
 
 
 class WrongShape(LinearPair):

@@ -4,7 +4,7 @@ check, the CLUE settings, objective and search, and the ``|x - x_cf|`` map."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -29,6 +29,7 @@ __all__ = [
     "Distance",
     "check_counterfactual_inputs",
     "clue_search",
+    "clue_search_and_read",
     "clue_settings",
     "counterfactual_map",
     "resolve_distance",
@@ -149,12 +150,21 @@ class ClueObjective:
     def __call__(self, latents: Tensor, rows: Tensor) -> Tensor:
         return self.terms(latents, rows)[-1]
 
-    def summarise(self, search: LatentSearch) -> Counterfactuals:
-        rows = torch.arange(self.inputs.shape[0], device=self.inputs.device)
+    def summarise(
+        self, search: LatentSearch, before: Optional[Tensor] = None
+    ) -> Tuple[Counterfactuals, Dict[str, Tensor]]:
+        """What the search found, and the posterior's :meth:`~captum_uncertainty.UncertaintyForward.summary`
+        at the counterfactuals (one pass gives both); ``before``, the searched measure at the
+        inputs, is computed when not given."""
         with torch.no_grad():
-            images, uncertainty, distance, objective = self.terms(search.latents, rows)
-            before = self.forward.decompose(self.inputs).select(self.measure)
-        return Counterfactuals(search.latents, images, uncertainty, before, distance, objective, search.iterations)
+            images = decode_latents(self.generative_model, search.latents, self.inputs)
+            read = self.forward.summary(images)
+            uncertainty, distance = read[self.measure], self.distance(images, self.inputs)
+            objective = self.weights[0] * uncertainty + self.weights[1] * distance
+            if before is None:
+                before = self.forward.decompose(self.inputs).select(self.measure)
+        found = Counterfactuals(search.latents, images, uncertainty, before, distance, objective, search.iterations)
+        return found, read
 
 
 def clue_search(
@@ -167,6 +177,20 @@ def clue_search(
 ) -> Counterfactuals:
     """The CLUE search of checked ``inputs``: from the encoder's codes (or ``starts``, one row per
     input), each Adam step mapped back by ``project`` when given."""
+    return clue_search_and_read(forward, generative_model, inputs, settings, starts, project)[0]
+
+
+def clue_search_and_read(
+    forward: UncertaintyForward,
+    generative_model: LatentGenerativeModel,
+    inputs: Tensor,
+    settings: ClueSettings,
+    starts: Optional[Tensor] = None,
+    project: Optional[Projection] = None,
+    at_inputs: Optional[Dict[str, Tensor]] = None,
+) -> Tuple[Counterfactuals, Dict[str, Tensor]]:
+    """:func:`clue_search`, and the posterior's summary at the counterfactuals from the same pass;
+    ``at_inputs``, the summary at the inputs when the caller has it, saves a pass."""
     objective = ClueObjective(forward, generative_model, inputs, settings)
     if starts is None:
         with torch.no_grad():
@@ -181,7 +205,7 @@ def clue_search(
         patience=settings.patience,
         project=project,
     )
-    return objective.summarise(search)
+    return objective.summarise(search, None if at_inputs is None else at_inputs[objective.measure])
 
 
 def resolve_distance(distance: Distance) -> Callable[[Tensor, Tensor], Tensor]:
