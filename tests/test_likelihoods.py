@@ -432,7 +432,7 @@ def _likelihood_name_comparisons(tree: ast.AST) -> list:
 def test_no_module_outside_the_likelihoods_compares_a_likelihood_name():
     offenders = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "likelihoods.py" and path.parent == PACKAGE:
+        if PACKAGE / "likelihoods" in path.parents:
             continue
         lines = _likelihood_name_comparisons(ast.parse(path.read_text()))
         if lines:
