@@ -284,6 +284,19 @@ class UncertaintyForward(nn.Module):
                 return self.posterior.call_checked(*inputs)
             return self.posterior(*inputs)
 
+    def check_inputs(self, *inputs: Any) -> None:
+        """The guards :meth:`sample_outputs` runs before reading the posterior, for methods that
+        then run the samples their own way (:meth:`logits_per_sample`): when ``validate``, the
+        inputs' checks (non-empty, finite, the model's device and dtype) and, until it has passed
+        once, the check that the samples are fixed, on the first two rows. A posterior that
+        learns its sample count from a call (a :class:`~captum_uncertainty.SampleCallable`) has
+        learnt it after this check."""
+        if not self.validate:
+            return
+        with self._reading():
+            self.posterior.check_inputs(inputs)
+            self.posterior.check_deterministic(inputs)
+
     def _checked(self, outputs: Tensor) -> Tensor:
         """``outputs`` checked against the likelihood (when ``validate``): every call, and the
         pattern checks of :meth:`Likelihood.check_first` on the first."""

@@ -251,6 +251,42 @@ class UABackprop(GradientAttribution):
             for ``captum.attr.visualization``), of the inputs' shape otherwise, summing to
             ``U(x)`` per input (with ``normalize=True``).
         """
+        return self._attribute(
+            inputs,
+            baselines,
+            target,
+            additional_forward_args,
+            n_steps,
+            method,
+            internal_batch_size,
+            path,
+            max_sigma,
+            tau1,
+            tau2,
+            normalize,
+            decompose,
+            classes_per_pass,
+            fullgrad_postprocess,
+        )
+
+    def _attribute(
+        self,
+        inputs: Tensor,
+        baselines: Any,
+        target: TargetType,
+        additional_forward_args: Any,
+        n_steps: int,
+        method: str,
+        internal_batch_size: Optional[int],
+        path: str,
+        max_sigma: Optional[float],
+        tau1: Optional[float],
+        tau2: Optional[float],
+        normalize: bool,
+        decompose: bool,
+        classes_per_pass: Optional[int],
+        fullgrad_postprocess: str,
+    ) -> Union[Tensor, Decomposition]:
         forward: UncertaintyForward = self.forward_func
         check_floating_batch(inputs)
         check_choice(path, "path", PATHS)
@@ -262,8 +298,7 @@ class UABackprop(GradientAttribution):
         check_choice(fullgrad_postprocess, "fullgrad_postprocess", FULLGRAD_POSTPROCESS)
         tau1, tau2 = _resolve_temperatures(inputs, tau1, tau2)
         args = additional_args_tuple(additional_forward_args)
-        forward.posterior.check_inputs((inputs,) + args)
-        forward.posterior.check_deterministic((inputs,) + args)  # its calls also tell a SampleCallable its S
+        forward.check_inputs(inputs, *args)  # its calls also tell a SampleCallable its S
         inputs = inputs.detach()
         measures = MEASURES if decompose else (forward.measure,)
         if path == "integrated_gradients":
@@ -335,7 +370,7 @@ class UABackprop(GradientAttribution):
                     f"UABackprop(path='auto') chose path='inputgrad': {reason}; pass path='inputgrad' to choose it "
                     "explicitly",
                     UserWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
         self.chosen_path = path
         return path

@@ -36,8 +36,11 @@ def test_auto_falls_back_to_inputgrad_for_layer_norm_models_with_a_warning():
     ua = UABackprop(uf)
     with pytest.raises(ValueError, match="2 layer\\(s\\) carry biases"):
         ua.attribute(x)  # the default stays FullGrad, which refuses
-    with pytest.warns(UserWarning, match="chose path='inputgrad': FullGrad cannot read the biases of 2 layer"):
+    with pytest.warns(
+        UserWarning, match="chose path='inputgrad': FullGrad cannot read the biases of 2 layer"
+    ) as caught:
         auto = ua.attribute(x, path="auto")
+    assert caught[0].filename == __file__, "the warning points at the line that called attribute"
     assert ua.chosen_path == "inputgrad"
     torch.testing.assert_close(auto, ua.attribute(x, path="inputgrad"))
     torch.testing.assert_close(auto.sum((1, 2, 3)), uf(x))  # still complete

@@ -421,5 +421,5 @@ def warn_if_costly(num_classes: int, path: str, n_steps: int) -> None:
             "uncertainty use BlurIntegratedGradients(uf) or UncertaintyIntegratedGradients(uf), or UABackprop's "
             "path='grad' / 'inputgrad' (one pass per class)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
