@@ -7,9 +7,9 @@ same mistake gets the same message everywhere: ``"<name> must be <what>, got <va
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Optional, Sequence, TypeVar
+from typing import Any, Collection, List, Optional, Sequence, TypeVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "check_bool",
@@ -17,6 +17,7 @@ __all__ = [
     "check_finite_tensor",
     "check_floating_tensor",
     "check_int",
+    "check_module_sequence",
     "check_non_negative_number",
     "check_optional_positive_int",
     "check_positive_int",
@@ -139,3 +140,15 @@ def check_finite_tensor(value: Any, name: str, shape: str = "", dims: Optional[S
     if value.numel() and not bool(value.isfinite().all()):
         raise ValueError(f"{name} contains NaN or inf values")
     return value
+
+
+def check_module_sequence(value: Any, name: str, what: str = "modules", single_hint: str = "") -> List[Any]:
+    """``value`` as a list: a sequence of ``what`` (an ``nn.ModuleList`` too), refusing a single
+    module or a non-iterable with a ``TypeError``; emptiness and the elements are the caller's to
+    check. ``single_hint`` ends the message about a single module (e.g. ``"; pass [layer]"``)."""
+    if isinstance(value, nn.Module) and not isinstance(value, nn.ModuleList):
+        raise TypeError(f"{name} must be a sequence of {what}, got a single {type(value).__name__}{single_hint}")
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of {what}, got {type(value).__name__}") from None

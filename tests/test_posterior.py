@@ -260,6 +260,16 @@ def test_mc_dropout_rejects_models_without_dropout_and_shape_changes():
         MCDropout(nn.Linear(3, 2))
     with pytest.raises(ValueError, match="num_samples"):
         MCDropout(SmallCNN(), num_samples=0)
+    for seed in (0.5, "0", True):  # checked as MCDropConnect checks it
+        with pytest.raises(ValueError, match="seed must be an int"):
+            MCDropout(SmallCNN(), seed=seed)
+    dropout_model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
+    with pytest.raises(
+        TypeError, match=r"dropouts must be a sequence of modules, got a single Dropout; pass \[dropout\]"
+    ):
+        MCDropout(dropout_model, dropouts=dropout_model[1])
+    with pytest.raises(ValueError, match="seed must be an int"):
+        MCDropout(dropout_model).resample(seed=1.5)
     posterior = MCDropout(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.LazyLinear(3)), num_samples=2)
     posterior(torch.rand(2, 4))
     with pytest.raises(ValueError, match="resample"):

@@ -7,8 +7,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from captum_uncertainty._validation import check_int, check_non_negative_number, check_positive_int
-from captum_uncertainty.posterior._protocol import Posterior
+from captum_uncertainty._validation import (
+    check_module_sequence,
+    check_non_negative_number,
+)
+from captum_uncertainty.posterior._frozen_masks import FrozenMasks
 from captum_uncertainty.posterior._utils import (
     batch_size_of,
     check_member_output,
@@ -47,12 +50,7 @@ def _dropconnect_targets(model: nn.Module, layers: Optional[Sequence[nn.Module]]
                 "least one"
             )
     else:
-        if isinstance(layers, nn.Module) and not isinstance(layers, nn.ModuleList):
-            raise TypeError(f"layers must be a sequence of modules, got a single {type(layers).__name__}; pass [layer]")
-        try:
-            chosen = list(layers)
-        except TypeError:
-            raise TypeError(f"layers must be a sequence of modules, got {type(layers).__name__}") from None
+        chosen = check_module_sequence(layers, "layers", single_hint="; pass [layer]")
         if not chosen:
             raise ValueError("layers is empty: pass nn.Linear / nn.Conv1d/2d/3d layers of model, or None for all")
         labels = [f"layers[{index}]" for index in range(len(chosen))]
@@ -81,7 +79,7 @@ def _dropconnect_targets(model: nn.Module, layers: Optional[Sequence[nn.Module]]
     return targets
 
 
-class MCDropConnect(Posterior):
+class MCDropConnect(FrozenMasks):
     r"""Monte Carlo DropConnect with ``S`` frozen weight masks.
 
     DropConnect as a Bayesian approximation (Mobiny et al., "DropConnect is effective in
@@ -145,43 +143,21 @@ class MCDropConnect(Posterior):
         seed: int = 0,
         layers: Optional[Sequence[nn.Module]] = None,
     ) -> None:
-        super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         check_non_negative_number(p, "p")
         if not p < 1:
             raise ValueError(f"p must be a number in [0, 1) (p = 1 would drop every weight), got {p!r}")
-        check_positive_int(num_samples, "num_samples")
-        check_int(seed, "seed")
-        self.model = model
+        super().__init__(model, num_samples, seed)
         self._targets = _dropconnect_targets(model, layers)
         self.layers = [layer for _, layer in self._targets]
         self.p = float(p)
         self._scale = 1.0 / (1.0 - self.p)
-        self._num_samples = num_samples
-        self.seed = seed
-        self._generator = torch.Generator(device="cpu").manual_seed(seed)
-        self._draws = 0
         self._masks = self._draw_masks()
         self._placed: Dict[Tuple[int, torch.device], Tensor] = {}
 
-    @property
-    def num_samples(self) -> int:
-        return self._num_samples
-
-    def sample_modules(self) -> List[nn.Module]:
-        return [self.model]
-
-    def resample(self, seed: Optional[int] = None) -> None:
-        """Draw new masks now (from a generator seeded with ``seed`` if given, else from the
-        current one), for the current weight shapes; the next call is checked again."""
-        if seed is not None:
-            check_int(seed, "seed")
-            self._generator = torch.Generator(device="cpu").manual_seed(seed)
+    def _new_masks(self) -> None:
+        """Draw new masks now, for the current weight shapes."""
         self._masks = self._draw_masks()
         self._placed = {}
-        self._draws += 1
-        self.verified = False
 
     def forward_single(self, sample: int, *inputs: Any) -> Tensor:
         """Sample ``sample``'s ``(N, C)`` output."""

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_uncertainty._hashing import tensor_sha256
-from captum_uncertainty._validation import check_choice, check_positive_int
-from captum_uncertainty.posterior._protocol import Posterior
+from captum_uncertainty._validation import check_choice, check_module_sequence, check_positive_int
+from captum_uncertainty.posterior._frozen_masks import FrozenMasks
 from captum_uncertainty.posterior._shared_trunk import check_share_trunk, input_layout, shared_run_agrees
 from captum_uncertainty.posterior._utils import (
     batch_size_of,
@@ -44,7 +44,7 @@ def _dropout_mask_shape(module: nn.Module, feature_shape: Tuple[int, ...], layou
     return feature_shape
 
 
-class MCDropout(Posterior):
+class MCDropout(FrozenMasks):
     r"""Monte Carlo dropout with ``S`` frozen dropout masks.
 
     The masks (one per sample and ``nn.Dropout`` layer, shared by every input row) are drawn
@@ -107,17 +107,15 @@ class MCDropout(Posterior):
         max_features: int = 4096,
         share_trunk: Any = "auto",
     ) -> None:
-        super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        check_positive_int(num_samples, "num_samples")
+        super().__init__(model, num_samples, seed)
         self.mask_layout = check_choice(mask_layout, "mask_layout", MASK_LAYOUTS)
         self.max_features = check_positive_int(max_features, "max_features")
         self.share_trunk = check_share_trunk(share_trunk)
         self._trunk_checked: Dict[Tuple[Any, ...], bool] = {}
-        self.model = model
         self.dropouts = (
-            [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)] if dropouts is None else list(dropouts)
+            [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
+            if dropouts is None
+            else check_module_sequence(dropouts, "dropouts", single_hint="; pass [dropout]")
         )
         inside = {id(m) for m in model.modules()}
         for index, module in enumerate(self.dropouts):
@@ -127,26 +125,11 @@ class MCDropout(Posterior):
                 )
         if not self.dropouts:
             raise ValueError("model has no nn.Dropout modules: MC dropout needs at least one")
-        self._num_samples = num_samples
-        self.seed = seed
-        self._draws = 0
         self._masks: Dict[Tuple[int, int], Tensor] = {}
-        self._generator = torch.Generator().manual_seed(seed)
 
-    @property
-    def num_samples(self) -> int:
-        return self._num_samples
-
-    def sample_modules(self) -> List[nn.Module]:
-        return [self.model]
-
-    def resample(self, seed: Optional[int] = None) -> None:
-        """Forget the masks; the next call draws new ones (from ``seed`` if given)."""
-        if seed is not None:
-            self._generator = torch.Generator().manual_seed(seed)
+    def _new_masks(self) -> None:
+        """Forget the masks: the next call draws new ones, site by site."""
         self._masks = {}
-        self._draws += 1
-        self.verified = False
 
     def identity(self) -> Dict[str, Any]:
         """The seed, the draw counter, the sampled dropout modules (name, class, ``p``) and where
@@ -157,7 +140,7 @@ class MCDropout(Posterior):
             "num_samples": self.num_samples,
             "seed": self.seed,
             "draws": self._draws,
-            "dropouts": [[names.get(id(m), "?"), type(m).__qualname__, float(m.p)] for m in self.dropouts],  # type: ignore[arg-type]
+            "dropouts": [[names.get(id(m), "?"), type(m).__qualname__, float(m.p)] for m in self.dropouts],
         }
         if self.mask_layout != "element":
             identity["mask_layout"] = [self.mask_layout, self.max_features]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
-from captum_uncertainty._validation import check_choice, check_positive_int
+from captum_uncertainty._validation import check_choice, check_module_sequence, check_positive_int
 from captum_uncertainty.posterior._protocol import Posterior
 from captum_uncertainty.posterior._shared_trunk import (
     SharedTrunk,
@@ -46,12 +46,7 @@ def same_architecture(members: Union[Sequence[nn.Module], nn.ModuleList]) -> boo
 
 
 def check_members(members: Any, name: str = "posterior") -> List[nn.Module]:
-    if isinstance(members, nn.Module) and not isinstance(members, nn.ModuleList):
-        raise TypeError(f"{name} must be a sequence of nn.Module members, got a single {type(members).__name__}")
-    try:
-        members = list(members)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of nn.Module members, got {type(members).__name__}") from None
+    members = check_module_sequence(members, name, "nn.Module members")
     if not members:
         raise ValueError(f"{name} is an empty ensemble: pass at least one member module")
     for index, member in enumerate(members):
