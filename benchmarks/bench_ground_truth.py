@@ -30,12 +30,18 @@ from pathlib import Path
 
 import torch
 
-from captum_uncertainty.experiments.ground_truth import DATASETS, GroundTruthConfig, run_ground_truth
+from captum_uncertainty.experiments.ground_truth import DATASETS, POSTERIORS, GroundTruthConfig, run_ground_truth
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=DATASETS, default="digits")
+    parser.add_argument(
+        "--posterior",
+        choices=POSTERIORS,
+        default="adam",
+        help="deep ensembles trained with Adam (default) or the papers' SGD recipe, or MC dropout of one network",
+    )
     parser.add_argument("--images", type=int, default=None, help="explained images per cause (default 20, quick 8)")
     parser.add_argument("--steps", type=int, default=None, help="integration steps (default 32, quick 8)")
     parser.add_argument("--members", type=int, default=None, help="ensemble size (default 5, quick 3)")
@@ -53,7 +59,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/ground_truth.md"))
     args = parser.parse_args()
 
-    config = GroundTruthConfig(data=args.data, seed=args.seed, progress=True, proxies=not args.no_proxies)
+    config = GroundTruthConfig(
+        data=args.data, posterior=args.posterior, seed=args.seed, progress=True, proxies=not args.no_proxies
+    )
     if args.quick:
         config.n_members, config.epochs, config.n_images, config.n_steps = 3, 10, 8, 8
         config.strengths, config.search_iterations = (0.5, 1.0), 30

@@ -118,3 +118,27 @@ def test_proxies_can_be_turned_off():
     table = run_ground_truth(config)
     assert not table.proxy_agreement and not table.proxy_scores
     assert "tau with relevance mass" not in table.to_markdown()
+
+
+@pytest.mark.parametrize("posterior", ["sgd", "mc_dropout"])
+def test_the_sgd_ensemble_and_mc_dropout_are_explained_too(posterior):
+    config = GroundTruthConfig(
+        posterior=posterior,
+        n_members=2,
+        epochs=2,
+        mc_samples=4,
+        n_images=3,
+        n_steps=2,
+        strengths=(0.5, 1.0),
+        methods=[RANDOM, ORACLE, "UA-Backprop+FullGrad"],
+        cache_dir=None,
+        proxies=False,
+    )
+    table = run_ground_truth(config)
+    assert {(r.cause, r.method) for r in table.rows} == {(c, m) for c in CAUSES for m in config.methods}
+    for cause in CAUSES:  # the oracle only marks changed pixels, whatever the posterior
+        assert table.row(cause, ORACLE).relevance_mass > table.row(cause, RANDOM).relevance_mass
+    words = "MC dropout of one network" if posterior == "mc_dropout" else "the papers' SGD recipe"
+    assert words in table.to_markdown()
+    with pytest.raises(ValueError, match="posterior"):
+        run_ground_truth(GroundTruthConfig(posterior="laplace"))

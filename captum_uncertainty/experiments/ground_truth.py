@@ -48,17 +48,16 @@ from captum_uncertainty.cache import USER_CACHE, CacheDir
 from captum_uncertainty.data import (
     DataSplit,
     KnownCauseImages,
-    accuracy,
     load_digits,
     load_mnist,
     make_aleatoric_overlay_images,
     make_epistemic_patch_images,
-    train_ensemble,
 )
 from captum_uncertainty.experiments._ground_truth_methods import GENERATIVE_METHODS, METHODS, ORACLE, RANDOM
 from captum_uncertainty.experiments._ground_truth_methods import Context as _Context
 from captum_uncertainty.experiments._ground_truth_methods import Explainer as _Explainer
 from captum_uncertainty.experiments._ground_truth_methods import seeded as _seeded
+from captum_uncertainty.experiments._ground_truth_posteriors import POSTERIORS, train_posterior
 from captum_uncertainty.experiments._ground_truth_scoring import PROXIES, PROXY_FRACTION
 from captum_uncertainty.experiments._ground_truth_scoring import agreement as _agreement
 from captum_uncertainty.experiments._ground_truth_scoring import proxy_scores as _proxy_scores
@@ -76,6 +75,7 @@ __all__ = [
     "CauseSummary",
     "METHODS",
     "ORACLE",
+    "POSTERIORS",
     "PROXIES",
     "PROXY_FRACTION",
     "RANDOM",
@@ -103,9 +103,14 @@ class GroundTruthConfig:
         data (str): ``"digits"`` (scikit-learn's 8x8 digits, :func:`~captum_uncertainty.data.load_digits`)
             or ``"mnist"`` (the 5,000 bundled MNIST digits, :func:`~captum_uncertainty.data.load_mnist`).
             Default: ``"digits"``.
+        posterior (str): what is explained: ``"adam"`` (a deep ensemble trained with Adam),
+            ``"sgd"`` (one trained with the papers' SGD recipe) or ``"mc_dropout"`` (MC dropout
+            of one network), see :data:`POSTERIORS`. Default: ``"adam"``.
         n_members (int): ensemble size. Default: 5.
-        epochs (int, optional): training epochs of every member (Adam, lr 1e-3, batch 128).
-            Default: 20 on the digits, 5 on MNIST (:func:`~captum_uncertainty.data.train_ensemble`'s).
+        epochs (int, optional): training epochs of every member (Adam, lr 1e-3, batch 128; the
+            SGD recipe has its own 30). Default: 20 on the digits, 5 on MNIST
+            (:func:`~captum_uncertainty.data.train_ensemble`'s).
+        mc_samples (int): dropout masks of ``posterior="mc_dropout"``. Default: 20.
         n_images (int): explained test images per cause. Default: 20.
         n_steps (int): integration steps of the path methods (IG, Blur IG, Guided IG, the
             UA-Backprop paths, the oracle, CF-path IG). Default: 32.
@@ -137,8 +142,10 @@ class GroundTruthConfig:
     """
 
     data: str = "digits"
+    posterior: str = "adam"
     n_members: int = 5
     epochs: Optional[int] = None
+    mc_samples: int = 20
     n_images: int = 20
     n_steps: int = 32
     strengths: Tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
@@ -220,7 +227,7 @@ class CauseSummary(NamedTuple):
         nonzero_mask_share (float): mean share of the non-black pixels (``x != 0``) inside the
             masks: the reference of a map that is random on the non-black pixels and 0 on the
             black ones, as maps multiplied by ``x - 0`` (IG, KernelShap and LIME from black) are.
-        clean_accuracy (float): the ensemble's accuracy on the clean candidates.
+        clean_accuracy (float): the posterior predictive's accuracy on the clean candidates.
         strengths (tuple of float): the absolute strengths of the conveyance maps.
     """
 
@@ -290,7 +297,7 @@ class GroundTruthTable:
         effect and references above each table and the methods not measured below it."""
         config = self.config
         lines = [
-            f"Data: {config.data}, {config.n_members}-member ensembles ({config.required('epochs')} epochs), "
+            f"Data: {config.data}, {_posterior_words(config)}, "
             f"n_steps={config.n_steps}, conveyance strengths {list(config.strengths)} of each cause's strength, "
             f"seed {config.seed}.",
         ]
@@ -301,7 +308,7 @@ class GroundTruthTable:
                 "",
                 f"{summary.images} test images whose {summary.measure} uncertainty rose most (rose for "
                 f"{summary.rose} of {summary.candidates}; mean {summary.mean_clean:.4f} clean -> "
-                f"{summary.mean_clean + summary.mean_rise:.4f} with the cause); ensemble accuracy on the clean "
+                f"{summary.mean_clean + summary.mean_rise:.4f} with the cause); accuracy on the clean "
                 f"images {summary.clean_accuracy:.3f}; conveyance strengths "
                 f"{', '.join(f'{s:g}' for s in summary.strengths)}. Mask share of the pixels "
                 f"{summary.mask_share:.3f}: a map that ignores the input scores about that on relevance mass, "
@@ -364,7 +371,16 @@ def _check_config(config: GroundTruthConfig) -> Dict[str, _Explainer]:
     if not isinstance(config, GroundTruthConfig):
         raise TypeError(f"config must be a GroundTruthConfig, got {type(config).__name__}")
     check_choice(config.data, "data", DATASETS)
-    for name in ("n_members", "n_images", "n_steps", "smoothgrad_samples", "shap_samples", "search_iterations"):
+    check_choice(config.posterior, "posterior", POSTERIORS)
+    for name in (
+        "n_members",
+        "mc_samples",
+        "n_images",
+        "n_steps",
+        "smoothgrad_samples",
+        "shap_samples",
+        "search_iterations",
+    ):
         check_positive_int(getattr(config, name), name)
     for name in ("epochs", "vae_latent", "vae_epochs", "candidates", "patch_size"):
         if getattr(config, name) is not None:
@@ -379,6 +395,20 @@ def _check_config(config: GroundTruthConfig) -> Dict[str, _Explainer]:
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     return {name: METHODS[name] for name in config.methods}
+
+
+def _posterior_words(config: GroundTruthConfig) -> str:
+    if config.posterior == "mc_dropout":
+        return f"MC dropout of one network ({config.required('epochs')} epochs, Adam), {config.mc_samples} masks"
+    if config.posterior == "sgd":
+        return f"{config.n_members}-member ensembles (the papers' SGD recipe, 30 epochs)"
+    return f"{config.n_members}-member ensembles ({config.required('epochs')} epochs, Adam)"
+
+
+def _accuracy(uf: UncertaintyForward, x: Tensor, y: Tensor) -> float:
+    """Accuracy of the posterior predictive's class."""
+    with torch.no_grad():
+        return float((uf.predicted_class(x) == y).double().mean())
 
 
 def _load(config: GroundTruthConfig) -> DataSplit:
@@ -498,16 +528,9 @@ def run_ground_truth(config: Optional[GroundTruthConfig] = None) -> GroundTruthT
         make, full_strength = _maker(config, data, cause)
         full = make(full_strength)
         start = time.perf_counter()
-        members = train_ensemble(
-            n_members=config.n_members,
-            data=DataSplit(full.x_train, full.y_train, full.x_test, full.y_test),
-            epochs=config.required("epochs"),
-            seed=config.seed,
-            cache_dir=config.cache_dir,
-            progress=False,
-        )
-        _say(config, f"[{cause}] ensemble trained or loaded in {time.perf_counter() - start:.1f} s")
-        uf = UncertaintyForward(members, measure=measure)
+        posterior = train_posterior(config, DataSplit(full.x_train, full.y_train, full.x_test, full.y_test))
+        _say(config, f"[{cause}] {config.posterior} posterior trained or loaded in {time.perf_counter() - start:.1f} s")
+        uf = UncertaintyForward(posterior, measure=measure)
         chosen, rise, usable = _select(uf, full, config.n_images)
         x, clean, masks = full.x_test[chosen], full.clean[chosen], full.masks[chosen]
         strengths = tuple(fraction * full_strength for fraction in config.strengths)
@@ -528,7 +551,7 @@ def run_ground_truth(config: Optional[GroundTruthConfig] = None) -> GroundTruthT
                 mean_clean=clean_uncertainty,
                 mask_share=mask_share,
                 nonzero_mask_share=nonzero_share,
-                clean_accuracy=accuracy(members, full.clean[usable], full.y_test[usable]),
+                clean_accuracy=_accuracy(uf, full.clean[usable], full.y_test[usable]),
                 strengths=strengths,
             )
         )
