@@ -27,7 +27,6 @@ from torch import Tensor
 from captum_uncertainty._cli_data import CliData, imported_function, load_cli_data, load_tensor_file
 from captum_uncertainty._validation import check_choice
 from captum_uncertainty.forward import UncertaintyForward
-from captum_uncertainty.training import training_workers
 
 __all__ = ["bundled_posterior", "import_posterior", "main"]
 
@@ -388,7 +387,7 @@ def _run_demo(out: Path, members: int, benchmark: bool) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     data = load_mnist()
-    ensemble = train_ensemble(n_members=members, data=data, workers=training_workers())
+    ensemble = train_ensemble(n_members=members, data=data)
     uf = UncertaintyForward(ensemble, measure="epistemic", likelihood=Categorical("logits"))
     # one pass of the members over the test digits gives everything printed
     decomposition, probabilities, test_accuracy = labelled_pass(uf, data.x_test, data.y_test)
@@ -415,7 +414,7 @@ def _run_demo(out: Path, members: int, benchmark: bool) -> None:
     if benchmark:
         from captum_uncertainty.experiments.benchmark import run_benchmark
 
-        run_benchmark(out / "benchmark", quick=True, members=members, workers=training_workers())
+        run_benchmark(out / "benchmark", quick=True, members=members)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -462,7 +461,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     seed=args.seed,
                     vae_epochs=args.vae_epochs,
                     recipe=args.recipe,
-                    workers=training_workers(),
                 )
     except ValueError as error:  # the library's validation errors: one line, like argparse's
         sys.stderr.write(f"captum_uncertainty: error: {error}\n")

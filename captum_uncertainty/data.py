@@ -40,7 +40,7 @@ from captum_uncertainty._known_causes import (
 )
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int, check_positive_number
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
-from captum_uncertainty.training import OPTIMIZERS, train_members, train_model
+from captum_uncertainty.training import fit
 
 __all__ = [
     "DataSplit",
@@ -222,6 +222,52 @@ class MNISTCNN(nn.Module):
 #: Wang et al.'s App. B.1 recipe for their MNIST CNN, used as ``train_ensemble(**WANG_RECIPE)``.
 WANG_RECIPE: Dict[str, Any] = dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=30)
 
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float) -> torch.optim.Optimizer:
+    if check_choice(optimizer, "optimizer", OPTIMIZERS) == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+
+
+def train_model(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epochs: int = 5,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+    description: str = "training",
+    optimizer: str = "adam",
+    momentum: float = 0.0,
+) -> nn.Module:
+    """Train a classifier with cross-entropy; returns it in eval mode.
+
+    The paper trains its MNIST CNN with SGD (lr 0.1, momentum 0.9, batch 128) for 30 epochs on
+    60,000 digits (``WANG_RECIPE``); on 4,000 bundled digits and a CPU the default is Adam
+    (lr 1e-3) for a few epochs, which reaches about 95-97% test accuracy. The data order and
+    dropout are seeded with ``seed`` without touching the caller's random state.
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
+    chosen = _make_optimizer(model, optimizer, lr, momentum)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return fit(
+            model,
+            x.shape[0],
+            lambda index: nn.functional.cross_entropy(model(x[index]), y[index]),
+            chosen,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=torch.Generator().manual_seed(seed),
+            progress=progress,
+            description=description,
+        )
+
 
 def _data_fingerprint(data: DataSplit) -> str:
     digest = new_digest()
@@ -241,7 +287,6 @@ def train_ensemble(
     progress: bool = True,
     optimizer: str = "adam",
     momentum: float = 0.0,
-    workers: int = 1,
 ) -> List[nn.Module]:
     """Train (or load from the cache) a deep ensemble of :class:`MNISTCNN` members.
 
@@ -262,10 +307,6 @@ def train_ensemble(
         cache_dir (str or Path, optional): cache folder; ``None`` disables the cache. Default: the
             per-user cache folder.
         progress (bool): show tqdm progress bars.
-        workers (int): members trained at once in spawned processes (a script passing more than
-            1 must guard its entry point with ``if __name__ == "__main__":``). Each member trains
-            on one thread, so the weights are the same for every ``workers``
-            (:func:`~captum_uncertainty.training.train_members`). Default: 1.
 
     Returns:
         list of MNISTCNN: members in eval mode.
@@ -281,7 +322,9 @@ def train_ensemble(
     channels, height = int(data.x_train.shape[1]), int(data.x_train.shape[2])
     num_classes = int(data.y_train.max()) + 1
 
-    build = functools.partial(MNISTCNN, in_channels=channels, image_size=height, num_classes=num_classes)
+    def build() -> MNISTCNN:
+        return MNISTCNN(in_channels=channels, image_size=height, num_classes=num_classes)
+
     config: Dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr)
     if optimizer != "adam":  # Adam runs keep the cache keys they always had
         config.update(optimizer=optimizer, momentum=momentum)
@@ -295,7 +338,6 @@ def train_ensemble(
         cache_dir,
         progress,
         dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum),
-        workers,
     )
 
 
@@ -309,19 +351,17 @@ def _cached_ensemble(
     cache_dir: CacheDir,
     progress: bool,
     training: Dict[str, Any],
-    workers: int,
 ) -> List[nn.Module]:
     """Load the members cached under ``<prefix>-<hash of the key>.pt``, or train and cache them.
 
     The key is ``config`` plus what every ensemble's key holds: ``n_members``, ``seed``, the
-    data's fingerprint, the architecture's ``repr`` and the one-thread training. Member
-    ``index`` is built and trained (:func:`~captum_uncertainty.training.train_members` with
-    ``training``, ``workers`` at once) under seed ``seed + index``; the members are returned in
-    eval mode.
+    data's fingerprint and the architecture's ``repr``. Member ``index`` is built and trained
+    (:func:`train_model` with ``training``) under seed ``seed + index``; the members are
+    returned in eval mode.
     """
     with torch.random.fork_rng():
         architecture = repr(build())
-    key = dict(config, n_members=n_members, seed=seed, data=_data_fingerprint(data), arch=architecture, threads=1)
+    key = dict(config, n_members=n_members, seed=seed, data=_data_fingerprint(data), arch=architecture)
     folder = resolve_cache_dir(cache_dir)
     path = cache_file(folder, prefix, key) if folder is not None else None
     if path is not None and path.exists():
@@ -331,8 +371,23 @@ def _cached_ensemble(
             model.load_state_dict(state)
         return [model.eval() for model in loaded]
 
-    seeds = range(seed, seed + n_members)
-    members = train_members(build, data.x_train, data.y_train, seeds, training, workers=workers, progress=progress)
+    from tqdm.auto import tqdm
+
+    members: List[nn.Module] = []
+    for index in tqdm(range(n_members), desc="ensemble members", disable=not progress):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + index)
+            fresh = build()
+        member = train_model(
+            fresh,
+            data.x_train,
+            data.y_train,
+            seed=seed + index,
+            progress=progress,
+            description=f"member {index + 1}/{n_members}",
+            **training,
+        )
+        members.append(member)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save([member.state_dict() for member in members], path)
@@ -481,7 +536,6 @@ def train_multidigit_ensemble(
     width: int = 16,
     cache_dir: CacheDir = USER_CACHE,
     progress: bool = True,
-    workers: int = 1,
 ) -> List[nn.Module]:
     """Train (or load from the cache) a deep ensemble of :class:`MultiDigitCNN` members.
 
@@ -509,7 +563,6 @@ def train_multidigit_ensemble(
         cache_dir (str or Path, optional): cache folder; ``None`` disables the cache. Default: the
             per-user cache folder.
         progress (bool): show tqdm progress bars. Default: ``True``.
-        workers (int): members trained at once, as in :func:`train_ensemble`. Default: 1.
 
     Returns:
         list of MultiDigitCNN: members in eval mode.
@@ -534,7 +587,9 @@ def train_multidigit_ensemble(
             f"got x_train of shape {tuple(data.x_train.shape)}"
         )
 
-    build = functools.partial(MultiDigitCNN, digits, width=width)
+    def build() -> MultiDigitCNN:
+        return MultiDigitCNN(digits, width=width)
+
     config = dict(digits=digits, epochs=epochs, batch_size=batch_size, lr=lr, width=width)
     return _cached_ensemble(
         "multidigit-ensemble",
@@ -546,10 +601,10 @@ def train_multidigit_ensemble(
         cache_dir,
         progress,
         dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam"),
-        workers,
     )
 
 
+@torch.no_grad()
 @torch.no_grad()
 def accuracy(models: Union[nn.Module, Sequence[nn.Module]], x: Tensor, y: Tensor, batch_size: int = 500) -> float:
     """Accuracy of the mean predictive of ``models`` (one module or an ensemble)."""

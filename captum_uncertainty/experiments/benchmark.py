@@ -72,8 +72,6 @@ class BenchmarkConfig:
     seed: int = 0
     methods: Optional[List[str]] = None
     recipe: str = "adam"
-    #: ensemble members trained at once in spawned processes (same weights for every value)
-    workers: int = 1
 
     @classmethod
     def quick(cls, **overrides: object) -> "BenchmarkConfig":
@@ -310,7 +308,6 @@ def run_benchmark(
     config: Optional[BenchmarkConfig] = None,
     vae_epochs: Optional[int] = None,
     recipe: str = "adam",
-    workers: int = 1,
 ) -> Dict[str, Dict[str, float]]:
     """Run the benchmark and write ``results.md`` and ``report.html`` into ``out``.
 
@@ -327,8 +324,6 @@ def run_benchmark(
         recipe (str): how the ensemble is trained: ``"adam"`` (the default of
             :func:`~captum_uncertainty.data.train_ensemble`: Adam 1e-3, 5 epochs) or ``"wang"``
             (Wang et al.'s App. B.1 recipe, :data:`~captum_uncertainty.data.WANG_RECIPE`).
-        workers (int): ensemble members trained at once in spawned processes, with the same
-            weights for every value (:func:`~captum_uncertainty.training.train_members`).
 
     Returns:
         dict: method name -> its scores (also written to ``out/scores.json``).
@@ -340,7 +335,7 @@ def run_benchmark(
             config.images = config.anomaly_images = images
         if vae_epochs is not None:
             config.vae_epochs = vae_epochs
-        config.recipe, config.workers = recipe, workers
+        config.recipe = recipe
     chosen = select_methods(methods if methods is not None else config.methods)
     import matplotlib
 
@@ -362,7 +357,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_mnist(seed=config.seed)
-    ensemble = benchmark_ensemble(data, config.members, config.seed, config.recipe, config.workers)
+    ensemble = benchmark_ensemble(data, config.members, config.seed, config.recipe)
     uf = UncertaintyForward(ensemble, measure="epistemic")
     decomposition, _, test_accuracy = labelled_pass(uf, data.x_test, data.y_test)  # the images to explain
     x = data.x_test[decomposition.epistemic.argsort(descending=True)[: config.images]]
@@ -438,14 +433,13 @@ def labelled_pass(uf: UncertaintyForward, x: Tensor, y: Tensor) -> Tuple[Decompo
     return decomposition, probabilities, float((probabilities.mean(0).argmax(-1) == y).double().mean())
 
 
-def benchmark_ensemble(data, members: int, seed: int, recipe: str, workers: int = 1) -> List[torch.nn.Module]:
-    """The benchmark's ensemble, trained (or loaded from the cache) with ``recipe``, ``workers``
-    members at once."""
+def benchmark_ensemble(data, members: int, seed: int, recipe: str) -> List[torch.nn.Module]:
+    """The benchmark's ensemble, trained (or loaded from the cache) with ``recipe``."""
     from captum_uncertainty.data import WANG_RECIPE, train_ensemble
 
     recipes: Dict[str, Dict[str, Any]] = {"adam": {}, "wang": WANG_RECIPE}
     check_choice(recipe, "recipe", tuple(sorted(recipes)))
-    return train_ensemble(n_members=members, data=data, seed=seed, workers=workers, **recipes[recipe])
+    return train_ensemble(n_members=members, data=data, seed=seed, **recipes[recipe])
 
 
 COLUMNS = [
