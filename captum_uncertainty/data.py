@@ -40,7 +40,7 @@ from captum_uncertainty._known_causes import (
 )
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int, check_positive_number
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
-from captum_uncertainty.training import fit
+from captum_uncertainty.training import OPTIMIZERS, train_model
 
 __all__ = [
     "DataSplit",
@@ -222,52 +222,6 @@ class MNISTCNN(nn.Module):
 #: Wang et al.'s App. B.1 recipe for their MNIST CNN, used as ``train_ensemble(**WANG_RECIPE)``.
 WANG_RECIPE: Dict[str, Any] = dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=30)
 
-OPTIMIZERS = ("adam", "sgd")
-
-
-def _make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float) -> torch.optim.Optimizer:
-    if check_choice(optimizer, "optimizer", OPTIMIZERS) == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr)
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-
-
-def train_model(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    epochs: int = 5,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    seed: int = 0,
-    progress: bool = False,
-    description: str = "training",
-    optimizer: str = "adam",
-    momentum: float = 0.0,
-) -> nn.Module:
-    """Train a classifier with cross-entropy; returns it in eval mode.
-
-    The paper trains its MNIST CNN with SGD (lr 0.1, momentum 0.9, batch 128) for 30 epochs on
-    60,000 digits (``WANG_RECIPE``); on 4,000 bundled digits and a CPU the default is Adam
-    (lr 1e-3) for a few epochs, which reaches about 95-97% test accuracy. The data order and
-    dropout are seeded with ``seed`` without touching the caller's random state.
-    """
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
-    chosen = _make_optimizer(model, optimizer, lr, momentum)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return fit(
-            model,
-            x.shape[0],
-            lambda index: nn.functional.cross_entropy(model(x[index]), y[index]),
-            chosen,
-            epochs=epochs,
-            batch_size=batch_size,
-            generator=torch.Generator().manual_seed(seed),
-            progress=progress,
-            description=description,
-        )
-
 
 def _data_fingerprint(data: DataSplit) -> str:
     digest = new_digest()
@@ -361,7 +315,9 @@ def _cached_ensemble(
     """
     with torch.random.fork_rng():
         architecture = repr(build())
-    key = dict(config, n_members=n_members, seed=seed, data=_data_fingerprint(data), arch=architecture)
+    key = dict(
+        config, n_members=n_members, seed=seed, data=_data_fingerprint(data), arch=architecture, layout="channels_last"
+    )
     folder = resolve_cache_dir(cache_dir)
     path = cache_file(folder, prefix, key) if folder is not None else None
     if path is not None and path.exists():
@@ -604,7 +560,6 @@ def train_multidigit_ensemble(
     )
 
 
-@torch.no_grad()
 @torch.no_grad()
 def accuracy(models: Union[nn.Module, Sequence[nn.Module]], x: Tensor, y: Tensor, batch_size: int = 500) -> float:
     """Accuracy of the mean predictive of ``models`` (one module or an ensemble)."""
