@@ -315,9 +315,7 @@ def _cached_ensemble(
     """
     with torch.random.fork_rng():
         architecture = repr(build())
-    key = dict(
-        config, n_members=n_members, seed=seed, data=_data_fingerprint(data), arch=architecture, layout="channels_last"
-    )
+    key = dict(config, n_members=n_members, seed=seed, data=_data_fingerprint(data), arch=architecture)
     folder = resolve_cache_dir(cache_dir)
     path = cache_file(folder, prefix, key) if folder is not None else None
     if path is not None and path.exists():

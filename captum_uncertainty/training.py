@@ -3,8 +3,7 @@ study's classifiers) and classifier training with cross-entropy."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -87,45 +86,21 @@ def train_model(
     The paper trains its MNIST CNN with SGD (lr 0.1, momentum 0.9, batch 128) for 30 epochs on
     60,000 digits (``WANG_RECIPE``); on 4,000 bundled digits and a CPU the default is Adam
     (lr 1e-3) for a few epochs, which reaches about 95-97% test accuracy. The data order and
-    dropout are seeded with ``seed`` without touching the caller's random state. Image batches
-    ``(N, C, H, W)`` train in the channels-last memory layout, in which the CPU's convolutions
-    ran the bundled CNN's epochs about 15% faster (``benchmarks/RESULTS.md``, "The quick run");
-    the parameters come back in the layout they had.
+    dropout are seeded with ``seed`` without touching the caller's random state.
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
-    with _channels_last(model, x) as x:
-        chosen = _make_optimizer(model, optimizer, lr, momentum)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return fit(
-                model,
-                x.shape[0],
-                lambda index: nn.functional.cross_entropy(model(x[index]), y[index]),
-                chosen,
-                epochs=epochs,
-                batch_size=batch_size,
-                generator=torch.Generator().manual_seed(seed),
-                progress=progress,
-                description=description,
-            )
-
-
-@contextmanager
-def _channels_last(model: nn.Module, x: Tensor) -> Iterator[Tensor]:
-    """For image batches, ``x`` and the model's 4-d parameters in the channels-last layout for the
-    duration; afterwards each parameter holds its trained values in its own tensor again (same
-    storage and layout), also when training raises."""
-    if x.dim() != 4:
-        yield x
-        return
-    originals = {parameter: parameter.data for parameter in model.parameters() if parameter.dim() == 4}
-    for parameter, data in originals.items():
-        parameter.data = data.contiguous(memory_format=torch.channels_last)
-    try:
-        yield x.contiguous(memory_format=torch.channels_last)
-    finally:
-        with torch.no_grad():
-            for parameter, data in originals.items():
-                data.copy_(parameter.data)
-                parameter.data = data
+    chosen = _make_optimizer(model, optimizer, lr, momentum)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return fit(
+            model,
+            x.shape[0],
+            lambda index: nn.functional.cross_entropy(model(x[index]), y[index]),
+            chosen,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=torch.Generator().manual_seed(seed),
+            progress=progress,
+            description=description,
+        )
