@@ -72,6 +72,10 @@ class BenchmarkConfig:
     seed: int = 0
     methods: Optional[List[str]] = None
     recipe: str = "adam"
+    #: training epochs of the ``"adam"`` recipe's members (``"wang"`` has its own 30); the quick
+    #: run trains 4, so that ``make demo`` prints its first result within 45 s on 2 cores
+    #: (``benchmarks/RESULTS.md``, "The quick run")
+    epochs: int = 5
 
     @classmethod
     def quick(cls, **overrides: object) -> "BenchmarkConfig":
@@ -84,6 +88,7 @@ class BenchmarkConfig:
             clue_iterations=100,
             vae_epochs=5,
             sigma_step=1.0,
+            epochs=4,
             slow_images=8,
         )
         for key, value in overrides.items():
@@ -322,7 +327,8 @@ def run_benchmark(
         vae_epochs (int, optional): training epochs of the counterfactual methods' VAE
             (default 20, quick 5).
         recipe (str): how the ensemble is trained: ``"adam"`` (the default of
-            :func:`~captum_uncertainty.data.train_ensemble`: Adam 1e-3, 5 epochs) or ``"wang"``
+            :func:`~captum_uncertainty.data.train_ensemble`: Adam 1e-3, 5 epochs; 4 in the quick
+            configuration, see :class:`BenchmarkConfig`) or ``"wang"``
             (Wang et al.'s App. B.1 recipe, :data:`~captum_uncertainty.data.WANG_RECIPE`).
 
     Returns:
@@ -357,7 +363,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_mnist(seed=config.seed)
-    ensemble = benchmark_ensemble(data, config.members, config.seed, config.recipe)
+    ensemble = benchmark_ensemble(data, config.members, config.seed, config.recipe, config.epochs)
     uf = UncertaintyForward(ensemble, measure="epistemic")
     decomposition, _, test_accuracy = labelled_pass(uf, data.x_test, data.y_test)  # the images to explain
     x = data.x_test[decomposition.epistemic.argsort(descending=True)[: config.images]]
@@ -433,11 +439,12 @@ def labelled_pass(uf: UncertaintyForward, x: Tensor, y: Tensor) -> Tuple[Decompo
     return decomposition, probabilities, float((probabilities.mean(0).argmax(-1) == y).double().mean())
 
 
-def benchmark_ensemble(data, members: int, seed: int, recipe: str) -> List[torch.nn.Module]:
-    """The benchmark's ensemble, trained (or loaded from the cache) with ``recipe``."""
+def benchmark_ensemble(data, members: int, seed: int, recipe: str, epochs: int = 5) -> List[torch.nn.Module]:
+    """The benchmark's ensemble, trained (or loaded from the cache) with ``recipe`` (``"adam"`` for
+    ``epochs`` epochs)."""
     from captum_uncertainty.data import WANG_RECIPE, train_ensemble
 
-    recipes: Dict[str, Dict[str, Any]] = {"adam": {}, "wang": WANG_RECIPE}
+    recipes: Dict[str, Dict[str, Any]] = {"adam": {"epochs": epochs}, "wang": WANG_RECIPE}
     check_choice(recipe, "recipe", tuple(sorted(recipes)))
     return train_ensemble(n_members=members, data=data, seed=seed, **recipes[recipe])
 

