@@ -26,7 +26,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from captum_uncertainty._validation import check_int, check_positive_int
+from captum_uncertainty._validation import check_int, check_positive_int, check_unit_interval
 
 __all__ = [
     "KnownCauseImages",
@@ -109,15 +109,6 @@ class KnownCauseTable(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- argument checks
-
-
-def _check_unit_number(value: Any, name: str) -> float:
-    """A real number in [0, 1] (``bool`` refused with a ``TypeError``, NaN with a ``ValueError``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
 
 
 def _check_split(data: Any) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -233,7 +224,7 @@ def make_epistemic_patch_images(
         >>> uf = UncertaintyForward(members, measure="epistemic")
         >>> rises = uf(known.x_test) > uf(known.clean)  # doctest: +SKIP
     """
-    strength = _check_unit_number(strength, "strength")
+    strength = check_unit_interval(strength, "strength", include_zero=True)
     check_int(seed, "seed", minimum=0)
     x_train, y_train, x_all, y_all = _load(data)
     count = _check_n_test(n_test, x_all.shape[0])
@@ -343,8 +334,8 @@ def make_aleatoric_overlay_images(
         >>> uf = UncertaintyForward(members, measure="aleatoric")
         >>> rises = uf(known.x_test) > uf(known.clean)  # doctest: +SKIP
     """
-    strength = _check_unit_number(strength, "strength")
-    share = _check_unit_number(share, "share")
+    strength = check_unit_interval(strength, "strength", include_zero=True)
+    share = check_unit_interval(share, "share", include_zero=True)
     check_int(seed, "seed", minimum=0)
     x_clean_train, y_clean_train, x_all, y_all = _load(data)
     count = _check_n_test(n_test, x_all.shape[0])

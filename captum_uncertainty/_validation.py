@@ -1,7 +1,14 @@
 """The one place that checks arguments: clear ``ValueError``/``TypeError`` messages naming the argument.
 
 Every public function and class of the package checks its arguments with these helpers, so the
-same mistake gets the same message everywhere: ``"<name> must be <what>, got <value>"``.
+same mistake gets the same message everywhere: ``"<name> must be <what>, got <value>"``, and the
+same kind of mistake the same exception type:
+
+* a value of the wrong type (a string, ``None`` or a ``bool`` where a number is expected, a
+  list where a tensor is) raises ``TypeError``; for numbers it is an :class:`ArgumentTypeError`,
+  also a ``ValueError``, as these checks raised before the distinction was made;
+* a value of the right type outside what is allowed (a negative count, NaN, a probability above
+  1, an unknown choice, a tensor of the wrong shape or with NaN) raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any, Collection, List, Optional, Sequence, TypeVar
 from torch import Tensor, nn
 
 __all__ = [
+    "ArgumentTypeError",
     "check_bool",
     "check_choice",
     "check_finite_tensor",
@@ -27,6 +35,18 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """A number argument of the wrong type (``bool``, ``str``, ``None``, ...): a ``TypeError``, and a
+    ``ValueError`` for callers that catch what the number checks raised before."""
+
+
+def _refuse(value: Any, name: str, what: str, right_type: bool) -> None:
+    """Raise ``"<name> must be <what>, got <value>"``: a ``ValueError`` when ``value`` has the right
+    type, else an :class:`ArgumentTypeError`."""
+    error = ValueError if right_type else ArgumentTypeError
+    raise error(f"{name} must be {what}, got {value!r}")
 
 
 def _is_int(value: Any) -> bool:
@@ -48,28 +68,28 @@ def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Opt
             what = f"an int <= {maximum}"
         else:
             what = "an int"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        _refuse(value, name, what, _is_int(value))
     return int(value)
 
 
 def check_positive_int(value: Any, name: str) -> int:
     """An ``int >= 1`` (a ``bool`` is refused)."""
     if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _refuse(value, name, "a positive int", _is_int(value))
     return int(value)
 
 
 def check_optional_positive_int(value: Any, name: str) -> Optional[int]:
     """``None`` or an ``int >= 1``."""
     if value is not None and (not _is_int(value) or value < 1):
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        _refuse(value, name, "a positive int or None", _is_int(value))
     return value
 
 
 def check_positive_number(value: Any, name: str, allow_inf: bool = True) -> float:
     """A real number ``> 0`` (``inf`` only with ``allow_inf``; NaN and ``bool`` refused)."""
     if not _is_number(value) or not value > 0 or (not allow_inf and math.isinf(value)):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        _refuse(value, name, "a positive number", _is_number(value))
     return value
 
 
@@ -80,14 +100,14 @@ def check_unit_interval(value: Any, name: str, *, include_zero: bool = False, in
     inside = inside and (value <= 1 if include_one else value < 1)
     if not inside:
         interval = f"{'[' if include_zero else '('}0, 1{']' if include_one else ')'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+        _refuse(value, name, f"in {interval}", _is_number(value))
     return value
 
 
 def check_non_negative_number(value: Any, name: str) -> float:
     """A real number ``>= 0`` (NaN and ``bool`` refused)."""
     if not _is_number(value) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        _refuse(value, name, "a non-negative number", _is_number(value))
     return value
 
 

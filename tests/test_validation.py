@@ -65,3 +65,27 @@ def test_bools_choices_and_tensors():
         check_finite_tensor(torch.tensor([1.0, math.inf]), "maps")
     with pytest.raises(ValueError, match=r"^maps must have shape"):
         check_finite_tensor(torch.ones(2), "maps", dims=(3,))
+
+
+def test_a_wrong_type_is_a_type_error_and_a_wrong_value_is_only_a_value_error():
+    from captum_uncertainty._validation import ArgumentTypeError, check_unit_interval
+
+    checks = [
+        lambda v: check_int(v, "n", minimum=0),
+        lambda v: check_positive_int(v, "n"),
+        lambda v: check_optional_positive_int(v, "n"),
+        lambda v: check_positive_number(v, "n"),
+        lambda v: check_non_negative_number(v, "n"),
+        lambda v: check_unit_interval(v, "n"),
+    ]
+    for check in checks:
+        for wrong_type in ("1", True, [1]):
+            with pytest.raises(TypeError, match=r"^n must be") as caught:
+                check(wrong_type)
+            assert isinstance(caught.value, ArgumentTypeError) and isinstance(caught.value, ValueError)
+        with pytest.raises(ValueError, match=r"^n must be") as caught:
+            check(-3)
+        assert not isinstance(caught.value, TypeError), "a negative number has the right type"
+    with pytest.raises(ValueError) as caught:
+        check_positive_number(math.nan, "n")
+    assert not isinstance(caught.value, TypeError), "NaN is a float: a wrong value"

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from captum_uncertainty._validation import (
+    ArgumentTypeError,
     check_floating_tensor,
     check_non_negative_number,
     check_positive_number,
@@ -231,6 +232,8 @@ def check_sigmas(sigma: Any, inputs: Tensor) -> Tensor:
 
 
 def _real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{name} must be a real number, got {value!r}")
+    if math.isnan(float(value)):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     return float(value)
