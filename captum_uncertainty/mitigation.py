@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_uncertainty._hooks import temporary_hooks
 from captum_uncertainty._validation import check_choice, check_non_negative_number
 
 __all__ = [
@@ -188,11 +189,9 @@ class UncertaintyAttention(nn.Module):
         if self.space == "input":
             return self.model(self.scale(inputs, attention))
         assert self.layer is not None  # space="latent" always resolves a layer
-        handle = self.layer.register_forward_hook(lambda module, args, output: self.scale(output, attention))
-        try:
+        with temporary_hooks() as hooks:
+            hooks.forward(self.layer, lambda module, args, output: self.scale(output, attention))
             return self.model(inputs)
-        finally:
-            handle.remove()
 
     def scale(self, features: Tensor, attention: Tensor) -> Tensor:
         """``(1 + alpha * A) * features``, ``A`` resized to the features' spatial size."""

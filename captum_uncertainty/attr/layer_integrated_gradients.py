@@ -36,6 +36,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_uncertainty._hooks import temporary_hooks
 from captum_uncertainty.attr._utils.checks import check_uncertainty_forward
 from captum_uncertainty.attr._utils.formatting import (
     BaselineType,
@@ -385,14 +386,10 @@ def _check_distinct(layers: Sequence[nn.Module]) -> None:
 @contextmanager
 def _hooked(layers: Sequence[nn.Module], hook_for: HookFactory) -> Iterator[None]:
     """Forward hook ``hook_for(s)`` on ``layers[s]`` while the block runs; removed on exit."""
-    handles = []
-    try:
+    with temporary_hooks() as hooks:
         for s, module in enumerate(layers):
-            handles.append(module.register_forward_hook(hook_for(s)))
+            hooks.forward(module, hook_for(s))
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _replacing(output: Tensor, s: int) -> Callable[[nn.Module, Any, Any], Tensor]:

@@ -12,12 +12,12 @@ equals running each sample on its own, and the backward pass goes through the sh
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from captum_uncertainty._hooks import temporary_hooks
 from captum_uncertainty.posterior._utils import batch_size_of, check_member_output
 
 __all__ = [
@@ -128,14 +128,12 @@ def run_shared(
     count, batch = len(members), batch_size_of(inputs)
     modules = [dict(member.named_modules()) for member in members]
     state: Dict[str, Any] = {"repeated": False}
-    with ExitStack() as stack:
+    with temporary_hooks() as hooks:
         for name in layers:
             own = modules[0][name]
             counterparts = [names[name] for names in modules]
-            pre = own.register_forward_pre_hook(_first_block(state, count, batch), with_kwargs=True)
-            post = own.register_forward_hook(_other_blocks(state, counterparts, batch), with_kwargs=True)
-            stack.callback(pre.remove)
-            stack.callback(post.remove)
+            hooks.forward_pre(own, _first_block(state, count, batch), with_kwargs=True)
+            hooks.forward(own, _other_blocks(state, counterparts, batch), with_kwargs=True)
         output = members[0](*inputs)
     read = reader(output)
     if isinstance(read, Tensor) and read.dim() > 0 and read.shape[0] == batch and not state["repeated"]:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_uncertainty._hashing import tensor_sha256
+from captum_uncertainty._hooks import temporary_hooks
 from captum_uncertainty._validation import check_choice, check_module_sequence, check_positive_int
 from captum_uncertainty.posterior._frozen_masks import FrozenMasks
 from captum_uncertainty.posterior._shared_trunk import check_share_trunk, input_layout, shared_run_agrees
@@ -242,13 +243,11 @@ class MCDropout(FrozenMasks):
         if len(samples) > 1 and not self._hooks_expected:
             self._refuse_layer_hooks()
         calls: Dict[int, int] = {}  # per forward: how often each dropout module has run
-        handles = [d.register_forward_hook(self._mask_hook(d, samples, calls, shared_batch)) for d in self.dropouts]
-        try:
+        with temporary_hooks() as hooks:
+            for d in self.dropouts:
+                hooks.forward(d, self._mask_hook(d, samples, calls, shared_batch))
             with preserved_modes([self.model]), self.running(samples[0] if len(samples) == 1 else None):
                 yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def _mask_hook(
         self, module: nn.Module, samples: List[int], calls: Dict[int, int], shared_batch: Optional[int] = None

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_uncertainty._hooks import temporary_hooks
+
 __all__ = [
     "LayerOutput",
     "LayerRecords",
@@ -139,7 +141,6 @@ def captured_layer_outputs(
     if unseen:
         raise ValueError(_unseen_bias_message(unseen))
     records = LayerRecords()
-    handles = []
 
     def hook(module: nn.Module, _inputs: object, output: Tensor) -> None:
         # the bias is checked when the layer runs: posteriors switch modules to eval mode
@@ -149,7 +150,7 @@ def captured_layer_outputs(
             sample = getattr(posterior, "current_sample", None) if posterior is not None else None
             records.append(LayerOutput(module, output, sample, bias.detach()))
 
-    try:
+    with temporary_hooks() as hooks:
         seen = set()
         for root in modules:
             for module in root.modules():
@@ -160,15 +161,12 @@ def captured_layer_outputs(
                     continue
                 if spatial_only and isinstance(module, nn.Linear):
                     continue
-                handles.append(module.register_forward_hook(hook))
-        records.hooked = len(handles)
+                hooks.forward(module, hook)
+        records.hooked = len(hooks)
         # the hooks expect the posterior's row layout (S x N sample-major for MC dropout)
         hookable = getattr(posterior, "hookable", None)
         with hookable() if callable(hookable) else nullcontext():
             yield records
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _row_range(maps: Tensor) -> Tuple[Tensor, Tensor]:

@@ -11,6 +11,7 @@ from typing import Any, ContextManager, Dict, Generator, Iterator, List, Optiona
 import torch
 from torch import Tensor, nn
 
+from captum_uncertainty._hooks import temporary_hooks
 from captum_uncertainty._validation import check_positive_number
 from captum_uncertainty.attr._utils.formatting import TargetType, format_baselines, repeat_batch_args
 from captum_uncertainty.attr._utils.gradients import (
@@ -186,13 +187,12 @@ def _separate_member_graphs(posterior: Posterior, points: Tensor) -> Iterator[_M
             graphs.outputs[sample] = tensor_output(output)
 
     members = {id(m): m for m in separate}.values()
-    handles = [member.register_forward_pre_hook(own_leaf) for member in members]
-    handles += [member.register_forward_hook(own_output) for member in members]
-    try:
+    with temporary_hooks() as hooks:
+        for member in members:
+            hooks.forward_pre(member, own_leaf)
+        for member in members:
+            hooks.forward(member, own_output)
         yield graphs
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def class_relevances(
