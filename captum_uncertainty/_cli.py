@@ -20,11 +20,12 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from torch import Tensor
 
 from captum_uncertainty._cli_data import CliData, imported_function, load_cli_data, load_tensor_file
+from captum_uncertainty._methods import COMMAND_LINE_METHODS, methods_taking
 from captum_uncertainty._validation import check_choice
 from captum_uncertainty.forward import UncertaintyForward
 
@@ -141,7 +142,7 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
     attribute.add_argument("--grayscale", action="store_true", help="image folder: convert the images to one channel")
     attribute.add_argument(
         "--method",
-        choices=tuple(_METHODS),
+        choices=tuple(COMMAND_LINE_METHODS),
         default="ua_backprop",
         help=(
             "attribution method (default: ua_backprop). ua_backprop runs UABackprop with path='auto': the "
@@ -159,13 +160,13 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help=f"integration steps, for {', '.join(_methods_taking('n_steps'))} (default: the method's)",
+        help=f"integration steps, for {', '.join(methods_taking('n_steps'))} (default: the method's)",
     )
     attribute.add_argument(
         "--baseline",
         default=None,
         metavar="BASELINE",
-        help=f"reference input, for {', '.join(_methods_taking('baselines'))}: 'zeros', 'mean' (the data's mean "
+        help=f"reference input, for {', '.join(methods_taking('baselines'))}: 'zeros', 'mean' (the data's mean "
         "input), a number, or a .pt/.npy file holding one input (shared by all) or one per input of the data "
         "(default: the method's)",
     )
@@ -190,7 +191,7 @@ def _run_attribute(args: argparse.Namespace) -> None:
 
     from captum_uncertainty.dataset import attribute_dataset
 
-    method = _METHODS[args.method]
+    method = COMMAND_LINE_METHODS[args.method]
     for option, name, given in (("--n-steps", "n_steps", args.n_steps), ("--baseline", "baselines", args.baseline)):
         if given is not None and name in method.refuses:
             raise ValueError(f"{option} does not apply to --method {args.method}: {method.refuses[name]}")
@@ -513,104 +514,16 @@ def import_posterior(spec: str) -> UncertaintyForward:
     return forward
 
 
-def _ua_backprop(forward: UncertaintyForward) -> Any:
-    from captum_uncertainty.attr import UABackprop
-
-    return UABackprop(forward)
-
-
-def _integrated_gradients(forward: UncertaintyForward) -> Any:
-    from captum_uncertainty.attr import UncertaintyIntegratedGradients
-
-    return UncertaintyIntegratedGradients(forward)
-
-
-def _captum_integrated_gradients(forward: UncertaintyForward) -> Any:
-    from captum.attr import IntegratedGradients
-
-    return IntegratedGradients(forward)
-
-
-def _saliency(forward: UncertaintyForward) -> Any:
-    from captum.attr import Saliency
-
-    return Saliency(forward)
-
-
-def _blur_ig(forward: UncertaintyForward) -> Any:
-    from captum_uncertainty.attr import BlurIntegratedGradients
-
-    return BlurIntegratedGradients(forward)
-
-
-def _guided_ig(forward: UncertaintyForward) -> Any:
-    from captum_uncertainty.attr import GuidedIntegratedGradients
-
-    return GuidedIntegratedGradients(forward)
-
-
-def _kernel_shap(forward: UncertaintyForward) -> Any:
-    from captum.attr import KernelShap
-
-    return KernelShap(forward)
-
-
-def _lime(forward: UncertaintyForward) -> Any:
-    """Captum's Lime with a ridge surrogate: its default Lasso zeroes every coefficient of an uncertainty of a
-    few tenths of a nat (see the benchmark's ``lime``)."""
-    from captum._utils.models.linear_model import SkLearnRidge
-    from captum.attr import Lime
-
-    return Lime(forward, interpretable_model=SkLearnRidge(alpha=1.0))
-
-
-class _Method(NamedTuple):
-    """A ``--method``: its constructor, its fixed ``attribute`` arguments, and the options it refuses
-    (``"n_steps"``, ``"baselines"``) with the reason."""
-
-    build: Callable[[UncertaintyForward], Any]
-    kwargs: Dict[str, Any]
-    refuses: Dict[str, str]
-
-
-_NO_PATH = "a gradient has no integration path, hence neither steps nor a baseline"
-_SAMPLED = "it samples perturbations of the input; it has no integration steps"
-
-#: The command line's ``--method`` choices. ``ExplanationDistribution`` and ``CovarianceAttribution``
-#: are not among them: they need a Captum class to explain every posterior sample with.
-_METHODS: Dict[str, _Method] = {
-    "ua_backprop": _Method(
-        _ua_backprop,
-        {"path": "auto"},
-        dict.fromkeys(
-            ("n_steps", "baselines"), "it runs path='auto' (FullGrad or InputGrad), which has no integration path"
-        ),
-    ),
-    "integrated_gradients": _Method(_integrated_gradients, {}, {}),
-    "uig": _Method(_integrated_gradients, {}, {}),
-    "captum_integrated_gradients": _Method(_captum_integrated_gradients, {}, {}),
-    "saliency": _Method(_saliency, {}, dict.fromkeys(("n_steps", "baselines"), _NO_PATH)),
-    "blur_ig": _Method(_blur_ig, {}, {"baselines": "its path starts at a blurred copy of the input, not a baseline"}),
-    "guided_ig": _Method(_guided_ig, {}, {}),
-    "kernel_shap": _Method(_kernel_shap, {}, {"n_steps": _SAMPLED}),
-    "lime": _Method(_lime, {}, {"n_steps": _SAMPLED}),
-}
-
-
-def _methods_taking(option: str) -> List[str]:
-    """The ``--method`` names that take ``option`` (``"n_steps"`` or ``"baselines"``)."""
-    return [name for name, method in _METHODS.items() if option not in method.refuses]
-
-
 def _method_explainer(
     name: str, forward: UncertaintyForward, baseline_rows: Optional[Dict[bytes, int]] = None
 ) -> Tuple[Any, Dict[str, Any]]:
-    """The attribution object of a :data:`_METHODS` name and its fixed ``attribute`` arguments.
+    """The attribution object of a ``--method`` name (:data:`~captum_uncertainty._methods.COMMAND_LINE_METHODS`)
+    and its fixed ``attribute`` arguments.
 
     ``baseline_rows`` (inputs' digest -> row) makes it take baselines of the whole data's shape.
     """
-    check_choice(name, "method", tuple(_METHODS))
-    method = _METHODS[name]
+    check_choice(name, "method", tuple(COMMAND_LINE_METHODS))
+    method = COMMAND_LINE_METHODS[name]
     explainer = method.build(forward)
     if baseline_rows is not None:
         explainer = _with_row_baselines(explainer, baseline_rows)

@@ -11,6 +11,16 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 import torch
 from torch import Tensor
 
+from captum_uncertainty._methods import (
+    build_blur_ig,
+    build_captum_integrated_gradients,
+    build_guided_ig,
+    build_integrated_gradients,
+    build_kernel_shap,
+    build_lime,
+    build_saliency,
+    build_ua_backprop,
+)
 from captum_uncertainty.forward import UncertaintyForward
 
 if TYPE_CHECKING:
@@ -67,36 +77,28 @@ def _random(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 
 def _oracle(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum.attr import IntegratedGradients
-
-    return IntegratedGradients(uf).attribute(x, baselines=ctx.clean, n_steps=ctx.config.n_steps)
+    return build_captum_integrated_gradients(uf).attribute(x, baselines=ctx.clean, n_steps=ctx.config.n_steps)
 
 
 def _captum_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum.attr import IntegratedGradients
-
-    return IntegratedGradients(uf).attribute(x, baselines=torch.zeros_like(x), n_steps=ctx.config.n_steps)
+    return build_captum_integrated_gradients(uf).attribute(x, baselines=torch.zeros_like(x), n_steps=ctx.config.n_steps)
 
 
 def _uig(baselines: str) -> Explainer:
     def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-        from captum_uncertainty.attr import UncertaintyIntegratedGradients
-
-        return UncertaintyIntegratedGradients(uf).attribute(x, baselines=baselines, n_steps=ctx.config.n_steps)
+        return build_integrated_gradients(uf).attribute(x, baselines=baselines, n_steps=ctx.config.n_steps)
 
     return explain
 
 
 def _saliency(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum.attr import Saliency
-
-    return Saliency(uf).attribute(x, abs=True)
+    return build_saliency(uf).attribute(x, abs=True)
 
 
 def _smoothgrad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum.attr import NoiseTunnel, Saliency
+    from captum.attr import NoiseTunnel
 
-    return NoiseTunnel(Saliency(uf)).attribute(
+    return NoiseTunnel(build_saliency(uf)).attribute(
         x, nt_type="smoothgrad", nt_samples=ctx.config.smoothgrad_samples, stdevs=0.1, abs=True
     )
 
@@ -112,9 +114,7 @@ def _superpixels(x: Tensor) -> Tensor:
 
 
 def _kernel_shap(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum.attr import KernelShap
-
-    shap = KernelShap(uf)
+    shap = build_kernel_shap(uf)
     mask = _superpixels(x)
     samples = ctx.config.shap_samples
     return torch.cat(
@@ -132,12 +132,9 @@ def _kernel_shap(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 
 def _lime(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    """Captum's Lime with a ridge surrogate (alpha 1): its default Lasso zeroes every coefficient
-    when the target is an uncertainty of a few tenths of a nat (see the benchmark's LIME)."""
-    from captum._utils.models.linear_model import SkLearnRidge
-    from captum.attr import Lime
-
-    lime = Lime(uf, interpretable_model=SkLearnRidge(alpha=1.0))
+    """Captum's Lime with a ridge surrogate (:func:`~captum_uncertainty._methods.build_lime`): its
+    default Lasso zeroes every coefficient when the target is an uncertainty of a few tenths of a nat."""
+    lime = build_lime(uf)
     mask = _superpixels(x)
     samples = ctx.config.shap_samples
     return torch.cat(
@@ -152,23 +149,17 @@ def _lime(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 def _ua_backprop(path: str) -> Explainer:
     def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-        from captum_uncertainty.attr import UABackprop
-
-        return UABackprop(uf).attribute(x, path=path, n_steps=ctx.config.n_steps)
+        return build_ua_backprop(uf).attribute(x, path=path, n_steps=ctx.config.n_steps)
 
     return explain
 
 
 def _blur_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import BlurIntegratedGradients
-
-    return BlurIntegratedGradients(uf).attribute(x, n_steps=ctx.config.n_steps)
+    return build_blur_ig(uf).attribute(x, n_steps=ctx.config.n_steps)
 
 
 def _guided_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import GuidedIntegratedGradients
-
-    return GuidedIntegratedGradients(uf).attribute(x, n_steps=ctx.config.n_steps)
+    return build_guided_ig(uf).attribute(x, n_steps=ctx.config.n_steps)
 
 
 def _distribution_std(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:

@@ -29,6 +29,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import torch
 from torch import Tensor
 
+from captum_uncertainty._methods import (
+    build_blur_ig,
+    build_guided_ig,
+    build_integrated_gradients,
+    build_lime,
+    build_saliency,
+    build_ua_backprop,
+)
 from captum_uncertainty._validation import check_choice, check_positive_int
 from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.likelihoods import Categorical, Decomposition
@@ -126,23 +134,19 @@ def _as_map(attributions: Tensor) -> Tensor:
 
 def _ua_backprop(path: str, **options: Any) -> Explainer:
     def explain(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-        from captum_uncertainty.attr import UABackprop
-
-        return UABackprop(uf).attribute(x, path=path, n_steps=ctx.config.ig_steps, **options)
+        return build_ua_backprop(uf).attribute(x, path=path, n_steps=ctx.config.ig_steps, **options)
 
     return explain
 
 
 def _grad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum.attr import Saliency
-
-    return Saliency(uf).attribute(x, abs=True)
+    return build_saliency(uf).attribute(x, abs=True)
 
 
 def smoothgrad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum.attr import NoiseTunnel, Saliency
+    from captum.attr import NoiseTunnel
 
-    return NoiseTunnel(Saliency(uf)).attribute(
+    return NoiseTunnel(build_saliency(uf)).attribute(
         x, nt_type="smoothgrad", nt_samples=ctx.config.smoothgrad_samples, stdevs=0.1, abs=True
     )
 
@@ -154,46 +158,35 @@ def _fullgrad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 
 def _integrated_gradients(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import UncertaintyIntegratedGradients
-
-    return UncertaintyIntegratedGradients(uf).attribute(x, baselines="white", n_steps=ctx.config.ig_steps)
+    return build_integrated_gradients(uf).attribute(x, baselines="white", n_steps=ctx.config.ig_steps)
 
 
 def _blur_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import BlurIntegratedGradients
-
-    return BlurIntegratedGradients(uf).attribute(x, n_steps=ctx.config.ig_steps)
+    return build_blur_ig(uf).attribute(x, n_steps=ctx.config.ig_steps)
 
 
 def _blur_ig_papers_setting(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     """Blur IG as the papers ran it (benchmark only): the reference code's finite-difference step
     of 1e-10 in sigma on float32 images, which rounds almost every pixel's path derivative to 0,
     and its largest sigma of 2 (ours: 6.25 on 28-pixel digits)."""
-    from captum_uncertainty.attr import BlurIntegratedGradients
-
-    return BlurIntegratedGradients(uf).attribute(x.float(), n_steps=ctx.config.ig_steps, max_sigma=2.0, grad_step=1e-10)
+    return build_blur_ig(uf).attribute(x.float(), n_steps=ctx.config.ig_steps, max_sigma=2.0, grad_step=1e-10)
 
 
 def _guided_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import GuidedIntegratedGradients
-
-    return GuidedIntegratedGradients(uf).attribute(x, n_steps=min(50, ctx.config.ig_steps))
+    return build_guided_ig(uf).attribute(x, n_steps=min(50, ctx.config.ig_steps))
 
 
 def lime(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     """Captum's Lime on 2x2-pixel superpixels (quickshift needs scikit-image, which we do not ship).
 
-    The surrogate is a ridge regression (alpha 1, the ``lime`` package's default): Captum's
-    default Lasso (alpha 0.01) zeroes every coefficient when the target is an uncertainty of a
-    few tenths of a nat, which leaves all-zero maps.
+    The surrogate is a ridge regression (alpha 1, the ``lime`` package's default; see
+    :func:`~captum_uncertainty._methods.build_lime`): Captum's default Lasso zeroes every
+    coefficient of an uncertainty of a few tenths of a nat, which leaves all-zero maps.
     """
-    from captum._utils.models.linear_model import SkLearnRidge
-    from captum.attr import Lime
-
     height, width = x.shape[-2:]
     blocks = (torch.arange(height) // 2)[:, None] * ((width + 1) // 2) + (torch.arange(width) // 2)[None, :]
     mask = blocks.expand(x.shape[0], 1, height, width)
-    lime_attr = Lime(uf, interpretable_model=SkLearnRidge(alpha=1.0))
+    lime_attr = build_lime(uf)
     return torch.cat(
         [
             lime_attr.attribute(x[i : i + 1], feature_mask=mask[i : i + 1], n_samples=ctx.config.lime_samples)
