@@ -427,7 +427,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "attribute":
             _run_attribute(args)
         else:
-            from captum_uncertainty.experiments.benchmark import BenchmarkConfig, run_benchmark, run_vae_study
+            from captum_uncertainty.experiments.benchmark import BenchmarkConfig, run_benchmark
+            from captum_uncertainty.experiments.vae_study import run_vae_study
 
             if args.reading == "reference":
                 if not args.vae_latent_sizes:

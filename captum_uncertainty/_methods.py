@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple
 
+from torch import Tensor
+
 from captum_uncertainty.forward import UncertaintyForward
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLURRED",
+    "as_map",
     "COMMAND_LINE_METHODS",
     "Method",
     "NO_PATH",
@@ -138,3 +141,11 @@ COMMAND_LINE_METHODS: Dict[str, Method] = {
 def methods_taking(option: str) -> List[str]:
     """The ``--method`` names that take ``option`` (``"n_steps"`` or ``"baselines"``)."""
     return [name for name, method in COMMAND_LINE_METHODS.items() if option not in method.refuses]
+
+
+def as_map(attributions: Any) -> Tensor:
+    """What an explainer returned as one detached map: the attributions of a tuple's first
+    element, image attributions ``(N, C, H, W)`` summed over the channels to ``(N, 1, H, W)``."""
+    if isinstance(attributions, tuple):
+        attributions = attributions[0]
+    return attributions.detach().sum(1, keepdim=True) if attributions.dim() == 4 else attributions.detach()

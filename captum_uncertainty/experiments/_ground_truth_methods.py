@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import torch
 from torch import Tensor
 
 from captum_uncertainty._methods import (
+    as_map,
     build_blur_ig,
     build_captum_integrated_gradients,
     build_guided_ig,
@@ -242,17 +243,10 @@ METHODS: Dict[str, Explainer] = {
 GENERATIVE_METHODS = ("CLUE", "CF-path IG", "Sparse CF IG")
 
 
-def _as_map(attributions: Any) -> Tensor:
-    """Any input-shaped attribution as one ``(N, 1, H, W)`` map (channel sum), detached."""
-    if isinstance(attributions, tuple):
-        attributions = attributions[0]
-    return attributions.detach().sum(1, keepdim=True)
-
-
 def seeded(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     """A method's maps with its random draws (SmoothGrad noise, KernelShap and LIME samples)
     seeded with the run's seed, so that they do not depend on which methods ran before."""
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
         torch.manual_seed(ctx.config.seed)
-        return _as_map(explain(uf, x, ctx))
+        return as_map(explain(uf, x, ctx))

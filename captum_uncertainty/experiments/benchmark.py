@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from captum_uncertainty._methods import (
+    as_map,
     build_blur_ig,
     build_guided_ig,
     build_integrated_gradients,
@@ -37,7 +38,7 @@ from captum_uncertainty._methods import (
     build_saliency,
     build_ua_backprop,
 )
-from captum_uncertainty._validation import check_choice, check_positive_int
+from captum_uncertainty._validation import check_choice
 from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.likelihoods import Categorical, Decomposition
 
@@ -55,7 +56,6 @@ __all__ = [
     "markdown_table",
     "no_blur_sentence",
     "run_benchmark",
-    "run_vae_study",
     "seeded",
     "select_methods",
     "smoothgrad",
@@ -123,13 +123,6 @@ class Context:
 
 
 Explainer = Callable[[UncertaintyForward, Tensor, Context], Tensor]
-
-
-def _as_map(attributions: Tensor) -> Tensor:
-    """Any input-shaped attribution to one ``(N, 1, H, W)`` map (channel sum)."""
-    if isinstance(attributions, tuple):
-        attributions = attributions[0]
-    return attributions.detach().sum(1, keepdim=True) if attributions.dim() == 4 else attributions.detach()
 
 
 def _ua_backprop(path: str, **options: Any) -> Explainer:
@@ -268,7 +261,7 @@ def seeded(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context) 
     seed, so that a method's maps do not depend on which methods ran before it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.config.seed)
-        return _as_map(explain(uf, x, ctx))
+        return as_map(explain(uf, x, ctx))
 
 
 def _timed(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context):
@@ -506,76 +499,3 @@ def _write_results(
     from captum_uncertainty.experiments.report import write_results
 
     write_results(out, scores, curves, examples, x, config, test_accuracy, no_blur, decomposition)
-
-
-def run_vae_study(
-    out: Path,
-    latent_sizes: Sequence[int],
-    seed: int = 0,
-    images: int = 100,
-    members: int = 5,
-    vae_epochs: int = 20,
-    n_steps: int = 50,
-) -> Dict[int, Dict[str, float]]:
-    """The VAE-sensitivity study of Perez et al.'s supplement (Table 1): one VAE per latent size.
-
-    For every latent size a VAE is trained on the bundled training digits, then
-    :class:`~captum_uncertainty.CounterfactualPathIG` (in-class fiducial, Perez et al.'s
-    same-class low-entropy source image) explains the total
-    uncertainty of the ``images`` most uncertain test digits, scored by the Area over the Entropy
-    Information Curve and the Uncertainty Reduction Curve at 1% and 5% of the pixels. Writes
-    ``out/vae_study.md``.
-
-    Returns:
-        dict: latent size -> scores (``aoeic``, ``urc_1%``, ``urc_5%``, ``runtime_s`` and
-        ``valid_fiducials``, the share of fiducials that keep the class and lower the uncertainty).
-    """
-    from tqdm.auto import tqdm
-
-    from captum_uncertainty.attr.counterfactual_path import CounterfactualPathIG, FiducialWarning
-    from captum_uncertainty.data import load_mnist, train_ensemble
-    from captum_uncertainty.generative import load_or_train_vae
-    from captum_uncertainty.metrics import entropy_information_curve, uncertainty_reduction_curve
-
-    if not latent_sizes:
-        raise ValueError("latent_sizes must name at least one latent size")
-    for size in latent_sizes:
-        check_positive_int(size, "latent_sizes")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = load_mnist(seed=seed)
-    uf = UncertaintyForward(train_ensemble(n_members=members, data=data, seed=seed), measure="total")
-    with torch.no_grad():
-        x = data.x_test[uf(data.x_test).argsort(descending=True)[:images]]
-    scores: Dict[int, Dict[str, float]] = {}
-    for size in tqdm(latent_sizes, desc="latent sizes"):
-        vae = load_or_train_vae(data.x_train, latent_dim=size, epochs=vae_epochs, seed=seed)
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FiducialWarning)
-            attributions, fiducials = CounterfactualPathIG(uf, vae).attribute(
-                x, fiducial="in_class", n_steps=n_steps, return_fiducial=True
-            )
-        maps = _as_map(attributions)
-        runtime = (time.perf_counter() - start) / x.shape[0]
-        scores[size] = {
-            "aoeic": entropy_information_curve(uf, x, maps).area_over,
-            "urc_1%": uncertainty_reduction_curve(uf, x, maps, fraction=0.01).score,
-            "urc_5%": uncertainty_reduction_curve(uf, x, maps, fraction=0.05).score,
-            "runtime_s": runtime,
-            "valid_fiducials": fiducials.valid.double().mean().item(),
-        }
-    lines = [
-        "# VAE latent-size study (Perez et al. supplement, Table 1)\n",
-        f"{images} most uncertain bundled MNIST test digits, {members}-CNN ensemble, total uncertainty, "
-        f"CounterfactualPathIG (in-class fiducial, {n_steps} steps), VAE {vae_epochs} epochs, seed {seed}.\n",
-        "| latent size | Area over EIC | URC 1% | URC 5% | s / image | valid fiducials |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {size} | {row['aoeic']:.3f} | {row['urc_1%']:.3f} | {row['urc_5%']:.3f} | "
-        f"{row['runtime_s']:.3f} | {row['valid_fiducials']:.0%} |"
-        for size, row in scores.items()
-    ]
-    (out / "vae_study.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return scores
