@@ -32,7 +32,7 @@ import torch
 
 from captum_uncertainty import UncertaintyForward, gaussian_blur
 from captum_uncertainty.attr import BlurIntegratedGradients
-from captum_uncertainty.attr._utils.path import BLUR_IG_METHOD, INTEGRATION_METHODS, default_max_sigma
+from captum_uncertainty.attr._utils.path import BLUR_IG_METHOD, SUPPORTED_METHODS, default_max_sigma
 from captum_uncertainty.data import load_mnist, train_ensemble
 
 Row = Tuple[float, float, int, float]  # median relative delta, largest, all-zero maps, seconds
@@ -91,15 +91,15 @@ def main() -> None:
     )
     results: Dict[Tuple[str, int], Optional[Row]] = {}
     for n_steps in steps:
-        for method in INTEGRATION_METHODS:
+        for method in SUPPORTED_METHODS:
             results[method, n_steps] = measure(uf, x, method, n_steps, args.sqrt, args.grad_step, gap)
 
     print("Median |delta| / |U(x) - U(x(max_sigma))| over the images:\n")
-    print("| n_steps | " + " | ".join(f"`{m}`" for m in INTEGRATION_METHODS) + " |")
-    print("|---:|" + "---:|" * len(INTEGRATION_METHODS))
+    print("| n_steps | " + " | ".join(f"`{m}`" for m in SUPPORTED_METHODS) + " |")
+    print("|---:|" + "---:|" * len(SUPPORTED_METHODS))
     for n_steps in steps:
         cells: List[str] = []
-        for method in INTEGRATION_METHODS:
+        for method in SUPPORTED_METHODS:
             row = results[method, n_steps]
             cells.append("-" if row is None else f"{row[0]:.2e}")
         print(f"| {n_steps} | " + " | ".join(cells) + " |")
@@ -107,7 +107,7 @@ def main() -> None:
     print("\nEvery measurement:\n")
     print("| method | n_steps | median rel. delta | largest rel. delta | all-zero maps | seconds |")
     print("|---|---:|---:|---:|---:|---:|")
-    for method in INTEGRATION_METHODS:
+    for method in SUPPORTED_METHODS:
         for n_steps in steps:
             row = results[method, n_steps]
             if row is None:

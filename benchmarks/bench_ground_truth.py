@@ -30,15 +30,20 @@ from pathlib import Path
 
 import torch
 
-from captum_uncertainty.experiments.ground_truth import DATASETS, POSTERIORS, GroundTruthConfig, run_ground_truth
+from captum_uncertainty.experiments.ground_truth import (
+    SUPPORTED_DATASETS,
+    SUPPORTED_POSTERIORS,
+    GroundTruthConfig,
+    run_ground_truth,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=DATASETS, default="digits")
+    parser.add_argument("--data", choices=SUPPORTED_DATASETS, default="digits")
     parser.add_argument(
         "--posterior",
-        choices=POSTERIORS,
+        choices=SUPPORTED_POSTERIORS,
         default="adam",
         help="deep ensembles trained with Adam (default) or the papers' SGD recipe, or MC dropout of one network",
     )

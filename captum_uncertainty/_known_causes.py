@@ -32,6 +32,7 @@ __all__ = [
     "KnownCauseImages",
     "KnownCauseRegression",
     "KnownCauseTable",
+    "SUPPORTED_TABULAR_CAUSES",
     "TABULAR_CAUSES",
     "make_aleatoric_overlay_images",
     "make_epistemic_patch_images",
@@ -40,9 +41,12 @@ __all__ = [
     "regression_target",
 ]
 
-#: The causes of :func:`make_tabular_known_causes`, indexed by its ``cause`` tensor:
-#: ``TABULAR_CAUSES[0] == "noise"`` (aleatoric) and ``TABULAR_CAUSES[1] == "out_of_range"`` (epistemic).
-TABULAR_CAUSES = ("noise", "out_of_range")
+#: The causes of :func:`make_tabular_known_causes`, indexed by the ``cause`` tensor of its
+#: :class:`KnownCauseTable`: ``SUPPORTED_TABULAR_CAUSES[0] == "noise"`` (aleatoric) and
+#: ``SUPPORTED_TABULAR_CAUSES[1] == "out_of_range"`` (epistemic).
+SUPPORTED_TABULAR_CAUSES = ("noise", "out_of_range")
+#: Deprecated alias of :data:`SUPPORTED_TABULAR_CAUSES`, kept for one release.
+TABULAR_CAUSES = SUPPORTED_TABULAR_CAUSES
 
 #: How often a patch position is redrawn for a test image that the patch would leave unchanged.
 _PATCH_REDRAWS = 10
@@ -93,7 +97,7 @@ class KnownCauseTable(NamedTuple):
         noise_feature (int): column of the noise feature, ``F - 2``.
         out_of_range_feature (int): column of the out-of-range feature, ``F - 1``.
         cause (Tensor): int64 ``(N_test,)``, each row's cause: ``0`` noise (aleatoric), ``1`` out of
-            range (epistemic); ``TABULAR_CAUSES[cause[i]]`` names it.
+            range (epistemic); ``SUPPORTED_TABULAR_CAUSES[cause[i]]`` names it.
     """
 
     x_train: Tensor
@@ -407,7 +411,7 @@ def make_tabular_known_causes(
 
     Returns:
         KnownCauseTable: the table, its masks, clean rows, feature names, the two caused columns
-        and each test row's ``cause`` (``TABULAR_CAUSES[cause[i]]`` names it).
+        and each test row's ``cause`` (``SUPPORTED_TABULAR_CAUSES[cause[i]]`` names it).
 
     Raises:
         ValueError: ``n_train < 1``, ``n_test < 2``, ``n_features < 4`` or ``seed < 0``.
@@ -426,7 +430,7 @@ def make_tabular_known_causes(
     check_int(n_features, "n_features", minimum=4)
     check_int(seed, "seed", minimum=0)
     noise, out_of_range = n_features - 2, n_features - 1
-    names = [f"x{i}" for i in range(n_features - 2)] + list(TABULAR_CAUSES)
+    names = [f"x{i}" for i in range(n_features - 2)] + list(SUPPORTED_TABULAR_CAUSES)
     generator = torch.Generator().manual_seed(seed)
 
     def label(rows: Tensor) -> Tensor:

@@ -12,13 +12,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LAYOUTS", "channels_last", "summary_tables"]
+__all__ = ["LAYOUTS", "SUPPORTED_LAYOUTS", "channels_last", "summary_tables"]
 
 
 #: Channel counts of an image layout: gray, RGB, RGBA.
 _CHANNELS = (1, 3, 4)
-#: Accepted values of ``layout``: channels first, channels last, found from the shape.
-LAYOUTS = ("chw", "hwc", None)
+#: The ``layout`` choices of :func:`~captum_uncertainty.visualization.plot_attribution`: channels
+#: first, channels last, found from the shape.
+SUPPORTED_LAYOUTS = ("chw", "hwc", None)
+#: Deprecated alias of :data:`SUPPORTED_LAYOUTS`, kept for one release.
+LAYOUTS = SUPPORTED_LAYOUTS
 _IMAGE_SHAPES = "(H, W), (C, H, W), (H, W, C) or (1, C, H, W) with C in {1, 3, 4}"
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from captum_uncertainty._hashing import new_digest, update_with_tensor
 from captum_uncertainty._known_causes import (
+    SUPPORTED_TABULAR_CAUSES,
     TABULAR_CAUSES,
     KnownCauseImages,
     KnownCauseRegression,
@@ -40,7 +41,7 @@ from captum_uncertainty._known_causes import (
 )
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int, check_positive_number
 from captum_uncertainty.cache import USER_CACHE, CacheDir, cache_file, resolve_cache_dir
-from captum_uncertainty.training import OPTIMIZERS, train_model
+from captum_uncertainty.training import OPTIMIZERS, SUPPORTED_OPTIMIZERS, train_model
 
 __all__ = [
     "DataSplit",
@@ -51,6 +52,8 @@ __all__ = [
     "MULTIDIGIT_DIGITS",
     "MultiDigitCNN",
     "OPTIMIZERS",
+    "SUPPORTED_OPTIMIZERS",
+    "SUPPORTED_TABULAR_CAUSES",
     "TABULAR_CAUSES",
     "WANG_RECIPE",
     "accuracy",

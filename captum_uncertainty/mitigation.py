@@ -32,14 +32,23 @@ from captum_uncertainty._validation import check_choice, check_non_negative_numb
 __all__ = [
     "NORMALIZATIONS",
     "SPACES",
+    "SUPPORTED_NORMALIZATIONS",
+    "SUPPORTED_SPACES",
     "UncertaintyAttention",
     "attention_weights",
     "check_attention",
     "last_conv_layer",
 ]
 
-NORMALIZATIONS = ("softmax", "minmax")
-SPACES = ("latent", "input")
+#: The ``normalization`` choices of :func:`attention_weights`.
+SUPPORTED_NORMALIZATIONS = ("softmax", "minmax")
+#: Deprecated alias of :data:`SUPPORTED_NORMALIZATIONS`, kept for one release.
+NORMALIZATIONS = SUPPORTED_NORMALIZATIONS
+
+#: The ``space`` choices of :class:`UncertaintyAttention`.
+SUPPORTED_SPACES = ("latent", "input")
+#: Deprecated alias of :data:`SUPPORTED_SPACES`, kept for one release.
+SPACES = SUPPORTED_SPACES
 
 
 # ----------------------------------------------------------------------------- attention
@@ -73,7 +82,7 @@ def attention_weights(maps: Tensor, normalization: str = "softmax") -> Tensor:
         >>> attention = attention_weights(maps)  # (N, 1, 28, 28)
     """
     _check_maps(maps)
-    check_choice(normalization, "normalization", NORMALIZATIONS)
+    check_choice(normalization, "normalization", SUPPORTED_NORMALIZATIONS)
     summed = maps.detach().sum(1, keepdim=True)
     flat = summed.flatten(1)
     if normalization == "softmax":
@@ -168,7 +177,7 @@ class UncertaintyAttention(nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
         self.alpha = _check_alpha(alpha)
-        self.space = check_choice(space, "space", SPACES)
+        self.space = check_choice(space, "space", SUPPORTED_SPACES)
         self.layer = _resolve_layer(model, layer, space)
 
     def forward(self, inputs: Tensor, attention: Optional[Tensor]) -> Tensor:

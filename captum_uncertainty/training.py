@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from captum_uncertainty._validation import check_choice, check_positive_int
 
-__all__ = ["OPTIMIZERS", "fit", "train_model"]
+__all__ = ["OPTIMIZERS", "SUPPORTED_OPTIMIZERS", "fit", "train_model"]
 
 _Model = TypeVar("_Model", bound=nn.Module)
 
@@ -59,11 +59,15 @@ def fit(
     return model.eval()
 
 
-OPTIMIZERS = ("adam", "sgd")
+#: The ``optimizer`` choices of :func:`train_model` (and of
+#: :func:`~captum_uncertainty.data.train_ensemble`).
+SUPPORTED_OPTIMIZERS = ("adam", "sgd")
+#: Deprecated alias of :data:`SUPPORTED_OPTIMIZERS`, kept for one release.
+OPTIMIZERS = SUPPORTED_OPTIMIZERS
 
 
 def _make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float) -> torch.optim.Optimizer:
-    if check_choice(optimizer, "optimizer", OPTIMIZERS) == "adam":
+    if check_choice(optimizer, "optimizer", SUPPORTED_OPTIMIZERS) == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr)
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
 

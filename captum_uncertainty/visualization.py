@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_uncertainty._plot_inputs import LAYOUTS, channels_last, summary_tables
+from captum_uncertainty._plot_inputs import SUPPORTED_LAYOUTS, channels_last, summary_tables
 from captum_uncertainty._validation import check_choice, check_positive_int
 
 if TYPE_CHECKING:
@@ -390,7 +390,7 @@ def plot_attribution(
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
-    check_choice(layout, "layout", LAYOUTS)
+    check_choice(layout, "layout", SUPPORTED_LAYOUTS)
     plane = channels_last(attribution, "attribution", layout).sum(-1)
     gray = None
     if image is not None:

@@ -8,7 +8,7 @@ from torch import nn
 
 from captum_uncertainty import UncertaintyForward
 from captum_uncertainty.data import (
-    TABULAR_CAUSES,
+    SUPPORTED_TABULAR_CAUSES,
     DataSplit,
     KnownCauseImages,
     KnownCauseTable,
@@ -173,7 +173,7 @@ def test_table_masks_mark_exactly_the_caused_feature():
     assert set(table.y_train.unique().tolist()) == {0, 1}
     assert table.masks.sum(1).tolist() == [1] * 201
     assert int((table.cause == 1).sum()) == 100 and int((table.cause == 0).sum()) == 101
-    assert TABULAR_CAUSES == ("noise", "out_of_range")
+    assert SUPPORTED_TABULAR_CAUSES == ("noise", "out_of_range")
     expected = torch.zeros_like(table.masks)
     expected[table.cause == 0, table.noise_feature] = True
     expected[table.cause == 1, table.out_of_range_feature] = True

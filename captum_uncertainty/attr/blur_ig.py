@@ -19,7 +19,7 @@ from captum_uncertainty.attr._utils.formatting import (
 )
 from captum_uncertainty.attr._utils.path import (
     BLUR_IG_METHOD,
-    INTEGRATION_METHODS,
+    SUPPORTED_METHODS,
     blur_levels,
     blur_path,
     blur_quadrature,
@@ -165,7 +165,7 @@ class BlurIntegratedGradients(GradientAttribution):
                     f"got shape {tuple(t.shape)} (GuidedIntegratedGradients accepts flat features)"
                 )
         n_steps = check_n_steps(n_steps)
-        check_choice(method, "method", INTEGRATION_METHODS)
+        check_choice(method, "method", SUPPORTED_METHODS)
         check_positive_number(grad_step, "grad_step")
         if max_sigma is None:
             max_sigma = default_max_sigma(tensors[0].shape[2], tensors[0].shape[3])

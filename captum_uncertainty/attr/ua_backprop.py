@@ -33,14 +33,27 @@ from captum_uncertainty.attr._utils.ua_backprop import (
 )
 from captum_uncertainty.forward import MEASURES, Decomposition, UncertaintyForward
 
-__all__ = ["UABackprop", "FULLGRAD_POSTPROCESS", "PATHS", "default_temperatures"]
+__all__ = [
+    "UABackprop",
+    "SUPPORTED_FULLGRAD_POSTPROCESS",
+    "SUPPORTED_PATHS",
+    "FULLGRAD_POSTPROCESS",
+    "PATHS",
+    "default_temperatures",
+]
 
-#: The z -> x options: Eq. 10 (FullGrad), App. D.4's Eq. 20-22, Blur IG in App. D.4's framework, and
-#: ``"auto"``: FullGrad where it reads every bias of the images' model, else input x gradient.
-PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients", "blur_integrated_gradients", "auto")
+#: The ``path`` choices of :meth:`UABackprop.attribute`, the z -> x options: Eq. 10 (FullGrad),
+#: App. D.4's Eq. 20-22, Blur IG in App. D.4's framework, and ``"auto"``: FullGrad where it reads
+#: every bias of the images' model, else input x gradient.
+SUPPORTED_PATHS = ("fullgrad", "grad", "inputgrad", "integrated_gradients", "blur_integrated_gradients", "auto")
+#: Deprecated alias of :data:`SUPPORTED_PATHS`, kept for one release.
+PATHS = SUPPORTED_PATHS
 
-#: The two readings of Eq. 10's FullGrad terms (see :ref:`ua-backprop-defaults`).
-FULLGRAD_POSTPROCESS = ("reference", "raw")
+#: The ``fullgrad_postprocess`` choices of :meth:`UABackprop.attribute`: the two readings of Eq. 10's
+#: FullGrad terms (see :ref:`ua-backprop-defaults`).
+SUPPORTED_FULLGRAD_POSTPROCESS = ("reference", "raw")
+#: Deprecated alias of :data:`SUPPORTED_FULLGRAD_POSTPROCESS`, kept for one release.
+FULLGRAD_POSTPROCESS = SUPPORTED_FULLGRAD_POSTPROCESS
 
 #: Wang et al. App. B.1.2: (tau1, tau2) for grayscale (MNIST) and colour images.
 PAPER_TEMPERATURES = {1: (0.08, 0.3), 3: (0.55, 0.02)}
@@ -289,13 +302,13 @@ class UABackprop(GradientAttribution):
     ) -> Union[Tensor, Decomposition]:
         forward: UncertaintyForward = self.forward_func
         check_floating_batch(inputs)
-        check_choice(path, "path", PATHS)
+        check_choice(path, "path", SUPPORTED_PATHS)
         path = self._resolved_path(path, inputs)
         if path in ("fullgrad", "blur_integrated_gradients"):
             check_image_inputs(inputs, f"UABackprop(path={path!r})")
         check_n_steps(n_steps)
         check_optional_positive_int(classes_per_pass, "classes_per_pass")
-        check_choice(fullgrad_postprocess, "fullgrad_postprocess", FULLGRAD_POSTPROCESS)
+        check_choice(fullgrad_postprocess, "fullgrad_postprocess", SUPPORTED_FULLGRAD_POSTPROCESS)
         tau1, tau2 = _resolve_temperatures(inputs, tau1, tau2)
         args = additional_args_tuple(additional_forward_args)
         forward.check_inputs(inputs, *args)  # its calls also tell a SampleCallable its S

@@ -43,7 +43,7 @@ import pathlib
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from captum_uncertainty._validation import check_choice, check_int, check_positive_int
-from captum_uncertainty.dataset._engines import ENGINES, Job, Target, import_ray, run_local, run_ray
+from captum_uncertainty.dataset._engines import ENGINES, SUPPORTED_ENGINES, Job, Target, import_ray, run_local, run_ray
 from captum_uncertainty.dataset._explainers import check_attribute_kwargs, explained_forward, resolve_explainer
 from captum_uncertainty.dataset._folder import acquire_lock, check_unlocked, release_lock
 from captum_uncertainty.dataset._manifest import (
@@ -65,7 +65,7 @@ from captum_uncertainty.dataset._shards import (
 )
 from captum_uncertainty.dataset._sources import DEFAULT_INPUTS_PER_BATCH, LoaderSource, Source, as_source
 
-__all__ = ["DatasetResult", "ENGINES", "MANIFEST", "attribute_dataset", "read_manifest"]
+__all__ = ["DatasetResult", "ENGINES", "MANIFEST", "SUPPORTED_ENGINES", "attribute_dataset", "read_manifest"]
 
 
 class DatasetResult(NamedTuple):
@@ -397,7 +397,7 @@ def attribute_dataset(
         >>> attribute_dataset(lambda: UABackprop(load_posterior()), dataset, "out/maps",
         ...                   engine="ray", concurrency=8, path="inputgrad")
     """
-    check_choice(engine, "engine", ENGINES)
+    check_choice(engine, "engine", SUPPORTED_ENGINES)
     if engine == "local" and (concurrency is not None or num_gpus is not None):
         raise ValueError("concurrency and num_gpus apply to engine='ray' only")
     check_int(seed, "seed")

@@ -30,6 +30,7 @@ from captum_uncertainty.dataset._sources import LoaderSource, MapSource, RaySour
 
 __all__ = [
     "ENGINES",
+    "SUPPORTED_ENGINES",
     "Job",
     "RayWorker",
     "Target",
@@ -41,7 +42,9 @@ __all__ = [
 ]
 
 #: The ``engine`` choices of :func:`~captum_uncertainty.attribute_dataset`.
-ENGINES = ("local", "ray")
+SUPPORTED_ENGINES = ("local", "ray")
+#: Deprecated alias of :data:`SUPPORTED_ENGINES`, kept for one release.
+ENGINES = SUPPORTED_ENGINES
 #: When the least common multiple of batch and shard size exceeds this many of the larger one, a
 #: Ray work unit is the fewest whole shards covering this many batches (see :func:`work_units`).
 _UNIT_BATCHES = 8

@@ -13,14 +13,17 @@ from captum_uncertainty.posterior import MCDropout
 if TYPE_CHECKING:
     from captum_uncertainty.experiments.ground_truth import GroundTruthConfig
 
-__all__ = ["POSTERIORS", "train_posterior"]
+__all__ = ["POSTERIORS", "SUPPORTED_POSTERIORS", "train_posterior"]
 
-#: ``GroundTruthConfig.posterior``'s choices: ``"adam"``, a deep ensemble trained with Adam (lr
-#: 1e-3, batch 128, ``epochs``); ``"sgd"``, a deep ensemble trained with Wang et al.'s App. B.1
-#: recipe (:data:`~captum_uncertainty.data.WANG_RECIPE`: SGD, lr 0.1, momentum 0.9, batch 128, 30
-#: epochs); ``"mc_dropout"``, one network trained as the ``"adam"`` members are, read as
-#: :class:`~captum_uncertainty.MCDropout` with ``mc_samples`` frozen masks.
-POSTERIORS = ("adam", "sgd", "mc_dropout")
+#: The ``posterior`` choices of :class:`~captum_uncertainty.experiments.ground_truth.GroundTruthConfig`:
+#: ``"adam"``, a deep ensemble trained with Adam (lr 1e-3, batch 128, ``epochs``); ``"sgd"``, a deep
+#: ensemble trained with Wang et al.'s App. B.1 recipe (:data:`~captum_uncertainty.data.WANG_RECIPE`:
+#: SGD, lr 0.1, momentum 0.9, batch 128, 30 epochs); ``"mc_dropout"``, one network trained as the
+#: ``"adam"`` members are, read as :class:`~captum_uncertainty.MCDropout` with ``mc_samples`` frozen
+#: masks.
+SUPPORTED_POSTERIORS = ("adam", "sgd", "mc_dropout")
+#: Deprecated alias of :data:`SUPPORTED_POSTERIORS`, kept for one release.
+POSTERIORS = SUPPORTED_POSTERIORS
 
 
 def train_posterior(config: "GroundTruthConfig", split: DataSplit) -> Union[List[nn.Module], MCDropout]:

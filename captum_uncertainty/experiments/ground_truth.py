@@ -57,7 +57,7 @@ from captum_uncertainty.experiments._ground_truth_methods import GENERATIVE_METH
 from captum_uncertainty.experiments._ground_truth_methods import Context as _Context
 from captum_uncertainty.experiments._ground_truth_methods import Explainer as _Explainer
 from captum_uncertainty.experiments._ground_truth_methods import seeded as _seeded
-from captum_uncertainty.experiments._ground_truth_posteriors import POSTERIORS, train_posterior
+from captum_uncertainty.experiments._ground_truth_posteriors import POSTERIORS, SUPPORTED_POSTERIORS, train_posterior
 from captum_uncertainty.experiments._ground_truth_scoring import PROXIES, PROXY_FRACTION
 from captum_uncertainty.experiments._ground_truth_scoring import agreement as _agreement
 from captum_uncertainty.experiments._ground_truth_scoring import proxy_scores as _proxy_scores
@@ -79,11 +79,15 @@ __all__ = [
     "PROXIES",
     "PROXY_FRACTION",
     "RANDOM",
+    "SUPPORTED_DATASETS",
+    "SUPPORTED_POSTERIORS",
     "run_ground_truth",
 ]
 
-#: The data sets :class:`GroundTruthConfig` accepts: scikit-learn's 8x8 digits or the bundled MNIST.
-DATASETS = ("digits", "mnist")
+#: The ``data`` choices of :class:`GroundTruthConfig`: scikit-learn's 8x8 digits or the bundled MNIST.
+SUPPORTED_DATASETS = ("digits", "mnist")
+#: Deprecated alias of :data:`SUPPORTED_DATASETS`, kept for one release.
+DATASETS = SUPPORTED_DATASETS
 
 #: The causes, each with the uncertainty measure it raises.
 CAUSES: Dict[str, str] = {"epistemic patch": "epistemic", "aleatoric overlay": "aleatoric"}
@@ -105,7 +109,7 @@ class GroundTruthConfig:
             Default: ``"digits"``.
         posterior (str): what is explained: ``"adam"`` (a deep ensemble trained with Adam),
             ``"sgd"`` (one trained with the papers' SGD recipe) or ``"mc_dropout"`` (MC dropout
-            of one network), see :data:`POSTERIORS`. Default: ``"adam"``.
+            of one network), see :data:`SUPPORTED_POSTERIORS`. Default: ``"adam"``.
         n_members (int): ensemble size. Default: 5.
         epochs (int, optional): training epochs of every member (Adam, lr 1e-3, batch 128; the
             SGD recipe has its own 30). Default: 20 on the digits, 5 on MNIST
@@ -370,8 +374,8 @@ def _check_config(config: GroundTruthConfig) -> Dict[str, _Explainer]:
     """Refuse bad settings; return the chosen methods."""
     if not isinstance(config, GroundTruthConfig):
         raise TypeError(f"config must be a GroundTruthConfig, got {type(config).__name__}")
-    check_choice(config.data, "data", DATASETS)
-    check_choice(config.posterior, "posterior", POSTERIORS)
+    check_choice(config.data, "data", SUPPORTED_DATASETS)
+    check_choice(config.posterior, "posterior", SUPPORTED_POSTERIORS)
     for name in (
         "n_members",
         "mc_samples",

@@ -27,7 +27,7 @@ from captum_uncertainty.forward import UncertaintyForward
 if TYPE_CHECKING:
     from captum_uncertainty.generative import VAE
 
-__all__ = ["METRIC_READINGS", "METHOD_READINGS", "above_median_sample", "run_reading_study"]
+__all__ = ["METRIC_READINGS", "SUPPORTED_READINGS", "METHOD_READINGS", "above_median_sample", "run_reading_study"]
 
 #: Keyword arguments of the URC / EIC per metric reading.
 METRIC_READINGS: Dict[str, Dict[str, Any]] = {
@@ -35,8 +35,11 @@ METRIC_READINGS: Dict[str, Dict[str, Any]] = {
     "reference": {"sigma": 1.5, "normalization": "replaced"},
 }
 
-#: How CounterfactualPathIG is run per method reading (fiducial settings filled in per batch).
-METHOD_READINGS = ("ours", "reference")
+#: The method readings :func:`run_reading_study` runs CounterfactualPathIG in (the ``reading``
+#: argument of its per-reading explainer; fiducial settings filled in per batch).
+SUPPORTED_READINGS = ("ours", "reference")
+#: Deprecated alias of :data:`SUPPORTED_READINGS`, kept for one release.
+METHOD_READINGS = SUPPORTED_READINGS
 
 
 def above_median_sample(uncertainty: Tensor, images: int, seed: int) -> Tensor:
@@ -119,7 +122,7 @@ def run_reading_study(
     results: Dict[Tuple[int, str, str], Dict[str, float]] = {}
     for size in latent_sizes:
         vae = load_or_train_vae(data.x_train, latent_dim=size, epochs=vae_epochs, seed=seed)
-        for method in METHOD_READINGS:
+        for method in SUPPORTED_READINGS:
             maps, valid, seconds = _explain(uf, vae, x, method, n_steps)
             for metric in METRIC_READINGS:
                 row = _score(uf, x, maps, metric, batch_size)

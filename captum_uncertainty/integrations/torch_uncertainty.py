@@ -30,7 +30,7 @@ from captum_uncertainty.integrations import require
 from captum_uncertainty.integrations._utils import check_seed
 from captum_uncertainty.posterior import DROPOUT_TYPES, DeepEnsemble, MCDropout, Posterior
 
-__all__ = ["from_torch_uncertainty", "SUPPORTED_WRAPPERS", "DIST_FAMILIES"]
+__all__ = ["from_torch_uncertainty", "SUPPORTED_WRAPPERS", "SUPPORTED_DIST_FAMILIES", "DIST_FAMILIES"]
 
 #: What :func:`~captum_uncertainty.integrations.from_torch_uncertainty` accepts, as named in its errors.
 SUPPORTED_WRAPPERS = (
@@ -38,9 +38,12 @@ SUPPORTED_WRAPPERS = (
     "torch_uncertainty.methods.mc_dropout(...) (a classification _MCDropout or regression _RegMCDropout)",
 )
 
-#: The distribution families of torch-uncertainty's probabilistic regression heads whose mean and
-#: variance the Gaussian (law of total variance) decomposition reads.
-DIST_FAMILIES = ("normal", "laplace", "student", "gamma")
+#: The ``dist_family`` choices of :func:`from_torch_uncertainty`: the distribution families of
+#: torch-uncertainty's probabilistic regression heads whose mean and variance the Gaussian (law of
+#: total variance) decomposition reads.
+SUPPORTED_DIST_FAMILIES = ("normal", "laplace", "student", "gamma")
+#: Deprecated alias of :data:`SUPPORTED_DIST_FAMILIES`, kept for one release.
+DIST_FAMILIES = SUPPORTED_DIST_FAMILIES
 
 #: torch-uncertainty's family names that have no usable mean and variance per member.
 _UNSUPPORTED_FAMILIES = {
@@ -174,7 +177,7 @@ def from_torch_uncertainty(
         )
     regression = isinstance(model, (ensembles._RegDeepEnsembles, dropout._RegMCDropout))
     if dist_family is not None:
-        check_choice(dist_family, "dist_family", DIST_FAMILIES + tuple(_UNSUPPORTED_FAMILIES))
+        check_choice(dist_family, "dist_family", SUPPORTED_DIST_FAMILIES + tuple(_UNSUPPORTED_FAMILIES))
         if not regression:
             raise ValueError(
                 f"dist_family={dist_family!r} describes a probabilistic regression member, but model is a "
@@ -233,7 +236,7 @@ def _family_of(module: nn.Module, dist_family: Optional[str], where: str) -> Opt
 def _unsupported_message(where: str, family: str) -> str:
     return (
         f"{where} of the regression wrapper has a {family!r} distribution head: {_UNSUPPORTED_FAMILIES[family]}, so "
-        f"the law of total variance does not apply (supported families: {', '.join(DIST_FAMILIES)}); {_FITS}"
+        f"the law of total variance does not apply (supported families: {', '.join(SUPPORTED_DIST_FAMILIES)}); {_FITS}"
     )
 
 
@@ -275,7 +278,8 @@ class _RegressionMoments(nn.Module):
             raise ValueError(
                 f"a torch-uncertainty regression module returned a dict with keys {sorted(keys)} and has no "
                 "torch-uncertainty distribution layer naming its family; pass from_torch_uncertainty(..., "
-                f"dist_family=...), one of {', '.join(DIST_FAMILIES)} ({{'loc', 'scale'}} is normal or laplace)"
+                f"dist_family=...), one of {', '.join(SUPPORTED_DIST_FAMILIES)} "
+                "({'loc', 'scale'} is normal or laplace)"
             )
         if family in _UNSUPPORTED_FAMILIES:
             raise ValueError(_unsupported_message("a module", family))

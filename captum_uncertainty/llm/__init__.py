@@ -11,12 +11,13 @@ split into aleatoric (the prompt is ambiguous) and epistemic (the model never le
   embeddings at once (complete).
 """
 
-from captum_uncertainty.llm.forward import REDUCTIONS, CausalLMUncertaintyForward
+from captum_uncertainty.llm.forward import REDUCTIONS, SUPPORTED_REDUCTIONS, CausalLMUncertaintyForward
 from captum_uncertainty.llm.gradient import LLMGradientUncertaintyAttribution
 from captum_uncertainty.llm.peft import LoRAEnsemble, from_peft
 from captum_uncertainty.llm.perturbation import LLMUncertaintyAttribution
 
 __all__ = [
+    "SUPPORTED_REDUCTIONS",
     "REDUCTIONS",
     "CausalLMUncertaintyForward",
     "LLMGradientUncertaintyAttribution",

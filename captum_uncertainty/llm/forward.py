@@ -22,10 +22,13 @@ from captum_uncertainty.llm._utils import TokenBatch, run_samples, token_batch
 from captum_uncertainty.posterior import Posterior, as_posterior
 from captum_uncertainty.posterior._utils import spread_encoding
 
-__all__ = ["REDUCTIONS", "CausalLMUncertaintyForward"]
+__all__ = ["REDUCTIONS", "SUPPORTED_REDUCTIONS", "CausalLMUncertaintyForward"]
 
-#: How the scored positions of a sequence are reduced (see :class:`CausalLMUncertaintyForward`).
-REDUCTIONS = ("sum", "mean", "none")
+#: The ``reduction`` choices of :class:`CausalLMUncertaintyForward`: how the scored positions of a
+#: sequence are reduced.
+SUPPORTED_REDUCTIONS = ("sum", "mean", "none")
+#: Deprecated alias of :data:`SUPPORTED_REDUCTIONS`, kept for one release.
+REDUCTIONS = SUPPORTED_REDUCTIONS
 
 _NEXT_TOKEN = Categorical("logits")
 
@@ -83,7 +86,7 @@ class CausalLMUncertaintyForward(nn.Module):
         super().__init__()
         self.posterior: Posterior = as_posterior(posterior)
         self.measure = check_choice(measure, "measure", MEASURES)
-        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
+        self.reduction = check_choice(reduction, "reduction", SUPPORTED_REDUCTIONS)
         self.validate = check_bool(validate, "validate")
 
     @property

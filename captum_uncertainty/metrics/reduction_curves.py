@@ -37,14 +37,17 @@ from captum_uncertainty.metrics._utils.replacement import chunked_scores, pixel_
 
 __all__ = [
     "EIC_NORMALIZATIONS",
+    "SUPPORTED_EIC_NORMALIZATIONS",
     "InformationCurve",
     "ReductionCurve",
     "entropy_information_curve",
     "uncertainty_reduction_curve",
 ]
 
-#: The normalisations of :func:`entropy_information_curve`.
-EIC_NORMALIZATIONS = ("input", "replaced")
+#: The ``normalization`` choices of :func:`entropy_information_curve`.
+SUPPORTED_EIC_NORMALIZATIONS = ("input", "replaced")
+#: Deprecated alias of :data:`SUPPORTED_EIC_NORMALIZATIONS`, kept for one release.
+EIC_NORMALIZATIONS = SUPPORTED_EIC_NORMALIZATIONS
 
 
 class _ReductionCurveFields(NamedTuple):
@@ -263,7 +266,7 @@ def entropy_information_curve(
     name = "entropy_information_curve"
     attributions = renamed(attributions, maps, "maps", "attributions", name, required=True)
     batch = renamed(max_examples_per_batch, batch_size, "batch_size", "max_examples_per_batch", name)
-    check_choice(normalization, "normalization", EIC_NORMALIZATIONS)
+    check_choice(normalization, "normalization", SUPPORTED_EIC_NORMALIZATIONS)
     inputs = check_images_or_features(inputs)
     ranks = pixel_ranks(check_feature_maps(attributions, inputs, "attributions"))
     batch = check_optional_positive_int(batch, "max_examples_per_batch")

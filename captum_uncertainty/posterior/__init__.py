@@ -27,7 +27,7 @@ from captum_uncertainty.posterior._utils import (
     preserved_modes,
     tensor_output,
 )
-from captum_uncertainty.posterior.callable import LAYOUTS, SampleCallable
+from captum_uncertainty.posterior.callable import LAYOUTS, SUPPORTED_LAYOUTS, SampleCallable
 from captum_uncertainty.posterior.dropconnect import MCDropConnect
 from captum_uncertainty.posterior.dropout import DROPOUT_TYPES, MCDropout
 from captum_uncertainty.posterior.ensembles import DeepEnsemble, WeightSamples
@@ -39,6 +39,7 @@ __all__ = [
     "MCDropConnect",
     "WeightSamples",
     "SampleCallable",
+    "SUPPORTED_LAYOUTS",
     "LAYOUTS",
     # package-internal: used by forward.py, dataset, attribution methods and integrations
     "as_posterior",

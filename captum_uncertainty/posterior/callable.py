@@ -11,13 +11,15 @@ from captum_uncertainty._validation import check_choice, check_optional_positive
 from captum_uncertainty.posterior._protocol import Posterior
 from captum_uncertainty.posterior._utils import batch_size_of, fingerprint_of, is_scalar_kl, stack_sample_outputs
 
-__all__ = ["LAYOUTS", "SampleCallable"]
+__all__ = ["LAYOUTS", "SUPPORTED_LAYOUTS", "SampleCallable"]
 
 
 # ----------------------------------------------------------------------------- callables
 
-#: The output layouts :class:`SampleCallable` accepts.
-LAYOUTS = ("samples_first", "flat", "output_kl", "list")
+#: The ``layout`` choices of :class:`SampleCallable`: the output layouts it accepts.
+SUPPORTED_LAYOUTS = ("samples_first", "flat", "output_kl", "list")
+#: Deprecated alias of :data:`SUPPORTED_LAYOUTS`, kept for one release.
+LAYOUTS = SUPPORTED_LAYOUTS
 
 
 class SampleCallable(Posterior):
@@ -87,7 +89,7 @@ class SampleCallable(Posterior):
                 "fingerprint must be a non-empty string naming the samples (e.g. a checkpoint's sha256) or None, "
                 f"got {fingerprint!r}"
             )
-        check_choice(layout, "layout", LAYOUTS)
+        check_choice(layout, "layout", SUPPORTED_LAYOUTS)
         check_optional_positive_int(num_samples, "num_samples")
         if layout in ("flat", "output_kl") and num_samples is None:
             raise ValueError(f"layout={layout!r} needs num_samples")

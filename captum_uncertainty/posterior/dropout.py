@@ -22,7 +22,7 @@ from captum_uncertainty.posterior._utils import (
     submodule_names,
 )
 
-__all__ = ["DROPOUT_TYPES", "MCDropout"]
+__all__ = ["DROPOUT_TYPES", "MASK_LAYOUTS", "SUPPORTED_MASK_LAYOUTS", "MCDropout"]
 
 
 # ----------------------------------------------------------------------------- MC dropout
@@ -31,8 +31,10 @@ __all__ = ["DROPOUT_TYPES", "MCDropout"]
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-#: How a mask covers a dropout layer's output (see :class:`MCDropout`'s ``mask_layout``).
-MASK_LAYOUTS = ("element", "feature")
+#: The ``mask_layout`` choices of :class:`MCDropout`: how a mask covers a dropout layer's output.
+SUPPORTED_MASK_LAYOUTS = ("element", "feature")
+#: Deprecated alias of :data:`SUPPORTED_MASK_LAYOUTS`, kept for one release.
+MASK_LAYOUTS = SUPPORTED_MASK_LAYOUTS
 
 
 def _dropout_mask_shape(module: nn.Module, feature_shape: Tuple[int, ...], layout: str) -> Tuple[int, ...]:
@@ -109,7 +111,7 @@ class MCDropout(FrozenMasks):
         share_trunk: Any = "auto",
     ) -> None:
         super().__init__(model, num_samples, seed)
-        self.mask_layout = check_choice(mask_layout, "mask_layout", MASK_LAYOUTS)
+        self.mask_layout = check_choice(mask_layout, "mask_layout", SUPPORTED_MASK_LAYOUTS)
         self.max_features = check_positive_int(max_features, "max_features")
         self.share_trunk = check_share_trunk(share_trunk)
         self._trunk_checked: Dict[Tuple[Any, ...], bool] = {}

@@ -10,7 +10,7 @@ from torch import nn
 from captum_uncertainty import gaussian_blur as blur
 from captum_uncertainty.attr._utils.path import (
     BLUR_IG_METHOD,
-    INTEGRATION_METHODS,
+    SUPPORTED_METHODS,
     blur_levels,
     blur_path,
     blur_quadrature,
@@ -259,7 +259,7 @@ def test_blur_ig_riemann_left_is_the_old_rule_exactly(sqrt):
     assert torch.equal(attr32, old_left_sum(net32, x32, 1.5, 7))
 
 
-@pytest.mark.parametrize("method", INTEGRATION_METHODS)
+@pytest.mark.parametrize("method", SUPPORTED_METHODS)
 def test_blur_ig_every_method_is_accepted_and_converges(method):
     net, x = TinyCNN().double(), images()
     gap = net(x) - net(gaussian_blur(x, default_max_sigma(8, 8)))
@@ -270,7 +270,7 @@ def test_blur_ig_every_method_is_accepted_and_converges(method):
         assert BlurIntegratedGradients(net).attribute(x, n_steps=8, method=method, sqrt=True).shape == x.shape
 
 
-@pytest.mark.parametrize("method", INTEGRATION_METHODS)
+@pytest.mark.parametrize("method", SUPPORTED_METHODS)
 @pytest.mark.parametrize("sqrt", [False, True])
 def test_blur_quadrature_nodes_and_weights(method, sqrt):
     if method == "gausslegendre" and sqrt:

@@ -17,6 +17,7 @@ from captum_uncertainty._validation import check_choice
 
 __all__ = [
     "BASELINE_NAMES",
+    "SUPPORTED_BASELINE_NAMES",
     "BaselineType",
     "TargetType",
     "TensorOrTuple",
@@ -37,8 +38,12 @@ TensorsOrMapping = Union[Tensor, Tuple[Tensor, ...], Mapping[str, Any]]
 TargetType = Union[None, int, Tuple[int, ...], Tensor, List[Any]]
 BaselineType = Union[None, str, int, float, Tensor, Tuple[Union[int, float, Tensor], ...]]
 
-#: Named baselines: zeros, ones, and the average of the two attributions (Perez et al.'s "B+W").
-BASELINE_NAMES = ("black", "white", "black_white")
+#: The names the ``baselines`` argument of the path methods' ``attribute`` (read by
+#: :func:`format_baselines`) accepts: zeros, ones, and the average of the two attributions
+#: (Perez et al.'s "B+W").
+SUPPORTED_BASELINE_NAMES = ("black", "white", "black_white")
+#: Deprecated alias of :data:`SUPPORTED_BASELINE_NAMES`, kept for one release.
+BASELINE_NAMES = SUPPORTED_BASELINE_NAMES
 
 
 def format_inputs(inputs: Any, name: str = "inputs", floating: bool = True) -> Tuple[Tuple[Tensor, ...], bool]:
@@ -80,7 +85,10 @@ def format_baselines(baselines: BaselineType, inputs: Tuple[Tensor, ...]) -> Lis
     """
     if baselines is None or isinstance(baselines, str):
         name = check_choice(
-            "black" if baselines is None else baselines, "baselines", BASELINE_NAMES, extra="or a number or a tensor"
+            "black" if baselines is None else baselines,
+            "baselines",
+            SUPPORTED_BASELINE_NAMES,
+            extra="or a number or a tensor",
         )
         fills = {"black": (0.0,), "white": (1.0,), "black_white": (0.0, 1.0)}[name]
         return [tuple(torch.full_like(t, fill) for t in inputs) for fill in fills]

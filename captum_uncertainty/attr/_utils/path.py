@@ -29,6 +29,7 @@ from captum_uncertainty.forward import UncertaintyForward
 __all__ = [
     "BLUR_IG_METHOD",
     "INTEGRATION_METHODS",
+    "SUPPORTED_METHODS",
     "PATH_NUMBERS_PER_CHUNK",
     "bounded_internal_batch_size",
     "blur_levels",
@@ -46,8 +47,13 @@ __all__ = [
     "weighted_step_sum",
 ]
 
-#: Captum's integration rules for path methods.
-INTEGRATION_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+#: The ``method`` choices (Captum's integration rules) of the path methods' ``attribute``
+#: (:class:`~captum_uncertainty.UncertaintyIntegratedGradients`,
+#: :class:`~captum_uncertainty.BlurIntegratedGradients`, ...), of :func:`quadrature` and of
+#: :func:`blur_quadrature`.
+SUPPORTED_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+#: Deprecated alias of :data:`SUPPORTED_METHODS`, kept for one release.
+INTEGRATION_METHODS = SUPPORTED_METHODS
 
 Points = Tuple[Tensor, ...]
 #: nodes ``(k,)`` -> (points, velocities or None), each a tuple with one ``(k * N, ...)`` tensor per input
@@ -64,7 +70,7 @@ def quadrature(method: str, n_steps: int, like: Tensor) -> Tuple[Tensor, Tensor]
     on [0, 1], or left / right / middle / trapezoid Riemann sums (``n_steps >= 2`` for Riemann,
     as Captum requires). Computed in float64, then cast.
     """
-    check_choice(method, "method", INTEGRATION_METHODS)
+    check_choice(method, "method", SUPPORTED_METHODS)
     if method == "gausslegendre":
         check_n_steps(n_steps)
         points, weights = np.polynomial.legendre.leggauss(n_steps)
@@ -308,7 +314,7 @@ def blur_quadrature(
       ``sqrt=True`` raises a ``ValueError``: it spaces the Riemann rules' cells and has no
       meaning for Gauss-Legendre's fixed nodes.
     """
-    check_choice(method, "method", INTEGRATION_METHODS)
+    check_choice(method, "method", SUPPORTED_METHODS)
     if method == "riemann_trapezoid":
         check_n_steps(n_steps, minimum=2)
         levels = blur_levels(max_sigma, n_steps - 1, sqrt, device)
