@@ -108,7 +108,7 @@ def _build_parser() -> _OneLineParser:
 
 
 def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
-    from captum_uncertainty.dataset import ENGINES
+    from captum_uncertainty.dataset import SUPPORTED_ENGINES
     from captum_uncertainty.forward import MEASURES
 
     attribute = commands.add_parser(
@@ -171,7 +171,7 @@ def _add_attribute_command(commands: "argparse._SubParsersAction") -> None:
         "(default: the method's)",
     )
     attribute.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (re-run to resume)")
-    attribute.add_argument("--engine", choices=ENGINES, default="local", help="local process or Ray Data")
+    attribute.add_argument("--engine", choices=SUPPORTED_ENGINES, default="local", help="local process or Ray Data")
     attribute.add_argument(
         "--batch-size", type=_positive_int, default=64, metavar="N", help="inputs per batch and per shard (default: 64)"
     )
