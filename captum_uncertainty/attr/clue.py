@@ -144,4 +144,4 @@ class CLUE(Attribution):
         """Run the latent search (arguments as in :meth:`attribute`) and return what it found."""
         inputs = check_counterfactual_inputs(inputs)
         settings = clue_settings(settings, **search_settings)
-        return clue_search(self.forward_func, self.generative_model, inputs, settings)
+        return clue_search(self.forward_func, self.generative_model, inputs, settings)[0]

@@ -15,7 +15,7 @@ from captum_uncertainty._validation import check_choice
 from captum_uncertainty.attr._utils.checks import check_classifier_forward
 from captum_uncertainty.attr._utils.counterfactual import (
     check_counterfactual_inputs,
-    clue_search_and_read,
+    clue_search,
     clue_settings,
 )
 from captum_uncertainty.attr._utils.fiducial_search import (
@@ -512,7 +512,7 @@ class CounterfactualPathIG(GradientAttribution):
             latents = self.fiducial_latents(fiducial, inputs, codes.shape[1])
         elif check_choice(fiducial, "fiducial", SUPPORTED_FIDUCIALS, extra="or a tensor") == "clue":
             settings = clue_settings(**search_kwargs)
-            clue = clue_search_and_read(forward, self.generative_model, inputs, settings, codes, at_inputs=at_inputs)
+            clue = clue_search(forward, self.generative_model, inputs, settings, codes, at_inputs=at_inputs)
             (latents, images), at_fiducials = clue[0][:2], clue[1]
         else:
             classes = at_inputs["predicted"]

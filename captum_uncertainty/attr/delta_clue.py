@@ -197,7 +197,7 @@ class DeltaCLUE(Attribution):
             settings,
             starts=starts,
             project=project,
-        )
+        )[0]
         per_input = Counterfactuals(*(field.view((batch, n_starts) + tuple(field.shape[1:])) for field in found))
         return per_input._replace(input_uncertainty=per_input.input_uncertainty[:, 0])
 

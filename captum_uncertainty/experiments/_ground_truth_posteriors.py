@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Union
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from captum_uncertainty.data import WANG_RECIPE, DataSplit, train_ensemble
+from captum_uncertainty.forward import UncertaintyForward
 from captum_uncertainty.posterior import MCDropout
 
 if TYPE_CHECKING:
     from captum_uncertainty.experiments.ground_truth import GroundTruthConfig
 
-__all__ = ["POSTERIORS", "SUPPORTED_POSTERIORS", "train_posterior"]
+__all__ = ["POSTERIORS", "SUPPORTED_POSTERIORS", "posterior_words", "predictive_accuracy", "train_posterior"]
 
 #: The ``posterior`` choices of :class:`~captum_uncertainty.experiments.ground_truth.GroundTruthConfig`:
 #: ``"adam"``, a deep ensemble trained with Adam (lr 1e-3, batch 128, ``epochs``); ``"sgd"``, a deep
@@ -38,3 +40,18 @@ def train_posterior(config: "GroundTruthConfig", split: DataSplit) -> Union[List
     if config.posterior == "mc_dropout":
         return MCDropout(trained[0], num_samples=config.mc_samples, seed=config.seed)
     return trained
+
+
+def posterior_words(config: "GroundTruthConfig") -> str:
+    """The posterior in words, for the tables' first line."""
+    if config.posterior == "mc_dropout":
+        return f"MC dropout of one network ({config.required('epochs')} epochs, Adam), {config.mc_samples} masks"
+    if config.posterior == "sgd":
+        return f"{config.n_members}-member ensembles (the papers' SGD recipe, 30 epochs)"
+    return f"{config.n_members}-member ensembles ({config.required('epochs')} epochs, Adam)"
+
+
+def predictive_accuracy(uf: UncertaintyForward, x: Tensor, y: Tensor) -> float:
+    """Accuracy of the posterior predictive's class."""
+    with torch.no_grad():
+        return float((uf.predicted_class(x) == y).double().mean())

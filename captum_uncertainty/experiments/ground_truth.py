@@ -57,7 +57,13 @@ from captum_uncertainty.experiments._ground_truth_methods import GENERATIVE_METH
 from captum_uncertainty.experiments._ground_truth_methods import Context as _Context
 from captum_uncertainty.experiments._ground_truth_methods import Explainer as _Explainer
 from captum_uncertainty.experiments._ground_truth_methods import seeded as _seeded
-from captum_uncertainty.experiments._ground_truth_posteriors import POSTERIORS, SUPPORTED_POSTERIORS, train_posterior
+from captum_uncertainty.experiments._ground_truth_posteriors import (
+    POSTERIORS,
+    SUPPORTED_POSTERIORS,
+    posterior_words,
+    predictive_accuracy,
+    train_posterior,
+)
 from captum_uncertainty.experiments._ground_truth_scoring import PROXIES, PROXY_FRACTION
 from captum_uncertainty.experiments._ground_truth_scoring import agreement as _agreement
 from captum_uncertainty.experiments._ground_truth_scoring import proxy_scores as _proxy_scores
@@ -301,7 +307,7 @@ class GroundTruthTable:
         effect and references above each table and the methods not measured below it."""
         config = self.config
         lines = [
-            f"Data: {config.data}, {_posterior_words(config)}, "
+            f"Data: {config.data}, {posterior_words(config)}, "
             f"n_steps={config.n_steps}, conveyance strengths {list(config.strengths)} of each cause's strength, "
             f"seed {config.seed}.",
         ]
@@ -399,20 +405,6 @@ def _check_config(config: GroundTruthConfig) -> Dict[str, _Explainer]:
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     return {name: METHODS[name] for name in config.methods}
-
-
-def _posterior_words(config: GroundTruthConfig) -> str:
-    if config.posterior == "mc_dropout":
-        return f"MC dropout of one network ({config.required('epochs')} epochs, Adam), {config.mc_samples} masks"
-    if config.posterior == "sgd":
-        return f"{config.n_members}-member ensembles (the papers' SGD recipe, 30 epochs)"
-    return f"{config.n_members}-member ensembles ({config.required('epochs')} epochs, Adam)"
-
-
-def _accuracy(uf: UncertaintyForward, x: Tensor, y: Tensor) -> float:
-    """Accuracy of the posterior predictive's class."""
-    with torch.no_grad():
-        return float((uf.predicted_class(x) == y).double().mean())
 
 
 def _load(config: GroundTruthConfig) -> DataSplit:
@@ -555,7 +547,7 @@ def run_ground_truth(config: Optional[GroundTruthConfig] = None) -> GroundTruthT
                 mean_clean=clean_uncertainty,
                 mask_share=mask_share,
                 nonzero_mask_share=nonzero_share,
-                clean_accuracy=_accuracy(uf, full.clean[usable], full.y_test[usable]),
+                clean_accuracy=predictive_accuracy(uf, full.clean[usable], full.y_test[usable]),
                 strengths=strengths,
             )
         )

@@ -29,7 +29,6 @@ __all__ = [
     "Distance",
     "check_counterfactual_inputs",
     "clue_search",
-    "clue_search_and_read",
     "clue_settings",
     "counterfactual_map",
     "resolve_distance",
@@ -174,23 +173,12 @@ def clue_search(
     settings: ClueSettings,
     starts: Optional[Tensor] = None,
     project: Optional[Projection] = None,
-) -> Counterfactuals:
-    """The CLUE search of checked ``inputs``: from the encoder's codes (or ``starts``, one row per
-    input), each Adam step mapped back by ``project`` when given."""
-    return clue_search_and_read(forward, generative_model, inputs, settings, starts, project)[0]
-
-
-def clue_search_and_read(
-    forward: UncertaintyForward,
-    generative_model: LatentGenerativeModel,
-    inputs: Tensor,
-    settings: ClueSettings,
-    starts: Optional[Tensor] = None,
-    project: Optional[Projection] = None,
     at_inputs: Optional[Dict[str, Tensor]] = None,
 ) -> Tuple[Counterfactuals, Dict[str, Tensor]]:
-    """:func:`clue_search`, and the posterior's summary at the counterfactuals from the same pass;
-    ``at_inputs``, the summary at the inputs when the caller has it, saves a pass."""
+    """The CLUE search of checked ``inputs``: from the encoder's codes (or ``starts``, one row per
+    input), each Adam step mapped back by ``project`` when given. Returns what it found and the
+    posterior's summary at the counterfactuals (from the same pass); ``at_inputs``, the summary
+    at the inputs when the caller has it, saves a pass."""
     objective = ClueObjective(forward, generative_model, inputs, settings)
     if starts is None:
         with torch.no_grad():
