@@ -142,3 +142,13 @@ def test_the_sgd_ensemble_and_mc_dropout_are_explained_too(posterior):
     assert words in table.to_markdown()
     with pytest.raises(ValueError, match="posterior"):
         run_ground_truth(GroundTruthConfig(posterior="laplace"))
+
+
+def test_backward_passes_per_image_count_the_rows_through_the_samples(table):
+    """IG with 4 steps back-propagates 4 copies of each image through each member, Saliency one,
+    UA-Backprop's gradient path one per class (10 digits), the random map none."""
+    expected = {RANDOM: 0.0, "Saliency": 1.0, "Captum IG (black)": 4.0, ORACLE: 4.0, "UA-Backprop+Grad": 10.0}
+    for cause in CAUSES:
+        for method, passes in expected.items():
+            assert table.row(cause, method).backward_passes == passes, (cause, method)
+    assert "backward passes / image" in table.to_markdown()

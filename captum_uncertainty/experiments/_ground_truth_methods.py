@@ -5,12 +5,14 @@ seeded call that turns its attributions into one map per image."""
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 from torch import Tensor
 
+from captum_uncertainty._hooks import temporary_hooks
 from captum_uncertainty._methods import (
     as_map,
     build_blur_ig,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from captum_uncertainty.generative import VAE
 
 __all__ = [
+    "backward_rows",
     "Context",
     "Explainer",
     "GENERATIVE_METHODS",
@@ -250,3 +253,33 @@ def seeded(explain: Explainer, uf: UncertaintyForward, x: Tensor, ctx: Context) 
         warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
         torch.manual_seed(ctx.config.seed)
         return as_map(explain(uf, x, ctx))
+
+
+@contextmanager
+def backward_rows(uf: UncertaintyForward) -> Iterator[List[int]]:
+    """A one-element list counting the rows back-propagated through the posterior's samples while
+    the block runs: a forward pre-hook on each sample module's first layer with parameters puts a
+    gradient hook on the layer's input, which counts the rows of every gradient reaching it (every
+    backward pass to the input goes through it, also those taken from tensors a method captured
+    inside the model; pre-hooks leave MC dropout's one batch alone). Every hook is removed
+    afterwards."""
+    counted = [0]
+    handles: List[Any] = []
+
+    def count(grad: Tensor) -> None:
+        counted[0] += int(grad.shape[0])
+
+    def watch(_module: torch.nn.Module, args: Any) -> None:
+        if torch.is_grad_enabled() and args and isinstance(args[0], Tensor) and args[0].requires_grad:
+            handles.append(args[0].register_hook(count))
+
+    try:
+        with temporary_hooks() as hooks:
+            for module in {id(m): m for m in uf.posterior.sample_modules()}.values():
+                first = next((m for m in module.modules() if any(True for _ in m.parameters(recurse=False))), None)
+                if first is not None:
+                    hooks.forward_pre(first, watch)
+            yield counted
+    finally:
+        for handle in handles:
+            handle.remove()
