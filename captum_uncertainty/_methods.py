@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BLURRED",
     "as_map",
+    "clue_map",
+    "in_class_path_map",
     "COMMAND_LINE_METHODS",
     "Method",
     "NO_PATH",
@@ -149,3 +151,25 @@ def as_map(attributions: Any) -> Tensor:
     if isinstance(attributions, tuple):
         attributions = attributions[0]
     return attributions.detach().sum(1, keepdim=True) if attributions.dim() == 4 else attributions.detach()
+
+
+def clue_map(forward: UncertaintyForward, vae: Any, x: Tensor, max_iterations: int) -> Tensor:
+    """CLUE's map of ``x`` with the benchmarks' search length."""
+    from captum_uncertainty.attr import CLUE
+
+    return CLUE(forward, vae).attribute(x, max_iterations=max_iterations)
+
+
+def in_class_path_map(forward: UncertaintyForward, vae: Any, x: Tensor, n_steps: int, max_iterations: int) -> Tensor:
+    """CounterfactualPathIG from the in-class fiducial, as the benchmarks run it: its
+    ``FiducialWarning`` silenced (a fiducial that changes the class still gives a complete map;
+    the VAE study counts the valid fiducials)."""
+    import warnings
+
+    from captum_uncertainty.attr import CounterfactualPathIG, FiducialWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FiducialWarning)
+        return CounterfactualPathIG(forward, vae).attribute(
+            x, fiducial="in_class", n_steps=n_steps, fiducial_kwargs={"max_iterations": max_iterations}
+        )

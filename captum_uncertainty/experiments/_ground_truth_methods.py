@@ -23,6 +23,8 @@ from captum_uncertainty._methods import (
     build_lime,
     build_saliency,
     build_ua_backprop,
+    clue_map,
+    in_class_path_map,
 )
 from captum_uncertainty.forward import UncertaintyForward
 
@@ -188,22 +190,11 @@ def _covariance(mode: str) -> Explainer:
 
 
 def _clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import CLUE
-
-    return CLUE(uf, ctx.vae()).attribute(x, max_iterations=ctx.config.search_iterations)
+    return clue_map(uf, ctx.vae(), x, ctx.config.search_iterations)
 
 
 def _counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import CounterfactualPathIG, FiducialWarning
-
-    with warnings.catch_warnings():  # a fiducial that changes the class still gives a complete map
-        warnings.simplefilter("ignore", FiducialWarning)
-        return CounterfactualPathIG(uf, ctx.vae()).attribute(
-            x,
-            fiducial="in_class",
-            n_steps=ctx.config.n_steps,
-            fiducial_kwargs={"max_iterations": ctx.config.search_iterations},
-        )
+    return in_class_path_map(uf, ctx.vae(), x, ctx.config.n_steps, ctx.config.search_iterations)
 
 
 def _sparse_counterfactual_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:

@@ -37,6 +37,8 @@ from captum_uncertainty._methods import (
     build_lime,
     build_saliency,
     build_ua_backprop,
+    clue_map,
+    in_class_path_map,
 )
 from captum_uncertainty._validation import check_choice
 from captum_uncertainty.forward import UncertaintyForward
@@ -189,9 +191,7 @@ def lime(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 
 def _clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import CLUE
-
-    return CLUE(uf, ctx.vae()).attribute(x, max_iterations=ctx.config.clue_iterations)
+    return clue_map(uf, ctx.vae(), x, ctx.config.clue_iterations)
 
 
 def _delta_clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
@@ -201,16 +201,7 @@ def _delta_clue(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 
 
 def _counterfactual_path_ig(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
-    from captum_uncertainty.attr import CounterfactualPathIG, FiducialWarning
-
-    with warnings.catch_warnings():  # fiducials that change the class are counted in the VAE study
-        warnings.simplefilter("ignore", FiducialWarning)
-        return CounterfactualPathIG(uf, ctx.vae()).attribute(
-            x,
-            fiducial="in_class",
-            n_steps=min(50, ctx.config.ig_steps),
-            fiducial_kwargs={"max_iterations": ctx.config.clue_iterations},
-        )
+    return in_class_path_map(uf, ctx.vae(), x, min(50, ctx.config.ig_steps), ctx.config.clue_iterations)
 
 
 def _random_map(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
