@@ -30,8 +30,6 @@ RENAMED = [
     ("captum_uncertainty.posterior.dropout", "SUPPORTED_MASK_LAYOUTS", "MASK_LAYOUTS"),
     ("captum_uncertainty.integrations.torch_uncertainty", "SUPPORTED_DIST_FAMILIES", "DIST_FAMILIES"),
     ("captum_uncertainty.experiments.ground_truth", "SUPPORTED_DATASETS", "DATASETS"),
-    ("captum_uncertainty.experiments._ground_truth_posteriors", "SUPPORTED_POSTERIORS", "POSTERIORS"),
-    ("captum_uncertainty.experiments.ground_truth", "SUPPORTED_POSTERIORS", "POSTERIORS"),
     ("captum_uncertainty.experiments.reference_reading", "SUPPORTED_READINGS", "METHOD_READINGS"),
     ("captum_uncertainty._known_causes", "SUPPORTED_TABULAR_CAUSES", "TABULAR_CAUSES"),
     ("captum_uncertainty.data", "SUPPORTED_TABULAR_CAUSES", "TABULAR_CAUSES"),

@@ -15,7 +15,7 @@ from captum_uncertainty.posterior import MCDropout
 if TYPE_CHECKING:
     from captum_uncertainty.experiments.ground_truth import GroundTruthConfig
 
-__all__ = ["POSTERIORS", "SUPPORTED_POSTERIORS", "posterior_words", "predictive_accuracy", "train_posterior"]
+__all__ = ["SUPPORTED_POSTERIORS", "posterior_words", "predictive_accuracy", "train_posterior"]
 
 #: The ``posterior`` choices of :class:`~captum_uncertainty.experiments.ground_truth.GroundTruthConfig`:
 #: ``"adam"``, a deep ensemble trained with Adam (lr 1e-3, batch 128, ``epochs``); ``"sgd"``, a deep
@@ -24,8 +24,6 @@ __all__ = ["POSTERIORS", "SUPPORTED_POSTERIORS", "posterior_words", "predictive_
 #: ``"adam"`` members are, read as :class:`~captum_uncertainty.MCDropout` with ``mc_samples`` frozen
 #: masks.
 SUPPORTED_POSTERIORS = ("adam", "sgd", "mc_dropout")
-#: Deprecated alias of :data:`SUPPORTED_POSTERIORS`, kept for one release.
-POSTERIORS = SUPPORTED_POSTERIORS
 
 
 def train_posterior(config: "GroundTruthConfig", split: DataSplit) -> Union[List[nn.Module], MCDropout]:

@@ -64,7 +64,6 @@ from captum_uncertainty.experiments._ground_truth_methods import Context as _Con
 from captum_uncertainty.experiments._ground_truth_methods import Explainer as _Explainer
 from captum_uncertainty.experiments._ground_truth_methods import seeded as _seeded
 from captum_uncertainty.experiments._ground_truth_posteriors import (
-    POSTERIORS,
     SUPPORTED_POSTERIORS,
     posterior_words,
     predictive_accuracy,
@@ -87,7 +86,6 @@ __all__ = [
     "CauseSummary",
     "METHODS",
     "ORACLE",
-    "POSTERIORS",
     "PROXIES",
     "PROXY_FRACTION",
     "RANDOM",
