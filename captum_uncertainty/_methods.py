@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple
 
+import torch
 from torch import Tensor
 
 from captum_uncertainty.forward import UncertaintyForward
@@ -44,6 +45,7 @@ __all__ = [
     "build_saliency",
     "build_ua_backprop",
     "methods_taking",
+    "pixel_blocks",
 ]
 
 
@@ -173,3 +175,14 @@ def in_class_path_map(forward: UncertaintyForward, vae: Any, x: Tensor, n_steps:
         return CounterfactualPathIG(forward, vae).attribute(
             x, fiducial="in_class", n_steps=n_steps, fiducial_kwargs={"max_iterations": max_iterations}
         )
+
+
+def pixel_blocks(x: Tensor, block: int) -> Tensor:
+    """Feature ids ``(1, 1, H, W)`` on ``x``'s device grouping ``x``'s pixels into ``block x block``
+    squares, row by row (the last row and column of blocks may be narrower): the feature mask of
+    KernelShap and LIME in the benchmarks."""
+    height, width = x.shape[-2:]
+    columns = (width + block - 1) // block
+    rows = torch.arange(height, device=x.device) // block
+    ids = rows[:, None] * columns + (torch.arange(width, device=x.device) // block)[None, :]
+    return ids.view(1, 1, height, width)

@@ -10,7 +10,7 @@ from captum.attr import IntegratedGradients, KernelShap, Lime, Saliency
 from torch import nn
 
 from captum_uncertainty import UncertaintyForward
-from captum_uncertainty._methods import COMMAND_LINE_METHODS, build_lime, methods_taking
+from captum_uncertainty._methods import COMMAND_LINE_METHODS, build_lime, methods_taking, pixel_blocks
 from captum_uncertainty.attr import (
     BlurIntegratedGradients,
     GuidedIntegratedGradients,
@@ -126,3 +126,12 @@ def test_the_ground_truth_benchmarks_lime_is_captums_lime_with_the_ridge_surroga
     maps = ground_truth_methods.seeded(ground_truth_methods.METHODS["LIME"], uf, x, ctx)
     assert torch.equal(maps, by_hand(SkLearnRidge(alpha=1.0)))
     assert not torch.equal(maps, by_hand(SkLearnLasso(alpha=0.01)))  # Captum's default surrogate
+
+
+def test_pixel_blocks_by_hand_with_a_narrower_last_block_on_the_inputs_device():
+    x = torch.zeros(2, 1, 3, 5, device="meta")
+    blocks = pixel_blocks(x, 2)
+    assert blocks.device == x.device and blocks.shape == (1, 1, 3, 5)
+    expected = torch.tensor([[0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [3, 3, 4, 4, 5]]).view(1, 1, 3, 5)
+    assert torch.equal(pixel_blocks(torch.zeros(2, 1, 3, 5), 2), expected)
+    assert torch.equal(pixel_blocks(torch.zeros(1, 1, 2, 3), 1), torch.arange(6).view(1, 1, 2, 3))

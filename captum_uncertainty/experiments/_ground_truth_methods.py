@@ -25,6 +25,7 @@ from captum_uncertainty._methods import (
     build_ua_backprop,
     clue_map,
     in_class_path_map,
+    pixel_blocks,
 )
 from captum_uncertainty.forward import UncertaintyForward
 
@@ -112,11 +113,7 @@ def _smoothgrad(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
 def _superpixels(x: Tensor) -> Tensor:
     """Feature ids ``(1, 1, H, W)`` of KernelShap and LIME: single pixels on images up to 16
     pixels a side, 2x2 blocks on larger ones."""
-    height, width = x.shape[-2:]
-    block = 1 if max(height, width) <= 16 else 2
-    columns = (width + block - 1) // block
-    ids = (torch.arange(height) // block)[:, None] * columns + (torch.arange(width) // block)[None, :]
-    return ids.view(1, 1, height, width).to(x.device)
+    return pixel_blocks(x, 1 if max(x.shape[-2:]) <= 16 else 2)
 
 
 def _kernel_shap(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:

@@ -39,6 +39,7 @@ from captum_uncertainty._methods import (
     build_ua_backprop,
     clue_map,
     in_class_path_map,
+    pixel_blocks,
 )
 from captum_uncertainty._validation import check_choice
 from captum_uncertainty.forward import UncertaintyForward
@@ -178,9 +179,7 @@ def lime(uf: UncertaintyForward, x: Tensor, ctx: Context) -> Tensor:
     :func:`~captum_uncertainty._methods.build_lime`): Captum's default Lasso zeroes every
     coefficient of an uncertainty of a few tenths of a nat, which leaves all-zero maps.
     """
-    height, width = x.shape[-2:]
-    blocks = (torch.arange(height) // 2)[:, None] * ((width + 1) // 2) + (torch.arange(width) // 2)[None, :]
-    mask = blocks.expand(x.shape[0], 1, height, width)
+    mask = pixel_blocks(x, 2).expand(x.shape[0], -1, -1, -1)
     lime_attr = build_lime(uf)
     return torch.cat(
         [
