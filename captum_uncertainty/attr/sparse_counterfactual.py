@@ -286,23 +286,27 @@ class SparseCounterfactualIG(GradientAttribution):
         args = additional_args_tuple(additional_forward_args)
         values = _uncertainty(forward, args, target)
         replaced_by = self._replacement(inputs, replacement)
-        with torch.no_grad():
-            reference = values(inputs)
         chosen = torch.zeros(_positions_shape(inputs), dtype=torch.bool, device=inputs.device)
         count = chosen[0].numel()
         per_round = max(1, math.floor(step_fraction * count + 0.5))  # rounded as the metrics' pixel budgets
         budget = max(1, math.floor(max_fraction * count))
-        current, uncertainty = inputs, reference
-        for _ in range(math.ceil(budget / per_round)):
+        rounds = math.ceil(budget / per_round)
+        current, reference = inputs, inputs.new_empty(0)  # reference: U(inputs), set by the first pass
+        for step in range(rounds + 1):
+            # one pass gives the uncertainty (the stopping rule) and, while rounds remain, its gradient
+            probe = current.detach().requires_grad_(True)
+            with torch.enable_grad():
+                value = values(probe)
+            uncertainty = value.detach()
+            reference = uncertainty if step == 0 else reference
             active = (uncertainty > target_fraction * reference) & (chosen.flatten(1).sum(1) < budget)
-            if not bool(active.any()):
+            if step == rounds or not bool(active.any()):
                 break
-            added = _next_positions(values, current, replaced_by, chosen, per_round, budget)
+            (gradient,) = torch.autograd.grad(value.sum(), probe)
+            added = _next_positions(gradient, current, replaced_by, chosen, per_round, budget)
             chosen = chosen | (added & _rows(active, chosen.dim()))
             current = torch.where(chosen, replaced_by, inputs)
-            with torch.no_grad():
-                uncertainty = values(current)
-        return SparseCounterfactual(current.detach(), chosen, uncertainty.detach(), reference.detach())
+        return SparseCounterfactual(current.detach(), chosen, uncertainty, reference)
 
     def _replacement(self, inputs: Tensor, replacement: Optional[Tensor]) -> Tensor:
         if replacement is not None:
@@ -345,13 +349,10 @@ def _rows(active: Tensor, dims: int) -> Tensor:
 
 
 def _next_positions(
-    values: Any, current: Tensor, replaced_by: Tensor, chosen: Tensor, per_round: int, budget: int
+    gradient: Tensor, current: Tensor, replaced_by: Tensor, chosen: Tensor, per_round: int, budget: int
 ) -> Tensor:
-    """The ``per_round`` positions not yet chosen whose replacement lowers ``U`` most to first order
-    (never beyond ``budget`` chosen positions per input)."""
-    probe = current.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (gradient,) = torch.autograd.grad(values(probe).sum(), probe)
+    """The ``per_round`` positions not yet chosen whose replacement lowers ``U`` most to first order,
+    from ``U``'s ``gradient`` at ``current`` (never beyond ``budget`` chosen positions per input)."""
     gain = -(gradient * (replaced_by - current))
     if current.dim() == 4:
         gain = gain.sum(1, keepdim=True)
